@@ -1,1 +1,26 @@
-//! placeholder
+//! kbackup-core: everything kbackup knows about backups, with no knowledge of the JVM.
+//!
+//! The Connect shim (through `kbackup-jni`) and the `kbackup` CLI are thin front ends over this
+//! crate: the on-disk format (segments, indexes, manifests), the sink engine that writes it, the
+//! readers that restore from it, consumer-group offset capture and translation.
+#![warn(missing_docs)]
+
+pub mod codec;
+pub mod error;
+pub mod groups;
+pub mod index;
+pub mod kafka;
+pub mod layout;
+pub mod manifest;
+pub mod offsets_log;
+pub mod reader;
+pub mod record;
+pub mod restore;
+pub mod segment;
+pub mod sink;
+pub mod translate;
+
+pub use error::{Error, Result};
+
+/// Version of this crate, reported by `kbackup --version` and `Native.version()`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

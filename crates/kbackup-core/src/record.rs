@@ -1,0 +1,142 @@
+//! The record model shared by the sink, the readers, the JNI codec and the CLI.
+//!
+//! It mirrors what a Kafka consumer sees of a record, byte for byte: null stays distinct from
+//! empty, header order and duplicate header keys are kept, and the timestamp type travels with
+//! the timestamp so a restore can reproduce it.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// How a record's timestamp was assigned (Kafka's `TimestampType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum TimestampType {
+    /// The record carries no timestamp (the timestamp is -1).
+    NoTimestamp = 0,
+    /// Set by the producer.
+    CreateTime = 1,
+    /// Set by the broker when it appended the record.
+    LogAppendTime = 2,
+}
+
+impl TimestampType {
+    /// The wire value (0, 1, 2) back to the enum; `None` for anything else.
+    pub fn from_i8(v: i8) -> Option<TimestampType> {
+        match v {
+            0 => Some(TimestampType::NoTimestamp),
+            1 => Some(TimestampType::CreateTime),
+            2 => Some(TimestampType::LogAppendTime),
+            _ => None,
+        }
+    }
+
+    /// The wire value used in buffers and segment files.
+    pub fn as_i8(self) -> i8 {
+        self as i8
+    }
+
+    /// The name Kafka's Java client prints (`CreateTime`, `LogAppendTime`, `NoTimestampType`).
+    pub fn kafka_name(self) -> &'static str {
+        match self {
+            TimestampType::NoTimestamp => "NoTimestampType",
+            TimestampType::CreateTime => "CreateTime",
+            TimestampType::LogAppendTime => "LogAppendTime",
+        }
+    }
+}
+
+/// One record header; `value: None` is a null header value, distinct from an empty one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Header {
+    /// Header key (Kafka header keys are strings).
+    pub key: String,
+    /// Header value; `None` means null.
+    pub value: Option<Vec<u8>>,
+}
+
+/// A record as stored in the backup, keyed by its ORIGINAL offset in the source partition.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Record {
+    /// Offset of the record in the source partition at backup time.
+    pub offset: i64,
+    /// Timestamp in milliseconds since the epoch (-1 when `NoTimestamp`).
+    pub timestamp: i64,
+    /// How `timestamp` was assigned.
+    pub timestamp_type: TimestampType,
+    /// Key; `None` means null.
+    pub key: Option<Vec<u8>>,
+    /// Value; `None` means null (a tombstone in a compacted topic).
+    pub value: Option<Vec<u8>>,
+    /// Headers in their original order, duplicates included.
+    pub headers: Vec<Header>,
+}
+
+/// A topic and partition number.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct TopicPartition {
+    /// Topic name.
+    pub topic: String,
+    /// Partition number (>= 0).
+    pub partition: i32,
+}
+
+impl TopicPartition {
+    /// Convenience constructor.
+    pub fn new(topic: impl Into<String>, partition: i32) -> TopicPartition {
+        TopicPartition {
+            topic: topic.into(),
+            partition,
+        }
+    }
+}
+
+impl fmt::Display for TopicPartition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.topic, self.partition)
+    }
+}
+
+/// A topic, partition and offset (what `sinkOpenPartitions`/`sinkFlush` answer).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct TopicPartitionOffset {
+    /// Topic name.
+    pub topic: String,
+    /// Partition number.
+    pub partition: i32,
+    /// The offset; its meaning depends on the call (next offset to fetch, -1 for none, ...).
+    pub offset: i64,
+}
+
+impl TopicPartitionOffset {
+    /// Convenience constructor.
+    pub fn new(topic: impl Into<String>, partition: i32, offset: i64) -> TopicPartitionOffset {
+        TopicPartitionOffset {
+            topic: topic.into(),
+            partition,
+            offset,
+        }
+    }
+
+    /// The topic and partition without the offset.
+    pub fn topic_partition(&self) -> TopicPartition {
+        TopicPartition::new(self.topic.clone(), self.partition)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamp_type_round_trips_and_rejects_unknown() {
+        for t in [
+            TimestampType::NoTimestamp,
+            TimestampType::CreateTime,
+            TimestampType::LogAppendTime,
+        ] {
+            assert_eq!(TimestampType::from_i8(t.as_i8()), Some(t));
+        }
+        assert_eq!(TimestampType::from_i8(3), None);
+        assert_eq!(TimestampType::from_i8(-1), None);
+        assert_eq!(TimestampType::LogAppendTime.kafka_name(), "LogAppendTime");
+    }
+}
