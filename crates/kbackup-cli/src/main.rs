@@ -1,1 +1,160 @@
-fn main() {}
+//! `kbackup`: the command-line front end of kbackup-core.
+//!
+//! Thin glue only: clap parses the arguments, one module per subcommand under `cmd/` runs it
+//! through the core, and [`exit_code`] turns the outcome into the documented exit status
+//! (docs/cli.md). A closed stdout (`kbackup cat ... | head`) is a success, not an error.
+
+mod cmd;
+
+use clap::{Parser, Subcommand};
+use kbackup_core::Error;
+use std::process::ExitCode;
+
+/// Exit status: success.
+pub const EXIT_OK: u8 = 0;
+/// Exit status: any failure not listed below (I/O, missing backup or topic, ...).
+pub const EXIT_FAILURE: u8 = 1;
+/// Exit status: bad command line or invalid setting.
+pub const EXIT_USAGE: u8 = 2;
+/// Exit status: the Kafka cluster could not be reached or refused an operation.
+pub const EXIT_KAFKA: u8 = 3;
+/// Exit status: the backup is damaged (corruption found by a read, `verify` or `reindex`).
+pub const EXIT_CORRUPT: u8 = 4;
+
+/// Cold backup and restore for Apache Kafka: topic data and consumer-group offsets.
+#[derive(Parser, Debug)]
+#[command(
+    name = "kbackup",
+    version = &*Box::leak(version().into_boxed_str()),
+    about,
+    after_help = "Exit status: 0 ok, 1 failure, 2 usage error, 3 Kafka/connection failure, \
+                  4 corrupt backup. Log detail: -v, -vv or RUST_LOG=debug."
+)]
+struct Cli {
+    /// More log output on stderr (-v info, -vv debug, -vvv trace).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Back up topics (and consumer-group offsets) from a cluster into a backup directory.
+    Backup(cmd::backup::BackupArgs),
+    /// Restore topics (and translated consumer-group offsets) from a backup into a cluster.
+    Restore(cmd::restore::RestoreArgs),
+    /// Show topics, partitions, offset ranges, record counts, bytes and segments of a backup.
+    Inspect(cmd::inspect::InspectArgs),
+    /// Print the records of a topic as JSON lines.
+    Cat(cmd::cat::CatArgs),
+    /// Check every file of a backup: CRCs, headers, names, indexes and the segment chain.
+    Verify(cmd::verify::VerifyArgs),
+    /// Rebuild missing or stale index files from their segments.
+    Reindex(cmd::reindex::ReindexArgs),
+    /// Show the consumer-group offsets captured in a backup.
+    Offsets(cmd::offsets::OffsetsArgs),
+    /// Show what a restore would create and commit, without a cluster.
+    RestorePlan(cmd::restore_plan::RestorePlanArgs),
+    /// Show how far a restore got, from its state directory.
+    RestoreStatus(cmd::restore_status::RestoreStatusArgs),
+    /// Drop whole segments older than a given age.
+    Prune(cmd::prune::PruneArgs),
+}
+
+fn version() -> String {
+    format!(
+        "{} (backup format {})",
+        kbackup_core::VERSION,
+        kbackup_core::manifest::FORMAT_VERSION
+    )
+}
+
+/// The exit status for a core error.
+pub fn exit_code(e: &Error) -> u8 {
+    match e {
+        Error::Kafka { .. } => EXIT_KAFKA,
+        Error::Corrupt { .. } => EXIT_CORRUPT,
+        Error::Config(_) => EXIT_USAGE,
+        Error::Io { .. } | Error::NotFound(_) | Error::Codec(_) | Error::State(_) => EXIT_FAILURE,
+    }
+}
+
+fn is_broken_pipe(e: &Error) -> bool {
+    matches!(e, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::BrokenPipe)
+}
+
+fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
+        .format_timestamp_millis()
+        .init();
+}
+
+fn run(cli: Cli) -> kbackup_core::Result<u8> {
+    match cli.command {
+        Command::Backup(a) => cmd::backup::run(&a).map(|_| EXIT_OK),
+        Command::Restore(a) => cmd::restore::run(&a).map(|_| EXIT_OK),
+        Command::Inspect(a) => cmd::inspect::run(&a).map(|_| EXIT_OK),
+        Command::Cat(a) => cmd::cat::run(&a).map(|_| EXIT_OK),
+        Command::Verify(a) => {
+            cmd::verify::run(&a).map(|ok| if ok { EXIT_OK } else { EXIT_CORRUPT })
+        }
+        Command::Reindex(a) => {
+            cmd::reindex::run(&a).map(|ok| if ok { EXIT_OK } else { EXIT_CORRUPT })
+        }
+        Command::Offsets(a) => cmd::offsets::run(&a).map(|_| EXIT_OK),
+        Command::RestorePlan(a) => cmd::restore_plan::run(&a).map(|_| EXIT_OK),
+        Command::RestoreStatus(a) => cmd::restore_status::run(&a).map(|_| EXIT_OK),
+        Command::Prune(a) => cmd::prune::run(&a).map(|_| EXIT_OK),
+    }
+}
+
+fn main() -> ExitCode {
+    // clap exits with status 2 on usage errors and 0 for --help/--version.
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) if is_broken_pipe(&e) => ExitCode::from(EXIT_OK),
+        Err(e) => {
+            eprintln!("kbackup: error: {e}");
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn errors_map_to_documented_exit_codes() {
+        let kafka = Error::Kafka {
+            what: "x".into(),
+            retriable: true,
+            detail: "y".into(),
+        };
+        assert_eq!(exit_code(&kafka), 3);
+        assert_eq!(exit_code(&Error::corrupt("f", 1, "d")), 4);
+        assert_eq!(exit_code(&Error::Config("c".into())), 2);
+        assert_eq!(exit_code(&Error::NotFound("n".into())), 1);
+        let pipe = Error::io(
+            std::io::Error::from(std::io::ErrorKind::BrokenPipe),
+            "write",
+            "-",
+        );
+        assert!(is_broken_pipe(&pipe));
+    }
+}

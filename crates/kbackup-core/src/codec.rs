@@ -1,1 +1,707 @@
-//! TODO(codec)
+//! The buffers that cross the JNI boundary (docs/jni.md, "Buffers"), encoded and decoded.
+//!
+//! One buffer per call keeps the boundary cheap: Java packs a whole `put()` batch into one
+//! `byte[]`. Decoding is defensive because the bytes come from another program: truncation,
+//! negative lengths, unknown enum values, bad UTF-8 and trailing bytes are all
+//! [`Error::Codec`], never a panic. The record body layout here is also the body of a record
+//! in a segment file (docs/format.md), so the sink can copy it from the batch without
+//! re-encoding.
+
+use crate::error::{Error, Result};
+use crate::record::{Header, Record, TimestampType, TopicPartition, TopicPartitionOffset};
+
+/// First byte of a batch buffer ('K').
+pub const BATCH_MAGIC: u8 = 0x4B;
+/// Batch buffer version this code writes and reads.
+pub const BATCH_VERSION: u8 = 1;
+/// Poll flag: every assigned partition is fully restored and acknowledged.
+pub const FLAG_FINISHED: u8 = 0b01;
+/// Poll flag: waiting for acknowledgements, nothing to send now.
+pub const FLAG_WAITING_FOR_ACKS: u8 = 0b10;
+
+/// A record together with the topic and partition it belongs to (one entry of a batch).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchRecord {
+    /// Topic name.
+    pub topic: String,
+    /// Partition number.
+    pub partition: i32,
+    /// The record.
+    pub record: Record,
+}
+
+/// One acknowledgement: the original offset of a restored record and the offset it got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ack {
+    /// Original (backup) topic.
+    pub topic: String,
+    /// Partition number.
+    pub partition: i32,
+    /// Offset of the record in the backup.
+    pub original_offset: i64,
+    /// Offset the record received in the target cluster.
+    pub new_offset: i64,
+}
+
+/// A record of a batch buffer, borrowed from the buffer.
+///
+/// `body` is the byte range from the record's offset field through its last header: exactly a
+/// segment record body, so the sink appends it without decoding the key, value and headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchRecordRef<'a> {
+    /// Topic name.
+    pub topic: &'a str,
+    /// Partition number.
+    pub partition: i32,
+    /// Original offset.
+    pub offset: i64,
+    /// Timestamp (ms).
+    pub timestamp: i64,
+    /// The record body as laid out in docs/format.md ("record body").
+    pub body: &'a [u8],
+}
+
+// ---------------------------------------------------------------------------------------------
+// Primitives shared with the segment format.
+
+/// A decoding failure: where in the buffer and what was wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DecodeError {
+    pub position: usize,
+    pub detail: String,
+}
+
+impl DecodeError {
+    fn into_codec(self, what: &str) -> Error {
+        Error::Codec(format!(
+            "{what} buffer: {} at byte {}",
+            self.detail, self.position
+        ))
+    }
+}
+
+type DResult<T> = std::result::Result<T, DecodeError>;
+
+/// A bounds-checked big-endian reader over a byte slice.
+pub(crate) struct Cursor<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    pub fn new(buf: &'a [u8]) -> Cursor<'a> {
+        Cursor { buf, pos: 0 }
+    }
+
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+
+    pub fn remaining(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    fn err<T>(&self, detail: impl Into<String>) -> DResult<T> {
+        Err(DecodeError {
+            position: self.pos,
+            detail: detail.into(),
+        })
+    }
+
+    pub fn take(&mut self, n: usize, what: &str) -> DResult<&'a [u8]> {
+        if self.remaining() < n {
+            return self.err(format!(
+                "truncated: {what} needs {n} bytes, only {} left",
+                self.remaining()
+            ));
+        }
+        let s = &self.buf[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(s)
+    }
+
+    fn array<const N: usize>(&mut self, what: &str) -> DResult<[u8; N]> {
+        let s = self.take(N, what)?;
+        let mut a = [0u8; N];
+        a.copy_from_slice(s);
+        Ok(a)
+    }
+
+    pub fn u8(&mut self, what: &str) -> DResult<u8> {
+        Ok(self.array::<1>(what)?[0])
+    }
+    pub fn i8(&mut self, what: &str) -> DResult<i8> {
+        Ok(self.u8(what)? as i8)
+    }
+    pub fn i16(&mut self, what: &str) -> DResult<i16> {
+        Ok(i16::from_be_bytes(self.array(what)?))
+    }
+    pub fn i32(&mut self, what: &str) -> DResult<i32> {
+        Ok(i32::from_be_bytes(self.array(what)?))
+    }
+    pub fn u32(&mut self, what: &str) -> DResult<u32> {
+        Ok(u32::from_be_bytes(self.array(what)?))
+    }
+    pub fn i64(&mut self, what: &str) -> DResult<i64> {
+        Ok(i64::from_be_bytes(self.array(what)?))
+    }
+
+    /// `str16`: i16 length (0..=32767) then UTF-8.
+    pub fn str16(&mut self, what: &str) -> DResult<&'a str> {
+        let start = self.pos;
+        let len = self.i16(what)?;
+        if len < 0 {
+            self.pos = start;
+            return self.err(format!("{what}: negative string length {len}"));
+        }
+        let bytes = self.take(len as usize, what)?;
+        match std::str::from_utf8(bytes) {
+            Ok(s) => Ok(s),
+            Err(e) => Err(DecodeError {
+                position: start,
+                detail: format!("{what}: invalid UTF-8 ({e})"),
+            }),
+        }
+    }
+
+    /// `bytes32`: i32 length (-1 = null) then the bytes.
+    pub fn bytes32(&mut self, what: &str) -> DResult<Option<&'a [u8]>> {
+        let start = self.pos;
+        let len = self.i32(what)?;
+        if len == -1 {
+            return Ok(None);
+        }
+        if len < 0 {
+            self.pos = start;
+            return self.err(format!("{what}: invalid length {len} (only -1 means null)"));
+        }
+        Ok(Some(self.take(len as usize, what)?))
+    }
+
+    /// A count that must be >= 0 and plausible for the bytes left (each item >= `min_item` bytes).
+    pub fn count(&mut self, what: &str, min_item: usize) -> DResult<usize> {
+        let start = self.pos;
+        let n = self.i32(what)?;
+        if n < 0 {
+            self.pos = start;
+            return self.err(format!("{what}: negative count {n}"));
+        }
+        let n = n as usize;
+        if n.saturating_mul(min_item) > self.remaining() {
+            self.pos = start;
+            return self.err(format!(
+                "{what}: count {n} cannot fit in the {} bytes left",
+                self.remaining()
+            ));
+        }
+        Ok(n)
+    }
+
+    pub fn finish(&self, what: &str) -> DResult<()> {
+        if self.remaining() != 0 {
+            return self.err(format!(
+                "{} trailing bytes after the {what}",
+                self.remaining()
+            ));
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn put_str16(buf: &mut Vec<u8>, s: &str) {
+    // Topic names and header keys are far below 32767 bytes; clamp rather than corrupt.
+    let bytes = s.as_bytes();
+    let len = bytes.len().min(i16::MAX as usize);
+    buf.extend_from_slice(&(len as i16).to_be_bytes());
+    buf.extend_from_slice(&bytes[..len]);
+}
+
+pub(crate) fn put_bytes32(buf: &mut Vec<u8>, b: Option<&[u8]>) {
+    match b {
+        None => buf.extend_from_slice(&(-1i32).to_be_bytes()),
+        Some(b) => {
+            buf.extend_from_slice(&(b.len() as i32).to_be_bytes());
+            buf.extend_from_slice(b);
+        }
+    }
+}
+
+/// Appends a record body (docs/format.md): offset, timestamp, type, key, value, headers.
+pub(crate) fn put_record_body(buf: &mut Vec<u8>, r: &Record) {
+    buf.extend_from_slice(&r.offset.to_be_bytes());
+    buf.extend_from_slice(&r.timestamp.to_be_bytes());
+    buf.push(r.timestamp_type.as_i8() as u8);
+    put_bytes32(buf, r.key.as_deref());
+    put_bytes32(buf, r.value.as_deref());
+    buf.extend_from_slice(&(r.headers.len() as i32).to_be_bytes());
+    for h in &r.headers {
+        put_str16(buf, &h.key);
+        put_bytes32(buf, h.value.as_deref());
+    }
+}
+
+/// Size of the fixed fields of a record body before the key.
+pub(crate) const BODY_FIXED: usize = 8 + 8 + 1;
+/// Smallest possible record body: fixed fields, null key, null value, zero headers.
+pub(crate) const MIN_BODY: usize = BODY_FIXED + 4 + 4 + 4;
+
+/// Walks a record body without copying; returns (offset, timestamp). Validates every field.
+pub(crate) fn skip_record_body(c: &mut Cursor<'_>) -> DResult<(i64, i64)> {
+    let offset = c.i64("offset")?;
+    if offset < 0 {
+        return Err(DecodeError {
+            position: c.position() - 8,
+            detail: format!("negative record offset {offset}"),
+        });
+    }
+    let timestamp = c.i64("timestamp")?;
+    let tt = c.i8("timestamp type")?;
+    if TimestampType::from_i8(tt).is_none() {
+        return Err(DecodeError {
+            position: c.position() - 1,
+            detail: format!("unknown timestamp type {tt} (expected 0, 1 or 2)"),
+        });
+    }
+    c.bytes32("key")?;
+    c.bytes32("value")?;
+    let n = c.count("header count", 2 + 4)?;
+    for _ in 0..n {
+        c.str16("header key")?;
+        c.bytes32("header value")?;
+    }
+    Ok((offset, timestamp))
+}
+
+/// Decodes a record body into an owned [`Record`].
+pub(crate) fn get_record_body(c: &mut Cursor<'_>) -> DResult<Record> {
+    let offset = c.i64("offset")?;
+    if offset < 0 {
+        return Err(DecodeError {
+            position: c.position() - 8,
+            detail: format!("negative record offset {offset}"),
+        });
+    }
+    let timestamp = c.i64("timestamp")?;
+    let tt = c.i8("timestamp type")?;
+    let timestamp_type = TimestampType::from_i8(tt).ok_or_else(|| DecodeError {
+        position: c.position() - 1,
+        detail: format!("unknown timestamp type {tt} (expected 0, 1 or 2)"),
+    })?;
+    let key = c.bytes32("key")?.map(<[u8]>::to_vec);
+    let value = c.bytes32("value")?.map(<[u8]>::to_vec);
+    let n = c.count("header count", 2 + 4)?;
+    let mut headers = Vec::with_capacity(n);
+    for _ in 0..n {
+        let key = c.str16("header key")?.to_owned();
+        let value = c.bytes32("header value")?.map(<[u8]>::to_vec);
+        headers.push(Header { key, value });
+    }
+    Ok(Record {
+        offset,
+        timestamp,
+        timestamp_type,
+        key,
+        value,
+        headers,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Batch buffers.
+
+/// Encodes a batch buffer (`batch` in docs/jni.md) with the given poll flags.
+pub fn encode_batch(flags: u8, records: &[BatchRecord]) -> Vec<u8> {
+    let approx: usize = records
+        .iter()
+        .map(|r| {
+            64 + r.topic.len()
+                + r.record.key.as_ref().map_or(0, Vec::len)
+                + r.record.value.as_ref().map_or(0, Vec::len)
+                + r.record
+                    .headers
+                    .iter()
+                    .map(|h| 6 + h.key.len() + h.value.as_ref().map_or(0, Vec::len))
+                    .sum::<usize>()
+        })
+        .sum();
+    let mut buf = Vec::with_capacity(7 + approx);
+    buf.push(BATCH_MAGIC);
+    buf.push(BATCH_VERSION);
+    buf.push(flags);
+    buf.extend_from_slice(&(records.len() as i32).to_be_bytes());
+    for r in records {
+        put_str16(&mut buf, &r.topic);
+        buf.extend_from_slice(&r.partition.to_be_bytes());
+        put_record_body(&mut buf, &r.record);
+    }
+    buf
+}
+
+fn batch_header(c: &mut Cursor<'_>) -> DResult<(u8, usize)> {
+    let magic = c.u8("magic")?;
+    if magic != BATCH_MAGIC {
+        return Err(DecodeError {
+            position: 0,
+            detail: format!("bad magic 0x{magic:02X} (expected 0x4B)"),
+        });
+    }
+    let version = c.u8("version")?;
+    if version != BATCH_VERSION {
+        return Err(DecodeError {
+            position: 1,
+            detail: format!("unsupported batch version {version} (expected {BATCH_VERSION}); the jar and the native library come from different kbackup versions"),
+        });
+    }
+    let flags = c.u8("flags")?;
+    let n = c.count("record count", 2 + 4 + MIN_BODY)?;
+    Ok((flags, n))
+}
+
+/// Decodes a batch buffer into owned records.
+pub fn decode_batch(buf: &[u8]) -> Result<(u8, Vec<BatchRecord>)> {
+    let mut c = Cursor::new(buf);
+    let inner = |c: &mut Cursor<'_>| -> DResult<(u8, Vec<BatchRecord>)> {
+        let (flags, n) = batch_header(c)?;
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            let topic = c.str16("topic")?.to_owned();
+            let partition = c.i32("partition")?;
+            let record = get_record_body(c)?;
+            out.push(BatchRecord {
+                topic,
+                partition,
+                record,
+            });
+        }
+        c.finish("batch")?;
+        Ok((flags, out))
+    };
+    inner(&mut c).map_err(|e| e.into_codec("batch"))
+}
+
+/// Decodes a batch buffer without copying keys, values or headers (the sink's fast path).
+pub fn decode_batch_refs(buf: &[u8]) -> Result<(u8, Vec<BatchRecordRef<'_>>)> {
+    fn inner<'a>(buf: &'a [u8], c: &mut Cursor<'a>) -> DResult<(u8, Vec<BatchRecordRef<'a>>)> {
+        let (flags, n) = batch_header(c)?;
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            let topic = c.str16("topic")?;
+            let partition = c.i32("partition")?;
+            let start = c.position();
+            let (offset, timestamp) = skip_record_body(c)?;
+            out.push(BatchRecordRef {
+                topic,
+                partition,
+                offset,
+                timestamp,
+                body: &buf[start..c.position()],
+            });
+        }
+        c.finish("batch")?;
+        Ok((flags, out))
+    }
+    let mut c = Cursor::new(buf);
+    inner(buf, &mut c).map_err(|e| e.into_codec("batch"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// partitions / offsets / acks.
+
+/// Encodes a `partitions` buffer.
+pub fn encode_partitions(tps: &[TopicPartition]) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(4 + tps.len() * 32);
+    buf.extend_from_slice(&(tps.len() as i32).to_be_bytes());
+    for tp in tps {
+        put_str16(&mut buf, &tp.topic);
+        buf.extend_from_slice(&tp.partition.to_be_bytes());
+    }
+    buf
+}
+
+/// Decodes a `partitions` buffer.
+pub fn decode_partitions(buf: &[u8]) -> Result<Vec<TopicPartition>> {
+    let mut c = Cursor::new(buf);
+    let inner = |c: &mut Cursor<'_>| -> DResult<Vec<TopicPartition>> {
+        let n = c.count("partition count", 2 + 4)?;
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            let topic = c.str16("topic")?.to_owned();
+            let partition = c.i32("partition")?;
+            out.push(TopicPartition { topic, partition });
+        }
+        c.finish("partition list")?;
+        Ok(out)
+    };
+    inner(&mut c).map_err(|e| e.into_codec("partitions"))
+}
+
+/// Encodes an `offsets` buffer.
+pub fn encode_offsets(offsets: &[TopicPartitionOffset]) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(4 + offsets.len() * 40);
+    buf.extend_from_slice(&(offsets.len() as i32).to_be_bytes());
+    for o in offsets {
+        put_str16(&mut buf, &o.topic);
+        buf.extend_from_slice(&o.partition.to_be_bytes());
+        buf.extend_from_slice(&o.offset.to_be_bytes());
+    }
+    buf
+}
+
+/// Decodes an `offsets` buffer.
+pub fn decode_offsets(buf: &[u8]) -> Result<Vec<TopicPartitionOffset>> {
+    let mut c = Cursor::new(buf);
+    let inner = |c: &mut Cursor<'_>| -> DResult<Vec<TopicPartitionOffset>> {
+        let n = c.count("offset count", 2 + 4 + 8)?;
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            let topic = c.str16("topic")?.to_owned();
+            let partition = c.i32("partition")?;
+            let offset = c.i64("offset")?;
+            out.push(TopicPartitionOffset {
+                topic,
+                partition,
+                offset,
+            });
+        }
+        c.finish("offset list")?;
+        Ok(out)
+    };
+    inner(&mut c).map_err(|e| e.into_codec("offsets"))
+}
+
+/// Encodes an `acks` buffer.
+pub fn encode_acks(acks: &[Ack]) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(4 + acks.len() * 48);
+    buf.extend_from_slice(&(acks.len() as i32).to_be_bytes());
+    for a in acks {
+        put_str16(&mut buf, &a.topic);
+        buf.extend_from_slice(&a.partition.to_be_bytes());
+        buf.extend_from_slice(&a.original_offset.to_be_bytes());
+        buf.extend_from_slice(&a.new_offset.to_be_bytes());
+    }
+    buf
+}
+
+/// Decodes an `acks` buffer.
+pub fn decode_acks(buf: &[u8]) -> Result<Vec<Ack>> {
+    let mut c = Cursor::new(buf);
+    let inner = |c: &mut Cursor<'_>| -> DResult<Vec<Ack>> {
+        let n = c.count("ack count", 2 + 4 + 8 + 8)?;
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            let topic = c.str16("topic")?.to_owned();
+            let partition = c.i32("partition")?;
+            let original_offset = c.i64("original offset")?;
+            let new_offset = c.i64("new offset")?;
+            out.push(Ack {
+                topic,
+                partition,
+                original_offset,
+                new_offset,
+            });
+        }
+        c.finish("ack list")?;
+        Ok(out)
+    };
+    inner(&mut c).map_err(|e| e.into_codec("acks"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(offset: i64) -> Record {
+        Record {
+            offset,
+            timestamp: 1_700_000_000_000 + offset,
+            timestamp_type: TimestampType::CreateTime,
+            key: Some(vec![0, 1, 2, 255]),
+            value: Some(b"hello".to_vec()),
+            headers: vec![],
+        }
+    }
+
+    fn sample() -> Vec<BatchRecord> {
+        vec![
+            BatchRecord {
+                topic: "orders".into(),
+                partition: 0,
+                record: rec(0),
+            },
+            BatchRecord {
+                topic: "orders".into(),
+                partition: 2,
+                record: Record {
+                    offset: 17,
+                    timestamp: -1,
+                    timestamp_type: TimestampType::NoTimestamp,
+                    key: None,
+                    value: Some(vec![]),
+                    headers: vec![
+                        Header {
+                            key: "k".into(),
+                            value: None,
+                        },
+                        Header {
+                            key: "k".into(),
+                            value: Some(vec![]),
+                        },
+                        Header {
+                            key: "ünï".into(),
+                            value: Some(vec![9; 3]),
+                        },
+                    ],
+                },
+            },
+            BatchRecord {
+                topic: "logs.v2".into(),
+                partition: 1,
+                record: Record {
+                    offset: 1 << 40,
+                    timestamp: 5,
+                    timestamp_type: TimestampType::LogAppendTime,
+                    key: Some(vec![]),
+                    value: None,
+                    headers: vec![],
+                },
+            },
+        ]
+    }
+
+    #[test]
+    fn batch_round_trips_every_field_kind() {
+        let records = sample();
+        let buf = encode_batch(FLAG_WAITING_FOR_ACKS, &records);
+        let (flags, back) = decode_batch(&buf).unwrap();
+        assert_eq!(flags, FLAG_WAITING_FOR_ACKS);
+        assert_eq!(back, records);
+        // Null and empty stay distinct.
+        assert_eq!(back[1].record.key, None);
+        assert_eq!(back[1].record.value, Some(vec![]));
+        assert_eq!(back[2].record.key, Some(vec![]));
+        assert_eq!(back[2].record.value, None);
+    }
+
+    #[test]
+    fn batch_layout_matches_jni_md() {
+        let buf = encode_batch(0, &sample()[..1]);
+        assert_eq!(&buf[..7], &[0x4B, 1, 0, 0, 0, 0, 1]);
+        // str16 "orders"
+        assert_eq!(&buf[7..9], &[0, 6]);
+        assert_eq!(&buf[9..15], b"orders");
+        assert_eq!(&buf[15..19], &[0, 0, 0, 0]); // partition
+        assert_eq!(&buf[19..27], &0i64.to_be_bytes()); // offset
+    }
+
+    #[test]
+    fn batch_refs_expose_record_bodies() {
+        let records = sample();
+        let buf = encode_batch(0, &records);
+        let (_, refs) = decode_batch_refs(&buf).unwrap();
+        assert_eq!(refs.len(), 3);
+        for (r, full) in refs.iter().zip(&records) {
+            assert_eq!(r.topic, full.topic);
+            assert_eq!(r.offset, full.record.offset);
+            let mut body = Vec::new();
+            put_record_body(&mut body, &full.record);
+            assert_eq!(r.body, &body[..]);
+            let back = get_record_body(&mut Cursor::new(r.body)).unwrap();
+            assert_eq!(back, full.record);
+        }
+    }
+
+    #[test]
+    fn every_truncation_is_an_error_not_a_panic() {
+        let buf = encode_batch(0, &sample());
+        for n in 0..buf.len() {
+            let e = decode_batch(&buf[..n]).unwrap_err();
+            assert!(matches!(e, Error::Codec(_)), "{n}: {e}");
+            assert!(decode_batch_refs(&buf[..n]).is_err());
+        }
+    }
+
+    #[test]
+    fn garbage_is_rejected_with_a_codec_error() {
+        let good = encode_batch(0, &sample());
+        // Trailing bytes.
+        let mut t = good.clone();
+        t.push(0);
+        assert!(decode_batch(&t)
+            .unwrap_err()
+            .to_string()
+            .contains("trailing"));
+        // Bad magic.
+        let mut m = good.clone();
+        m[0] = 0;
+        assert!(decode_batch(&m).unwrap_err().to_string().contains("magic"));
+        // Negative record count.
+        let mut n = good.clone();
+        n[3..7].copy_from_slice(&(-5i32).to_be_bytes());
+        assert!(decode_batch(&n).is_err());
+        // Huge count does not allocate.
+        n[3..7].copy_from_slice(&i32::MAX.to_be_bytes());
+        assert!(decode_batch(&n)
+            .unwrap_err()
+            .to_string()
+            .contains("cannot fit"));
+        // Negative key length other than -1 (key length sits after topic, partition, offset,
+        // timestamp and type).
+        let mut k = good.clone();
+        let key_len_at = 7 + 2 + 6 + 4 + 8 + 8 + 1;
+        k[key_len_at..key_len_at + 4].copy_from_slice(&(-2i32).to_be_bytes());
+        assert!(decode_batch(&k).unwrap_err().to_string().contains("-2"));
+        // Bad timestamp type.
+        let mut tt = good.clone();
+        tt[key_len_at - 1] = 7;
+        assert!(decode_batch(&tt)
+            .unwrap_err()
+            .to_string()
+            .contains("timestamp type"));
+        // Bad UTF-8 in the topic.
+        let mut u = good.clone();
+        u[9] = 0xFF;
+        assert!(decode_batch(&u).unwrap_err().to_string().contains("UTF-8"));
+        // Every single-byte corruption decodes or fails cleanly.
+        for i in 0..good.len() {
+            for v in [0x00, 0x7F, 0x80, 0xFF] {
+                let mut g = good.clone();
+                g[i] = v;
+                let _ = decode_batch(&g);
+                let _ = decode_batch_refs(&g);
+            }
+        }
+    }
+
+    #[test]
+    fn partitions_offsets_acks_round_trip_and_reject_garbage() {
+        let tps = vec![
+            TopicPartition::new("a", 0),
+            TopicPartition::new("b-c.d_e", 7),
+        ];
+        let buf = encode_partitions(&tps);
+        assert_eq!(decode_partitions(&buf).unwrap(), tps);
+        assert!(decode_partitions(&buf[..buf.len() - 1]).is_err());
+        assert_eq!(decode_partitions(&0i32.to_be_bytes()).unwrap(), vec![]);
+
+        let offs = vec![
+            TopicPartitionOffset::new("a", 0, -1),
+            TopicPartitionOffset::new("b", 3, i64::MAX),
+        ];
+        let buf = encode_offsets(&offs);
+        assert_eq!(decode_offsets(&buf).unwrap(), offs);
+        let mut t = buf.clone();
+        t.extend_from_slice(&[1, 2]);
+        assert!(decode_offsets(&t).is_err());
+
+        let acks = vec![Ack {
+            topic: "x".into(),
+            partition: 1,
+            original_offset: 10,
+            new_offset: 3,
+        }];
+        let buf = encode_acks(&acks);
+        assert_eq!(decode_acks(&buf).unwrap(), acks);
+        assert!(decode_acks(&[0xFF, 0xFF, 0xFF, 0xFF]).is_err());
+        assert!(decode_acks(&[]).is_err());
+    }
+}

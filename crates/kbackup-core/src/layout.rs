@@ -1,1 +1,248 @@
-//! TODO(layout)
+//! Where every file of a backup lives (docs/format.md, "Directory layout").
+//!
+//! All path building goes through here so that names are validated in one place: topic names
+//! are checked against Kafka's rules before they become a path component, partition and segment
+//! names are parsed strictly, and free text (group ids) never becomes a path.
+
+use crate::error::{Error, Result};
+use crate::record::TopicPartition;
+use std::path::{Path, PathBuf};
+
+/// Name of the root marker file that says "this directory is a kbackup backup".
+pub const ROOT_MARKER: &str = "kbackup.json";
+/// Directory under the root that holds one directory per topic.
+pub const TOPICS_DIR: &str = "topics";
+/// Directory under the root reserved for restore progress.
+pub const RESTORE_STATE_DIR: &str = "restore-state";
+/// Topic manifest file name inside a topic directory.
+pub const TOPIC_MANIFEST: &str = "topic.json";
+/// Extension of segment files.
+pub const SEGMENT_EXT: &str = "segment";
+/// Extension of offset index files.
+pub const OFFSET_INDEX_EXT: &str = "offset-index";
+/// Extension of time index files.
+pub const TIME_INDEX_EXT: &str = "time-index";
+/// File name of a partition's consumer-group offsets log.
+pub const GROUP_OFFSETS_LOG: &str = "group-offsets.log";
+
+/// Checks a topic name against Kafka's rules: 1..=249 chars of `[a-zA-Z0-9._-]`, not `.`/`..`.
+pub fn validate_topic_name(topic: &str) -> Result<()> {
+    let ok_chars = topic
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
+    if topic.is_empty() || topic.len() > 249 || !ok_chars || topic == "." || topic == ".." {
+        return Err(Error::Config(format!(
+            "{topic:?} is not a valid Kafka topic name: use 1 to 249 characters of \
+             a-z, A-Z, 0-9, '.', '_' and '-', and not \".\" or \"..\""
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a partition number (>= 0).
+pub fn validate_partition(partition: i32) -> Result<()> {
+    if partition < 0 {
+        return Err(Error::Config(format!(
+            "partition {partition} is negative; Kafka partitions are numbered from 0"
+        )));
+    }
+    Ok(())
+}
+
+/// `DIR/kbackup.json`.
+pub fn root_marker(root: &Path) -> PathBuf {
+    root.join(ROOT_MARKER)
+}
+
+/// `DIR/topics`.
+pub fn topics_dir(root: &Path) -> PathBuf {
+    root.join(TOPICS_DIR)
+}
+
+/// `DIR/restore-state`.
+pub fn restore_state_dir(root: &Path) -> PathBuf {
+    root.join(RESTORE_STATE_DIR)
+}
+
+/// `DIR/topics/<topic>`; the topic name is validated first.
+pub fn topic_dir(root: &Path, topic: &str) -> Result<PathBuf> {
+    validate_topic_name(topic)?;
+    Ok(topics_dir(root).join(topic))
+}
+
+/// `DIR/topics/<topic>/topic.json`.
+pub fn topic_manifest(root: &Path, topic: &str) -> Result<PathBuf> {
+    Ok(topic_dir(root, topic)?.join(TOPIC_MANIFEST))
+}
+
+/// `DIR/topics/<topic>/<partition>`; topic and partition are validated first.
+pub fn partition_dir(root: &Path, tp: &TopicPartition) -> Result<PathBuf> {
+    validate_partition(tp.partition)?;
+    Ok(topic_dir(root, &tp.topic)?.join(tp.partition.to_string()))
+}
+
+/// `DIR/topics/<topic>/<partition>/group-offsets.log`.
+///
+/// Callers pass a `TopicPartition` that came from the backup or was validated with
+/// [`validate_topic_name`]; the topic is not re-validated here.
+pub fn group_offsets_log(root: &Path, tp: &TopicPartition) -> PathBuf {
+    topics_dir(root)
+        .join(&tp.topic)
+        .join(tp.partition.to_string())
+        .join(GROUP_OFFSETS_LOG)
+}
+
+/// `{base_offset:020}.segment`.
+pub fn segment_file_name(base_offset: i64) -> String {
+    format!("{base_offset:020}.{SEGMENT_EXT}")
+}
+
+/// Path of the segment with `base_offset` in a partition directory.
+pub fn segment_path(partition_dir: &Path, base_offset: i64) -> PathBuf {
+    partition_dir.join(segment_file_name(base_offset))
+}
+
+/// The offset index beside a segment (`{base:020}.offset-index`).
+pub fn offset_index_path(segment_path: &Path) -> PathBuf {
+    segment_path.with_extension(OFFSET_INDEX_EXT)
+}
+
+/// The time index beside a segment (`{base:020}.time-index`).
+pub fn time_index_path(segment_path: &Path) -> PathBuf {
+    segment_path.with_extension(TIME_INDEX_EXT)
+}
+
+/// Parses exactly 20 ASCII digits; `None` for anything else or a value above `i64::MAX`.
+fn parse_base(digits: &str) -> Option<i64> {
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse::<i64>().ok()
+}
+
+/// Base offset of a file named `{base:020}.segment`; `None` for any other name.
+pub fn parse_segment_file_name(name: &str) -> Option<i64> {
+    parse_base(name.strip_suffix(".segment")?)
+}
+
+/// Partition number of a directory named by a canonical decimal (`0`, `17`; not `007`, `-1`).
+pub fn parse_partition_dir_name(name: &str) -> Option<i32> {
+    if name.is_empty()
+        || !name.bytes().all(|b| b.is_ascii_digit())
+        || (name.len() > 1 && name.starts_with('0'))
+    {
+        return None;
+    }
+    name.parse::<i32>().ok()
+}
+
+/// The segments of a partition directory, sorted by base offset, as (base offset, path).
+/// Files that are not segments (indexes, the group-offsets log, temp files) are ignored.
+pub fn list_segments(partition_dir: &Path) -> Result<Vec<(i64, PathBuf)>> {
+    let mut out = Vec::new();
+    let rd = std::fs::read_dir(partition_dir)
+        .map_err(|e| Error::io(e, "list partition directory", partition_dir))?;
+    for entry in rd {
+        let entry = entry.map_err(|e| Error::io(e, "list partition directory", partition_dir))?;
+        if let Some(base) = entry.file_name().to_str().and_then(parse_segment_file_name) {
+            out.push((base, entry.path()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Fsyncs a directory so that entries created or renamed in it survive a crash.
+pub fn fsync_dir(dir: &Path) -> Result<()> {
+    let f = std::fs::File::open(dir).map_err(|e| Error::io(e, "open directory for fsync", dir))?;
+    f.sync_all()
+        .map_err(|e| Error::io(e, "fsync directory", dir))
+}
+
+/// Writes `bytes` to `path` atomically: temp file, fsync, rename, fsync the directory.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+    tmp_name.push(".tmp");
+    let tmp = dir.join(tmp_name);
+    {
+        let mut f =
+            std::fs::File::create(&tmp).map_err(|e| Error::io(e, "create temporary file", &tmp))?;
+        f.write_all(bytes)
+            .map_err(|e| Error::io(e, "write temporary file", &tmp))?;
+        f.sync_all()
+            .map_err(|e| Error::io(e, "fsync temporary file", &tmp))?;
+    }
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(e, "rename temporary file onto", path))?;
+    fsync_dir(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names_are_validated_before_becoming_paths() {
+        for ok in ["orders", "a.b_c-D9", "x"] {
+            validate_topic_name(ok).unwrap();
+        }
+        let long = "a".repeat(250);
+        for bad in ["", ".", "..", "a/b", "../etc", "a b", "ü", long.as_str()] {
+            assert!(validate_topic_name(bad).is_err(), "{bad:?}");
+            assert!(topic_dir(Path::new("/b"), bad).is_err());
+        }
+        assert!(partition_dir(Path::new("/b"), &TopicPartition::new("t", -1)).is_err());
+        assert_eq!(
+            partition_dir(Path::new("/b"), &TopicPartition::new("t", 3)).unwrap(),
+            PathBuf::from("/b/topics/t/3")
+        );
+        assert_eq!(
+            group_offsets_log(Path::new("/b"), &TopicPartition::new("t", 3)),
+            PathBuf::from("/b/topics/t/3/group-offsets.log")
+        );
+    }
+
+    #[test]
+    fn segment_names_parse_strictly() {
+        assert_eq!(segment_file_name(42), "00000000000000000042.segment");
+        assert_eq!(
+            parse_segment_file_name("00000000000000000042.segment"),
+            Some(42)
+        );
+        assert_eq!(
+            parse_segment_file_name(&segment_file_name(i64::MAX)),
+            Some(i64::MAX)
+        );
+        for bad in [
+            "42.segment",
+            "0000000000000000042.segment",
+            "000000000000000000042.segment",
+            "0000000000000000004a.segment",
+            "00000000000000000042.segment.tmp",
+            "00000000000000000042.offset-index",
+            "+0000000000000000042.segment",
+            "99999999999999999999.segment",
+        ] {
+            assert_eq!(parse_segment_file_name(bad), None, "{bad}");
+        }
+        let seg = segment_path(Path::new("/p"), 7);
+        assert_eq!(
+            offset_index_path(&seg),
+            PathBuf::from("/p/00000000000000000007.offset-index")
+        );
+        assert_eq!(
+            time_index_path(&seg),
+            PathBuf::from("/p/00000000000000000007.time-index")
+        );
+    }
+
+    #[test]
+    fn partition_dir_names_parse_strictly() {
+        assert_eq!(parse_partition_dir_name("0"), Some(0));
+        assert_eq!(parse_partition_dir_name("17"), Some(17));
+        for bad in ["", "-1", "01", "1a", "99999999999"] {
+            assert_eq!(parse_partition_dir_name(bad), None, "{bad}");
+        }
+    }
+}

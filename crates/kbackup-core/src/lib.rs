@@ -13,6 +13,7 @@ pub mod kafka;
 pub mod layout;
 pub mod manifest;
 pub mod offsets_log;
+pub mod prune;
 pub mod reader;
 pub mod record;
 pub mod restore;

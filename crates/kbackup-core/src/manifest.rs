@@ -1,1 +1,252 @@
-//! TODO(manifest)
+//! The two small JSON files of a backup: the root marker and the per-topic manifest.
+//!
+//! The root marker lets every tool refuse a directory that is not a backup (or is a backup of a
+//! newer format) before touching it. The topic manifest carries what is needed to re-create a
+//! topic on restore: its partition count and non-default configs. Both are written atomically.
+
+use crate::error::{Error, Result};
+use crate::layout;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Value of `format` in the root marker.
+pub const FORMAT_NAME: &str = "kbackup";
+/// Version of the on-disk format written by this code (segments, indexes, manifests).
+pub const FORMAT_VERSION: u16 = 1;
+/// Oldest on-disk format version this code still reads.
+pub const OLDEST_SUPPORTED: u16 = 1;
+
+/// `DIR/kbackup.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RootMarker {
+    /// Always `"kbackup"`.
+    pub format: String,
+    /// On-disk format version of the backup.
+    pub version: u16,
+    /// When the backup directory was initialised (ms since the epoch).
+    pub created_ms: i64,
+    /// The program that initialised it (`kbackup-core 0.1.0`).
+    pub created_by: String,
+}
+
+/// `DIR/topics/<topic>/topic.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicManifest {
+    /// Topic name (equal to the directory name).
+    pub topic: String,
+    /// Partition count of the source topic (or highest backed-up partition + 1 if unknown).
+    pub partitions: i32,
+    /// Topic configs that were not at their default in the source cluster.
+    pub configs: BTreeMap<String, String>,
+    /// True when `partitions`/`configs` were read from the source cluster, false when guessed.
+    pub described: bool,
+    /// When the manifest was first written (ms since the epoch).
+    pub created_ms: i64,
+    /// When it was last rewritten (ms since the epoch).
+    pub updated_ms: i64,
+}
+
+/// Current wall-clock time in ms since the epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Reads and checks the root marker of `root`; a clear error when `root` is not a backup.
+pub fn read_root_marker(root: &Path) -> Result<RootMarker> {
+    let path = layout::root_marker(root);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(if root.is_dir() {
+                Error::NotFound(format!(
+                    "{} is not a kbackup backup: it has no {} file; point at the directory \
+                     given as target.dir / --dir when the backup was written",
+                    root.display(),
+                    layout::ROOT_MARKER
+                ))
+            } else {
+                Error::NotFound(format!(
+                    "backup directory {} does not exist; check the path",
+                    root.display()
+                ))
+            })
+        }
+        Err(e) => return Err(Error::io(e, "read backup marker", path)),
+    };
+    let marker: RootMarker = serde_json::from_slice(&bytes).map_err(|e| {
+        Error::corrupt(
+            &path,
+            0,
+            format!("not valid kbackup marker JSON ({e}); if only this file is damaged, rewrite it as {{\"format\":\"kbackup\",\"version\":1,\"created_ms\":0,\"created_by\":\"manual\"}}"),
+        )
+    })?;
+    if marker.format != FORMAT_NAME {
+        return Err(Error::corrupt(
+            &path,
+            0,
+            format!("format is {:?}, expected \"kbackup\"", marker.format),
+        ));
+    }
+    check_version(&path, marker.version)?;
+    Ok(marker)
+}
+
+/// Fails with a clear message when `version` is outside what this code reads.
+pub fn check_version(path: &Path, version: u16) -> Result<()> {
+    if version > FORMAT_VERSION {
+        return Err(Error::Config(format!(
+            "{} was written in kbackup format version {version}, this kbackup reads versions \
+             {OLDEST_SUPPORTED} to {FORMAT_VERSION}; upgrade kbackup",
+            path.display()
+        )));
+    }
+    if version < OLDEST_SUPPORTED {
+        return Err(Error::Config(format!(
+            "{} uses kbackup format version {version}, older than the oldest this kbackup reads \
+             ({OLDEST_SUPPORTED}); read it with an older kbackup release",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Creates `root` (and its marker) if needed, or checks that an existing directory is a backup.
+/// An existing non-empty directory without a marker is refused, so a typo cannot scatter
+/// backup files into an unrelated directory.
+pub fn init_root(root: &Path) -> Result<RootMarker> {
+    if layout::root_marker(root).exists() {
+        return read_root_marker(root);
+    }
+    if root.exists() {
+        if !root.is_dir() {
+            return Err(Error::Config(format!(
+                "target directory {} is a file, not a directory; choose a directory path",
+                root.display()
+            )));
+        }
+        let mut rd =
+            std::fs::read_dir(root).map_err(|e| Error::io(e, "list target directory", root))?;
+        if rd.next().is_some() {
+            return Err(Error::Config(format!(
+                "target directory {} is not empty and is not a kbackup backup (no {}); \
+                 choose an empty or new directory",
+                root.display(),
+                layout::ROOT_MARKER
+            )));
+        }
+    } else {
+        std::fs::create_dir_all(root).map_err(|e| Error::io(e, "create target directory", root))?;
+    }
+    let marker = RootMarker {
+        format: FORMAT_NAME.to_string(),
+        version: FORMAT_VERSION,
+        created_ms: now_ms(),
+        created_by: format!("kbackup-core {}", crate::VERSION),
+    };
+    let mut json = serde_json::to_vec_pretty(&marker).expect("marker serialises");
+    json.push(b'\n');
+    layout::write_atomic(&layout::root_marker(root), &json)?;
+    let topics = layout::topics_dir(root);
+    std::fs::create_dir_all(&topics).map_err(|e| Error::io(e, "create directory", &topics))?;
+    layout::fsync_dir(root)?;
+    Ok(marker)
+}
+
+/// Reads a topic manifest; `Ok(None)` when the topic has none yet.
+pub fn read_topic_manifest(root: &Path, topic: &str) -> Result<Option<TopicManifest>> {
+    let path = layout::topic_manifest(root, topic)?;
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(e, "read topic manifest", path)),
+    };
+    let m: TopicManifest = serde_json::from_slice(&bytes).map_err(|e| {
+        Error::corrupt(
+            &path,
+            e.column() as u64,
+            format!("not a valid topic manifest ({e})"),
+        )
+    })?;
+    if m.topic != topic {
+        return Err(Error::corrupt(
+            &path,
+            0,
+            format!(
+                "manifest names topic {:?} but lives in the directory of {topic:?}",
+                m.topic
+            ),
+        ));
+    }
+    Ok(Some(m))
+}
+
+/// Writes a topic manifest atomically (temp file, fsync, rename, fsync directory).
+pub fn write_topic_manifest(root: &Path, m: &TopicManifest) -> Result<()> {
+    let dir = layout::topic_dir(root, &m.topic)?;
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(e, "create topic directory", &dir))?;
+    let mut json = serde_json::to_vec_pretty(m).expect("manifest serialises");
+    json.push(b'\n');
+    layout::write_atomic(&dir.join(layout::TOPIC_MANIFEST), &json)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_root_creates_marker_and_refuses_foreign_dirs() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("b");
+        let m = init_root(&root).unwrap();
+        assert_eq!(m.version, FORMAT_VERSION);
+        assert_eq!(read_root_marker(&root).unwrap(), m);
+        // Second open accepts it.
+        init_root(&root).unwrap();
+
+        let foreign = d.path().join("f");
+        std::fs::create_dir(&foreign).unwrap();
+        std::fs::write(foreign.join("x"), b"x").unwrap();
+        let e = init_root(&foreign).unwrap_err().to_string();
+        assert!(e.contains("not empty") && e.contains("kbackup.json"), "{e}");
+        let e = read_root_marker(&foreign).unwrap_err().to_string();
+        assert!(e.contains("not a kbackup backup"), "{e}");
+        let e = read_root_marker(&d.path().join("nope"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("does not exist"), "{e}");
+    }
+
+    #[test]
+    fn newer_format_is_refused_with_upgrade_hint() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(
+            d.path().join("kbackup.json"),
+            br#"{"format":"kbackup","version":99,"created_ms":0,"created_by":"x"}"#,
+        )
+        .unwrap();
+        let e = read_root_marker(d.path()).unwrap_err().to_string();
+        assert!(e.contains("upgrade kbackup"), "{e}");
+    }
+
+    #[test]
+    fn topic_manifest_round_trips() {
+        let d = tempfile::tempdir().unwrap();
+        init_root(d.path()).unwrap();
+        assert_eq!(read_topic_manifest(d.path(), "t").unwrap(), None);
+        let m = TopicManifest {
+            topic: "t".into(),
+            partitions: 3,
+            configs: [("cleanup.policy".to_string(), "compact".to_string())].into(),
+            described: true,
+            created_ms: 1,
+            updated_ms: 2,
+        };
+        write_topic_manifest(d.path(), &m).unwrap();
+        assert_eq!(read_topic_manifest(d.path(), "t").unwrap(), Some(m));
+        assert!(!d.path().join("topics/t/topic.json.tmp").exists());
+    }
+}

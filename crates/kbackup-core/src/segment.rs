@@ -1,1 +1,728 @@
-//! TODO(segment)
+//! Segment files: the append-only record logs of a partition (docs/format.md, "Segment files").
+//!
+//! A segment starts with a self-describing header (magic, format version, topic, partition,
+//! base offset, CRC) and holds length-prefixed, CRC-protected record frames. This module
+//! writes segments (buffered, fsync only on request), and scans them: it tells a torn tail (an
+//! incomplete last write, repaired by the sink) apart from corruption (reported with position).
+
+use crate::codec::{self, Cursor, MIN_BODY};
+use crate::error::{Error, Result};
+use crate::index::{self, IndexBuilder, Indexes};
+use crate::layout;
+use crate::manifest::FORMAT_VERSION;
+use crate::record::Record;
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+/// Magic at the start of every segment file ("KBSG").
+pub const SEGMENT_MAGIC: [u8; 4] = *b"KBSG";
+/// Bytes of the fixed part of a segment header (before the topic string).
+pub const HEADER_FIXED_LEN: usize = 40;
+/// Bytes of a record frame's prefix (length, length CRC, body CRC).
+pub const FRAME_PREFIX_LEN: usize = 12;
+/// Largest record body accepted (bytes).
+pub const MAX_BODY_LEN: u32 = i32::MAX as u32;
+
+/// The decoded header of a segment file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentHeader {
+    /// Format version the segment was written with.
+    pub version: u16,
+    /// Total header length in bytes (records start here).
+    pub header_len: u16,
+    /// Partition number.
+    pub partition: i32,
+    /// Offset of the first record (equal to the number in the file name).
+    pub base_offset: i64,
+    /// Offset of the last record of the previous segment when this one was created (-1: none).
+    pub prev_last_offset: i64,
+    /// Distance in bytes between offset index entries.
+    pub index_interval_bytes: u32,
+    /// When the segment was created (ms since the epoch, by the writer's clock).
+    pub created_ms: i64,
+    /// Topic name.
+    pub topic: String,
+}
+
+impl SegmentHeader {
+    /// Encodes the header including its trailing CRC.
+    pub fn encode(&self) -> Vec<u8> {
+        let len = HEADER_FIXED_LEN + 2 + self.topic.len() + 4;
+        let mut h = Vec::with_capacity(len);
+        h.extend_from_slice(&SEGMENT_MAGIC);
+        h.extend_from_slice(&FORMAT_VERSION.to_be_bytes());
+        h.extend_from_slice(&(len as u16).to_be_bytes());
+        h.extend_from_slice(&self.partition.to_be_bytes());
+        h.extend_from_slice(&self.base_offset.to_be_bytes());
+        h.extend_from_slice(&self.prev_last_offset.to_be_bytes());
+        h.extend_from_slice(&self.index_interval_bytes.to_be_bytes());
+        h.extend_from_slice(&self.created_ms.to_be_bytes());
+        codec::put_str16(&mut h, &self.topic);
+        let crc = crc32fast::hash(&h);
+        h.extend_from_slice(&crc.to_be_bytes());
+        h
+    }
+
+    /// Decodes and checks a header at the start of `data`.
+    ///
+    /// Answers `Ok(None)` when `data` is shorter than the header says it is (a segment torn
+    /// while being created).
+    pub fn decode(path: &Path, data: &[u8]) -> Result<Option<SegmentHeader>> {
+        if data.len() < 8 {
+            return Ok(None);
+        }
+        if data[0..4] != SEGMENT_MAGIC {
+            return Err(Error::corrupt(
+                path,
+                0,
+                "bad magic: not a kbackup segment file",
+            ));
+        }
+        let version = u16::from_be_bytes([data[4], data[5]]);
+        crate::manifest::check_version(path, version)?;
+        let header_len = u16::from_be_bytes([data[6], data[7]]);
+        if (header_len as usize) < HEADER_FIXED_LEN + 2 + 4 {
+            return Err(Error::corrupt(
+                path,
+                6,
+                format!("header length {header_len} too small"),
+            ));
+        }
+        if data.len() < header_len as usize {
+            return Ok(None);
+        }
+        let h = &data[..header_len as usize];
+        let body_end = h.len() - 4;
+        let crc = u32::from_be_bytes(h[body_end..].try_into().expect("4 bytes"));
+        if crc != crc32fast::hash(&h[..body_end]) {
+            return Err(Error::corrupt(
+                path,
+                body_end as u64,
+                "segment header CRC mismatch",
+            ));
+        }
+        let mut c = Cursor::new(&h[8..body_end]);
+        let parse = |c: &mut Cursor<'_>| -> std::result::Result<SegmentHeader, codec::DecodeError> {
+            Ok(SegmentHeader {
+                version,
+                header_len,
+                partition: c.i32("partition")?,
+                base_offset: c.i64("base offset")?,
+                prev_last_offset: c.i64("previous last offset")?,
+                index_interval_bytes: c.u32("index interval")?,
+                created_ms: c.i64("creation time")?,
+                topic: c.str16("topic")?.to_owned(),
+            })
+        };
+        // Later versions may append fields before the CRC; this version's fields come first.
+        parse(&mut c)
+            .map(Some)
+            .map_err(|e| Error::corrupt(path, 8 + e.position as u64, e.detail))
+    }
+}
+
+/// What a reader finds at a position of a segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// A valid record frame.
+    Record {
+        /// Record offset.
+        offset: i64,
+        /// Record timestamp.
+        timestamp: i64,
+        /// Byte range of the record body in the segment.
+        body: Range<usize>,
+        /// Position of the next frame.
+        next: usize,
+    },
+    /// The end of the segment, exactly at a frame boundary.
+    End,
+    /// An incomplete last write: everything from the position on is discarded by the sink.
+    Torn(String),
+    /// Damage that is not an incomplete last write.
+    Corrupt(String),
+}
+
+/// CRC-32 of a frame's length field, stored beside it so a damaged length is never mistaken
+/// for an incomplete last write.
+pub fn length_crc(len: u32) -> u32 {
+    crc32fast::hash(&len.to_be_bytes())
+}
+
+/// Reads the frame at `pos` of a segment's bytes.
+///
+/// Torn (an interrupted append, safe to cut) versus corrupt (damage to keep and report):
+/// only an incomplete frame at the very end of the file, or one followed by nothing but zero
+/// bytes, is torn. A frame whose length field fails its own CRC anywhere else is corrupt.
+pub fn read_frame(data: &[u8], pos: usize) -> Frame {
+    let rest = &data[pos.min(data.len())..];
+    if rest.is_empty() {
+        return Frame::End;
+    }
+    let zeros_from = |i: usize| rest.get(i..).is_none_or(|r| r.iter().all(|&b| b == 0));
+    if rest.len() < FRAME_PREFIX_LEN {
+        return Frame::Torn(format!("incomplete frame header ({} bytes)", rest.len()));
+    }
+    let word = |i: usize| u32::from_be_bytes(rest[i..i + 4].try_into().expect("4 bytes"));
+    let (len, len_crc, crc) = (word(0), word(4), word(8));
+    if len_crc != length_crc(len) || len < MIN_BODY as u32 || len > MAX_BODY_LEN {
+        if zeros_from(0) {
+            return Frame::Torn("zero-filled tail".into());
+        }
+        return Frame::Corrupt(format!("damaged record length field ({len})"));
+    }
+    let end = FRAME_PREFIX_LEN + len as usize;
+    if rest.len() < end {
+        return Frame::Torn(format!(
+            "incomplete record: {len} bytes announced, {} present",
+            rest.len() - FRAME_PREFIX_LEN
+        ));
+    }
+    let body = &rest[FRAME_PREFIX_LEN..end];
+    if crc32fast::hash(body) != crc {
+        if zeros_from(end) {
+            return Frame::Torn("CRC mismatch in the last record (partially written)".into());
+        }
+        return Frame::Corrupt("record CRC mismatch".into());
+    }
+    let mut c = Cursor::new(body);
+    match codec::skip_record_body(&mut c).and_then(|r| c.finish("record body").map(|_| r)) {
+        Ok((offset, timestamp)) => Frame::Record {
+            offset,
+            timestamp,
+            body: pos + FRAME_PREFIX_LEN..pos + end,
+            next: pos + end,
+        },
+        Err(e) => Frame::Corrupt(format!(
+            "malformed record body at body byte {}: {}",
+            e.position, e.detail
+        )),
+    }
+}
+
+/// Decodes a record body (as located by [`Frame::Record`]).
+pub fn decode_body(path: &Path, data: &[u8], body: Range<usize>) -> Result<Record> {
+    let start = body.start;
+    let mut c = Cursor::new(&data[body]);
+    codec::get_record_body(&mut c)
+        .map_err(|e| Error::corrupt(path, (start + e.position) as u64, e.detail))
+}
+
+/// Result of scanning a whole segment.
+#[derive(Debug, Clone)]
+pub struct SegmentScan {
+    /// The header.
+    pub header: SegmentHeader,
+    /// Number of valid records.
+    pub records: u64,
+    /// Offset of the first valid record.
+    pub first_offset: Option<i64>,
+    /// Offset of the last valid record.
+    pub last_offset: Option<i64>,
+    /// Largest timestamp of the valid records.
+    pub max_timestamp: Option<i64>,
+    /// Bytes from the start of the file through the last valid record.
+    pub valid_len: u64,
+    /// Length of the file.
+    pub file_len: u64,
+    /// Set when the file ends in a torn write: (position, what).
+    pub torn: Option<(u64, String)>,
+    /// The index entries the valid records imply.
+    pub indexes: Indexes,
+}
+
+/// Scans a segment's bytes: every CRC, offsets strictly increasing and the first record at the
+/// base offset. Corruption is an error with position; a torn tail is reported in the result.
+/// A file shorter than its header gives `Ok(None)`.
+pub fn scan_bytes(path: &Path, data: &[u8]) -> Result<Option<SegmentScan>> {
+    let Some(header) = SegmentHeader::decode(path, data)? else {
+        return Ok(None);
+    };
+    let mut builder = IndexBuilder::new(header.index_interval_bytes);
+    let mut indexes = Indexes::default();
+    let mut pos = header.header_len as usize;
+    let (mut records, mut first, mut last, mut max_ts) = (0u64, None, None::<i64>, None::<i64>);
+    let torn = loop {
+        match read_frame(data, pos) {
+            Frame::End => break None,
+            Frame::Torn(why) => break Some((pos as u64, why)),
+            Frame::Corrupt(why) => return Err(Error::corrupt(path, pos as u64, why)),
+            Frame::Record {
+                offset,
+                timestamp,
+                next,
+                ..
+            } => {
+                if first.is_none() && offset != header.base_offset {
+                    return Err(Error::corrupt(
+                        path,
+                        pos as u64,
+                        format!(
+                            "first record has offset {offset}, the segment's base offset is {}",
+                            header.base_offset
+                        ),
+                    ));
+                }
+                if let Some(prev) = last {
+                    if offset <= prev {
+                        return Err(Error::corrupt(
+                            path,
+                            pos as u64,
+                            format!("record offset {offset} does not increase (previous {prev})"),
+                        ));
+                    }
+                }
+                if let Some((o, t)) = builder.observe(offset, timestamp, pos as u64) {
+                    indexes.offsets.push(o);
+                    indexes.times.extend(t);
+                }
+                first.get_or_insert(offset);
+                last = Some(offset);
+                max_ts = Some(max_ts.map_or(timestamp, |m: i64| m.max(timestamp)));
+                records += 1;
+                pos = next;
+            }
+        }
+    };
+    Ok(Some(SegmentScan {
+        header,
+        records,
+        first_offset: first,
+        last_offset: last,
+        max_timestamp: max_ts,
+        valid_len: torn.as_ref().map_or(data.len() as u64, |(p, _)| *p),
+        file_len: data.len() as u64,
+        torn,
+        indexes,
+    }))
+}
+
+/// Memory-maps a segment read-only (an empty file maps to an empty slice).
+pub fn map_file(path: &Path) -> Result<Mapped> {
+    let file = File::open(path).map_err(|e| Error::io(e, "open segment", path))?;
+    let len = file
+        .metadata()
+        .map_err(|e| Error::io(e, "stat segment", path))?
+        .len();
+    if len == 0 {
+        return Ok(Mapped(None));
+    }
+    // SAFETY: segments are append-only; the only writer that shortens a file is the sink
+    // repairing a torn tail when it opens a partition, which it owns exclusively.
+    let map =
+        unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(e, "map segment", path))?;
+    Ok(Mapped(Some(map)))
+}
+
+/// A read-only mapping of a segment file.
+pub struct Mapped(Option<memmap2::Mmap>);
+
+impl std::ops::Deref for Mapped {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.0.as_deref().unwrap_or(&[])
+    }
+}
+
+/// Scans a segment file; a file too short to hold its header is a torn creation and is reported
+/// as a corrupt error here (the sink handles that case itself before calling this).
+pub fn scan_file(path: &Path) -> Result<SegmentScan> {
+    let data = map_file(path)?;
+    scan_bytes(path, &data)?.ok_or_else(|| {
+        Error::corrupt(
+            path,
+            data.len() as u64,
+            "segment is shorter than its header (torn while being created)",
+        )
+    })
+}
+
+/// Appends records to one segment and its two index files.
+///
+/// Writes go through `BufWriter`s; nothing is durable until [`SegmentWriter::flush`]. Finish a
+/// writer explicitly with [`SegmentWriter::finish`]; dropping it only flushes what the OS may
+/// or may not persist.
+pub struct SegmentWriter {
+    path: PathBuf,
+    out: BufWriter<File>,
+    oidx: BufWriter<File>,
+    tidx: BufWriter<File>,
+    header: SegmentHeader,
+    builder: IndexBuilder,
+    len: u64,
+    records: u64,
+    last_offset: Option<i64>,
+    dirty: bool,
+}
+
+fn open_append(path: &Path, op: &'static str) -> Result<File> {
+    OpenOptions::new()
+        .append(true)
+        .open(path)
+        .map_err(|e| Error::io(e, op, path))
+}
+
+impl SegmentWriter {
+    /// Creates a new segment (and its indexes) in `partition_dir`; fails if it already exists.
+    /// The caller fsyncs the directory before reporting the segment's records durable.
+    pub fn create(partition_dir: &Path, header: SegmentHeader) -> Result<SegmentWriter> {
+        let path = layout::segment_path(partition_dir, header.base_offset);
+        let bytes = header.encode();
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| Error::io(e, "create segment", &path))?;
+        f.write_all(&bytes)
+            .map_err(|e| Error::io(e, "write segment header", &path))?;
+        let mut idx_files = Vec::new();
+        for (ipath, magic) in [
+            (layout::offset_index_path(&path), index::OFFSET_INDEX_MAGIC),
+            (layout::time_index_path(&path), index::TIME_INDEX_MAGIC),
+        ] {
+            let mut f = File::create(&ipath).map_err(|e| Error::io(e, "create index", &ipath))?;
+            f.write_all(&index::encode_header(
+                magic,
+                header.base_offset,
+                header.index_interval_bytes,
+            ))
+            .map_err(|e| Error::io(e, "write index header", &ipath))?;
+            idx_files.push(f);
+        }
+        let tidx = idx_files.pop().expect("two files");
+        let oidx = idx_files.pop().expect("two files");
+        Ok(SegmentWriter {
+            path,
+            out: BufWriter::with_capacity(256 * 1024, f),
+            oidx: BufWriter::new(oidx),
+            tidx: BufWriter::new(tidx),
+            builder: IndexBuilder::new(header.index_interval_bytes),
+            len: bytes.len() as u64,
+            header,
+            records: 0,
+            last_offset: None,
+            dirty: true,
+        })
+    }
+
+    /// Reopens an existing segment for appending after a scan: truncates a torn tail (with a
+    /// warning naming file and position) and rewrites index files that disagree with it.
+    pub fn reopen(path: &Path, scan: SegmentScan) -> Result<SegmentWriter> {
+        if let Some((pos, why)) = &scan.torn {
+            log::warn!(
+                "{}: torn write at byte {pos} ({why}); truncating {} bytes, the records will be \
+                 fetched again from Kafka",
+                path.display(),
+                scan.file_len - pos
+            );
+            let f = OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(|e| Error::io(e, "open segment for repair", path))?;
+            f.set_len(*pos)
+                .map_err(|e| Error::io(e, "truncate torn segment tail", path))?;
+            f.sync_all()
+                .map_err(|e| Error::io(e, "fsync segment", path))?;
+        }
+        let files = index::encode_files(
+            scan.header.base_offset,
+            scan.header.index_interval_bytes,
+            &scan.indexes,
+        );
+        if index::compare(path, &files)? != index::IndexState::Valid {
+            log::info!(
+                "{}: rebuilding index files from the segment",
+                path.display()
+            );
+            layout::write_atomic(&layout::offset_index_path(path), &files.0)?;
+            layout::write_atomic(&layout::time_index_path(path), &files.1)?;
+        }
+        // Replay the builder so the next entries continue where the files end.
+        let mut builder = IndexBuilder::new(scan.header.index_interval_bytes);
+        if scan.records > 0 {
+            let data = map_file(path)?;
+            let mut pos = scan.header.header_len as usize;
+            while let Frame::Record {
+                offset,
+                timestamp,
+                next,
+                ..
+            } = read_frame(&data[..scan.valid_len as usize], pos)
+            {
+                builder.observe(offset, timestamp, pos as u64);
+                pos = next;
+            }
+        }
+        Ok(SegmentWriter {
+            path: path.to_path_buf(),
+            out: BufWriter::with_capacity(256 * 1024, open_append(path, "open segment")?),
+            oidx: BufWriter::new(open_append(
+                &layout::offset_index_path(path),
+                "open offset index",
+            )?),
+            tidx: BufWriter::new(open_append(
+                &layout::time_index_path(path),
+                "open time index",
+            )?),
+            builder,
+            len: scan.valid_len,
+            header: scan.header,
+            records: scan.records,
+            last_offset: scan.last_offset,
+            dirty: false,
+        })
+    }
+
+    /// Appends one record given its encoded body (docs/format.md "record body").
+    pub fn append(&mut self, offset: i64, timestamp: i64, body: &[u8]) -> Result<()> {
+        if body.len() > MAX_BODY_LEN as usize {
+            return Err(Error::State(format!(
+                "record at offset {offset} is {} bytes, larger than the 2 GiB a segment frame holds",
+                body.len()
+            )));
+        }
+        let pos = self.len;
+        let mut prefix = [0u8; FRAME_PREFIX_LEN];
+        let len = body.len() as u32;
+        prefix[0..4].copy_from_slice(&len.to_be_bytes());
+        prefix[4..8].copy_from_slice(&length_crc(len).to_be_bytes());
+        prefix[8..12].copy_from_slice(&crc32fast::hash(body).to_be_bytes());
+        self.out
+            .write_all(&prefix)
+            .and_then(|_| self.out.write_all(body))
+            .map_err(|e| Error::io(e, "append to segment", &self.path))?;
+        if let Some((o, t)) = self.builder.observe(offset, timestamp, pos) {
+            self.oidx
+                .write_all(&index::encode_entry(o.offset, o.position as i64))
+                .map_err(|e| Error::io(e, "append to offset index", &self.path))?;
+            if let Some(t) = t {
+                self.tidx
+                    .write_all(&index::encode_entry(t.timestamp, t.offset))
+                    .map_err(|e| Error::io(e, "append to time index", &self.path))?;
+            }
+        }
+        self.len += (FRAME_PREFIX_LEN + body.len()) as u64;
+        self.records += 1;
+        self.last_offset = Some(offset);
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// Writes buffered bytes and fsyncs the segment and both indexes.
+    pub fn flush(&mut self) -> Result<()> {
+        if !self.dirty {
+            return Ok(());
+        }
+        let p = self.path.clone();
+        for (w, what) in [
+            (&mut self.out, "segment"),
+            (&mut self.oidx, "offset index"),
+            (&mut self.tidx, "time index"),
+        ] {
+            w.flush()
+                .map_err(|e| Error::io(e, "write buffered data of", p.with_extension(what)))?;
+            w.get_ref()
+                .sync_data()
+                .map_err(|e| Error::io(e, "fsync", p.with_extension(what)))?;
+        }
+        self.dirty = false;
+        Ok(())
+    }
+
+    /// Flushes and closes the segment.
+    pub fn finish(mut self) -> Result<()> {
+        self.flush()
+    }
+
+    /// Path of the segment file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    /// The segment's header.
+    pub fn header(&self) -> &SegmentHeader {
+        &self.header
+    }
+    /// Bytes written so far (header included, buffered bytes included).
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+    /// True when the segment holds no record.
+    pub fn is_empty(&self) -> bool {
+        self.records == 0
+    }
+    /// Number of records.
+    pub fn record_count(&self) -> u64 {
+        self.records
+    }
+    /// Offset of the last record appended.
+    pub fn last_offset(&self) -> Option<i64> {
+        self.last_offset
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{Header, TimestampType};
+
+    fn header(base: i64) -> SegmentHeader {
+        SegmentHeader {
+            version: FORMAT_VERSION,
+            header_len: 0,
+            partition: 2,
+            base_offset: base,
+            prev_last_offset: -1,
+            index_interval_bytes: 64,
+            created_ms: 123,
+            topic: "t".into(),
+        }
+    }
+
+    fn body(offset: i64) -> Vec<u8> {
+        let r = Record {
+            offset,
+            timestamp: offset * 10,
+            timestamp_type: TimestampType::CreateTime,
+            key: Some(vec![1; 5]),
+            value: Some(vec![2; 20]),
+            headers: vec![Header {
+                key: "h".into(),
+                value: None,
+            }],
+        };
+        let mut b = Vec::new();
+        codec::put_record_body(&mut b, &r);
+        b
+    }
+
+    fn write(dir: &Path, offsets: &[i64]) -> PathBuf {
+        let mut w = SegmentWriter::create(dir, header(offsets[0])).unwrap();
+        for &o in offsets {
+            w.append(o, o * 10, &body(o)).unwrap();
+        }
+        let p = w.path().to_path_buf();
+        w.finish().unwrap();
+        p
+    }
+
+    #[test]
+    fn header_round_trips_and_crc_is_checked() {
+        let h = header(7);
+        let bytes = h.encode();
+        let back = SegmentHeader::decode(Path::new("x"), &bytes)
+            .unwrap()
+            .unwrap();
+        assert_eq!(back.base_offset, 7);
+        assert_eq!(back.topic, "t");
+        assert_eq!(back.header_len as usize, bytes.len());
+        assert_eq!(
+            SegmentHeader::decode(Path::new("x"), &bytes[..10]).unwrap(),
+            None
+        );
+        let mut bad = bytes.clone();
+        bad[12] ^= 0x40;
+        let e = SegmentHeader::decode(Path::new("x"), &bad)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("CRC"), "{e}");
+    }
+
+    #[test]
+    fn scan_finds_records_and_index_matches_writer() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(d.path(), &[10, 11, 15, 20, 21, 22, 40]);
+        let s = scan_file(&p).unwrap();
+        assert_eq!(s.records, 7);
+        assert_eq!((s.first_offset, s.last_offset), (Some(10), Some(40)));
+        assert!(s.torn.is_none());
+        assert!(
+            s.indexes.offsets.len() > 1,
+            "interval 64 must give several entries"
+        );
+        let written = (
+            std::fs::read(layout::offset_index_path(&p)).unwrap(),
+            std::fs::read(layout::time_index_path(&p)).unwrap(),
+        );
+        index::rebuild(&p).unwrap();
+        let rebuilt = (
+            std::fs::read(layout::offset_index_path(&p)).unwrap(),
+            std::fs::read(layout::time_index_path(&p)).unwrap(),
+        );
+        assert_eq!(written, rebuilt);
+    }
+
+    #[test]
+    fn torn_tail_is_reported_and_truncated_on_reopen() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(d.path(), &[0, 1, 2]);
+        let full = std::fs::metadata(&p).unwrap().len();
+        let f = OpenOptions::new().write(true).open(&p).unwrap();
+        f.set_len(full - 5).unwrap();
+        let s = scan_file(&p).unwrap();
+        assert_eq!(s.records, 2);
+        let (pos, _) = s.torn.clone().unwrap();
+        let mut w = SegmentWriter::reopen(&p, s).unwrap();
+        assert_eq!(std::fs::metadata(&p).unwrap().len(), pos);
+        assert_eq!(w.last_offset(), Some(1));
+        w.append(2, 20, &body(2)).unwrap();
+        w.finish().unwrap();
+        let s = scan_file(&p).unwrap();
+        assert_eq!((s.records, s.torn.is_none()), (3, true));
+        assert_eq!(std::fs::metadata(&p).unwrap().len(), full);
+        assert_eq!(
+            index::compare(&p, &index::encode_files(0, 64, &s.indexes)).unwrap(),
+            index::IndexState::Valid
+        );
+    }
+
+    #[test]
+    fn crc_mismatch_in_the_middle_is_corruption_with_position() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(d.path(), &[0, 1, 2]);
+        let mut data = std::fs::read(&p).unwrap();
+        let hl = header(0).encode().len();
+        let second = hl + FRAME_PREFIX_LEN + body(0).len();
+        data[second + FRAME_PREFIX_LEN + 30] ^= 0x01;
+        std::fs::write(&p, &data).unwrap();
+        match scan_file(&p).unwrap_err() {
+            Error::Corrupt {
+                position, detail, ..
+            } => {
+                assert_eq!(position, second as u64);
+                assert!(detail.contains("CRC"), "{detail}");
+            }
+            e => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn damaged_length_field_in_the_middle_is_corruption_not_a_torn_tail() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(d.path(), &[0, 1, 2]);
+        let mut data = std::fs::read(&p).unwrap();
+        let hl = header(0).encode().len();
+        let second = hl + FRAME_PREFIX_LEN + body(0).len();
+        // A larger length would reach past the end of the file and look like a torn write.
+        data[second + 1] ^= 0x10;
+        std::fs::write(&p, &data).unwrap();
+        match scan_file(&p).unwrap_err() {
+            Error::Corrupt { position, .. } => assert_eq!(position, second as u64),
+            e => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn zero_filled_tail_is_torn_not_corrupt() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(d.path(), &[0, 1]);
+        let mut data = std::fs::read(&p).unwrap();
+        let len = data.len();
+        data.extend_from_slice(&[0u8; 4096]);
+        std::fs::write(&p, &data).unwrap();
+        let s = scan_file(&p).unwrap();
+        assert_eq!(s.torn.unwrap().0, len as u64);
+        assert_eq!(s.records, 2);
+    }
+}

@@ -1,1 +1,602 @@
-//! TODO(sink)
+//! The backup writer behind the sink connector and the CLI `backup` verb.
+//!
+//! It owns one segment writer per assigned partition and keeps the files, not Connect's
+//! committed offsets, as the truth: `open_partitions` repairs a torn tail and answers where to
+//! resume, `put` skips what is already on disk, and `flush` answers only what is durable. It
+//! also keeps each topic's manifest up to date without ever letting a manifest problem block
+//! data.
+
+use crate::codec::{self, BatchRecord};
+use crate::error::{Error, Result};
+use crate::index::DEFAULT_INDEX_INTERVAL_BYTES;
+use crate::kafka;
+use crate::layout;
+use crate::manifest::{self, TopicManifest, FORMAT_VERSION};
+use crate::record::{TopicPartition, TopicPartitionOffset};
+use crate::segment::{self, SegmentHeader, SegmentWriter, FRAME_PREFIX_LEN};
+use serde::Deserialize;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a manifest refresh may wait for the cluster.
+const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Minimum pause between two manifest refresh attempts of a topic after a failure.
+const DESCRIBE_RETRY_MS: i64 = 30_000;
+
+fn default_segment_size() -> u64 {
+    1 << 30
+}
+fn default_segment_age() -> i64 {
+    3_600_000
+}
+fn default_index_interval() -> u32 {
+    DEFAULT_INDEX_INTERVAL_BYTES
+}
+fn default_sync_interval() -> u64 {
+    5_000
+}
+
+/// Sink configuration (the JSON of docs/jni.md, "Sink config JSON").
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct SinkConfig {
+    /// Connector name (for log lines).
+    #[serde(default)]
+    pub connector_name: String,
+    /// Task id (for log lines).
+    #[serde(default)]
+    pub task_id: String,
+    /// Backup root directory.
+    pub target_dir: PathBuf,
+    /// Roll a segment when it would grow past this many bytes (default 1 GiB).
+    #[serde(default = "default_segment_size")]
+    pub max_segment_size_bytes: u64,
+    /// Roll a segment once it is this old when the next record arrives (<= 0: never; default 1 h).
+    #[serde(default = "default_segment_age")]
+    pub max_segment_age_ms: i64,
+    /// Bytes between two offset index entries (default 4096).
+    #[serde(default = "default_index_interval")]
+    pub index_interval_bytes: u32,
+    /// librdkafka settings of the source cluster (`cluster.*` without the prefix).
+    #[serde(default)]
+    pub cluster: BTreeMap<String, String>,
+    /// The connector's own consumer group (never backed up).
+    #[serde(default)]
+    pub consumer_group_id: Option<String>,
+    /// How often group offsets are captured (ms).
+    #[serde(default = "default_sync_interval")]
+    pub offsets_sync_interval_ms: u64,
+    /// Regex of groups to capture.
+    #[serde(default)]
+    pub groups_include: Option<String>,
+    /// Regex of groups not to capture.
+    #[serde(default)]
+    pub groups_exclude: Option<String>,
+}
+
+impl SinkConfig {
+    /// A config with defaults for everything but the target directory.
+    pub fn new(target_dir: impl Into<PathBuf>) -> SinkConfig {
+        SinkConfig {
+            connector_name: String::new(),
+            task_id: String::new(),
+            target_dir: target_dir.into(),
+            max_segment_size_bytes: default_segment_size(),
+            max_segment_age_ms: default_segment_age(),
+            index_interval_bytes: default_index_interval(),
+            cluster: BTreeMap::new(),
+            consumer_group_id: None,
+            offsets_sync_interval_ms: default_sync_interval(),
+            groups_include: None,
+            groups_exclude: None,
+        }
+    }
+
+    /// Parses the JSON handed over by the Java side.
+    pub fn from_json(json: &[u8]) -> Result<SinkConfig> {
+        serde_json::from_slice(json)
+            .map_err(|e| Error::Config(format!("sink config JSON is not valid: {e}")))
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.target_dir.as_os_str().is_empty() {
+            return Err(Error::Config(
+                "target.dir is empty; set it to the backup directory".into(),
+            ));
+        }
+        if self.max_segment_size_bytes == 0 {
+            return Err(Error::Config(
+                "max.segment.size.bytes must be at least 1".into(),
+            ));
+        }
+        if self.index_interval_bytes == 0 {
+            return Err(Error::Config(
+                "index.interval.bytes must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Per-partition writer state.
+struct PartitionState {
+    dir: PathBuf,
+    seg: Option<SegmentWriter>,
+    /// Last offset appended (maybe still buffered).
+    last_written: Option<i64>,
+    /// Last offset known to be on stable storage.
+    last_durable: Option<i64>,
+    /// Last offset of the last finished segment (goes into the next segment header).
+    prev_segment_last: Option<i64>,
+}
+
+/// Per-topic manifest bookkeeping.
+struct TopicState {
+    manifest: Option<TopicManifest>,
+    max_partition: i32,
+    /// A manifest write or refresh is still owed.
+    pending: bool,
+    next_attempt_ms: i64,
+}
+
+/// The sink engine. Create with [`BackupSink::open`]; finish with [`BackupSink::close`].
+pub struct BackupSink {
+    config: SinkConfig,
+    clock: Arc<dyn Fn() -> i64 + Send + Sync>,
+    parts: HashMap<String, HashMap<i32, PartitionState>>,
+    topics: HashMap<String, TopicState>,
+    /// Directories with new entries that must be fsynced before data is reported durable.
+    dirs_to_sync: BTreeSet<PathBuf>,
+    scratch: Vec<u8>,
+    closed: bool,
+}
+
+impl BackupSink {
+    /// Opens the sink: creates or checks the target directory and its root marker.
+    pub fn open(config: SinkConfig) -> Result<BackupSink> {
+        BackupSink::open_with_clock(config, Arc::new(manifest::now_ms))
+    }
+
+    /// Like [`BackupSink::open`] with an injected clock (ms), for deterministic roll tests.
+    pub fn open_with_clock(
+        config: SinkConfig,
+        clock: Arc<dyn Fn() -> i64 + Send + Sync>,
+    ) -> Result<BackupSink> {
+        config.validate()?;
+        manifest::init_root(&config.target_dir)?;
+        // Probe writability now so a read-only target fails at start, not at the first put.
+        let probe = config
+            .target_dir
+            .join(format!(".write-probe-{}", std::process::id()));
+        std::fs::write(&probe, b"")
+            .map_err(|e| Error::io(e, "write to the target directory", &config.target_dir))?;
+        let _ = std::fs::remove_file(&probe);
+        log::info!(
+            "backup sink {} {} writing to {} (format version {FORMAT_VERSION})",
+            config.connector_name,
+            config.task_id,
+            config.target_dir.display()
+        );
+        Ok(BackupSink {
+            config,
+            clock,
+            parts: HashMap::new(),
+            topics: HashMap::new(),
+            dirs_to_sync: BTreeSet::new(),
+            scratch: Vec::with_capacity(4096),
+            closed: false,
+        })
+    }
+
+    /// The configuration the sink was opened with.
+    pub fn config(&self) -> &SinkConfig {
+        &self.config
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.closed {
+            return Err(Error::State(
+                "the backup sink is closed; open a new one".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Opens partitions for writing: repairs a torn tail and answers, per partition, the next
+    /// offset to fetch (last offset in the files + 1), or -1 when the backup holds none of it.
+    pub fn open_partitions(&mut self, tps: &[TopicPartition]) -> Result<Vec<TopicPartitionOffset>> {
+        self.check_open()?;
+        let mut out = Vec::with_capacity(tps.len());
+        for tp in tps {
+            let st = self.partition(&tp.topic, tp.partition)?;
+            let next = st.last_written.map_or(-1, |o| o + 1);
+            out.push(TopicPartitionOffset::new(
+                tp.topic.clone(),
+                tp.partition,
+                next,
+            ));
+        }
+        Ok(out)
+    }
+
+    /// The state of a partition, opening it (and noting its topic) on first use.
+    fn partition(&mut self, topic: &str, partition: i32) -> Result<&mut PartitionState> {
+        let known = self
+            .parts
+            .get(topic)
+            .is_some_and(|m| m.contains_key(&partition));
+        if !known {
+            let tp = TopicPartition::new(topic, partition);
+            let st = self.open_partition(&tp)?;
+            self.parts
+                .entry(topic.to_string())
+                .or_default()
+                .insert(partition, st);
+            self.note_topic(topic, partition);
+        }
+        Ok(self
+            .parts
+            .get_mut(topic)
+            .and_then(|m| m.get_mut(&partition))
+            .expect("inserted above"))
+    }
+
+    fn open_partition(&mut self, tp: &TopicPartition) -> Result<PartitionState> {
+        let root = self.config.target_dir.clone();
+        let dir = layout::partition_dir(&root, tp)?;
+        if !dir.is_dir() {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| Error::io(e, "create partition directory", &dir))?;
+            self.dirs_to_sync.insert(layout::topics_dir(&root));
+            self.dirs_to_sync
+                .insert(layout::topic_dir(&root, &tp.topic)?);
+            self.dirs_to_sync.insert(dir.clone());
+        }
+        let mut segments = layout::list_segments(&dir)?;
+        let mut seg = None;
+        let mut prev_segment_last = None;
+        while let Some((base, path)) = segments.pop() {
+            let data = segment::map_file(&path)?;
+            let scan = segment::scan_bytes(&path, &data)?;
+            drop(data);
+            let scan = match scan {
+                Some(s) if s.records > 0 => s,
+                _ => {
+                    // Created but no complete record: the name may not match what comes next.
+                    log::warn!(
+                        "{}: segment holds no complete record (interrupted while being created); removing it",
+                        path.display()
+                    );
+                    remove_segment(&path)?;
+                    self.dirs_to_sync.insert(dir.clone());
+                    continue;
+                }
+            };
+            if scan.header.topic != tp.topic
+                || scan.header.partition != tp.partition
+                || scan.header.base_offset != base
+            {
+                return Err(Error::corrupt(
+                    &path,
+                    0,
+                    format!(
+                        "segment header says {}-{} base offset {}, but the file belongs to {tp} base offset {base}",
+                        scan.header.topic, scan.header.partition, scan.header.base_offset
+                    ),
+                ));
+            }
+            let w = SegmentWriter::reopen(&path, scan)?;
+            prev_segment_last = w.last_offset();
+            seg = Some(w);
+            break;
+        }
+        let last = seg.as_ref().and_then(SegmentWriter::last_offset);
+        if let Some(l) = last {
+            log::info!("{tp}: resuming after offset {l}");
+        }
+        Ok(PartitionState {
+            dir,
+            seg,
+            last_written: last,
+            last_durable: last,
+            prev_segment_last,
+        })
+    }
+
+    /// Appends records (any mix of partitions). Records at or below the last offset written
+    /// for their partition are skipped (re-delivery).
+    pub fn put(&mut self, records: &[BatchRecord]) -> Result<()> {
+        self.check_open()?;
+        let now = (self.clock)();
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let mut res = Ok(());
+        for r in records {
+            scratch.clear();
+            codec::put_record_body(&mut scratch, &r.record);
+            res = self.append(
+                &r.topic,
+                r.partition,
+                r.record.offset,
+                r.record.timestamp,
+                &scratch,
+                now,
+            );
+            if res.is_err() {
+                break;
+            }
+        }
+        self.scratch = scratch;
+        res
+    }
+
+    /// Appends the records of an encoded batch buffer (docs/jni.md) without decoding keys,
+    /// values or headers: the fast path of the JNI bridge.
+    pub fn put_encoded(&mut self, batch: &[u8]) -> Result<()> {
+        self.check_open()?;
+        let (_, refs) = codec::decode_batch_refs(batch)?;
+        let now = (self.clock)();
+        for r in refs {
+            self.append(r.topic, r.partition, r.offset, r.timestamp, r.body, now)?;
+        }
+        Ok(())
+    }
+
+    fn append(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        timestamp: i64,
+        body: &[u8],
+        now: i64,
+    ) -> Result<()> {
+        let max_size = self.config.max_segment_size_bytes;
+        let max_age = self.config.max_segment_age_ms;
+        let interval = self.config.index_interval_bytes;
+        let st = self.partition(topic, partition)?;
+        if st.last_written.is_some_and(|l| offset <= l) {
+            log::trace!("{topic}-{partition}: skipping re-delivered offset {offset}");
+            return Ok(());
+        }
+        if let Some(seg) = &st.seg {
+            let too_big = seg.len() + (FRAME_PREFIX_LEN + body.len()) as u64 > max_size;
+            let too_old = max_age > 0 && now - seg.header().created_ms >= max_age;
+            if !seg.is_empty() && (too_big || too_old) {
+                let seg = st.seg.take().expect("checked");
+                st.prev_segment_last = seg.last_offset();
+                log::debug!(
+                    "{topic}-{partition}: rolling segment {} ({})",
+                    seg.path().display(),
+                    if too_big { "size" } else { "age" }
+                );
+                seg.finish()?;
+                st.last_durable = st.prev_segment_last;
+            }
+        }
+        let mut created = false;
+        if st.seg.is_none() {
+            let header = SegmentHeader {
+                version: FORMAT_VERSION,
+                header_len: 0,
+                partition,
+                base_offset: offset,
+                prev_last_offset: st.prev_segment_last.unwrap_or(-1),
+                index_interval_bytes: interval,
+                created_ms: now,
+                topic: topic.to_string(),
+            };
+            st.seg = Some(SegmentWriter::create(&st.dir, header)?);
+            created = true;
+        }
+        st.seg
+            .as_mut()
+            .expect("created above")
+            .append(offset, timestamp, body)?;
+        st.last_written = Some(offset);
+        if created {
+            let dir = st.dir.clone();
+            self.dirs_to_sync.insert(dir);
+        }
+        Ok(())
+    }
+
+    /// Makes everything appended so far durable and answers, per open partition with data,
+    /// last durable offset + 1 (sorted by topic and partition).
+    pub fn flush(&mut self) -> Result<Vec<TopicPartitionOffset>> {
+        self.check_open()?;
+        for m in self.parts.values_mut() {
+            for st in m.values_mut() {
+                if let Some(seg) = &mut st.seg {
+                    seg.flush()?;
+                }
+            }
+        }
+        self.sync_dirs()?;
+        let mut out = Vec::new();
+        for (topic, m) in &mut self.parts {
+            for (p, st) in m.iter_mut() {
+                st.last_durable = st.last_written;
+                if let Some(l) = st.last_durable {
+                    out.push(TopicPartitionOffset::new(topic.clone(), *p, l + 1));
+                }
+            }
+        }
+        out.sort();
+        self.write_pending_manifests();
+        Ok(out)
+    }
+
+    fn sync_dirs(&mut self) -> Result<()> {
+        while let Some(d) = self.dirs_to_sync.pop_first() {
+            if let Err(e) = layout::fsync_dir(&d) {
+                self.dirs_to_sync.insert(d);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Flushes and releases partitions (after a rebalance revoked them).
+    pub fn close_partitions(&mut self, tps: &[TopicPartition]) -> Result<()> {
+        self.check_open()?;
+        let mut to_finish = Vec::new();
+        for tp in tps {
+            if let Some(m) = self.parts.get_mut(&tp.topic) {
+                if let Some(st) = m.remove(&tp.partition) {
+                    to_finish.push(st);
+                }
+                if m.is_empty() {
+                    self.parts.remove(&tp.topic);
+                }
+            }
+        }
+        let mut first_err = None;
+        for st in to_finish {
+            if let Some(seg) = st.seg {
+                if let Err(e) = seg.finish() {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        if let Err(e) = self.sync_dirs() {
+            first_err.get_or_insert(e);
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// Flushes and closes everything. Safe to call twice; later calls do nothing.
+    pub fn close(&mut self) -> Result<()> {
+        if self.closed {
+            return Ok(());
+        }
+        let tps: Vec<TopicPartition> = self
+            .parts
+            .iter()
+            .flat_map(|(t, m)| m.keys().map(|p| TopicPartition::new(t.clone(), *p)))
+            .collect();
+        let res = self.close_partitions(&tps);
+        self.write_pending_manifests();
+        self.closed = true;
+        res
+    }
+
+    /// Records that a partition of `topic` exists and writes or refreshes the manifest if due.
+    fn note_topic(&mut self, topic: &str, partition: i32) {
+        let root = self.config.target_dir.clone();
+        let ts = self.topics.entry(topic.to_string()).or_insert_with(|| {
+            let manifest = manifest::read_topic_manifest(&root, topic).unwrap_or_else(|e| {
+                log::warn!("{e}; it will be rewritten");
+                None
+            });
+            TopicState {
+                manifest,
+                max_partition: -1,
+                pending: true,
+                next_attempt_ms: i64::MIN,
+            }
+        });
+        if partition > ts.max_partition {
+            ts.max_partition = partition;
+            if ts
+                .manifest
+                .as_ref()
+                .is_none_or(|m| m.partitions <= partition)
+            {
+                ts.pending = true;
+            }
+        }
+        if ts.pending {
+            self.write_manifest(topic);
+        }
+    }
+
+    fn write_pending_manifests(&mut self) {
+        let pending: Vec<String> = self
+            .topics
+            .iter()
+            .filter(|(_, t)| t.pending)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for t in pending {
+            self.write_manifest(&t);
+        }
+    }
+
+    /// Writes the manifest of `topic`; failures are logged, never returned: data comes first.
+    fn write_manifest(&mut self, topic: &str) {
+        let now = (self.clock)();
+        let root = self.config.target_dir.clone();
+        let has_cluster = self.config.cluster.contains_key("bootstrap.servers");
+        let Some(ts) = self.topics.get_mut(topic) else {
+            return;
+        };
+        let described = if has_cluster && now >= ts.next_attempt_ms {
+            match kafka::describe_topic(&self.config.cluster, topic, DESCRIBE_TIMEOUT) {
+                Ok(Some(d)) => Some(d),
+                Ok(None) => {
+                    log::warn!(
+                        "topic {topic} is not known to the cluster at {}; its manifest keeps                          the partition count seen so far",
+                        self.config.cluster["bootstrap.servers"]
+                    );
+                    ts.next_attempt_ms = now + DESCRIBE_RETRY_MS;
+                    None
+                }
+                Err(e) => {
+                    log::warn!(
+                        "topic {topic}: could not read partition count and configs for the \
+                         manifest ({e}); backing up anyway and retrying later"
+                    );
+                    ts.next_attempt_ms = now + DESCRIBE_RETRY_MS;
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let seen = ts.max_partition + 1;
+        let old = ts.manifest.clone();
+        let (partitions, configs, is_described) = match (&described, &old) {
+            (Some(d), _) => (d.partitions.max(seen), d.configs.clone(), true),
+            (None, Some(m)) => (m.partitions.max(seen), m.configs.clone(), m.described),
+            (None, None) => (seen, BTreeMap::new(), false),
+        };
+        let m = TopicManifest {
+            topic: topic.to_string(),
+            partitions,
+            configs,
+            described: is_described,
+            created_ms: old.as_ref().map_or(now, |m| m.created_ms),
+            updated_ms: now,
+        };
+        let unchanged = old.as_ref().is_some_and(|o| {
+            o.partitions == m.partitions && o.configs == m.configs && o.described == m.described
+        });
+        if !unchanged {
+            if let Err(e) = manifest::write_topic_manifest(&root, &m) {
+                log::warn!(
+                    "topic {topic}: could not write its manifest ({e}); retrying at the next flush"
+                );
+                return;
+            }
+            ts.manifest = Some(m);
+        }
+        // Still owed: a description from a cluster that was configured but not reachable.
+        ts.pending = has_cluster && described.is_none();
+    }
+}
+
+fn remove_segment(path: &Path) -> Result<()> {
+    for p in [
+        path.to_path_buf(),
+        layout::offset_index_path(path),
+        layout::time_index_path(path),
+    ] {
+        match std::fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(e, "remove empty segment", p)),
+        }
+    }
+    Ok(())
+}

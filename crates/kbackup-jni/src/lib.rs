@@ -1,1 +1,269 @@
-//! placeholder
+//! kbackup-jni: the bridge between the Java shim and `kbackup-core`, and the only crate that
+//! knows the JVM.
+//!
+//! Every `Java_io_kbackup_connect_internal_Native_*` function is here, and each is a few lines
+//! inside [`boundary::run`], which turns errors and panics into Java exceptions and forwards log
+//! lines. Objects Java owns live in handle tables ([`handles`]); buffers follow docs/jni.md and
+//! are decoded by `kbackup_core::codec`.
+
+mod boundary;
+mod handles;
+mod logging;
+
+use jni::objects::{JByteArray, JClass};
+use jni::sys::{jbyteArray, jint, jlong, jstring};
+use jni::JNIEnv;
+use kbackup_core::codec;
+use kbackup_core::restore::{self, RestoreSource, SourceConfig};
+use kbackup_core::sink::{BackupSink, SinkConfig};
+use kbackup_core::Error;
+
+use boundary::{bytes_arg, bytes_result, run};
+use handles::{lock, Handles};
+
+/// What a failed call returns in place of an array or string (Java sees the exception).
+const NO_ARRAY: jbyteArray = std::ptr::null_mut();
+const NO_STRING: jstring = std::ptr::null_mut();
+
+/// Open sinks, one per sink task.
+static SINKS: Handles<BackupSink> = Handles::new("sink");
+/// Open restore readers, one per source task.
+static SOURCES: Handles<RestoreSource> = Handles::new("source");
+
+/// `String version()`: core version and format version.
+#[no_mangle]
+pub extern "system" fn Java_io_kbackup_connect_internal_Native_version<'l>(
+    mut env: JNIEnv<'l>,
+    class: JClass<'l>,
+) -> jstring {
+    run(&mut env, &class, "version", NO_STRING, |env| {
+        let v = format!(
+            "kbackup-core {} (format version {})",
+            kbackup_core::VERSION,
+            kbackup_core::manifest::FORMAT_VERSION
+        );
+        env.new_string(v)
+            .map(|s| s.into_raw())
+            .map_err(|e| Error::State(format!("could not create a Java string: {e}")))
+    })
+}
+
+/// `long sinkOpen(byte[] sinkConfigJson)`.
+#[no_mangle]
+pub extern "system" fn Java_io_kbackup_connect_internal_Native_sinkOpen<'l>(
+    mut env: JNIEnv<'l>,
+    class: JClass<'l>,
+    config: JByteArray<'l>,
+) -> jlong {
+    run(&mut env, &class, "sinkOpen", 0, |env| {
+        let config = SinkConfig::from_json(&bytes_arg(env, &config, "sink config JSON")?)?;
+        Ok(SINKS.insert(BackupSink::open(config)?))
+    })
+}
+
+/// `byte[] sinkOpenPartitions(long h, byte[] partitions)` -> offsets (resume offsets).
+#[no_mangle]
+pub extern "system" fn Java_io_kbackup_connect_internal_Native_sinkOpenPartitions<'l>(
+    mut env: JNIEnv<'l>,
+    class: JClass<'l>,
+    handle: jlong,
+    partitions: JByteArray<'l>,
+) -> jbyteArray {
+    run(&mut env, &class, "sinkOpenPartitions", NO_ARRAY, |env| {
+        let tps = codec::decode_partitions(&bytes_arg(env, &partitions, "partitions")?)?;
+        let sink = SINKS.get(handle)?;
+        let resume = lock("sink", handle, &sink)?.open_partitions(&tps)?;
+        bytes_result(env, &codec::encode_offsets(&resume))
+    })
+}
+
+/// `void sinkPut(long h, byte[] batch)`: one call per `put()`.
+#[no_mangle]
+pub extern "system" fn Java_io_kbackup_connect_internal_Native_sinkPut<'l>(
+    mut env: JNIEnv<'l>,
+    class: JClass<'l>,
+    handle: jlong,
+    batch: JByteArray<'l>,
+) {
+    run(&mut env, &class, "sinkPut", (), |env| {
+        let batch = bytes_arg(env, &batch, "batch")?;
+        let sink = SINKS.get(handle)?;
+        let mut guard = lock("sink", handle, &sink)?;
+        guard.put_encoded(&batch)
+    })
+}
+
+/// `byte[] sinkFlush(long h)` -> offsets (durable next offsets).
+#[no_mangle]
+pub extern "system" fn Java_io_kbackup_connect_internal_Native_sinkFlush<'l>(
+    mut env: JNIEnv<'l>,
+    class: JClass<'l>,
+    handle: jlong,
+) -> jbyteArray {
+    run(&mut env, &class, "sinkFlush", NO_ARRAY, |env| {
+        let sink = SINKS.get(handle)?;
+        let durable = lock("sink", handle, &sink)?.flush()?;
+        bytes_result(env, &codec::encode_offsets(&durable))
+    })
+}
+
+/// `void sinkClosePartitions(long h, byte[] partitions)`.
+#[no_mangle]
+pub extern "system" fn Java_io_kbackup_connect_internal_Native_sinkClosePartitions<'l>(
+    mut env: JNIEnv<'l>,
+    class: JClass<'l>,
+    handle: jlong,
+    partitions: JByteArray<'l>,
+) {
+    run(&mut env, &class, "sinkClosePartitions", (), |env| {
+        let tps = codec::decode_partitions(&bytes_arg(env, &partitions, "partitions")?)?;
+        let sink = SINKS.get(handle)?;
+        let mut guard = lock("sink", handle, &sink)?;
+        guard.close_partitions(&tps)
+    })
+}
+
+/// `void sinkClose(long h)`: safe twice and after a failure.
+#[no_mangle]
+pub extern "system" fn Java_io_kbackup_connect_internal_Native_sinkClose<'l>(
+    mut env: JNIEnv<'l>,
+    class: JClass<'l>,
+    handle: jlong,
+) {
+    run(&mut env, &class, "sinkClose", (), |_env| {
+        let Some(sink) = SINKS.remove(handle) else {
+            return Ok(()); // already closed
+        };
+        let mut guard = lock("sink", handle, &sink)?;
+        guard.close()
+    })
+}
+
+/// `byte[] inspect(byte[] dirUtf8)` -> JSON summary of a backup.
+#[no_mangle]
+pub extern "system" fn Java_io_kbackup_connect_internal_Native_inspect<'l>(
+    mut env: JNIEnv<'l>,
+    class: JClass<'l>,
+    dir: JByteArray<'l>,
+) -> jbyteArray {
+    run(&mut env, &class, "inspect", NO_ARRAY, |env| {
+        let dir = String::from_utf8(bytes_arg(env, &dir, "backup directory")?)
+            .map_err(|_| Error::Codec("backup directory is not UTF-8".into()))?;
+        let summary = kbackup_core::reader::Backup::open(&dir)?.summary()?;
+        bytes_result(env, &to_json("backup summary", &summary)?)
+    })
+}
+
+/// Serializes a core answer as JSON for Java.
+fn to_json(what: &str, value: &impl serde::Serialize) -> Result<Vec<u8>, Error> {
+    serde_json::to_vec(value)
+        .map_err(|e| Error::State(format!("could not serialize the {what}: {e}")))
+}
+
+fn source_config(env: &JNIEnv, json: &JByteArray) -> Result<SourceConfig, Error> {
+    SourceConfig::from_json(&bytes_arg(env, json, "source config JSON")?)
+}
+
+/// `byte[] sourceValidate(byte[] sourceConfigJson)` -> JSON list of `{key, message}`.
+#[no_mangle]
+pub extern "system" fn Java_io_kbackup_connect_internal_Native_sourceValidate<'l>(
+    mut env: JNIEnv<'l>,
+    class: JClass<'l>,
+    config: JByteArray<'l>,
+) -> jbyteArray {
+    run(&mut env, &class, "sourceValidate", NO_ARRAY, |env| {
+        let cfg = source_config(env, &config)?;
+        let problems: Vec<serde_json::Value> = restore::validate(&cfg)
+            .into_iter()
+            .map(|(key, message)| serde_json::json!({"key": key, "message": message}))
+            .collect();
+        bytes_result(env, &to_json("validation result", &problems)?)
+    })
+}
+
+/// `void sourcePrepare(byte[] sourceConfigJson)`: creates or checks the target topics.
+#[no_mangle]
+pub extern "system" fn Java_io_kbackup_connect_internal_Native_sourcePrepare<'l>(
+    mut env: JNIEnv<'l>,
+    class: JClass<'l>,
+    config: JByteArray<'l>,
+) {
+    run(&mut env, &class, "sourcePrepare", (), |env| {
+        restore::prepare(&source_config(env, &config)?)
+    })
+}
+
+/// `long sourceOpen(byte[] sourceConfigJson, byte[] assignment)`.
+#[no_mangle]
+pub extern "system" fn Java_io_kbackup_connect_internal_Native_sourceOpen<'l>(
+    mut env: JNIEnv<'l>,
+    class: JClass<'l>,
+    config: JByteArray<'l>,
+    assignment: JByteArray<'l>,
+) -> jlong {
+    run(&mut env, &class, "sourceOpen", 0, |env| {
+        let cfg = source_config(env, &config)?;
+        let assignment = codec::decode_offsets(&bytes_arg(env, &assignment, "assignment")?)?;
+        Ok(SOURCES.insert(RestoreSource::open(cfg, &assignment)?))
+    })
+}
+
+/// `byte[] sourcePoll(long h, byte[] acks, int maxRecords)` -> batch.
+#[no_mangle]
+pub extern "system" fn Java_io_kbackup_connect_internal_Native_sourcePoll<'l>(
+    mut env: JNIEnv<'l>,
+    class: JClass<'l>,
+    handle: jlong,
+    acks: JByteArray<'l>,
+    max_records: jint,
+) -> jbyteArray {
+    run(&mut env, &class, "sourcePoll", NO_ARRAY, |env| {
+        let acks = codec::decode_acks(&bytes_arg(env, &acks, "acks")?)?;
+        let max = usize::try_from(max_records).unwrap_or(0).max(1);
+        let source = SOURCES.get(handle)?;
+        let (flags, records) = lock("source", handle, &source)?.poll(&acks, max)?;
+        bytes_result(env, &codec::encode_batch(flags, &records))
+    })
+}
+
+/// `byte[] sourceStatus(long h)` -> JSON status.
+#[no_mangle]
+pub extern "system" fn Java_io_kbackup_connect_internal_Native_sourceStatus<'l>(
+    mut env: JNIEnv<'l>,
+    class: JClass<'l>,
+    handle: jlong,
+) -> jbyteArray {
+    run(&mut env, &class, "sourceStatus", NO_ARRAY, |env| {
+        let source = SOURCES.get(handle)?;
+        let status = lock("source", handle, &source)?.status();
+        bytes_result(env, &to_json("restore status", &status)?)
+    })
+}
+
+/// `void sourceClose(long h)`: safe twice and after a failure.
+#[no_mangle]
+pub extern "system" fn Java_io_kbackup_connect_internal_Native_sourceClose<'l>(
+    mut env: JNIEnv<'l>,
+    class: JClass<'l>,
+    handle: jlong,
+) {
+    run(&mut env, &class, "sourceClose", (), |_env| {
+        let Some(source) = SOURCES.remove(handle) else {
+            return Ok(()); // already closed
+        };
+        let mut guard = lock("source", handle, &source)?;
+        guard.close()
+    })
+}
+
+/// `void panicForTest()`: panics on purpose, to prove panics become exceptions.
+#[no_mangle]
+pub extern "system" fn Java_io_kbackup_connect_internal_Native_panicForTest<'l>(
+    mut env: JNIEnv<'l>,
+    class: JClass<'l>,
+) {
+    run(&mut env, &class, "panicForTest", (), |_env| {
+        log::warn!(target: "kbackup_jni", "panicForTest called: panicking on purpose");
+        panic!("panicForTest: deliberate panic");
+    })
+}

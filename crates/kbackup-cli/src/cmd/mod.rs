@@ -1,0 +1,37 @@
+//! One module per subcommand: its clap `Args` and a `run` function over kbackup-core.
+//!
+//! To add a verb: create `cmd/<verb>.rs` with `pub struct <Verb>Args` (clap `Args`) and
+//! `pub fn run(args: &<Verb>Args) -> kbackup_core::Result<()>`, declare it here and add one
+//! variant to `Command` in main.rs.
+
+pub mod backup;
+pub mod cat;
+pub mod inspect;
+pub mod offsets;
+pub mod progress;
+pub mod prune;
+pub mod reindex;
+pub mod restore;
+pub mod restore_plan;
+pub mod restore_status;
+pub mod verify;
+
+use kbackup_core::Error;
+use std::io::Write;
+
+/// Writes to stdout, mapping failures (including a closed pipe, which main treats as success)
+/// to [`Error::Io`].
+pub fn write_stdout(out: &mut impl Write, bytes: &[u8]) -> kbackup_core::Result<()> {
+    out.write_all(bytes)
+        .map_err(|e| Error::io(e, "write to standard output", "-"))
+}
+
+/// Prints a value as pretty JSON followed by a newline.
+pub fn print_json<T: serde::Serialize>(value: &T) -> kbackup_core::Result<()> {
+    let mut s = serde_json::to_string_pretty(value).expect("report types serialise");
+    s.push('\n');
+    let mut out = std::io::stdout().lock();
+    write_stdout(&mut out, s.as_bytes())?;
+    out.flush()
+        .map_err(|e| Error::io(e, "write to standard output", "-"))
+}

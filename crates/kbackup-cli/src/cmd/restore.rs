@@ -1,0 +1,373 @@
+//! `kbackup restore`: the restore without Kafka Connect.
+//!
+//! [`RestoreSource`] (the engine behind the source connector) decides everything: which topics
+//! to create, what to read, how group offsets translate and when the restore is finished. The
+//! CLI plays Connect's part: an idempotent rdkafka producer writes each record to the same
+//! partition with its key, value, headers and timestamp, and each delivery report becomes the
+//! (original offset -> new offset) acknowledgement the next poll hands to the engine.
+
+use super::backup::{list_topics, quiet_client_config, ClusterArgs};
+use super::progress::Progress;
+use clap::Args;
+use kbackup_core::codec::{Ack, BatchRecord, FLAG_FINISHED};
+use kbackup_core::kafka;
+use kbackup_core::reader::Backup;
+use kbackup_core::record::TopicPartitionOffset;
+use kbackup_core::restore::{self, PartitionState, RestoreSource, SourceConfig};
+use kbackup_core::{Error, Result};
+use rdkafka::client::ClientContext;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::Message;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Records asked from the engine per poll.
+const POLL_BATCH: usize = 2000;
+/// How long the producer may take to deliver what is in flight at the end.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// `kbackup restore`.
+#[derive(Args, Debug)]
+pub struct RestoreArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Backup directory to restore from.
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Comma-separated backed-up topics to restore.
+    #[arg(long, value_name = "LIST", value_delimiter = ',', required = true)]
+    pub topics: Vec<String>,
+    /// Restore topics under other names: ORIGINAL:TARGET[,ORIGINAL:TARGET...].
+    #[arg(long, value_name = "A:B,...", value_delimiter = ',')]
+    pub rename: Vec<String>,
+    /// Commit each captured consumer group's translated offset on the new cluster when its
+    /// partition is restored.
+    #[arg(long = "group-offsets")]
+    pub group_offsets: bool,
+    /// Restore into target topics that already hold records (appends after them).
+    #[arg(long = "allow-non-empty")]
+    pub allow_non_empty: bool,
+    /// Where the restore keeps its progress (default: DIR/restore-state/<digest>, one per
+    /// target cluster and topic list, so a rerun after a crash resumes).
+    #[arg(long = "state-dir", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Print a JSON summary on stdout at the end.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress output (errors are still printed).
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+/// Parses `a:b,c:d` into original -> target.
+pub fn parse_renames(items: &[String]) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for item in items.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
+        let (a, b) = item.split_once(':').ok_or_else(|| {
+            Error::Config(format!(
+                "--rename {item:?} is not ORIGINAL:TARGET; write for example --rename orders:orders-restored"
+            ))
+        })?;
+        kbackup_core::layout::validate_topic_name(a.trim())?;
+        kbackup_core::layout::validate_topic_name(b.trim())?;
+        out.insert(a.trim().to_string(), b.trim().to_string());
+    }
+    Ok(out)
+}
+
+/// The restore's identity: one state directory per target cluster and topic mapping, so the
+/// same backup restored into a second cluster does not find the first restore "finished".
+fn restore_name(bootstrap: &str, topics: &[String], renames: &BTreeMap<String, String>) -> String {
+    let mapping: Vec<String> = topics
+        .iter()
+        .map(|t| format!("{t}->{}", renames.get(t).unwrap_or(t)))
+        .collect();
+    format!("cli-restore {bootstrap} {}", mapping.join(","))
+}
+
+/// Collects delivery reports as acknowledgements (called on our thread, inside `poll`).
+#[derive(Default)]
+struct AckContext {
+    acks: Mutex<Vec<Ack>>,
+    failure: Mutex<Option<(KafkaError, String)>>,
+}
+
+impl ClientContext for AckContext {
+    /// Transient client errors surface as the failed delivery or call; details with `-v`.
+    fn error(&self, error: KafkaError, reason: &str) {
+        log::info!("Kafka client: {error}: {reason}");
+    }
+}
+
+impl ProducerContext for AckContext {
+    /// (original topic, partition, original offset).
+    type DeliveryOpaque = Box<(String, i32, i64)>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, opaque: Self::DeliveryOpaque) {
+        let (topic, partition, original_offset) = *opaque;
+        match result {
+            Ok(m) => self
+                .acks
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(Ack {
+                    topic,
+                    partition,
+                    original_offset,
+                    new_offset: m.offset(),
+                }),
+            Err((e, _)) => {
+                let mut f = self.failure.lock().unwrap_or_else(|p| p.into_inner());
+                if f.is_none() {
+                    *f = Some((
+                        e.clone(),
+                        format!("record {topic}-{partition}@{original_offset} was not written"),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// Runs `kbackup restore`.
+pub fn run(args: &RestoreArgs) -> Result<()> {
+    let cluster = args.cluster.cluster()?;
+    let renames = parse_renames(&args.rename)?;
+    let topics: Vec<String> = args
+        .topics
+        .iter()
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+        .collect();
+    let cfg = SourceConfig {
+        connector_name: restore_name(&args.cluster.bootstrap_server, &topics, &renames),
+        task_id: "cli-restore-0".into(),
+        source_dir: args.dir.clone(),
+        topics: topics.clone(),
+        topics_rename: renames,
+        batch_size: POLL_BATCH,
+        cluster: cluster.clone(),
+        restore_state_dir: args.state_dir.clone(),
+        allow_non_empty_topics: args.allow_non_empty,
+        restore_group_offsets: args.group_offsets,
+    };
+    // A missing or foreign directory gets the CLI's own one-line message first.
+    Backup::open(&args.dir)?;
+    let problems = restore::validate(&cfg);
+    if !problems.is_empty() {
+        let lines: Vec<String> = problems
+            .iter()
+            .map(|(key, msg)| format!("{}: {msg}", cli_option(key)))
+            .collect();
+        return Err(Error::Config(lines.join("\n")));
+    }
+    // Bounded connection check first: an unreachable cluster fails in 10 s with one line.
+    list_topics(&cluster)?;
+    restore::prepare(&cfg)?;
+
+    // Resume where the acknowledged records end (the state files are the truth, as Connect's
+    // committed source offsets are for the connector).
+    let state_dir = cfg.state_dir();
+    let backup = Backup::open(&args.dir)?;
+    let mut assignment = Vec::new();
+    let mut total = 0u64;
+    for t in &topics {
+        for p in backup.partitions(t)? {
+            let saved = PartitionState::load(&state_dir, t, p)?;
+            let committed = saved.as_ref().map_or(-1, |s| s.last_acked_original);
+            assignment.push(TopicPartitionOffset::new(t.clone(), p, committed));
+            let reader = backup.partition(t, p)?;
+            let count = reader.record_count()?;
+            let done = saved.as_ref().map_or(0, |s| s.records_restored);
+            total += count.saturating_sub(done);
+        }
+    }
+    let mut source = RestoreSource::open(cfg.clone(), &assignment)?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .map_err(|e| Error::io(e, "install a signal handler for", &args.dir))?;
+    }
+
+    let mut pcfg = quiet_client_config(&cluster);
+    pcfg.set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("message.max.bytes", "1000000000");
+    let producer: BaseProducer<AckContext> = pcfg
+        .create_with_context(AckContext::default())
+        .map_err(|e| {
+            Error::Config(format!(
+                "the Kafka client settings are not accepted: {e}; fix the --config / --config-file entries"
+            ))
+        })?;
+
+    let mut progress = Progress::new("restore", "records", Some(total), args.quiet);
+    let result = pump(&cfg, &mut source, &producer, &mut progress, &stop);
+    let flushed = producer.flush(FLUSH_TIMEOUT);
+    // Hand the last acknowledgements to the engine so they are saved before closing.
+    let last = std::mem::take(
+        &mut *producer
+            .context()
+            .acks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()),
+    );
+    let tail = if result.is_ok() && !last.is_empty() {
+        source.poll(&last, 1).map(|_| ())
+    } else {
+        Ok(())
+    };
+    let status = source.status();
+    let closed = source.close();
+    let finished = result?;
+    tail?;
+    flushed.map_err(|e| kafka::kafka_error(&cluster, "deliver the last records", &e))?;
+    closed?;
+
+    let restored: u64 = status.partitions.iter().map(|p| p.records_restored).sum();
+    let summary = if finished {
+        format!(
+            "finished: {} partitions restored ({} records acknowledged in total, {:.1}s)",
+            status.partitions.len(),
+            restored,
+            progress.elapsed_secs()
+        )
+    } else {
+        format!(
+            "interrupted after {} records; run the same command again to resume",
+            progress.done()
+        )
+    };
+    progress.finish(&summary);
+    if args.json {
+        let out = serde_json::json!({
+            "finished": finished,
+            "state_dir": status.state_dir,
+            "records_sent": restored,
+            "partitions": status.partitions,
+        });
+        super::print_json(&out)?;
+    }
+    if !finished {
+        return Err(Error::State(
+            "the restore was interrupted by a signal; run the same command again to resume".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Polls the engine and produces until it says finished (true) or a signal arrives (false).
+fn pump(
+    cfg: &SourceConfig,
+    source: &mut RestoreSource,
+    producer: &BaseProducer<AckContext>,
+    progress: &mut Progress,
+    stop: &AtomicBool,
+) -> Result<bool> {
+    loop {
+        producer.poll(Duration::ZERO);
+        if let Some((e, what)) = producer
+            .context()
+            .failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            return Err(kafka::kafka_error(
+                &cfg.cluster,
+                &format!("restore ({what})"),
+                &e,
+            ));
+        }
+        let acks = std::mem::take(
+            &mut *producer
+                .context()
+                .acks
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        progress.inc(acks.len() as u64);
+        let (flags, records) = source.poll(&acks, POLL_BATCH)?;
+        if flags & FLAG_FINISHED != 0 {
+            return Ok(true);
+        }
+        if stop.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        if records.is_empty() {
+            // Waiting for delivery reports or a group-commit retry.
+            producer.poll(Duration::from_millis(100));
+            continue;
+        }
+        for r in &records {
+            send(cfg, producer, r)?;
+        }
+    }
+}
+
+/// Sends one record to the same partition of the (renamed) topic, exactly as backed up.
+fn send(cfg: &SourceConfig, producer: &BaseProducer<AckContext>, r: &BatchRecord) -> Result<()> {
+    let target = cfg.target_topic(&r.topic);
+    let mut headers = OwnedHeaders::new_with_capacity(r.record.headers.len());
+    for h in &r.record.headers {
+        headers = headers.insert(Header {
+            key: &h.key,
+            value: h.value.as_deref(),
+        });
+    }
+    let mut rec: BaseRecord<'_, [u8], [u8], Box<(String, i32, i64)>> = BaseRecord::with_opaque_to(
+        target,
+        Box::new((r.topic.clone(), r.partition, r.record.offset)),
+    )
+    .partition(r.partition)
+    .headers(headers);
+    if let Some(k) = r.record.key.as_deref() {
+        rec = rec.key(k);
+    }
+    if let Some(v) = r.record.value.as_deref() {
+        rec = rec.payload(v);
+    }
+    // No timestamp (-1): the producer stamps the record, as Kafka's Java producer does.
+    if r.record.timestamp >= 0 {
+        rec = rec.timestamp(r.record.timestamp);
+    }
+    loop {
+        match producer.send(rec) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                rec = back;
+                producer.poll(Duration::from_millis(50));
+            }
+            Err((e, _)) => {
+                return Err(kafka::kafka_error(
+                    &cfg.cluster,
+                    &format!(
+                        "produce {}-{}@{} to {target}",
+                        r.topic, r.partition, r.record.offset
+                    ),
+                    &e,
+                ))
+            }
+        }
+    }
+}
+
+/// The CLI option behind a connector config key named in a validation problem.
+fn cli_option(key: &str) -> &str {
+    match key {
+        "source.dir" => "--dir",
+        "topics" => "--topics",
+        "topics.rename" => "--rename",
+        "restore.state.dir" => "--state-dir",
+        "allow.non.empty.topics" => "--allow-non-empty",
+        k if k.starts_with("cluster.") => "--config",
+        k => k,
+    }
+}

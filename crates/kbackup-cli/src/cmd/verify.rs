@@ -1,0 +1,51 @@
+//! `kbackup verify`: read every byte of a backup and report damage with file and position.
+
+use super::{print_json, write_stdout};
+use clap::Args;
+use kbackup_core::reader::{Backup, Severity};
+use kbackup_core::Result;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+/// `kbackup verify`.
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// Backup directory.
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+    /// One JSON document on stdout instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `kbackup verify`; answers whether the backup is free of errors (warnings allowed).
+pub fn run(args: &VerifyArgs) -> Result<bool> {
+    let report = Backup::open(&args.dir)?.verify()?;
+    if args.json {
+        print_json(&report)?;
+        return Ok(report.ok);
+    }
+    let mut s = String::new();
+    for p in &report.problems {
+        let sev = match p.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        let at = p
+            .position
+            .map_or(String::new(), |n| format!(" at byte {n}"));
+        let _ = writeln!(s, "{sev}: {}{at}: {}", p.file.display(), p.message);
+    }
+    let _ = writeln!(
+        s,
+        "{}: {} segments, {} records, {} bytes checked; {} errors, {} warnings",
+        if report.ok { "OK" } else { "DAMAGED" },
+        report.segments,
+        report.records,
+        report.bytes,
+        report.errors(),
+        report.warnings()
+    );
+    write_stdout(&mut std::io::stdout().lock(), s.as_bytes())?;
+    Ok(report.ok)
+}

@@ -1,0 +1,142 @@
+package io.kbackup.connect;
+
+import io.kbackup.connect.internal.Json;
+import org.apache.kafka.common.config.AbstractConfig;
+import org.apache.kafka.common.config.ConfigDef;
+import org.apache.kafka.common.config.ConfigDef.Importance;
+import org.apache.kafka.common.config.ConfigDef.Type;
+import org.apache.kafka.common.config.ConfigException;
+
+import java.util.LinkedHashMap;
+import java.util.Map;
+import java.util.regex.Pattern;
+import java.util.regex.PatternSyntaxException;
+
+/**
+ * Configuration of {@link BackupSinkConnector} and its tasks: one ConfigDef, shared by both, and
+ * the source of docs/config-sink.md. {@code topics} / {@code topics.regex} and the converters are
+ * Connect's own keys and are checked in {@link BackupSinkConnector#validate}.
+ */
+public class BackupSinkConfig extends AbstractConfig {
+    public static final String TARGET_DIR_CONFIG = "target.dir";
+    private static final String TARGET_DIR_DOC = "Directory the backup is written to (one sub-directory per "
+            + "topic and partition). Must be reachable and writable from every Connect worker, for example a "
+            + "shared volume. Created if missing.";
+
+    public static final String MAX_SEGMENT_SIZE_BYTES_CONFIG = "max.segment.size.bytes";
+    private static final String MAX_SEGMENT_SIZE_BYTES_DOC = "A partition's open segment file is closed and a "
+            + "new one started once it reaches this size.";
+    public static final long MAX_SEGMENT_SIZE_BYTES_DEFAULT = 1024L * 1024 * 1024;
+
+    public static final String MAX_SEGMENT_AGE_MS_CONFIG = "max.segment.age.ms";
+    private static final String MAX_SEGMENT_AGE_MS_DOC = "A partition's open segment is closed and a new one "
+            + "started once its first record was written this long ago, so old data can be pruned by age in "
+            + "whole segments. Default one hour.";
+    public static final long MAX_SEGMENT_AGE_MS_DEFAULT = 60L * 60 * 1000;
+
+    public static final String INDEX_INTERVAL_BYTES_CONFIG = "index.interval.bytes";
+    private static final String INDEX_INTERVAL_BYTES_DOC = "Bytes of segment data between two entries of the "
+            + "sparse offset and time indexes. Smaller means faster seeks and larger index files.";
+    public static final int INDEX_INTERVAL_BYTES_DEFAULT = 4096;
+
+    public static final String CLUSTER_PREFIX = "cluster.";
+    public static final String CLUSTER_BOOTSTRAP_SERVERS_CONFIG = "cluster.bootstrap.servers";
+    private static final String CLUSTER_BOOTSTRAP_SERVERS_DOC = "Bootstrap servers of the cluster being backed "
+            + "up. kbackup connects there itself to record topic manifests (partition count, topic configs) and "
+            + "consumer-group offsets. Every other cluster.* key (for example cluster.security.protocol, "
+            + "cluster.sasl.mechanism) is passed to that client with the prefix removed.";
+
+    public static final String OFFSETS_SYNC_INTERVAL_MS_CONFIG = "consumer.offsets.sync.interval.ms";
+    private static final String OFFSETS_SYNC_INTERVAL_MS_DOC = "How often the committed offsets of consumer "
+            + "groups are read for the backed-up partitions and changes appended to the backup's offsets log.";
+    public static final long OFFSETS_SYNC_INTERVAL_MS_DEFAULT = 5000L;
+
+    public static final String GROUPS_INCLUDE_CONFIG = "groups.include";
+    private static final String GROUPS_INCLUDE_DOC = "Regular expression (whole-name match) of the consumer "
+            + "groups whose offsets are backed up.";
+    public static final String GROUPS_INCLUDE_DEFAULT = ".*";
+
+    public static final String GROUPS_EXCLUDE_CONFIG = "groups.exclude";
+    private static final String GROUPS_EXCLUDE_DOC = "Regular expression (whole-name match) of consumer groups "
+            + "NOT backed up, applied after groups.include. Empty: exclude none. The connector's own group "
+            + "(connect-<name>) is never backed up.";
+
+    /** Set by the connector in each task config: the task's index, for the task id. */
+    public static final String TASK_INDEX_CONFIG = "kbackup.task.index";
+
+    public static final ConfigDef CONFIG_DEF = new ConfigDef()
+            .define(TARGET_DIR_CONFIG, Type.STRING, ConfigDef.NO_DEFAULT_VALUE, new ConfigDef.NonEmptyString(),
+                    Importance.HIGH, TARGET_DIR_DOC)
+            .define(CLUSTER_BOOTSTRAP_SERVERS_CONFIG, Type.STRING, ConfigDef.NO_DEFAULT_VALUE,
+                    new ConfigDef.NonEmptyString(), Importance.HIGH, CLUSTER_BOOTSTRAP_SERVERS_DOC)
+            .define(MAX_SEGMENT_SIZE_BYTES_CONFIG, Type.LONG, MAX_SEGMENT_SIZE_BYTES_DEFAULT,
+                    ConfigDef.Range.atLeast(1024), Importance.MEDIUM, MAX_SEGMENT_SIZE_BYTES_DOC)
+            .define(MAX_SEGMENT_AGE_MS_CONFIG, Type.LONG, MAX_SEGMENT_AGE_MS_DEFAULT, ConfigDef.Range.atLeast(1),
+                    Importance.MEDIUM, MAX_SEGMENT_AGE_MS_DOC)
+            .define(INDEX_INTERVAL_BYTES_CONFIG, Type.INT, INDEX_INTERVAL_BYTES_DEFAULT, ConfigDef.Range.atLeast(1),
+                    Importance.LOW, INDEX_INTERVAL_BYTES_DOC)
+            .define(OFFSETS_SYNC_INTERVAL_MS_CONFIG, Type.LONG, OFFSETS_SYNC_INTERVAL_MS_DEFAULT,
+                    ConfigDef.Range.atLeast(100), Importance.MEDIUM, OFFSETS_SYNC_INTERVAL_MS_DOC)
+            .define(GROUPS_INCLUDE_CONFIG, Type.STRING, GROUPS_INCLUDE_DEFAULT, new RegexValidator(),
+                    Importance.MEDIUM, GROUPS_INCLUDE_DOC)
+            .define(GROUPS_EXCLUDE_CONFIG, Type.STRING, "", new RegexValidator(), Importance.MEDIUM,
+                    GROUPS_EXCLUDE_DOC);
+
+    public BackupSinkConfig(Map<String, String> props) {
+        super(CONFIG_DEF, props);
+    }
+
+    /** The {@code cluster.*} keys with the prefix removed, as strings. */
+    public Map<String, String> clusterConfig() {
+        return clusterConfig(originalsStrings());
+    }
+
+    static Map<String, String> clusterConfig(Map<String, String> props) {
+        Map<String, String> out = new LinkedHashMap<>();
+        for (Map.Entry<String, String> e : props.entrySet()) {
+            if (e.getKey().startsWith(CLUSTER_PREFIX) && e.getValue() != null) {
+                out.put(e.getKey().substring(CLUSTER_PREFIX.length()), e.getValue());
+            }
+        }
+        return out;
+    }
+
+    /** The sink config JSON of docs/jni.md. */
+    public byte[] toNativeJson(String connectorName, String taskId) {
+        Map<String, Object> m = new LinkedHashMap<>();
+        m.put("connector_name", connectorName);
+        m.put("task_id", taskId);
+        m.put("target_dir", getString(TARGET_DIR_CONFIG));
+        m.put("max_segment_size_bytes", getLong(MAX_SEGMENT_SIZE_BYTES_CONFIG));
+        m.put("max_segment_age_ms", getLong(MAX_SEGMENT_AGE_MS_CONFIG));
+        m.put("index_interval_bytes", getInt(INDEX_INTERVAL_BYTES_CONFIG));
+        m.put("cluster", clusterConfig());
+        m.put("consumer_group_id", "connect-" + connectorName);
+        m.put("offsets_sync_interval_ms", getLong(OFFSETS_SYNC_INTERVAL_MS_CONFIG));
+        m.put("groups_include", getString(GROUPS_INCLUDE_CONFIG));
+        String exclude = getString(GROUPS_EXCLUDE_CONFIG);
+        m.put("groups_exclude", exclude == null || exclude.isEmpty() ? null : exclude);
+        return Json.write(m);
+    }
+
+    /** Accepts a Java regular expression (the core's regex crate accepts the common subset). */
+    static final class RegexValidator implements ConfigDef.Validator {
+        @Override
+        public void ensureValid(String name, Object value) {
+            if (value == null || value.toString().isEmpty()) {
+                return;
+            }
+            try {
+                Pattern.compile(value.toString());
+            } catch (PatternSyntaxException e) {
+                throw new ConfigException(name, value, "not a valid regular expression (" + e.getDescription()
+                        + " at index " + e.getIndex() + "): fix the pattern");
+            }
+        }
+
+        @Override
+        public String toString() {
+            return "a regular expression";
+        }
+    }
+}

@@ -1,0 +1,87 @@
+package io.kbackup.connect;
+
+import io.kbackup.connect.internal.ConfigChecks;
+import org.apache.kafka.common.config.Config;
+import org.apache.kafka.common.config.ConfigDef;
+import org.apache.kafka.connect.connector.Task;
+import org.apache.kafka.connect.sink.SinkConnector;
+
+import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+
+/**
+ * Backs up the records of {@code topics} / {@code topics.regex} into {@code target.dir}, plus the
+ * consumer-group offsets of those partitions. The work is in the tasks; Connect spreads the
+ * partitions over them.
+ */
+public class BackupSinkConnector extends SinkConnector {
+    static final String ISOLATION_KEY = "consumer.override.isolation.level";
+
+    private Map<String, String> props;
+
+    @Override
+    public String version() {
+        return Version.get();
+    }
+
+    @Override
+    public void start(Map<String, String> props) {
+        new BackupSinkConfig(props); // fail fast on a bad config
+        this.props = new HashMap<>(props);
+    }
+
+    @Override
+    public Class<? extends Task> taskClass() {
+        return BackupSinkTask.class;
+    }
+
+    @Override
+    public List<Map<String, String>> taskConfigs(int maxTasks) {
+        List<Map<String, String>> out = new ArrayList<>(maxTasks);
+        for (int i = 0; i < maxTasks; i++) {
+            Map<String, String> c = new HashMap<>(props);
+            c.put(BackupSinkConfig.TASK_INDEX_CONFIG, Integer.toString(i));
+            out.add(c);
+        }
+        return out;
+    }
+
+    @Override
+    public void stop() {
+    }
+
+    @Override
+    public ConfigDef config() {
+        return BackupSinkConfig.CONFIG_DEF;
+    }
+
+    @Override
+    public Config validate(Map<String, String> props) {
+        ConfigChecks.Errors errors = new ConfigChecks.Errors(super.validate(props));
+        String dir = props.get(BackupSinkConfig.TARGET_DIR_CONFIG);
+        String dirProblem = ConfigChecks.directoryProblem(BackupSinkConfig.TARGET_DIR_CONFIG, dir, true, true);
+        if (dirProblem != null) {
+            if (errors.hasErrors(BackupSinkConfig.TARGET_DIR_CONFIG)) {
+                errors.replace(BackupSinkConfig.TARGET_DIR_CONFIG, dirProblem);
+            } else {
+                errors.add(BackupSinkConfig.TARGET_DIR_CONFIG, dirProblem);
+            }
+        }
+        errors.replace(BackupSinkConfig.CLUSTER_BOOTSTRAP_SERVERS_CONFIG, BackupSinkConfig.CLUSTER_BOOTSTRAP_SERVERS_CONFIG
+                + " is required: set it to the bootstrap servers of the cluster being backed up (kbackup reads "
+                + "topic configs and consumer-group offsets there)");
+        ConfigChecks.requireByteArrayConverters(props, errors, "so the backup stores every key, value and header "
+                + "byte for byte");
+        String isolation = props.get(ISOLATION_KEY);
+        if (isolation == null || !isolation.trim().equals("read_committed")) {
+            errors.add(ISOLATION_KEY, ISOLATION_KEY + " is " + (isolation == null ? "not set (Connect's consumer "
+                    + "reads uncommitted data by default)" : "'" + isolation + "'") + ", but a backup must not "
+                    + "contain records of aborted transactions: add \"" + ISOLATION_KEY + "\": \"read_committed\" "
+                    + "to the connector config (the worker's connector.client.config.override.policy must allow it; "
+                    + "the default, All, does)");
+        }
+        return errors.toConfig();
+    }
+}

@@ -1,0 +1,98 @@
+package io.kbackup.connect;
+
+import io.kbackup.connect.internal.BatchCodec;
+import io.kbackup.connect.internal.Native;
+import org.apache.kafka.clients.consumer.OffsetAndMetadata;
+import org.apache.kafka.common.TopicPartition;
+import org.apache.kafka.connect.sink.SinkRecord;
+import org.apache.kafka.connect.sink.SinkTask;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+import java.util.Collection;
+import java.util.HashMap;
+import java.util.HashSet;
+import java.util.Map;
+import java.util.Set;
+
+/**
+ * Forwards Connect's sink calls to the core, one native call each. The backup files, not
+ * Connect's committed offsets, decide where a partition resumes ({@link #open}), and only
+ * durable offsets are committed ({@link #preCommit}).
+ */
+public class BackupSinkTask extends SinkTask {
+    private static final Logger log = LoggerFactory.getLogger(BackupSinkTask.class);
+
+    private long handle;
+    private final Set<TopicPartition> assigned = new HashSet<>();
+
+    @Override
+    public String version() {
+        return Version.get();
+    }
+
+    @Override
+    public void start(Map<String, String> props) {
+        BackupSinkConfig config = new BackupSinkConfig(props);
+        String name = props.getOrDefault("name", "kbackup-sink");
+        String taskId = name + "-" + props.getOrDefault(BackupSinkConfig.TASK_INDEX_CONFIG, "0");
+        Native.ensureLoaded();
+        handle = Native.sinkOpen(config.toNativeJson(name, taskId));
+        log.info("kbackup sink task {} started, writing to {} ({})", taskId,
+                config.getString(BackupSinkConfig.TARGET_DIR_CONFIG), Native.version());
+    }
+
+    @Override
+    public void open(Collection<TopicPartition> partitions) {
+        if (partitions.isEmpty()) {
+            return;
+        }
+        Map<TopicPartition, Long> resume =
+                BatchCodec.decodeOffsets(Native.sinkOpenPartitions(handle, BatchCodec.encodePartitions(partitions)));
+        assigned.addAll(partitions);
+        for (Map.Entry<TopicPartition, Long> e : resume.entrySet()) {
+            if (e.getValue() >= 0) {
+                context.offset(e.getKey(), e.getValue());
+            }
+        }
+    }
+
+    @Override
+    public void put(Collection<SinkRecord> records) {
+        if (records.isEmpty()) {
+            return;
+        }
+        Native.sinkPut(handle, BatchCodec.encodeSinkBatch(records));
+    }
+
+    @Override
+    public Map<TopicPartition, OffsetAndMetadata> preCommit(Map<TopicPartition, OffsetAndMetadata> currentOffsets) {
+        Map<TopicPartition, Long> durable = BatchCodec.decodeOffsets(Native.sinkFlush(handle));
+        Map<TopicPartition, OffsetAndMetadata> out = new HashMap<>();
+        for (Map.Entry<TopicPartition, Long> e : durable.entrySet()) {
+            if (e.getValue() >= 0 && assigned.contains(e.getKey())) {
+                out.put(e.getKey(), new OffsetAndMetadata(e.getValue()));
+            }
+        }
+        return out;
+    }
+
+    @Override
+    public void close(Collection<TopicPartition> partitions) {
+        if (handle == 0 || partitions.isEmpty()) {
+            return;
+        }
+        assigned.removeAll(partitions);
+        Native.sinkClosePartitions(handle, BatchCodec.encodePartitions(partitions));
+    }
+
+    @Override
+    public void stop() {
+        long h = handle;
+        handle = 0;
+        assigned.clear();
+        if (h != 0) {
+            Native.sinkClose(h);
+        }
+    }
+}

@@ -1,0 +1,147 @@
+package io.kbackup.connect;
+
+import io.kbackup.connect.internal.ConfigChecks;
+import io.kbackup.connect.internal.Json;
+import org.apache.kafka.common.config.AbstractConfig;
+import org.apache.kafka.common.config.ConfigDef;
+import org.apache.kafka.common.config.ConfigDef.Importance;
+import org.apache.kafka.common.config.ConfigDef.Type;
+import org.apache.kafka.common.config.ConfigException;
+
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+
+/**
+ * Configuration of {@link BackupSourceConnector} (restore) and its tasks: one ConfigDef, shared
+ * by both, and the source of docs/config-source.md.
+ */
+public class BackupSourceConfig extends AbstractConfig {
+    public static final String SOURCE_DIR_CONFIG = "source.dir";
+    private static final String SOURCE_DIR_DOC = "Directory of the backup to restore (the target.dir of the "
+            + "backup connector, or a copy of it). Must be readable from every Connect worker.";
+
+    public static final String TOPICS_CONFIG = "topics";
+    private static final String TOPICS_DOC = "Comma-separated list of the backed-up topics to restore. Each must "
+            + "exist in the backup. Records keep their partition number, so target topics get the backup's "
+            + "partition count.";
+
+    public static final String TOPICS_RENAME_CONFIG = "topics.rename";
+    private static final String TOPICS_RENAME_DOC = "Optional renames, as from:to pairs separated by commas "
+            + "(orders:orders-restored,payments:payments-restored). Topics not listed keep their name.";
+
+    public static final String BATCH_SIZE_CONFIG = "batch.size";
+    private static final String BATCH_SIZE_DOC = "Most records a task hands to Connect per poll().";
+    public static final int BATCH_SIZE_DEFAULT = 1000;
+
+    public static final String CLUSTER_PREFIX = BackupSinkConfig.CLUSTER_PREFIX;
+    public static final String CLUSTER_BOOTSTRAP_SERVERS_CONFIG = BackupSinkConfig.CLUSTER_BOOTSTRAP_SERVERS_CONFIG;
+    private static final String CLUSTER_BOOTSTRAP_SERVERS_DOC = "Bootstrap servers of the cluster restored INTO "
+            + "(the one this worker produces to). kbackup connects there itself to create the target topics and "
+            + "to commit the translated consumer-group offsets. Every other cluster.* key (for example "
+            + "cluster.security.protocol) is passed to that client with the prefix removed.";
+
+    public static final String RESTORE_STATE_DIR_CONFIG = "restore.state.dir";
+    private static final String RESTORE_STATE_DIR_DOC = "Optional directory for the restore's own progress "
+            + "state (the new offset of each restored record, used to translate group offsets). Empty: kept "
+            + "inside source.dir.";
+
+    public static final String ALLOW_NON_EMPTY_TOPICS_CONFIG = "restore.allow.non.empty.topics";
+    private static final String ALLOW_NON_EMPTY_TOPICS_DOC = "Allow restoring into target topics that already "
+            + "hold records. Off by default, because the restored records would mix with the existing ones and "
+            + "group offsets could not be translated safely.";
+
+    public static final String RESTORE_GROUP_OFFSETS_CONFIG = "restore.group.offsets";
+    private static final String RESTORE_GROUP_OFFSETS_DOC = "Commit each backed-up consumer group's offset, "
+            + "translated to the new offsets, to the target cluster once a partition is fully restored.";
+
+    /** Set by the connector in each task config: the task's partitions as topic:partition,... */
+    public static final String TASK_PARTITIONS_CONFIG = "kbackup.task.partitions";
+    /** Set by the connector in each task config: the task's index, for the task id. */
+    public static final String TASK_INDEX_CONFIG = BackupSinkConfig.TASK_INDEX_CONFIG;
+
+    public static final ConfigDef CONFIG_DEF = new ConfigDef()
+            .define(SOURCE_DIR_CONFIG, Type.STRING, ConfigDef.NO_DEFAULT_VALUE, new ConfigDef.NonEmptyString(),
+                    Importance.HIGH, SOURCE_DIR_DOC)
+            .define(TOPICS_CONFIG, Type.LIST, ConfigDef.NO_DEFAULT_VALUE, Importance.HIGH, TOPICS_DOC)
+            .define(CLUSTER_BOOTSTRAP_SERVERS_CONFIG, Type.STRING, ConfigDef.NO_DEFAULT_VALUE,
+                    new ConfigDef.NonEmptyString(), Importance.HIGH, CLUSTER_BOOTSTRAP_SERVERS_DOC)
+            .define(TOPICS_RENAME_CONFIG, Type.STRING, "", Importance.MEDIUM, TOPICS_RENAME_DOC)
+            .define(BATCH_SIZE_CONFIG, Type.INT, BATCH_SIZE_DEFAULT, ConfigDef.Range.between(1, 1_000_000),
+                    Importance.LOW, BATCH_SIZE_DOC)
+            .define(RESTORE_STATE_DIR_CONFIG, Type.STRING, "", Importance.LOW, RESTORE_STATE_DIR_DOC)
+            .define(ALLOW_NON_EMPTY_TOPICS_CONFIG, Type.BOOLEAN, false, Importance.MEDIUM,
+                    ALLOW_NON_EMPTY_TOPICS_DOC)
+            .define(RESTORE_GROUP_OFFSETS_CONFIG, Type.BOOLEAN, true, Importance.MEDIUM, RESTORE_GROUP_OFFSETS_DOC);
+
+    public BackupSourceConfig(Map<String, String> props) {
+        super(CONFIG_DEF, props);
+        renames(); // reject a malformed topics.rename early
+    }
+
+    /** The topics to restore, in the order given. */
+    public List<String> topics() {
+        return getList(TOPICS_CONFIG);
+    }
+
+    /** Parsed {@code topics.rename}. */
+    public Map<String, String> renames() {
+        return parseRenames(getString(TOPICS_RENAME_CONFIG));
+    }
+
+    /** Target topic of a backed-up topic. */
+    public static String target(Map<String, String> renames, String topic) {
+        return renames.getOrDefault(topic, topic);
+    }
+
+    /**
+     * Parses {@code from:to,from:to}. Throws a ConfigException naming the bad entry; topic-name
+     * rules are checked separately ({@link ConfigChecks#topicNameProblem}).
+     */
+    public static Map<String, String> parseRenames(String value) {
+        Map<String, String> out = new LinkedHashMap<>();
+        if (value == null || value.isBlank()) {
+            return out;
+        }
+        for (String entry : value.split(",")) {
+            String e = entry.trim();
+            if (e.isEmpty()) {
+                continue;
+            }
+            int colon = e.indexOf(':');
+            if (colon <= 0 || colon == e.length() - 1 || e.indexOf(':', colon + 1) >= 0) {
+                throw new ConfigException(TOPICS_RENAME_CONFIG, value, "entry '" + e + "' is not from:to; write "
+                        + "it as source-topic:target-topic, for example orders:orders-restored");
+            }
+            String from = e.substring(0, colon).trim();
+            String to = e.substring(colon + 1).trim();
+            if (out.put(from, to) != null) {
+                throw new ConfigException(TOPICS_RENAME_CONFIG, value, "topic '" + from + "' is renamed twice; "
+                        + "keep one entry for it");
+            }
+        }
+        return out;
+    }
+
+    /** The {@code cluster.*} keys with the prefix removed, as strings. */
+    public Map<String, String> clusterConfig() {
+        return BackupSinkConfig.clusterConfig(originalsStrings());
+    }
+
+    /** The source config JSON of docs/jni.md. */
+    public byte[] toNativeJson(String connectorName, String taskId) {
+        Map<String, Object> m = new LinkedHashMap<>();
+        m.put("connector_name", connectorName);
+        m.put("task_id", taskId);
+        m.put("source_dir", getString(SOURCE_DIR_CONFIG));
+        m.put("topics", topics());
+        m.put("topics_rename", renames());
+        m.put("batch_size", getInt(BATCH_SIZE_CONFIG));
+        m.put("cluster", clusterConfig());
+        String state = getString(RESTORE_STATE_DIR_CONFIG);
+        m.put("restore_state_dir", state == null || state.isBlank() ? null : state);
+        m.put("allow_non_empty_topics", getBoolean(ALLOW_NON_EMPTY_TOPICS_CONFIG));
+        m.put("restore_group_offsets", getBoolean(RESTORE_GROUP_OFFSETS_CONFIG));
+        return Json.write(m);
+    }
+}

@@ -1,0 +1,88 @@
+package io.kbackup.connect.internal;
+
+import io.kbackup.connect.KbackupException;
+
+import java.nio.charset.StandardCharsets;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import java.util.TreeMap;
+
+/**
+ * The part of {@code Native.inspect} the shim needs: which topics and partitions a backup holds.
+ * Everything else in that JSON (offset ranges, sizes) is for people and the CLI.
+ */
+public final class BackupSummary {
+    private BackupSummary() {
+    }
+
+    /** Topic -> sorted partition numbers, read from the backup in {@code dir}. */
+    public static Map<String, List<Integer>> topicPartitions(String dir) {
+        Native.ensureLoaded();
+        return topicPartitions(Json.parse(Native.inspect(dir.getBytes(StandardCharsets.UTF_8))));
+    }
+
+    /**
+     * Reads {@code {"topics": [{"topic"|"name": T, "partitions": [{"partition": P, ...} | P]}]}}
+     * or {@code {"topics": {T: {"partitions": ...}}}}.
+     */
+    @SuppressWarnings("unchecked")
+    public static Map<String, List<Integer>> topicPartitions(Object inspectJson) {
+        Map<String, List<Integer>> out = new TreeMap<>();
+        if (!(inspectJson instanceof Map<?, ?> root)) {
+            throw unexpected("not an object");
+        }
+        Object topics = root.get("topics");
+        if (topics instanceof List<?> list) {
+            for (Object t : list) {
+                if (!(t instanceof Map<?, ?> tm)) {
+                    throw unexpected("a topic entry is not an object");
+                }
+                Object name = tm.containsKey("topic") ? tm.get("topic") : tm.get("name");
+                if (!(name instanceof String s)) {
+                    throw unexpected("a topic entry has no name");
+                }
+                out.put(s, partitions(tm.get("partitions")));
+            }
+        } else if (topics instanceof Map<?, ?> map) {
+            for (Map.Entry<?, ?> e : map.entrySet()) {
+                Object v = e.getValue();
+                Object parts = v instanceof Map<?, ?> vm ? vm.get("partitions") : v;
+                out.put(String.valueOf(e.getKey()), partitions(parts));
+            }
+        } else {
+            throw unexpected("no \"topics\"");
+        }
+        return out;
+    }
+
+    private static List<Integer> partitions(Object parts) {
+        List<Integer> out = new ArrayList<>();
+        if (parts instanceof List<?> list) {
+            for (Object p : list) {
+                Object n = p instanceof Map<?, ?> pm ? pm.get("partition") : p;
+                if (!(n instanceof Number num)) {
+                    throw unexpected("a partition entry has no number");
+                }
+                out.add(num.intValue());
+            }
+        } else if (parts instanceof Map<?, ?> map) {
+            for (Object k : map.keySet()) {
+                try {
+                    out.add(Integer.parseInt(String.valueOf(k)));
+                } catch (NumberFormatException e) {
+                    throw unexpected("partition key " + k + " is not a number");
+                }
+            }
+        } else {
+            throw unexpected("a topic has no \"partitions\"");
+        }
+        out.sort(null);
+        return out;
+    }
+
+    private static KbackupException unexpected(String what) {
+        return new KbackupException("unexpected inspect JSON from the kbackup native library (" + what
+                + "); the jar and its native library do not match or this is a bug, please report it");
+    }
+}

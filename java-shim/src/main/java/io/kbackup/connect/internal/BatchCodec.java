@@ -1,0 +1,357 @@
+package io.kbackup.connect.internal;
+
+import io.kbackup.connect.KbackupException;
+import org.apache.kafka.common.TopicPartition;
+import org.apache.kafka.common.record.TimestampType;
+import org.apache.kafka.connect.header.Header;
+import org.apache.kafka.connect.sink.SinkRecord;
+
+import java.nio.BufferUnderflowException;
+import java.nio.ByteBuffer;
+import java.nio.charset.StandardCharsets;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.Collection;
+import java.util.Collections;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+
+/**
+ * The Java half of the buffers in {@code docs/jni.md}: one buffer per batch, never one JNI call
+ * per record. All integers big-endian, strings UTF-8.
+ */
+public final class BatchCodec {
+    /** First byte of every batch ('K'). */
+    public static final byte MAGIC = 0x4B;
+    /** Batch layout version. */
+    public static final byte VERSION = 1;
+    /** Poll flag: every assigned partition is fully restored and acknowledged. */
+    public static final int FLAG_FINISHED = 1;
+    /** Poll flag: waiting for acknowledgements, nothing to send now. */
+    public static final int FLAG_WAITING_FOR_ACKS = 2;
+
+    /** The converter that hands key, value and header bytes through untouched. */
+    public static final String BYTE_ARRAY_CONVERTER = "org.apache.kafka.connect.converters.ByteArrayConverter";
+
+    private BatchCodec() {
+    }
+
+    /** One record of a poll batch. {@code topic} is the ORIGINAL (backup) topic. */
+    public record PolledRecord(String topic, int partition, long offset, long timestamp, byte timestampType,
+                               byte[] key, byte[] value, List<PolledHeader> headers) {
+    }
+
+    /** One header of a polled record; {@code value} may be null. */
+    public record PolledHeader(String key, byte[] value) {
+    }
+
+    /** A decoded poll response. */
+    public record PollBatch(int flags, List<PolledRecord> records) {
+        public boolean finished() {
+            return (flags & FLAG_FINISHED) != 0;
+        }
+    }
+
+    /** An acknowledgement: original offset {@code originalOffset} was written at {@code newOffset}. */
+    public record Ack(String topic, int partition, long originalOffset, long newOffset) {
+    }
+
+    // ---- encoding -------------------------------------------------------------------------
+
+    /** Encodes every record of one {@code put()} into one batch. */
+    public static byte[] encodeSinkBatch(Collection<SinkRecord> records) {
+        Writer w = new Writer(64 + records.size() * 128);
+        w.u8(MAGIC);
+        w.u8(VERSION);
+        w.u8(0);
+        w.i32(records.size());
+        for (SinkRecord r : records) {
+            // The original coordinates: Connect tracks offsets by them even after transforms.
+            String topic = r.originalTopic();
+            Integer partition = r.originalKafkaPartition();
+            long offset = r.originalKafkaOffset();
+            if (partition == null) {
+                throw new KbackupException("record of topic " + topic + " at offset " + offset
+                        + " has no partition: kbackup backs up records exactly as Kafka delivers them; "
+                        + "remove transforms that clear the partition");
+            }
+            w.str16(topic, "topic");
+            w.i32(partition);
+            w.i64(offset);
+            Long ts = r.timestamp();
+            w.i64(ts == null ? -1L : ts);
+            w.u8(ts == null ? 0 : timestampTypeCode(r.timestampType()));
+            w.bytes32(bytesOf(r.key(), "key", "key.converter", r));
+            w.bytes32(bytesOf(r.value(), "value", "value.converter", r));
+            int countPos = w.reserveI32();
+            int headers = 0;
+            for (Header h : r.headers()) {
+                w.str16(h.key(), "header key");
+                w.bytes32(bytesOf(h.value(), "header '" + h.key() + "' value", "header.converter", r));
+                headers++;
+            }
+            w.putI32At(countPos, headers);
+        }
+        return w.toBytes();
+    }
+
+    /** Encodes a partitions buffer. */
+    public static byte[] encodePartitions(Collection<TopicPartition> partitions) {
+        Writer w = new Writer(4 + partitions.size() * 32);
+        w.i32(partitions.size());
+        for (TopicPartition tp : partitions) {
+            w.str16(tp.topic(), "topic");
+            w.i32(tp.partition());
+        }
+        return w.toBytes();
+    }
+
+    /** Encodes an offsets buffer (iteration order kept). */
+    public static byte[] encodeOffsets(Map<TopicPartition, Long> offsets) {
+        Writer w = new Writer(4 + offsets.size() * 40);
+        w.i32(offsets.size());
+        for (Map.Entry<TopicPartition, Long> e : offsets.entrySet()) {
+            w.str16(e.getKey().topic(), "topic");
+            w.i32(e.getKey().partition());
+            w.i64(e.getValue());
+        }
+        return w.toBytes();
+    }
+
+    /** Encodes an acks buffer. */
+    public static byte[] encodeAcks(List<Ack> acks) {
+        Writer w = new Writer(4 + acks.size() * 48);
+        w.i32(acks.size());
+        for (Ack a : acks) {
+            w.str16(a.topic(), "topic");
+            w.i32(a.partition());
+            w.i64(a.originalOffset());
+            w.i64(a.newOffset());
+        }
+        return w.toBytes();
+    }
+
+    // ---- decoding -------------------------------------------------------------------------
+
+    /** Decodes an offsets buffer answered by the bridge, in its order. */
+    public static Map<TopicPartition, Long> decodeOffsets(byte[] buf) {
+        if (buf == null) {
+            return Collections.emptyMap();
+        }
+        ByteBuffer b = ByteBuffer.wrap(buf);
+        try {
+            int n = count(b, "offsets");
+            Map<TopicPartition, Long> out = new LinkedHashMap<>(n * 2);
+            for (int i = 0; i < n; i++) {
+                String topic = str16(b);
+                int partition = b.getInt();
+                out.put(new TopicPartition(topic, partition), b.getLong());
+            }
+            requireEnd(b, "offsets");
+            return out;
+        } catch (BufferUnderflowException e) {
+            throw malformed("offsets", b, "truncated");
+        }
+    }
+
+    /** Decodes a partitions buffer (tests and symmetry with the bridge). */
+    public static List<TopicPartition> decodePartitions(byte[] buf) {
+        ByteBuffer b = ByteBuffer.wrap(buf);
+        try {
+            int n = count(b, "partitions");
+            List<TopicPartition> out = new ArrayList<>(n);
+            for (int i = 0; i < n; i++) {
+                String topic = str16(b);
+                out.add(new TopicPartition(topic, b.getInt()));
+            }
+            requireEnd(b, "partitions");
+            return out;
+        } catch (BufferUnderflowException e) {
+            throw malformed("partitions", b, "truncated");
+        }
+    }
+
+    /** Decodes a batch (a poll response, or a sink batch in tests). */
+    public static PollBatch decodeBatch(byte[] buf) {
+        ByteBuffer b = ByteBuffer.wrap(buf);
+        try {
+            byte magic = b.get();
+            byte version = b.get();
+            if (magic != MAGIC || version != VERSION) {
+                throw malformed("batch", b, "magic/version " + magic + "/" + version + ", expected " + MAGIC + "/"
+                        + VERSION + " (the jar and its native library do not match)");
+            }
+            int flags = b.get() & 0xFF;
+            int n = count(b, "batch");
+            List<PolledRecord> records = new ArrayList<>(n);
+            for (int i = 0; i < n; i++) {
+                String topic = str16(b);
+                int partition = b.getInt();
+                long offset = b.getLong();
+                long timestamp = b.getLong();
+                byte tt = b.get();
+                byte[] key = bytes32(b);
+                byte[] value = bytes32(b);
+                int hc = count(b, "headers");
+                List<PolledHeader> headers = hc == 0 ? List.of() : new ArrayList<>(hc);
+                for (int j = 0; j < hc; j++) {
+                    String hk = str16(b);
+                    headers.add(new PolledHeader(hk, bytes32(b)));
+                }
+                records.add(new PolledRecord(topic, partition, offset, timestamp, tt, key, value, headers));
+            }
+            requireEnd(b, "batch");
+            return new PollBatch(flags, records);
+        } catch (BufferUnderflowException e) {
+            throw malformed("batch", b, "truncated");
+        }
+    }
+
+    /** Contract code of a Kafka timestamp type: 0 none, 1 CreateTime, 2 LogAppendTime. */
+    public static byte timestampTypeCode(TimestampType t) {
+        if (t == null) {
+            return 0;
+        }
+        return switch (t) {
+            case CREATE_TIME -> 1;
+            case LOG_APPEND_TIME -> 2;
+            default -> 0;
+        };
+    }
+
+    // ---- helpers --------------------------------------------------------------------------
+
+    private static byte[] bytesOf(Object o, String what, String converterKey, SinkRecord r) {
+        if (o == null || o instanceof byte[]) {
+            return (byte[]) o;
+        }
+        throw new KbackupException("record " + r.originalTopic() + "-" + r.originalKafkaPartition() + "@"
+                + r.originalKafkaOffset() + " has a " + what + " of type " + o.getClass().getName()
+                + " instead of byte[]: set \"" + converterKey + "\": \"" + BYTE_ARRAY_CONVERTER
+                + "\" in the connector config (and remove transforms that change it) so the backup keeps the "
+                + "original bytes");
+    }
+
+    private static int count(ByteBuffer b, String what) {
+        int n = b.getInt();
+        if (n < 0 || n > b.remaining()) {
+            throw malformed(what, b, "count " + n + " exceeds the buffer");
+        }
+        return n;
+    }
+
+    private static String str16(ByteBuffer b) {
+        int len = b.getShort();
+        if (len < 0 || len > b.remaining()) {
+            throw malformed("string", b, "length " + len);
+        }
+        String s = new String(b.array(), b.position(), len, StandardCharsets.UTF_8);
+        b.position(b.position() + len);
+        return s;
+    }
+
+    private static byte[] bytes32(ByteBuffer b) {
+        int len = b.getInt();
+        if (len == -1) {
+            return null;
+        }
+        if (len < 0 || len > b.remaining()) {
+            throw malformed("bytes", b, "length " + len);
+        }
+        byte[] out = Arrays.copyOfRange(b.array(), b.position(), b.position() + len);
+        b.position(b.position() + len);
+        return out;
+    }
+
+    private static void requireEnd(ByteBuffer b, String what) {
+        if (b.hasRemaining()) {
+            throw malformed(what, b, b.remaining() + " trailing bytes");
+        }
+    }
+
+    private static KbackupException malformed(String what, ByteBuffer b, String detail) {
+        return new KbackupException("malformed " + what + " buffer from the kbackup native library at byte "
+                + b.position() + ": " + detail + "; the jar and its native library do not match or this is a bug, "
+                + "please report it");
+    }
+
+    /** A growable big-endian writer; cheaper than a stream per record. */
+    private static final class Writer {
+        private byte[] buf;
+        private int pos;
+
+        Writer(int capacity) {
+            buf = new byte[Math.max(16, capacity)];
+        }
+
+        private void ensure(int n) {
+            if (pos + n > buf.length) {
+                long want = Math.max((long) buf.length * 2, (long) pos + n);
+                if (want > Integer.MAX_VALUE - 16) {
+                    throw new KbackupException("a put() batch exceeds 2 GiB: lower consumer.override.max.poll.records "
+                            + "or consumer.override.fetch.max.bytes on the connector");
+                }
+                buf = Arrays.copyOf(buf, (int) want);
+            }
+        }
+
+        void u8(int v) {
+            ensure(1);
+            buf[pos++] = (byte) v;
+        }
+
+        void i32(int v) {
+            ensure(4);
+            putI32At(pos, v);
+            pos += 4;
+        }
+
+        int reserveI32() {
+            ensure(4);
+            int at = pos;
+            pos += 4;
+            return at;
+        }
+
+        void putI32At(int at, int v) {
+            buf[at] = (byte) (v >>> 24);
+            buf[at + 1] = (byte) (v >>> 16);
+            buf[at + 2] = (byte) (v >>> 8);
+            buf[at + 3] = (byte) v;
+        }
+
+        void i64(long v) {
+            i32((int) (v >>> 32));
+            i32((int) v);
+        }
+
+        void str16(String s, String what) {
+            byte[] u = s.getBytes(StandardCharsets.UTF_8);
+            if (u.length > Short.MAX_VALUE) {
+                throw new KbackupException("a " + what + " is " + u.length + " bytes of UTF-8, more than the 32767 "
+                        + "kbackup can store: shorten it");
+            }
+            ensure(2 + u.length);
+            buf[pos++] = (byte) (u.length >>> 8);
+            buf[pos++] = (byte) u.length;
+            System.arraycopy(u, 0, buf, pos, u.length);
+            pos += u.length;
+        }
+
+        void bytes32(byte[] v) {
+            if (v == null) {
+                i32(-1);
+                return;
+            }
+            ensure(4 + v.length);
+            i32(v.length);
+            System.arraycopy(v, 0, buf, pos, v.length);
+            pos += v.length;
+        }
+
+        byte[] toBytes() {
+            return Arrays.copyOf(buf, pos);
+        }
+    }
+}

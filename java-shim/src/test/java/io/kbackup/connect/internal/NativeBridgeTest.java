@@ -1,0 +1,166 @@
+package io.kbackup.connect.internal;
+
+import io.kbackup.connect.KbackupException;
+import org.apache.kafka.common.TopicPartition;
+import org.apache.kafka.common.record.TimestampType;
+import org.apache.kafka.connect.header.ConnectHeaders;
+import org.apache.kafka.connect.sink.SinkRecord;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.List;
+import java.util.Map;
+import java.util.stream.Stream;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNotEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/**
+ * Runs the REAL native library (copied into target/classes by the build, loaded through
+ * NativeLoader) under -Xcheck:jni (surefire argLine), so any JNI misuse by the bridge fails here.
+ */
+class NativeBridgeTest {
+    @TempDir
+    Path tmp;
+
+    @BeforeAll
+    static void load() {
+        Native.ensureLoaded();
+    }
+
+    private byte[] sinkConfig(Path dir) {
+        return Json.write(Map.of(
+                "connector_name", "jni-test",
+                "task_id", "jni-test-0",
+                "target_dir", dir.toString(),
+                "max_segment_size_bytes", 1L << 20,
+                "max_segment_age_ms", 3_600_000L,
+                "index_interval_bytes", 4096,
+                "cluster", Map.of(),
+                "offsets_sync_interval_ms", 5000L,
+                "groups_include", ".*"));
+    }
+
+    private static SinkRecord rec(String topic, int partition, long offset, String value) {
+        return BatchCodecTest.record(topic, partition, offset, null,
+                value == null ? null : value.getBytes(StandardCharsets.UTF_8), 1000L + offset,
+                TimestampType.CREATE_TIME, new ConnectHeaders());
+    }
+
+    @Test
+    void versionNamesCoreAndFormat() {
+        String v = Native.version();
+        assertTrue(v.contains("kbackup-core") && v.contains("format"), v);
+    }
+
+    @Test
+    void panicBecomesKbackupExceptionAndTheJvmSurvives() {
+        for (int i = 0; i < 3; i++) {
+            KbackupException e = assertThrows(KbackupException.class, Native::panicForTest);
+            assertTrue(e.getMessage().contains("panicked in panicForTest"), e.getMessage());
+            assertTrue(e.getMessage().contains("deliberate panic"), e.getMessage());
+        }
+        // The bridge still works after the panics.
+        assertTrue(Native.version().contains("kbackup-core"));
+    }
+
+    @Test
+    void closedAndUnknownHandlesThrowAndDoubleCloseIsANoOp() {
+        long h = Native.sinkOpen(sinkConfig(tmp));
+        assertNotEquals(0L, h);
+        Native.sinkClose(h);
+        Native.sinkClose(h); // no-op
+        KbackupException e = assertThrows(KbackupException.class, () -> Native.sinkFlush(h));
+        assertTrue(e.getMessage().contains("handle " + h + " is closed"), e.getMessage());
+        assertThrows(KbackupException.class, () -> Native.sinkPut(h, BatchCodec.encodeSinkBatch(List.of())));
+        assertThrows(KbackupException.class, () -> Native.sinkFlush(987654321L));
+        assertThrows(KbackupException.class, () -> Native.sourcePoll(h, BatchCodec.encodeAcks(List.of()), 10),
+                "a sink handle is not a source handle");
+        Native.sourceClose(424242L); // closing an unknown handle is a no-op too
+    }
+
+    @Test
+    void badInputIsAnExceptionNotACrash() {
+        KbackupException cfg = assertThrows(KbackupException.class,
+                () -> Native.sinkOpen("{not json".getBytes(StandardCharsets.UTF_8)));
+        assertTrue(cfg.getMessage().contains("sink config JSON"), cfg.getMessage());
+        assertThrows(KbackupException.class, () -> Native.sinkOpen(null));
+        long h = Native.sinkOpen(sinkConfig(tmp));
+        try {
+            assertThrows(KbackupException.class, () -> Native.sinkPut(h, new byte[] {0x4B, 1, 0, 0, 0, 0, 9}));
+            assertThrows(KbackupException.class, () -> Native.sinkOpenPartitions(h, new byte[] {1}));
+        } finally {
+            Native.sinkClose(h);
+        }
+    }
+
+    @Test
+    void sinkRoundTripResumesFromTheFiles() throws Exception {
+        TopicPartition p0 = new TopicPartition("orders", 0);
+        TopicPartition p1 = new TopicPartition("orders", 1);
+        long h = Native.sinkOpen(sinkConfig(tmp));
+        try {
+            Map<TopicPartition, Long> resume =
+                    BatchCodec.decodeOffsets(Native.sinkOpenPartitions(h, BatchCodec.encodePartitions(List.of(p0, p1))));
+            assertEquals(Map.of(p0, -1L, p1, -1L), resume, "an empty backup resumes nowhere");
+
+            Native.sinkPut(h, BatchCodec.encodeSinkBatch(List.of(
+                    rec("orders", 0, 5, "a"), rec("orders", 0, 6, null), rec("orders", 0, 9, ""),
+                    rec("orders", 1, 0, "b"))));
+            Map<TopicPartition, Long> durable = BatchCodec.decodeOffsets(Native.sinkFlush(h));
+            assertEquals(10L, durable.get(p0));
+            assertEquals(1L, durable.get(p1));
+
+            // Re-delivery of what is on disk is skipped, not an error.
+            Native.sinkPut(h, BatchCodec.encodeSinkBatch(List.of(rec("orders", 0, 6, null), rec("orders", 0, 10, "c"))));
+            assertEquals(11L, BatchCodec.decodeOffsets(Native.sinkFlush(h)).get(p0));
+            Native.sinkClosePartitions(h, BatchCodec.encodePartitions(List.of(p0, p1)));
+        } finally {
+            Native.sinkClose(h);
+        }
+        try (Stream<Path> files = Files.walk(tmp)) {
+            assertTrue(files.anyMatch(f -> f.toString().contains("orders")), "files were written under target.dir");
+        }
+
+        long h2 = Native.sinkOpen(sinkConfig(tmp));
+        try {
+            Map<TopicPartition, Long> resume =
+                    BatchCodec.decodeOffsets(Native.sinkOpenPartitions(h2, BatchCodec.encodePartitions(List.of(p0, p1))));
+            assertEquals(11L, resume.get(p0), "resume after the last offset in the files");
+            assertEquals(1L, resume.get(p1));
+        } finally {
+            Native.sinkClose(h2);
+        }
+    }
+
+    @Test
+    void inspectOfAMissingDirectoryNamesIt() {
+        Path missing = tmp.resolve("no-backup-here");
+        KbackupException e = assertThrows(KbackupException.class,
+                () -> Native.inspect(missing.toString().getBytes(StandardCharsets.UTF_8)));
+        assertTrue(e.getMessage().contains("no-backup-here"), e.getMessage());
+    }
+
+    @Test
+    void nativeLogLinesReachJava() {
+        // panicForTest logs a warning before panicking; the bridge must hand it to Native.log on
+        // this thread without tripping -Xcheck:jni (a pending exception while calling Java).
+        List<String> lines = new java.util.concurrent.CopyOnWriteArrayList<>();
+        Native.tapForTests = lines::add;
+        try {
+            assertThrows(KbackupException.class, Native::panicForTest);
+        } finally {
+            Native.tapForTests = null;
+        }
+        assertTrue(lines.stream().anyMatch(l -> l.startsWith("2 kbackup_jni: ") && l.contains("panicking on purpose")),
+                lines.toString());
+        assertTrue(lines.stream().anyMatch(l -> l.startsWith("1 ") && l.contains("deliberate panic")),
+                "the panic itself is logged as an error: " + lines);
+    }
+}

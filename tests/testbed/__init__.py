@@ -1,0 +1,1 @@
+"""kbackup's real Kafka test bed; see testbed.kafka."""
