@@ -12,6 +12,7 @@ import base64
 import itertools
 import json
 import os
+import re
 import subprocess
 import uuid
 from pathlib import Path
@@ -150,7 +151,8 @@ def plugin_dir(dist_dir: Path) -> Path:
 @pytest.fixture
 def workdir(cluster: Cluster, request) -> Path:
     """A fresh directory inside the shared cluster's dir (removed with it), e.g. a target.dir."""
-    d = cluster.root / "dirs" / unique(request.node.name[:40].replace("[", "-").replace("]", ""))
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", request.node.name)[:40].strip("-")
+    d = cluster.root / "dirs" / unique(safe)
     d.mkdir(parents=True)
     return d
 

@@ -123,6 +123,34 @@ def test_kill_restart_and_destroy(new_cluster):
     assert not any(pid_alive(p) for p in pids)
 
 
+def test_ports_taken_before_the_bind_are_replaced(tmp_path):
+    """free_port() can race with other programs: a fresh broker/worker moves to new ports."""
+    import socket
+
+    from testbed.kafka import Cluster
+
+    held = []
+    for _ in range(2):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        held.append(s)
+    c = Cluster("portrace", work_dir=tmp_path, plugin_path=tmp_path)
+    c.broker.port = held[0].getsockname()[1]
+    c.worker.rest_port = held[1].getsockname()[1]
+    try:
+        c.start()
+        assert c.broker.port != held[0].getsockname()[1]
+        assert c.worker.rest_port != held[1].getsockname()[1]
+        assert c.worker.bootstrap == c.bootstrap
+        assert isinstance(c.connect.connectors(), list)
+        c.kafka.create_topic(unique("moved"), 1)
+    finally:
+        c.cleanup()
+        for s in held:
+            s.close()
+
+
 _CHILD = """
 import json, os, sys, time
 sys.path.insert(0, {tests!r})

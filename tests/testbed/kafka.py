@@ -142,8 +142,33 @@ def tail(path: Path, lines: int = 60) -> str:
     return "\n".join(data.splitlines()[-lines:])
 
 
+def log_errors(path: Path, limit: int = 20) -> str:
+    """The first ERROR/FATAL lines of a log: why a JVM died is rarely in its shutdown tail."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    lines = [ln for ln in text.splitlines() if " ERROR " in ln or " FATAL " in ln]
+    return "\n".join(lines[:limit])
+
+
+def _bind_failed(log_file: Path) -> bool:
+    """True if the JVM logged that a port it was given is taken; the log is set aside so a
+    retry starts with a clean one."""
+    try:
+        failed = "Address already in use" in log_file.read_text(errors="replace")
+    except OSError:
+        return False
+    if failed:
+        log_file.rename(log_file.with_name(log_file.name + f".bind-failed-{time.time_ns()}"))
+    return failed
+
+
 def wait_until(pred: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
-    """Poll `pred` until it returns something truthy; raise TestbedError naming `what`."""
+    """Poll `pred` until it returns something truthy; raise TestbedError naming `what`.
+    TestbedError and AssertionError from `pred` mean "this will never succeed" (a process
+    died, a task FAILED, a duplicate showed up) and propagate at once; other errors are
+    retried until the timeout."""
     deadline = time.monotonic() + timeout
     last_exc: Optional[BaseException] = None
     while True:
@@ -151,6 +176,8 @@ def wait_until(pred: Callable[[], Any], timeout: float, what: str, interval: flo
             value = pred()
             if value:
                 return value
+        except (TestbedError, AssertionError):
+            raise
         except Exception as e:  # noqa: BLE001 - polled conditions fail until they succeed
             last_exc = e
         if time.monotonic() > deadline:
@@ -202,14 +229,15 @@ def _install_handlers() -> None:
 
 
 def _set_pdeathsig() -> None:
-    """In the child: get SIGTERM when the thread that started it dies, even by SIGKILL, so a
-    killed test run leaves no JVM behind (start clusters from a thread that outlives them)."""
+    """In the child: get SIGKILL when the thread that started it dies, even by SIGKILL, so a
+    killed test run leaves no JVM behind (start clusters from a thread that outlives them).
+    SIGKILL, not SIGTERM: nobody is left to escalate if a JVM hangs in its shutdown hooks."""
     try:
         import ctypes
 
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         PR_SET_PDEATHSIG = 1
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     except Exception:  # noqa: BLE001 - not Linux: atexit still covers normal exits
         pass
 
@@ -345,6 +373,7 @@ class Broker:
         self.overrides = overrides or {}
         self.die_with_parent = die_with_parent
         self.process: Optional[JavaProcess] = None
+        self.started_once = False
         self.cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
     @property
@@ -401,6 +430,21 @@ class Broker:
             raise TestbedError(f"formatting KRaft storage failed ({' '.join(argv)}):\n{proc.stdout}")
 
     def start(self, timeout: float = 90) -> None:
+        for attempt in range(3):
+            try:
+                self._start_once(timeout)
+                self.started_once = True
+                return
+            except TestbedError as e:
+                # another program took a free port between our check and the bind: a fresh
+                # broker can move (the ports are in the formatted voter set, so reformat)
+                if self.started_once or attempt == 2 or not _bind_failed(self.log_file):
+                    raise
+                self.stop()
+                self.port, self.controller_port = free_port(), free_port()
+                shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def _start_once(self, timeout: float) -> None:
         if self.process and self.process.running():
             return
         self.format()
@@ -418,7 +462,8 @@ class Broker:
     def _ready(self) -> bool:
         if not self.process.running():
             raise TestbedError(
-                f"broker exited with {self.process.proc.returncode}; log:\n{tail(self.log_file)}\n"
+                f"broker exited with {self.process.proc.returncode}; errors logged:\n"
+                f"{log_errors(self.log_file)}\nlog tail:\n{tail(self.log_file)}\n"
                 f"stdout:\n{tail(self.dir / 'broker.stdout')}")
         from confluent_kafka.admin import AdminClient
 
@@ -460,6 +505,7 @@ class ConnectWorker:
         self.die_with_parent = die_with_parent
         self.group_id = f"connect-{uuid.uuid4().hex[:10]}"
         self.process: Optional[JavaProcess] = None
+        self.started_once = False
         self.rest = ConnectRest(self.url)
 
     @property
@@ -499,6 +545,20 @@ class ConnectWorker:
         return props
 
     def start(self, timeout: float = 120) -> None:
+        for attempt in range(3):
+            try:
+                self._start_once(timeout)
+                self.started_once = True
+                return
+            except TestbedError as e:
+                # the REST port was taken between our check and the bind: a fresh worker can move
+                if self.started_once or attempt == 2 or not _bind_failed(self.log_file):
+                    raise
+                self.stop()
+                self.rest_port = free_port()
+                self.rest = ConnectRest(self.url)
+
+    def _start_once(self, timeout: float) -> None:
         if self.process and self.process.running():
             return
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -523,7 +583,8 @@ class ConnectWorker:
     def _ready(self) -> bool:
         if not self.process.running():
             raise TestbedError(
-                f"Connect worker exited with {self.process.proc.returncode}; log:\n"
+                f"Connect worker exited with {self.process.proc.returncode}; errors logged:\n"
+                f"{log_errors(self.log_file)}\nlog tail:\n"
                 f"{tail(self.log_file)}\nstdout:\n{tail(self.dir / 'connect.stdout')}")
         import requests
 
@@ -952,7 +1013,10 @@ class Cluster:
     def start(self) -> "Cluster":
         try:
             self.broker.start()
+            # the broker may have moved to other ports if its first ones were taken
+            self.kafka = KafkaHelper(self.broker.bootstrap)
             if self.worker:
+                self.worker.bootstrap = self.broker.bootstrap
                 self.worker.start()
         except BaseException:
             self.stop()

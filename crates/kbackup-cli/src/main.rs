@@ -26,7 +26,6 @@ pub const EXIT_CORRUPT: u8 = 4;
 #[command(
     name = "kbackup",
     version = &*Box::leak(version().into_boxed_str()),
-    about,
     after_help = "Exit status: 0 ok, 1 failure, 2 usage error, 3 Kafka/connection failure, \
                   4 corrupt backup. Log detail: -v, -vv or RUST_LOG=debug."
 )]

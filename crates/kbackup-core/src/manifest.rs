@@ -128,9 +128,17 @@ pub fn init_root(root: &Path) -> Result<RootMarker> {
                 root.display()
             )));
         }
-        let mut rd =
+        let rd =
             std::fs::read_dir(root).map_err(|e| Error::io(e, "list target directory", root))?;
-        if rd.next().is_some() {
+        // Entries another task is creating at this moment (same backup, started together)
+        // do not make the directory foreign.
+        let foreign = rd.filter_map(|e| e.ok()).any(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            !(name == layout::TOPICS_DIR
+                || name.starts_with(layout::ROOT_MARKER)
+                || name.starts_with(".write-probe-"))
+        });
+        if foreign {
             return Err(Error::Config(format!(
                 "target directory {} is not empty and is not a kbackup backup (no {}); \
                  choose an empty or new directory",

@@ -8,6 +8,7 @@
 
 use crate::codec::{self, BatchRecord};
 use crate::error::{Error, Result};
+use crate::groups::{CaptureConfig, GroupOffsetCapture};
 use crate::index::DEFAULT_INDEX_INTERVAL_BYTES;
 use crate::kafka;
 use crate::layout;
@@ -149,6 +150,9 @@ pub struct BackupSink {
     /// Directories with new entries that must be fsynced before data is reported durable.
     dirs_to_sync: BTreeSet<PathBuf>,
     scratch: Vec<u8>,
+    /// Background capture of consumer-group offsets for the open partitions, when a cluster is
+    /// configured and `offsets_sync_interval_ms` > 0.
+    capture: Option<GroupOffsetCapture>,
     closed: bool,
 }
 
@@ -172,6 +176,20 @@ impl BackupSink {
         std::fs::write(&probe, b"")
             .map_err(|e| Error::io(e, "write to the target directory", &config.target_dir))?;
         let _ = std::fs::remove_file(&probe);
+        let capture = if config.cluster.contains_key("bootstrap.servers")
+            && config.offsets_sync_interval_ms > 0
+        {
+            Some(GroupOffsetCapture::start(CaptureConfig {
+                root: config.target_dir.clone(),
+                cluster: config.cluster.clone(),
+                include: config.groups_include.clone(),
+                exclude: config.groups_exclude.clone(),
+                own_group: config.consumer_group_id.clone(),
+                interval_ms: config.offsets_sync_interval_ms,
+            })?)
+        } else {
+            None
+        };
         log::info!(
             "backup sink {} {} writing to {} (format version {FORMAT_VERSION})",
             config.connector_name,
@@ -185,6 +203,7 @@ impl BackupSink {
             topics: HashMap::new(),
             dirs_to_sync: BTreeSet::new(),
             scratch: Vec::with_capacity(4096),
+            capture,
             closed: false,
         })
     }
@@ -234,6 +253,7 @@ impl BackupSink {
                 .or_default()
                 .insert(partition, st);
             self.note_topic(topic, partition);
+            self.update_capture_partitions();
         }
         Ok(self
             .parts
@@ -451,6 +471,7 @@ impl BackupSink {
                 }
             }
         }
+        self.update_capture_partitions();
         let mut first_err = None;
         for st in to_finish {
             if let Some(seg) = st.seg {
@@ -475,10 +496,30 @@ impl BackupSink {
             .iter()
             .flat_map(|(t, m)| m.keys().map(|p| TopicPartition::new(t.clone(), *p)))
             .collect();
+        // One last capture, so a backup stopped on purpose holds the groups' latest positions.
+        if let Some(capture) = self.capture.take() {
+            if let Err(e) = capture.capture_now() {
+                log::warn!("last capture of consumer-group offsets failed: {e}");
+            }
+            capture.stop();
+        }
         let res = self.close_partitions(&tps);
         self.write_pending_manifests();
         self.closed = true;
         res
+    }
+
+    /// Tells the group-offset capture which partitions this sink owns now.
+    fn update_capture_partitions(&self) {
+        if let Some(capture) = &self.capture {
+            let mut tps: Vec<TopicPartition> = self
+                .parts
+                .iter()
+                .flat_map(|(t, m)| m.keys().map(|p| TopicPartition::new(t.clone(), *p)))
+                .collect();
+            tps.sort();
+            capture.set_partitions(tps);
+        }
     }
 
     /// Records that a partition of `topic` exists and writes or refreshes the manifest if due.

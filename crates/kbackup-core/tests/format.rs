@@ -497,3 +497,34 @@ fn unwritable_target_dir_fails_at_open_with_the_path() {
         assert!(e.contains(&ro.display().to_string()), "{e}");
     }
 }
+
+#[test]
+fn unreachable_cluster_never_blocks_data_and_the_manifest_is_guessed() {
+    let d = tempfile::tempdir().unwrap();
+    let mut c = config(d.path());
+    // Port 1 on loopback refuses connections: the describe fails after its timeout.
+    c.cluster = [("bootstrap.servers".to_string(), "127.0.0.1:1".to_string())].into();
+    let mut sink = BackupSink::open(c).unwrap();
+    sink.put(&batch("t", 2, 0..3)).unwrap();
+    // The retry is rate-limited, so this flush does not wait for the cluster again.
+    let t = std::time::Instant::now();
+    assert_eq!(
+        sink.flush().unwrap(),
+        vec![TopicPartitionOffset::new("t", 2, 3)]
+    );
+    assert!(t.elapsed() < std::time::Duration::from_secs(2));
+    sink.close().unwrap();
+    let b = Backup::open(d.path()).unwrap();
+    let m = b.manifest("t").unwrap().unwrap();
+    assert_eq!((m.partitions, m.described), (3, false));
+    assert_eq!(read_all(d.path(), "t", 2).len(), 3);
+}
+
+#[test]
+fn sink_and_readers_can_move_between_threads() {
+    // The JNI bridge keeps the sink behind Arc<Mutex<..>> and calls it from Connect's threads.
+    fn assert_send<T: Send>() {}
+    assert_send::<BackupSink>();
+    assert_send::<kbackup_core::reader::PartitionReader>();
+    assert_send::<Backup>();
+}

@@ -113,7 +113,8 @@ fn restore_commits_translated_offsets_and_refuses_active_groups() {
     // Backup with gaps: 0 1 2 | 5 6 | 9 (compaction, markers, aborted records on the original).
     let originals = [0i64, 1, 2, 5, 6, 9];
     let mut sink = BackupSink::open(SinkConfig::new(root.path())).unwrap();
-    sink.open_partitions(&[TopicPartition::new(source, 0)]).unwrap();
+    sink.open_partitions(&[TopicPartition::new(source, 0)])
+        .unwrap();
     let recs: Vec<BatchRecord> = originals
         .iter()
         .map(|&o| BatchRecord {
@@ -161,11 +162,23 @@ fn restore_commits_translated_offsets_and_refuses_active_groups() {
         allow_non_empty_topics: false,
         restore_group_offsets: true,
     };
-    assert!(restore::validate(&cfg).is_empty(), "{:?}", restore::validate(&cfg));
+    assert!(
+        restore::validate(&cfg).is_empty(),
+        "{:?}",
+        restore::validate(&cfg)
+    );
     restore::prepare(&cfg).unwrap();
-    let d = kafka::describe_topic(&cluster, &target, T).unwrap().unwrap();
-    assert_eq!(d.configs.get("retention.ms").map(String::as_str), Some("-1"));
-    assert!(!d.configs.contains_key("segment.bytes"), "layout configs are not carried");
+    let d = kafka::describe_topic(&cluster, &target, T)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        d.configs.get("retention.ms").map(String::as_str),
+        Some("-1")
+    );
+    assert!(
+        !d.configs.contains_key("segment.bytes"),
+        "layout configs are not carried"
+    );
 
     // A member of `active` holds the group while the restore finishes.
     let member = group_client(&cluster, &active);
@@ -209,14 +222,19 @@ fn restore_commits_translated_offsets_and_refuses_active_groups() {
     assert_eq!(groups[&free].commit, CommitState::Committed { offset: 3 });
     assert_eq!(groups[&ahead].commit, CommitState::Committed { offset: 6 });
     assert!(
-        matches!(groups[&active].commit, CommitState::Refused { offset: 4, .. }),
+        matches!(
+            groups[&active].commit,
+            CommitState::Refused { offset: 4, .. }
+        ),
         "{:?}",
         groups[&active].commit
     );
     assert_eq!(committed(&cluster, &free, &target), Some(3));
     assert_eq!(committed(&cluster, &ahead, &target), Some(6));
     drop(member);
-    let d = kafka::describe_topic(&cluster, &target, T).unwrap().unwrap();
+    let d = kafka::describe_topic(&cluster, &target, T)
+        .unwrap()
+        .unwrap();
     assert_eq!(
         d.configs.get("retention.ms").map(String::as_str),
         Some("86400000"),

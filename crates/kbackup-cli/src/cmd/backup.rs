@@ -121,8 +121,21 @@ pub fn quiet_client_config(cluster: &BTreeMap<String, String>) -> ClientConfig {
 pub struct QuietContext;
 
 impl ClientContext for QuietContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        client_log(level, fac, message);
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         log::info!("Kafka client: {error}: {reason}");
+    }
+}
+
+/// librdkafka's log lines, shown with `-v` (warnings and worse) or `-vv` (the rest).
+pub fn client_log(level: RDKafkaLogLevel, fac: &str, message: &str) {
+    if (level as i32) <= (RDKafkaLogLevel::Warning as i32) {
+        log::info!(target: "librdkafka", "{fac}: {message}");
+    } else {
+        log::debug!(target: "librdkafka", "{fac}: {message}");
     }
 }
 
@@ -553,5 +566,51 @@ fn to_batch_record<M: Message>(m: &M) -> BatchRecord {
             value: m.payload().map(<[u8]>::to_vec),
             headers,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(config: &[&str], file: Option<PathBuf>) -> ClusterArgs {
+        ClusterArgs {
+            bootstrap_server: " h:9092 ".into(),
+            config: config.iter().map(|s| s.to_string()).collect(),
+            config_file: file,
+        }
+    }
+
+    #[test]
+    fn cluster_settings_layer_file_then_flags_then_bootstrap() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("client.properties");
+        std::fs::write(
+            &f,
+            "# comment\n\nsecurity.protocol = SASL_SSL\nsasl.password=a=b\nbootstrap.servers=ignored:1\n",
+        )
+        .unwrap();
+        let c = args(&["security.protocol=SSL", "x.y="], Some(f))
+            .cluster()
+            .unwrap();
+        assert_eq!(c["security.protocol"], "SSL");
+        assert_eq!(c["sasl.password"], "a=b");
+        assert_eq!(c["bootstrap.servers"], "h:9092");
+        assert_eq!(c["x.y"], "");
+    }
+
+    #[test]
+    fn malformed_settings_name_the_fix() {
+        let e = args(&["novalue"], None).cluster().unwrap_err().to_string();
+        assert!(e.contains("KEY=VALUE") && e.contains("novalue"), "{e}");
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("c");
+        std::fs::write(&f, "ok=1\nbroken line\n").unwrap();
+        let e = args(&[], Some(f)).cluster().unwrap_err().to_string();
+        assert!(e.contains("line 2"), "{e}");
+        let e = args(&[], Some(d.path().join("missing")))
+            .cluster()
+            .unwrap_err();
+        assert!(matches!(e, Error::Io { .. }), "{e}");
     }
 }

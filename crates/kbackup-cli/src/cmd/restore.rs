@@ -16,6 +16,7 @@ use kbackup_core::record::TopicPartitionOffset;
 use kbackup_core::restore::{self, PartitionState, RestoreSource, SourceConfig};
 use kbackup_core::{Error, Result};
 use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
@@ -28,6 +29,8 @@ use std::time::Duration;
 
 /// Records asked from the engine per poll.
 const POLL_BATCH: usize = 2000;
+/// Most records sent but not yet acknowledged.
+const MAX_IN_FLIGHT: u64 = 10_000;
 /// How long the producer may take to deliver what is in flight at the end.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -90,6 +93,9 @@ fn restore_name(bootstrap: &str, topics: &[String], renames: &BTreeMap<String, S
     format!("cli-restore {bootstrap} {}", mapping.join(","))
 }
 
+/// Where a produced record came from: (original topic, partition, original offset).
+type Origin = (String, i32, i64);
+
 /// Collects delivery reports as acknowledgements (called on our thread, inside `poll`).
 #[derive(Default)]
 struct AckContext {
@@ -98,6 +104,10 @@ struct AckContext {
 }
 
 impl ClientContext for AckContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        super::backup::client_log(level, fac, message);
+    }
+
     /// Transient client errors surface as the failed delivery or call; details with `-v`.
     fn error(&self, error: KafkaError, reason: &str) {
         log::info!("Kafka client: {error}: {reason}");
@@ -105,8 +115,7 @@ impl ClientContext for AckContext {
 }
 
 impl ProducerContext for AckContext {
-    /// (original topic, partition, original offset).
-    type DeliveryOpaque = Box<(String, i32, i64)>;
+    type DeliveryOpaque = Box<Origin>;
 
     fn delivery(&self, result: &DeliveryResult<'_>, opaque: Self::DeliveryOpaque) {
         let (topic, partition, original_offset) = *opaque;
@@ -271,6 +280,8 @@ fn pump(
     progress: &mut Progress,
     stop: &AtomicBool,
 ) -> Result<bool> {
+    let (mut sent, mut acked) = (0u64, 0u64);
+    let mut pending: Vec<Ack> = Vec::new();
     loop {
         producer.poll(Duration::ZERO);
         if let Some((e, what)) = producer
@@ -294,7 +305,15 @@ fn pump(
                 .unwrap_or_else(|p| p.into_inner()),
         );
         progress.inc(acks.len() as u64);
-        let (flags, records) = source.poll(&acks, POLL_BATCH)?;
+        acked += acks.len() as u64;
+        pending.extend(acks);
+        // Bounded in flight: less memory, and fewer records sent twice after a crash.
+        if sent.saturating_sub(acked) >= MAX_IN_FLIGHT && !stop.load(Ordering::Relaxed) {
+            producer.poll(Duration::from_millis(20));
+            continue;
+        }
+        let (flags, records) = source.poll(&pending, POLL_BATCH)?;
+        pending.clear();
         if flags & FLAG_FINISHED != 0 {
             return Ok(true);
         }
@@ -309,6 +328,7 @@ fn pump(
         for r in &records {
             send(cfg, producer, r)?;
         }
+        sent += records.len() as u64;
     }
 }
 
@@ -322,7 +342,7 @@ fn send(cfg: &SourceConfig, producer: &BaseProducer<AckContext>, r: &BatchRecord
             value: h.value.as_deref(),
         });
     }
-    let mut rec: BaseRecord<'_, [u8], [u8], Box<(String, i32, i64)>> = BaseRecord::with_opaque_to(
+    let mut rec: BaseRecord<'_, [u8], [u8], Box<Origin>> = BaseRecord::with_opaque_to(
         target,
         Box::new((r.topic.clone(), r.partition, r.record.offset)),
     )
@@ -369,5 +389,33 @@ fn cli_option(key: &str) -> &str {
         "allow.non.empty.topics" => "--allow-non-empty",
         k if k.starts_with("cluster.") => "--config",
         k => k,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renames_parse_and_reject_bad_names() {
+        let r = parse_renames(&["a:b".into(), " c : d ".into(), "".into()]).unwrap();
+        assert_eq!(r.get("a").map(String::as_str), Some("b"));
+        assert_eq!(r.get("c").map(String::as_str), Some("d"));
+        assert!(parse_renames(&["ab".into()])
+            .unwrap_err()
+            .to_string()
+            .contains("ORIGINAL:TARGET"));
+        assert!(parse_renames(&["a:../x".into()]).is_err());
+    }
+
+    #[test]
+    fn each_target_cluster_and_mapping_gets_its_own_restore_state() {
+        let t = vec!["orders".to_string()];
+        let none = BTreeMap::new();
+        let renamed: BTreeMap<String, String> = [("orders".into(), "o2".into())].into();
+        let a = restore_name("h1:9092", &t, &none);
+        assert_ne!(a, restore_name("h2:9092", &t, &none));
+        assert_ne!(a, restore_name("h1:9092", &t, &renamed));
+        assert_eq!(a, restore_name("h1:9092", &t, &none));
     }
 }

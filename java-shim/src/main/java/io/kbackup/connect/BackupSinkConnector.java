@@ -1,6 +1,7 @@
 package io.kbackup.connect;
 
 import io.kbackup.connect.internal.ConfigChecks;
+import io.kbackup.connect.internal.Native;
 import org.apache.kafka.common.config.Config;
 import org.apache.kafka.common.config.ConfigDef;
 import org.apache.kafka.connect.connector.Task;
@@ -28,7 +29,12 @@ public class BackupSinkConnector extends SinkConnector {
 
     @Override
     public void start(Map<String, String> props) {
-        new BackupSinkConfig(props); // fail fast on a bad config
+        BackupSinkConfig config = new BackupSinkConfig(props); // fail fast on a bad config
+        String name = props.getOrDefault("name", "kbackup-sink");
+        // Create the backup root (and its marker) once, here, before any task starts: tasks
+        // starting together on a new directory would otherwise race to initialize it.
+        Native.ensureLoaded();
+        Native.sinkClose(Native.sinkOpen(config.toNativeJson(name, name + "-connector")));
         this.props = new HashMap<>(props);
     }
 

@@ -68,25 +68,36 @@ public class BackupSourceConnector extends SourceConnector {
 
     @Override
     public List<Map<String, String>> taskConfigs(int maxTasks) {
-        int n = Math.max(1, Math.min(maxTasks, assignments.size()));
+        List<String> lists = spread(assignments, maxTasks);
+        List<Map<String, String>> out = new ArrayList<>(lists.size());
+        for (int i = 0; i < lists.size(); i++) {
+            Map<String, String> c = new HashMap<>(props);
+            c.put(BackupSourceConfig.TASK_PARTITIONS_CONFIG, lists.get(i));
+            c.put(BackupSourceConfig.TASK_INDEX_CONFIG, Integer.toString(i));
+            out.add(c);
+        }
+        return out;
+    }
+
+    /**
+     * Deals {@code topic:partition} entries round-robin over at most {@code maxTasks} tasks (no
+     * task without work, but at least one task); each task's list is comma-separated.
+     */
+    static List<String> spread(List<String> parts, int maxTasks) {
+        int n = Math.max(1, Math.min(maxTasks, parts.size()));
         List<StringBuilder> lists = new ArrayList<>(n);
         for (int i = 0; i < n; i++) {
             lists.add(new StringBuilder());
         }
-        for (int i = 0; i < assignments.size(); i++) {
+        for (int i = 0; i < parts.size(); i++) {
             StringBuilder sb = lists.get(i % n);
             if (sb.length() > 0) {
                 sb.append(',');
             }
-            sb.append(assignments.get(i));
+            sb.append(parts.get(i));
         }
-        List<Map<String, String>> out = new ArrayList<>(n);
-        for (int i = 0; i < n; i++) {
-            Map<String, String> c = new HashMap<>(props);
-            c.put(BackupSourceConfig.TASK_PARTITIONS_CONFIG, lists.get(i).toString());
-            c.put(BackupSourceConfig.TASK_INDEX_CONFIG, Integer.toString(i));
-            out.add(c);
-        }
+        List<String> out = new ArrayList<>(n);
+        lists.forEach(sb -> out.add(sb.toString()));
         return out;
     }
 
@@ -154,7 +165,7 @@ public class BackupSourceConnector extends SourceConnector {
             }
         }
 
-        if (dirProblem == null && nativeChecksPossible(errors)) {
+        if (dirProblem == null) {
             try {
                 Map<String, List<Integer>> inBackup = BackupSummary.topicPartitions(dir);
                 for (String t : topics) {
@@ -163,7 +174,8 @@ public class BackupSourceConnector extends SourceConnector {
                                 + " (it holds " + inBackup.keySet() + "): fix the topic list");
                     }
                 }
-                if (!errors.hasErrors(BackupSourceConfig.TOPICS_CONFIG)) {
+                // The core's own checks need a config that parses; they would repeat the above.
+                if (nativeChecksPossible(errors)) {
                     BackupSourceConfig config = new BackupSourceConfig(props);
                     String name = props.getOrDefault("name", "kbackup-restore");
                     Object problems = Json.parse(Native.sourceValidate(config.toNativeJson(name, name + "-validate")));
@@ -176,7 +188,9 @@ public class BackupSourceConnector extends SourceConnector {
                         }
                     }
                 }
-            } catch (KbackupException | KbackupRetriableException | ConfigException e) {
+            } catch (ConfigException e) {
+                // Already reported by the ConfigDef validation above, under its own key.
+            } catch (KbackupException | KbackupRetriableException e) {
                 errors.add(dirKey, e.getMessage());
             }
         }

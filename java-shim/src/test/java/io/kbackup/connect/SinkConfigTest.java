@@ -158,9 +158,10 @@ class SinkConfigTest {
     }
 
     @Test
-    void taskConfigsAreCopiesWithTaskIndex() {
+    void startInitializesTheBackupRootAndTaskConfigsAreCopiesWithTaskIndex() {
         BackupSinkConnector c = new BackupSinkConnector();
         c.start(valid(tmp));
+        assertTrue(Files.exists(tmp.resolve("kbackup.json")), "the connector created the backup root marker");
         List<Map<String, String>> tasks = c.taskConfigs(3);
         assertEquals(3, tasks.size());
         for (int i = 0; i < 3; i++) {

@@ -21,8 +21,8 @@ import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-class BatchCodecTest {
-    static SinkRecord record(String topic, int partition, long offset, Object key, Object value, Long ts,
+public class BatchCodecTest {
+    public static SinkRecord record(String topic, int partition, long offset, Object key, Object value, Long ts,
                              TimestampType tt, ConnectHeaders headers) {
         return new SinkRecord(topic, partition, Schema.OPTIONAL_BYTES_SCHEMA, key, Schema.OPTIONAL_BYTES_SCHEMA, value,
                 offset, ts, tt, headers);

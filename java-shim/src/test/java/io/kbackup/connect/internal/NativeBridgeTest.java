@@ -54,6 +54,12 @@ class NativeBridgeTest {
     }
 
     @Test
+    void runsUnderXcheckJni() {
+        assertTrue(java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments().contains("-Xcheck:jni"),
+                "surefire's argLine must keep -Xcheck:jni so the JVM checks every JNI call of the bridge");
+    }
+
+    @Test
     void versionNamesCoreAndFormat() {
         String v = Native.version();
         assertTrue(v.contains("kbackup-core") && v.contains("format"), v);
