@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DIST, Kbackup, unique
+from conftest import DIST, Kbackup, unique, wait_backup_complete
 
 # -------------------------------------------------------------------------------------------
 # Fixtures and helpers
@@ -203,6 +203,43 @@ def test_until_caught_up_ends_on_its_own_at_the_start_time_end_offsets(cluster, 
     for p in range(2):
         offs = [r["offset"] for r in cli.cat(workdir / "b", topic, p)]
         assert offs == list(range(after[p])), f"partition {p} after resume"
+
+
+def test_continuous_backup_follows_new_records_until_sigterm(cluster, cli, workdir):
+    import signal
+    import subprocess
+
+    prefix = unique("cli-cont")
+    topics = [f"{prefix}-a", f"{prefix}-b"]
+    for t in topics:
+        cluster.kafka.create_topic(t, partitions=2)
+        cluster.kafka.produce(t, [{"partition": i % 2, "value": b"first %d" % i} for i in range(20)])
+    d = workdir / "b"
+    proc = subprocess.Popen([str(cli.path), "backup", "--bootstrap-server", cluster.bootstrap,
+                             "--dir", str(d), "--topics-regex", f"{prefix}-.*", "--continuous",
+                             "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # Records produced while it runs are picked up (and flushed within seconds).
+        time.sleep(2)
+        for t in topics:
+            cluster.kafka.produce(t, [{"partition": i % 2, "value": b"later %d" % i}
+                                      for i in range(30)])
+        for t in topics:
+            wait_backup_complete(cli, d, t, {0: 25, 1: 25}, timeout=60)
+        assert proc.poll() is None, "--continuous must keep running"
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert proc.returncode == 0, err
+    summary = json.loads(out)
+    assert summary["stopped_by_signal"] is True
+    assert sorted(summary["topics"]) == topics
+    assert summary["records"] == 100
+    assert summary["next_offsets"] == {t: {"0": 25, "1": 25} for t in topics}
+    assert "backup: 100 records" in err
 
 
 # -------------------------------------------------------------------------------------------

@@ -281,14 +281,15 @@ BAD = ["source.dir unset", "source.dir missing", "topic not in backup", "rename 
 
 
 def test_valid_source_config_passes_validation(fx, cluster):
-    resp = cluster.connect.validate(SOURCE, source_config(fx.create_topic, fx.dir,
-                                                          cluster.bootstrap))
+    # Connect's validate endpoint checks the connector name too, as POST /connectors does
+    cfg = source_config(fx.create_topic, fx.dir, cluster.bootstrap, name=unique("restore-valid"))
+    resp = cluster.connect.validate(SOURCE, cfg)
     assert resp["error_count"] == 0, validation_errors(resp)
 
 
 @pytest.mark.parametrize("case", BAD)
 def test_bad_source_config_is_rejected_with_a_clear_message(fx, cluster, case):
-    base = source_config(fx.create_topic, fx.dir, cluster.bootstrap)
+    base = source_config(fx.create_topic, fx.dir, cluster.bootstrap, name=unique("restore-bad"))
     cfg, key, must = _bad_source_configs(fx, base)[case]
     resp = cluster.connect.validate(SOURCE, cfg)
     errs = validation_errors(resp)

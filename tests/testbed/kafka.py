@@ -435,7 +435,7 @@ class Broker:
                 self._start_once(timeout)
                 self.started_once = True
                 return
-            except TestbedError as e:
+            except TestbedError:
                 # another program took a free port between our check and the bind: a fresh
                 # broker can move (the ports are in the formatted voter set, so reformat)
                 if self.started_once or attempt == 2 or not _bind_failed(self.log_file):
@@ -550,7 +550,7 @@ class ConnectWorker:
                 self._start_once(timeout)
                 self.started_once = True
                 return
-            except TestbedError as e:
+            except TestbedError:
                 # the REST port was taken between our check and the bind: a fresh worker can move
                 if self.started_once or attempt == 2 or not _bind_failed(self.log_file):
                     raise
@@ -668,10 +668,14 @@ class ConnectRest:
     def get_config(self, name: str) -> dict[str, str]:
         return self.request("GET", f"/connectors/{name}/config")
 
-    def validate(self, plugin_class: str, config: dict[str, Any]) -> dict:
-        """PUT /connector-plugins/<class>/config/validate; the parsed response."""
+    def validate(self, plugin_class: str, config: dict[str, Any],
+                 name: Optional[str] = "validate-only") -> dict:
+        """PUT /connector-plugins/<class>/config/validate; the parsed response. Connect
+        demands a `name` like a real create does; pass name=None to leave it out."""
         cfg = dict(_strs(config))
         cfg.setdefault("connector.class", plugin_class)
+        if name is not None:
+            cfg.setdefault("name", name)
         short = plugin_class.rsplit(".", 1)[-1]
         return self.request("PUT", f"/connector-plugins/{short}/config/validate", cfg)
 

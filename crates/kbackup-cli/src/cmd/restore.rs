@@ -55,7 +55,7 @@ pub struct RestoreArgs {
     /// Restore into target topics that already hold records (appends after them).
     #[arg(long = "allow-non-empty")]
     pub allow_non_empty: bool,
-    /// Where the restore keeps its progress (default: DIR/restore-state/<digest>, one per
+    /// Where the restore keeps its progress (default: DIR/restore-state/DIGEST, one per
     /// target cluster and topic list, so a rerun after a crash resumes).
     #[arg(long = "state-dir", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
