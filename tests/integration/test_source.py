@@ -289,13 +289,13 @@ def test_valid_source_config_passes_validation(fx, cluster):
 
 @pytest.mark.parametrize("case", BAD)
 def test_bad_source_config_is_rejected_with_a_clear_message(fx, cluster, case):
-    base = source_config(fx.create_topic, fx.dir, cluster.bootstrap, name=unique("restore-bad"))
+    name = unique("restore-invalid")
+    base = source_config(fx.create_topic, fx.dir, cluster.bootstrap, name=name)
     cfg, key, must = _bad_source_configs(fx, base)[case]
     resp = cluster.connect.validate(SOURCE, cfg)
     errs = validation_errors(resp)
     hits = [m for m in errs.get(key, []) if must in m]
     assert hits, f"{case}: no error on {key} mentioning {must!r}: {errs}"
-    name = unique("restore-invalid")
     with pytest.raises(ConnectError) as exc:
         cluster.connect.create_connector(name, cfg)
     assert exc.value.status == 400 and must in exc.value.body, exc.value.body

@@ -61,6 +61,8 @@ BYTE_ARRAY_CONVERTER = "org.apache.kafka.connect.converters.ByteArrayConverter"
 class TestbedError(RuntimeError):
     """A test-bed step failed; the message says which and where its log is."""
 
+    __test__ = False  # not a pytest test class despite the name
+
 
 # --------------------------------------------------------------------------------------------
 # Jars, ports, files
