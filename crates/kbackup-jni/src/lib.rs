@@ -2,8 +2,8 @@
 //! knows the JVM.
 //!
 //! Every `Java_io_kbackup_connect_internal_Native_*` function is here, and each is a few lines
-//! inside [`boundary::run`], which turns errors and panics into Java exceptions and forwards log
-//! lines. Objects Java owns live in handle tables ([`handles`]); buffers follow docs/jni.md and
+//! inside `boundary::run`, which turns errors and panics into Java exceptions and forwards log
+//! lines. Objects Java owns live in handle tables (`handles`); buffers follow docs/jni.md and
 //! are decoded by `kbackup_core::codec`.
 
 mod boundary;

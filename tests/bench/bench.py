@@ -1,0 +1,780 @@
+#!/usr/bin/env python3
+"""`make bench`: kbackup's throughput and memory next to Kafka's own perf tools, in ONE run.
+
+Why one run: on a shared 2-core machine absolute MB/s move with whatever else is running, so
+every kbackup figure is reported as a ratio to the Kafka tool measured minutes earlier on the
+same broker, the same data and the same load (backups against ConsumerPerformance, restores
+against ProducerPerformance). What each phase measures is in docs/benchmarks.md.
+
+Everything started here (broker, Connect worker, kbackup processes, temp dirs) is stopped or
+removed in `finally`, also on Ctrl-C or SIGTERM, and every wait has a timeout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests"))
+
+from testbed.kafka import (  # noqa: E402
+    BYTE_ARRAY_CONVERTER,
+    CONSUMER_PERF,
+    PRODUCER_PERF,
+    Cluster,
+    ConnectError,
+    TestbedError,
+    wait_until,
+)
+
+KBACKUP = REPO / "dist" / "kbackup"
+MIB = 1024 * 1024
+CONVERTERS = {f"{k}.converter": BYTE_ARRAY_CONVERTER for k in ("key", "value", "header")}
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+TIME_BIN = "/usr/bin/time"
+
+
+class BenchError(RuntimeError):
+    """A bench phase failed or timed out; the message names the phase."""
+
+
+# --------------------------------------------------------------------------------------------
+# Processes: CPU and memory of the JVMs the bed runs, and of the commands we run ourselves
+
+
+def proc_cpu_seconds(pid: Optional[int]) -> float:
+    """user+system CPU seconds a process (all its threads) has used so far; 0 if gone."""
+    if not pid:
+        return 0.0
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def proc_status_kib(pid: Optional[int], key: str) -> Optional[int]:
+    """A `kB` field of /proc/PID/status (VmRSS, VmHWM), or None if the process is gone."""
+    if not pid:
+        return None
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+class RssSampler:
+    """Samples VmRSS of named pids twice a second; keeps the peak per (phase, name).
+
+    Why sampling and not only VmHWM: the JVMs live through every phase, so their lifetime
+    peak cannot say which phase needed the memory."""
+
+    def __init__(self, pids: dict[str, Optional[int]], interval: float = 0.5):
+        self.pids = {k: v for k, v in pids.items() if v}
+        self.interval = interval
+        self.phase = "start"
+        self.peaks: dict[str, dict[str, int]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+
+    def start(self) -> "RssSampler":
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.interval)
+
+    def sample(self) -> None:
+        phase = self.phase
+        for name, pid in self.pids.items():
+            kib = proc_status_kib(pid, "VmRSS")
+            if kib is not None:
+                d = self.peaks.setdefault(phase, {})
+                d[name] = max(d.get(name, 0), kib)
+
+    def set_phase(self, phase: str) -> None:
+        self.sample()  # the last sample of the previous phase
+        self.phase = phase
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+_CHILDREN_LOCK = threading.Lock()
+_CHILDREN: list[subprocess.Popen] = []
+
+
+def _kill_group(p: subprocess.Popen) -> None:
+    try:
+        os.killpg(p.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    p.wait()
+
+
+def kill_children() -> None:
+    """SIGKILL every command this script started that is still running (cleanup)."""
+    with _CHILDREN_LOCK:
+        procs = list(_CHILDREN)
+    for p in procs:
+        if p.poll() is None:
+            _kill_group(p)
+
+
+def run_measured(argv: list[str], timeout: float, what: str,
+                 stdout: Any = subprocess.PIPE) -> dict[str, Any]:
+    """Runs a command in its own process group under `/usr/bin/time -v` (if present) and
+    returns wall seconds, stdout, and the child's peak RSS and CPU. A timeout kills the whole
+    group (the timed command, not only `time`) and raises."""
+    tfile = None
+    full = list(argv)
+    if os.access(TIME_BIN, os.X_OK):
+        fd, tfile = tempfile.mkstemp(prefix="kbackup-bench-time-")
+        os.close(fd)
+        full = [TIME_BIN, "-v", "-o", tfile, *argv]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.monotonic()
+    p = subprocess.Popen(full, stdout=stdout, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                         text=True, start_new_session=True)
+    with _CHILDREN_LOCK:
+        _CHILDREN.append(p)
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(p)
+        raise BenchError(f"{what}: no result after {timeout:.0f}s (killed): {' '.join(argv)}\n"
+                         "fix: raise --phase-timeout or lower --records") from None
+    finally:
+        with _CHILDREN_LOCK:
+            _CHILDREN.remove(p)
+    wall = time.monotonic() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    res: dict[str, Any] = {"wall_s": wall, "stdout": out, "stderr": err, "rc": p.returncode,
+                           "cpu_s": (after.ru_utime - before.ru_utime)
+                           + (after.ru_stime - before.ru_stime),
+                           "max_rss_kib": None}
+    if tfile:
+        text = Path(tfile).read_text(errors="replace")
+        Path(tfile).unlink(missing_ok=True)
+        m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", text)
+        if m:
+            res["max_rss_kib"] = int(m.group(1))
+        if "Command exited with non-zero status" in text:
+            m = re.search(r"Command exited with non-zero status (\d+)", text)
+            res["rc"] = int(m.group(1)) if m else res["rc"]
+    if res["rc"] != 0:
+        raise BenchError(f"{what} exited {res['rc']}: {' '.join(argv)}\n"
+                         f"stderr: {err[-3000:] if err else ''}")
+    return res
+
+
+def kbackup_json(*args: str, timeout: float = 120) -> dict:
+    proc = subprocess.run([str(KBACKUP), *args], capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise BenchError(f"kbackup {' '.join(args)} exited {proc.returncode}: {proc.stderr[-2000:]}")
+    return json.loads(proc.stdout)
+
+
+# --------------------------------------------------------------------------------------------
+# Kafka side: watermarks, perf tool output
+
+
+class Watermarks:
+    """One long-lived consumer for cheap end-offset polls (a consumer per call costs more than
+    the poll, and the poll runs while kbackup is being measured)."""
+
+    def __init__(self, bootstrap: str):
+        from confluent_kafka import Consumer
+
+        self.c = Consumer({"bootstrap.servers": bootstrap, "group.id": "kbackup-bench-wm",
+                           "enable.auto.commit": False, "log_level": 0})
+
+    def total(self, topic: str, partitions: int) -> int:
+        """Sum of high watermarks (records, as the topics here start at 0 with no gaps)."""
+        from confluent_kafka import TopicPartition
+
+        n = 0
+        for p in range(partitions):
+            lo, hi = self.c.get_watermark_offsets(TopicPartition(topic, p), timeout=5,
+                                                  cached=False)
+            n += hi - lo
+        return n
+
+    def close(self) -> None:
+        self.c.close()
+
+
+def parse_producer_perf(out: str) -> dict[str, float]:
+    """The final summary line of ProducerPerformance:
+    `N records sent, R records/sec (M MB/sec), A ms avg latency, X ms max latency, ...`."""
+    m = None
+    for m in re.finditer(r"(\d+) records sent, ([\d.]+) records/sec \(([\d.]+) MB/sec\), "
+                         r"([\d.]+) ms avg latency, ([\d.]+) ms max latency", out):
+        pass
+    if m is None:
+        raise BenchError(f"ProducerPerformance printed no summary line:\n{out[-2000:]}")
+    return {"records": int(m.group(1)), "records_per_s": float(m.group(2)),
+            "mb_per_s": float(m.group(3)), "avg_latency_ms": float(m.group(4)),
+            "max_latency_ms": float(m.group(5))}
+
+
+def parse_consumer_perf(out: str) -> dict[str, float]:
+    """ConsumerPerformance's CSV header + one data line (field names from its header)."""
+    lines = [ln.strip() for ln in out.splitlines() if ln.strip()]
+    for i, ln in enumerate(lines):
+        if ln.startswith("start.time") and i + 1 < len(lines):
+            names = [x.strip() for x in ln.split(",")]
+            vals = [x.strip() for x in lines[i + 1].split(",")]
+            row = dict(zip(names, vals))
+            return {k: float(v) for k, v in row.items() if k not in ("start.time", "end.time")}
+    raise BenchError(f"ConsumerPerformance printed no result line:\n{out[-2000:]}")
+
+
+# --------------------------------------------------------------------------------------------
+# Machine info
+
+
+def machine_info() -> dict[str, Any]:
+    def first(cmd: list[str]) -> str:
+        try:
+            p = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
+            return (p.stdout or p.stderr).strip().splitlines()[0]
+        except Exception as e:  # noqa: BLE001 - informational only
+            return f"unknown ({e})"
+
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_kib = proc_status_kib(os.getpid(), "VmRSS")  # touch /proc once; real total below
+    try:
+        mem_kib = int(Path("/proc/meminfo").read_text().split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return {"hostname": platform.node(), "cpus": os.cpu_count(), "cpu_model": cpu,
+            "mem_total_mib": (mem_kib or 0) // 1024, "kernel": platform.release(),
+            "java": first(["java", "-version"]), "kbackup": first([str(KBACKUP), "--version"]),
+            "git_head": first(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"]),
+            "python": platform.python_version()}
+
+
+def loadavg() -> list[float]:
+    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+
+
+# --------------------------------------------------------------------------------------------
+# The bench
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace):
+        self.a = args
+        self.topic = "bench"
+        self.payload_mb = args.records * args.record_size / MIB
+        self.results: dict[str, Any] = {"phases": {}}
+        self.cluster: Optional[Cluster] = None
+        self.sampler: Optional[RssSampler] = None
+        self.wm: Optional[Watermarks] = None
+        self.tmp = Path(tempfile.mkdtemp(prefix="kbackup-bench-", dir=args.work_dir))
+        self.cli_dir = self.tmp / "backup-cli"
+        self.sink_dir = self.tmp / "backup-sink"
+        self.connectors: list[str] = []
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def log(self, msg: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+    def jvm_cpu(self) -> dict[str, float]:
+        c = self.cluster
+        assert c is not None
+        return {"broker": proc_cpu_seconds(c.broker.process.pid),
+                "worker": proc_cpu_seconds(c.worker.process.pid if c.worker else None)}
+
+    def phase(self, name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """Runs one phase; adds the broker's and worker's CPU seconds and peak RSS during it."""
+        assert self.sampler is not None
+        self.log(f"phase {name} ...")
+        self.sampler.set_phase(name)
+        cpu0 = self.jvm_cpu()
+        res = fn()
+        cpu1 = self.jvm_cpu()
+        self.sampler.set_phase(f"after-{name}")
+        res["broker_cpu_s"] = round(cpu1["broker"] - cpu0["broker"], 2)
+        res["worker_cpu_s"] = round(cpu1["worker"] - cpu0["worker"], 2)
+        peaks = self.sampler.peaks.get(name, {})
+        res["broker_peak_rss_mib"] = round(peaks.get("broker", 0) / 1024, 1) or None
+        res["worker_peak_rss_mib"] = round(peaks.get("worker", 0) / 1024, 1) or None
+        res.pop("stdout", None)
+        res.pop("stderr", None)
+        self.results["phases"][name] = res
+        self.log(f"phase {name}: {self._short(res)}")
+        return res
+
+    @staticmethod
+    def _short(res: dict[str, Any]) -> str:
+        keys = ("wall_s", "records_per_s", "mb_per_s", "file_mb_per_s", "ratio", "max_rss_kib")
+        return ", ".join(f"{k}={res[k]:.2f}" if isinstance(res.get(k), float) else f"{k}={res[k]}"
+                         for k in keys if res.get(k) is not None)
+
+    def rates(self, seconds: float, records: Optional[int] = None) -> dict[str, float]:
+        n = self.a.records if records is None else records
+        return {"records_per_s": n / seconds if seconds > 0 else 0.0,
+                "mb_per_s": n * self.a.record_size / MIB / seconds if seconds > 0 else 0.0}
+
+    def wait(self, pred: Callable[[], Any], what: str, interval: float = 0.5) -> Any:
+        return wait_until(pred, self.a.phase_timeout, what, interval=interval)
+
+    def connector_failed(self, name: str) -> None:
+        """Raises at once if the connector or a task FAILED (so a broken run does not wait out
+        the whole timeout)."""
+        assert self.cluster is not None
+        try:
+            st = self.cluster.connect.status(name)
+        except ConnectError as e:
+            if e.status == 404:
+                return
+            raise
+        for t in [st["connector"], *st.get("tasks", [])]:
+            if t["state"] == "FAILED":
+                raise TestbedError(f"connector {name} FAILED: {t.get('trace', '')[:3000]}")
+
+    # -- phases -------------------------------------------------------------------------------
+
+    def load(self) -> dict[str, Any]:
+        a, c = self.a, self.cluster
+        assert c is not None
+        c.kafka.create_topic(self.topic, partitions=a.partitions)
+        t0 = time.monotonic()
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        proc = c.run_tool(PRODUCER_PERF, "--topic", self.topic, "--num-records", str(a.records),
+                          "--record-size", str(a.record_size), "--throughput", "-1",
+                          "--producer-props", f"bootstrap.servers={c.bootstrap}",
+                          timeout=a.phase_timeout)
+        wall = time.monotonic() - t0
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        res = {"tool": "ProducerPerformance", "wall_s": wall,
+               "cpu_s": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
+               **parse_producer_perf(proc.stdout)}
+        assert self.wm is not None
+        have = self.wm.total(self.topic, a.partitions)
+        if have != a.records:
+            raise BenchError(f"load: topic {self.topic} holds {have} records, expected {a.records}")
+        return res
+
+    def consumer_perf(self) -> dict[str, Any]:
+        a, c = self.a, self.cluster
+        assert c is not None
+        t0 = time.monotonic()
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        proc = c.run_tool(CONSUMER_PERF, "--bootstrap-server", c.bootstrap, "--topic", self.topic,
+                          "--num-records", str(a.records), "--timeout", "30000",
+                          "--command-property", "isolation.level=read_committed",
+                          timeout=a.phase_timeout)
+        wall = time.monotonic() - t0
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        row = parse_consumer_perf(proc.stdout)
+        if int(row.get("data.consumed.in.nMsg", 0)) < a.records:
+            raise BenchError(f"ConsumerPerformance read {row.get('data.consumed.in.nMsg')} of "
+                             f"{a.records} records")
+        # The tool's fetch.* rates leave out its group join: the strictest reference.
+        return {"tool": "ConsumerPerformance", "wall_s": wall,
+                "cpu_s": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
+                "records_per_s": row["fetch.nMsg.sec"], "mb_per_s": row["fetch.MB.sec"],
+                "incl_join_records_per_s": row["nMsg.sec"], "incl_join_mb_per_s": row["MB.sec"],
+                "rebalance_ms": row.get("rebalance.time.ms"), "fetch_ms": row.get("fetch.time.ms"),
+                "raw": row}
+
+    def cli_backup(self) -> dict[str, Any]:
+        c = self.cluster
+        assert c is not None
+        r = run_measured([str(KBACKUP), "backup", "--bootstrap-server", c.bootstrap,
+                          "--dir", str(self.cli_dir), "--topics", self.topic,
+                          "--until-caught-up", "--json", "-q"],
+                         self.a.phase_timeout, "kbackup backup")
+        summary = json.loads(r["stdout"])
+        if summary.get("records") != self.a.records:
+            raise BenchError(f"kbackup backup wrote {summary.get('records')} records, expected "
+                             f"{self.a.records}: {summary}")
+        return {**r, **self.rates(r["wall_s"]), "reported_seconds": summary.get("seconds"),
+                "records": summary["records"]}
+
+    def inspect(self, d: Path) -> dict[str, Any]:
+        t0 = time.monotonic()
+        doc = kbackup_json("inspect", str(d), "--json", timeout=self.a.phase_timeout)
+        return {"records": doc["records"], "bytes": doc["bytes"],
+                "inspect_s": time.monotonic() - t0}
+
+    def segment_bytes(self, d: Path) -> int:
+        n = 0
+        for root, _, files in os.walk(d):
+            for f in files:
+                if f.endswith(".segment"):
+                    try:
+                        n += os.path.getsize(os.path.join(root, f))
+                    except OSError:
+                        pass
+        return n
+
+    def sink_backup(self) -> dict[str, Any]:
+        a, c = self.a, self.cluster
+        assert c is not None
+        name = "bench-sink"
+        expect_bytes = self.results["backup_cli_files"]["bytes"]
+        t0 = time.monotonic()
+        c.connect.create_connector(name, {
+            "connector.class": "io.kbackup.connect.BackupSinkConnector",
+            "tasks.max": a.tasks, "topics": self.topic, "target.dir": str(self.sink_dir),
+            "cluster.bootstrap.servers": c.bootstrap,
+            "consumer.override.isolation.level": "read_committed", **CONVERTERS})
+        self.connectors.append(name)
+        inspections = 0
+        stable = {"bytes": -1, "since": time.monotonic()}
+
+        def done() -> Optional[dict[str, Any]]:
+            nonlocal inspections
+            self.connector_failed(name)
+            # Cheap file-size poll first; the full `inspect` (reads every record) only runs
+            # once the files hold as many bytes as the CLI's backup of the same data, or stop
+            # growing, so the check does not eat the CPU being measured.
+            size = self.segment_bytes(self.sink_dir)
+            now = time.monotonic()
+            if size != stable["bytes"]:
+                stable.update(bytes=size, since=now)
+            if size < expect_bytes and (size == 0 or now - stable["since"] < 5):
+                return None
+            inspections += 1
+            ins = self.inspect(self.sink_dir)
+            return ins if ins["records"] >= a.records else None
+
+        ins = self.wait(done, f"sink connector to back up {a.records} records", interval=0.25)
+        wall = time.monotonic() - t0
+        # Durable and committed: the sink commits only offsets whose records are fsynced.
+        group = f"connect-{name}"
+
+        def committed() -> Optional[int]:
+            got = c.kafka.group_offsets(group)
+            n = sum(got.get((self.topic, p), 0) for p in range(a.partitions))
+            return n if n >= a.records else None
+
+        self.wait(committed, f"group {group} to commit {a.records} offsets", interval=0.5)
+        committed_s = time.monotonic() - t0
+        if ins["records"] != a.records:
+            raise BenchError(f"sink backup holds {ins['records']} records, expected {a.records}")
+        return {"wall_s": wall, **self.rates(wall), "tasks": a.tasks,
+                "last_inspect_s": ins["inspect_s"], "inspections": inspections,
+                "bytes": ins["bytes"], "committed_wall_s": committed_s,
+                "worker_hwm_mib": (proc_status_kib(c.worker.process.pid, "VmHWM") or 0) / 1024
+                if c.worker else None}
+
+    def stop_connector(self, name: str) -> None:
+        assert self.cluster is not None
+        self.cluster.connect.delete_connector(name)
+        self.cluster.connect.wait_deleted(name, timeout=60)
+        self.connectors.remove(name)
+
+    def cli_restore(self) -> dict[str, Any]:
+        a, c = self.a, self.cluster
+        assert c is not None and self.wm is not None
+        target = f"{self.topic}-cli"
+        r = run_measured([str(KBACKUP), "restore", "--bootstrap-server", c.bootstrap,
+                          "--dir", str(self.cli_dir), "--topics", self.topic,
+                          "--rename", f"{self.topic}:{target}", "--json", "-q"],
+                         a.phase_timeout, "kbackup restore")
+        summary = json.loads(r["stdout"])
+        have = self.wm.total(target, a.partitions)
+        if have != a.records or not summary.get("finished"):
+            raise BenchError(f"kbackup restore: {target} holds {have} records (expected "
+                             f"{a.records}), finished={summary.get('finished')}")
+        return {**r, **self.rates(r["wall_s"]), "records_sent": summary.get("records_sent")}
+
+    def source_restore(self) -> dict[str, Any]:
+        a, c = self.a, self.cluster
+        assert c is not None and self.wm is not None
+        name = "bench-source"
+        target = f"{self.topic}-connect"
+        t0 = time.monotonic()
+        c.connect.create_connector(name, {
+            "connector.class": "io.kbackup.connect.BackupSourceConnector",
+            "tasks.max": a.tasks, "topics": self.topic, "source.dir": str(self.sink_dir),
+            "topics.rename": f"{self.topic}:{target}",
+            "cluster.bootstrap.servers": c.bootstrap, **CONVERTERS})
+        self.connectors.append(name)
+
+        def landed() -> bool:
+            self.connector_failed(name)
+            try:
+                return self.wm.total(target, a.partitions) >= a.records
+            except Exception:  # noqa: BLE001 - the topic does not exist yet
+                return False
+
+        self.wait(landed, f"{a.records} records in {target}", interval=0.25)
+        landed_s = time.monotonic() - t0
+
+        def finished() -> bool:
+            self.connector_failed(name)
+            doc = kbackup_json("restore-status", str(self.sink_dir), "--json")
+            return any(r["status"].get("connector_name") == name and r["status"].get("finished")
+                       for r in doc.get("restores", []))
+
+        self.wait(finished, f"restore {name} to report finished", interval=0.5)
+        finished_s = time.monotonic() - t0
+        have = self.wm.total(target, a.partitions)
+        if have != a.records:
+            raise BenchError(f"source restore: {target} holds {have} records, expected {a.records}"
+                             " (duplicates?)")
+        return {"wall_s": landed_s, **self.rates(landed_s), "finished_wall_s": finished_s,
+                "tasks": a.tasks,
+                "worker_hwm_mib": (proc_status_kib(c.worker.process.pid, "VmHWM") or 0) / 1024
+                if c.worker else None}
+
+    def verify(self) -> dict[str, Any]:
+        r = run_measured([str(KBACKUP), "verify", str(self.cli_dir), "--json"],
+                         self.a.phase_timeout, "kbackup verify")
+        doc = json.loads(r["stdout"])
+        if not doc.get("ok") or doc.get("records") != self.a.records:
+            raise BenchError(f"kbackup verify: ok={doc.get('ok')} records={doc.get('records')} "
+                             f"problems={doc.get('problems', [])[:5]}")
+        return {**r, **self.rates(r["wall_s"]), **self.file_rate(r["wall_s"])}
+
+    def cat(self) -> dict[str, Any]:
+        with open(os.devnull, "w") as null:
+            r = run_measured([str(KBACKUP), "cat", str(self.cli_dir), "--topic", self.topic,
+                              "--format", "jsonl"], self.a.phase_timeout, "kbackup cat",
+                             stdout=null)
+        return {**r, **self.rates(r["wall_s"]), **self.file_rate(r["wall_s"])}
+
+    def file_rate(self, seconds: float) -> dict[str, float]:
+        b = self.results["backup_cli_files"]["bytes"]
+        return {"file_mb_per_s": b / MIB / seconds if seconds > 0 else 0.0}
+
+    # -- run ----------------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        a = self.a
+        R = self.results
+        R["started_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        R["load_at_start"] = loadavg()
+        R["uptime_at_start"] = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+        R["machine"] = machine_info()
+        R["params"] = {"records": a.records, "record_size": a.record_size,
+                       "partitions": a.partitions, "tasks": a.tasks,
+                       "payload_mib": round(self.payload_mb, 1), "worker_heap": "-Xmx512m",
+                       "phase_timeout_s": a.phase_timeout}
+        self.log(f"load at start: {R['uptime_at_start']}")
+        self.log(f"{a.records} records x {a.record_size} B = {self.payload_mb:.1f} MiB over "
+                 f"{a.partitions} partitions; connector tasks.max={a.tasks}; work dir {self.tmp}")
+        t_start = time.monotonic()
+        self.cluster = Cluster("bench", plugin_path=REPO / "dist")
+        t0 = time.monotonic()
+        self.cluster.start()
+        R["cluster_start_s"] = round(time.monotonic() - t0, 1)
+        c = self.cluster
+        self.sampler = RssSampler({"broker": c.broker.process.pid,
+                                   "worker": c.worker.process.pid if c.worker else None}).start()
+        self.wm = Watermarks(c.bootstrap)
+
+        load = self.phase("load", self.load)
+        cons = self.phase("consumer_perf", self.consumer_perf)
+        b = self.phase("backup_cli", self.cli_backup)
+        R["backup_cli_files"] = self.inspect(self.cli_dir)
+        s = self.phase("backup_sink", self.sink_backup)
+        self.stop_connector("bench-sink")
+        r = self.phase("restore_cli", self.cli_restore)
+        sr = self.phase("restore_source", self.source_restore)
+        self.stop_connector("bench-source")
+        self.phase("verify", self.verify)
+        self.phase("cat_jsonl", self.cat)
+
+        for ph, ref in (("backup_cli", cons), ("backup_sink", cons), ("restore_cli", load),
+                        ("restore_source", load)):
+            p = R["phases"][ph]
+            p["ratio"] = p["records_per_s"] / ref["records_per_s"] if ref["records_per_s"] else None
+            p["reference"] = ref["tool"]
+        b["ratio_vs_consumer_perf_wall"] = cons["wall_s"] / b["wall_s"]
+        s["same_bytes_as_cli_backup"] = s["bytes"] == R["backup_cli_files"]["bytes"]
+        R["worker_vm_hwm_mib"] = round((proc_status_kib(c.worker.process.pid, "VmHWM") or 0)
+                                       / 1024, 1) if c.worker else None
+        R["broker_vm_hwm_mib"] = round((proc_status_kib(c.broker.process.pid, "VmHWM") or 0)
+                                       / 1024, 1)
+        R["load_at_end"] = loadavg()
+        R["total_s"] = round(time.monotonic() - t_start, 1)
+        del r, sr
+        return R
+
+    def cleanup(self) -> None:
+        kill_children()
+        if self.sampler:
+            self.sampler.stop()
+        if self.wm:
+            try:
+                self.wm.close()
+            except Exception:  # noqa: BLE001 - best effort
+                pass
+        if self.cluster:
+            for name in list(self.connectors):
+                try:
+                    self.cluster.connect.delete_connector(name)
+                except Exception:  # noqa: BLE001 - the worker is stopped right after anyway
+                    pass
+            self.cluster.cleanup()
+        if not self.a.keep:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+        else:
+            print(f"kept backups in {self.tmp}", flush=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Report
+
+
+def fmt(v: Any, spec: str = ".1f") -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, (int, float)):
+        return format(v, spec)
+    return str(v)
+
+
+def table(R: dict[str, Any]) -> str:
+    P = R["phases"]
+    rows = [
+        ("produce (ProducerPerformance)", "load", None),
+        ("read (ConsumerPerformance)", "consumer_perf", None),
+        ("backup, CLI", "backup_cli", "ConsumerPerf"),
+        ("backup, sink connector", "backup_sink", "ConsumerPerf"),
+        ("restore, CLI", "restore_cli", "ProducerPerf"),
+        ("restore, source connector", "restore_source", "ProducerPerf"),
+        ("verify (CLI)", "verify", None),
+        ("cat --format jsonl (CLI)", "cat_jsonl", None),
+    ]
+    head = (f"{'phase':<30} {'wall s':>7} {'rec/s':>10} {'MB/s':>7} {'file MB/s':>9} "
+            f"{'ratio':>6} {'vs':<12} {'RSS MiB':>8} {'CPU s':>6} {'brk CPU':>7} {'wkr CPU':>7} "
+            f"{'wkr RSS':>7}")
+    out = [head, "-" * len(head)]
+    for label, key, ref in rows:
+        p = P.get(key)
+        if not p:
+            continue
+        rss = p.get("max_rss_kib")
+        out.append(
+            f"{label:<30} {fmt(p.get('wall_s')):>7} {fmt(p.get('records_per_s'), ',.0f'):>10} "
+            f"{fmt(p.get('mb_per_s')):>7} {fmt(p.get('file_mb_per_s')):>9} "
+            f"{fmt(p.get('ratio'), '.2f'):>6} {ref or '':<12} "
+            f"{fmt(rss / 1024 if rss else None):>8} {fmt(p.get('cpu_s')):>6} "
+            f"{fmt(p.get('broker_cpu_s')):>7} {fmt(p.get('worker_cpu_s')):>7} "
+            f"{fmt(p.get('worker_peak_rss_mib'), '.0f'):>7}")
+    return "\n".join(out)
+
+
+def notes(R: dict[str, Any]) -> str:
+    P = R["phases"]
+    lines = []
+    if "backup_sink" in P:
+        s = P["backup_sink"]
+        lines.append(f"sink: all records in files after {s['wall_s']:.1f}s (last inspect took "
+                     f"{s['last_inspect_s']:.1f}s), offsets committed after "
+                     f"{s['committed_wall_s']:.1f}s; same bytes as CLI backup: "
+                     f"{s.get('same_bytes_as_cli_backup')}")
+    if "restore_source" in P:
+        s = P["restore_source"]
+        lines.append(f"source: all records in the target after {s['wall_s']:.1f}s, restore-status "
+                     f"finished after {s['finished_wall_s']:.1f}s")
+    if "consumer_perf" in P:
+        cp = P["consumer_perf"]
+        lines.append(f"ConsumerPerformance incl. group join: {cp['incl_join_mb_per_s']:.1f} MB/s; "
+                     f"JVM wall clock {cp['wall_s']:.1f}s")
+    lines.append(f"backup files: {R['backup_cli_files']['bytes'] / MIB:.1f} MiB for "
+                 f"{R['params']['payload_mib']} MiB of payload"
+                 if "backup_cli_files" in R else "")
+    lines.append(f"JVM lifetime peak RSS (VmHWM): worker {R.get('worker_vm_hwm_mib')} MiB, "
+                 f"broker {R.get('broker_vm_hwm_mib')} MiB")
+    lines.append(f"load average at start {R['load_at_start']}, at end {R.get('load_at_end')}; "
+                 f"total {R.get('total_s')}s")
+    return "\n".join(ln for ln in lines if ln)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="bench.py",
+        description="kbackup throughput and memory against Kafka's own perf tools, one run.")
+    ap.add_argument("--records", type=int, default=2_000_000, help="records to produce (2000000)")
+    ap.add_argument("--record-size", type=int, default=100, help="bytes per record value (100)")
+    ap.add_argument("--partitions", type=int, default=6, help="partitions of the topic (6)")
+    ap.add_argument("--tasks", type=int, default=2,
+                    help="tasks.max of the sink and source connectors (2: one per core here)")
+    ap.add_argument("--phase-timeout", type=float, default=300,
+                    help="seconds any one phase may take before the bench fails (300)")
+    ap.add_argument("--work-dir", default=None,
+                    help="parent of the temporary backup directories (default: system temp)")
+    ap.add_argument("--out", default=None,
+                    help="result JSON (default tests/bench/results-<UTC date-time>.json)")
+    ap.add_argument("--keep", action="store_true", help="keep the backup directories")
+    args = ap.parse_args(argv)
+    if args.records < 1 or args.record_size < 1 or args.partitions < 1 or args.tasks < 1:
+        ap.error("--records, --record-size, --partitions and --tasks must be at least 1")
+    if not KBACKUP.exists() or not (REPO / "dist" / "kbackup-connect.jar").exists():
+        print(f"bench: {KBACKUP} or dist/kbackup-connect.jar missing; fix: run `make dist`",
+              file=sys.stderr)
+        return 2
+    out = Path(args.out) if args.out else (
+        REPO / "tests" / "bench" / f"results-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}.json")
+
+    bench = Bench(args)
+    results: Optional[dict[str, Any]] = None
+    failed: Optional[BaseException] = None
+    try:
+        results = bench.run()
+    except (BenchError, TestbedError, ConnectError, subprocess.TimeoutExpired) as e:
+        failed = e
+        print(f"bench: FAILED: {e}", file=sys.stderr)
+        if bench.cluster:
+            print(bench.cluster.log_tails(30), file=sys.stderr)
+    finally:
+        bench.cleanup()
+    R = results or bench.results
+    R["ok"] = failed is None
+    if failed is not None:
+        R["error"] = str(failed)[:4000]
+    out.write_text(json.dumps(R, indent=2, default=str) + "\n")
+    print()
+    print(f"kbackup bench: {R['params']['records'] if 'params' in R else '?'} records x "
+          f"{args.record_size} B, {args.partitions} partitions, connector tasks.max={args.tasks}")
+    print(f"machine: {R.get('machine', {}).get('cpus')} x {R.get('machine', {}).get('cpu_model')}, "
+          f"{R.get('machine', {}).get('mem_total_mib')} MiB; {R.get('uptime_at_start', '')}")
+    print(table(R))
+    if R["ok"]:
+        print(notes(R))
+    print(f"results: {out}")
+    return 0 if failed is None else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
