@@ -18,7 +18,6 @@ import json
 import os
 import platform
 import re
-import resource
 import shutil
 import signal
 import subprocess
@@ -39,6 +38,7 @@ from testbed.kafka import (  # noqa: E402
     Cluster,
     ConnectError,
     TestbedError,
+    java_argv,
     wait_until,
 )
 
@@ -46,7 +46,13 @@ KBACKUP = REPO / "dist" / "kbackup"
 MIB = 1024 * 1024
 CONVERTERS = {f"{k}.converter": BYTE_ARRAY_CONVERTER for k in ("key", "value", "header")}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-TIME_BIN = "/usr/bin/time"
+TOOL_HEAP = "256m"  # the heap tests/testbed/kafka.py's run_tool gives Kafka's tools
+TOOL_LOG4J = """<?xml version="1.0" encoding="UTF-8"?>
+<Configuration status="WARN">
+  <Appenders><Console name="err" target="SYSTEM_ERR"><PatternLayout pattern="%p %c: %m%n"/></Console></Appenders>
+  <Loggers><Root level="WARN"><AppenderRef ref="err"/></Root></Loggers>
+</Configuration>
+"""
 
 
 class BenchError(RuntimeError):
@@ -71,25 +77,39 @@ def proc_cpu_seconds(pid: Optional[int]) -> float:
 
 def proc_status_kib(pid: Optional[int], key: str) -> Optional[int]:
     """A `kB` field of /proc/PID/status (VmRSS, VmHWM), or None if the process is gone."""
+    return proc_status_all(pid).get(key)
+
+
+def proc_status_all(pid: Optional[int]) -> dict[str, int]:
+    """Every `kB` field of /proc/PID/status ({} if the process is gone)."""
+    out: dict[str, int] = {}
     if not pid:
-        return None
+        return out
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
+                parts = line.split()
+                if len(parts) == 3 and parts[2] == "kB":
+                    out[parts[0].rstrip(":")] = int(parts[1])
+    except (OSError, ValueError):
+        return {}
+    return out
+
+
+# Resident memory split: anonymous (heap, buffers: what the process really needs) and
+# file-backed (mapped backup segments, shared libraries: reclaimable page cache).
+RSS_FIELDS = ("VmRSS", "RssAnon", "RssFile")
 
 
 class RssSampler:
-    """Samples VmRSS of named pids twice a second; keeps the peak per (phase, name).
+    """Samples VmRSS, RssAnon and RssFile of named processes; keeps the peak per (phase, name).
 
     Why sampling and not only VmHWM: the JVMs live through every phase, so their lifetime
-    peak cannot say which phase needed the memory."""
+    peak cannot say which phase needed the memory; and VmHWM does not say whether the peak
+    was heap or mapped files."""
 
-    def __init__(self, pids: dict[str, Optional[int]], interval: float = 0.5):
+    def __init__(self, pids: dict[str, Any], interval: float = 0.5):
+        # name -> pid, or a callable returning the pid (a process that starts later)
         self.pids = {k: v for k, v in pids.items() if v}
         self.interval = interval
         self.phase = "start"
@@ -109,10 +129,12 @@ class RssSampler:
     def sample(self) -> None:
         phase = self.phase
         for name, pid in self.pids.items():
-            kib = proc_status_kib(pid, "VmRSS")
-            if kib is not None:
-                d = self.peaks.setdefault(phase, {})
-                d[name] = max(d.get(name, 0), kib)
+            st = proc_status_all(pid() if callable(pid) else pid)
+            d = self.peaks.setdefault(phase, {})
+            for field in RSS_FIELDS:
+                if field in st:
+                    key = name if field == "VmRSS" else f"{name}.{field}"
+                    d[key] = max(d.get(key, 0), st[field])
 
     def set_phase(self, phase: str) -> None:
         self.sample()  # the last sample of the previous phase
@@ -132,7 +154,10 @@ def _kill_group(p: subprocess.Popen) -> None:
         os.killpg(p.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-    p.wait()
+    try:
+        p.wait(timeout=10)
+    except (subprocess.TimeoutExpired, ChildProcessError):
+        pass  # already reaped by wait4
 
 
 def kill_children() -> None:
@@ -144,50 +169,64 @@ def kill_children() -> None:
             _kill_group(p)
 
 
-def run_measured(argv: list[str], timeout: float, what: str,
-                 stdout: Any = subprocess.PIPE) -> dict[str, Any]:
-    """Runs a command in its own process group under `/usr/bin/time -v` (if present) and
-    returns wall seconds, stdout, and the child's peak RSS and CPU. A timeout kills the whole
-    group (the timed command, not only `time`) and raises."""
-    tfile = None
-    full = list(argv)
-    if os.access(TIME_BIN, os.X_OK):
-        fd, tfile = tempfile.mkstemp(prefix="kbackup-bench-time-")
-        os.close(fd)
-        full = [TIME_BIN, "-v", "-o", tfile, *argv]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.monotonic()
-    p = subprocess.Popen(full, stdout=stdout, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                         text=True, start_new_session=True)
-    with _CHILDREN_LOCK:
-        _CHILDREN.append(p)
+def _die_with_parent() -> None:
+    """In the child: SIGKILL when the bench dies, even by SIGKILL, so no measured command
+    outlives it (Linux prctl PR_SET_PDEATHSIG; elsewhere the `finally` kill still applies)."""
     try:
-        out, err = p.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        _kill_group(p)
-        raise BenchError(f"{what}: no result after {timeout:.0f}s (killed): {' '.join(argv)}\n"
-                         "fix: raise --phase-timeout or lower --records") from None
-    finally:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)
+    except Exception:  # noqa: BLE001 - not Linux
+        pass
+
+
+def run_measured(argv: list[str], timeout: float, what: str,
+                 stdout_to_null: bool = False) -> dict[str, Any]:
+    """Runs a command in its own process group and returns wall seconds, stdout, and the
+    command's peak RSS and CPU seconds from wait4(2): the same figures `/usr/bin/time -v`
+    prints, without a wrapper process in between that a kill would miss. Any exception
+    (timeout, Ctrl-C, SIGTERM) kills the command's whole group before it propagates."""
+    with tempfile.TemporaryFile() as out_f, tempfile.TemporaryFile() as err_f:
+        t0 = time.monotonic()
+        p = subprocess.Popen(argv, stdout=subprocess.DEVNULL if stdout_to_null else out_f,
+                             stderr=err_f, stdin=subprocess.DEVNULL, start_new_session=True,
+                             preexec_fn=_die_with_parent)
         with _CHILDREN_LOCK:
-            _CHILDREN.remove(p)
-    wall = time.monotonic() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            _CHILDREN.append(p)
+        sampler = RssSampler({"cmd": p.pid}, interval=0.1).start()
+        try:
+            deadline = t0 + timeout
+            while True:
+                pid, status, ru = os.wait4(p.pid, os.WNOHANG)
+                if pid == p.pid:
+                    wall = time.monotonic() - t0
+                    p.returncode = os.waitstatus_to_exitcode(status)
+                    break
+                if time.monotonic() > deadline:
+                    raise BenchError(f"{what}: no result after {timeout:.0f}s (killed): "
+                                     f"{' '.join(argv)}\nfix: raise --phase-timeout or lower "
+                                     "--records")
+                time.sleep(0.01)
+        except BaseException:
+            _kill_group(p)
+            raise
+        finally:
+            sampler.stop()
+            with _CHILDREN_LOCK:
+                _CHILDREN.remove(p)
+        out_f.seek(0)
+        err_f.seek(0)
+        out = out_f.read().decode("utf-8", "replace")
+        err = err_f.read().decode("utf-8", "replace")
+    peaks = sampler.peaks.get("start", {})
     res: dict[str, Any] = {"wall_s": wall, "stdout": out, "stderr": err, "rc": p.returncode,
-                           "cpu_s": (after.ru_utime - before.ru_utime)
-                           + (after.ru_stime - before.ru_stime),
-                           "max_rss_kib": None}
-    if tfile:
-        text = Path(tfile).read_text(errors="replace")
-        Path(tfile).unlink(missing_ok=True)
-        m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", text)
-        if m:
-            res["max_rss_kib"] = int(m.group(1))
-        if "Command exited with non-zero status" in text:
-            m = re.search(r"Command exited with non-zero status (\d+)", text)
-            res["rc"] = int(m.group(1)) if m else res["rc"]
-    if res["rc"] != 0:
-        raise BenchError(f"{what} exited {res['rc']}: {' '.join(argv)}\n"
-                         f"stderr: {err[-3000:] if err else ''}")
+                           "cpu_s": ru.ru_utime + ru.ru_stime,
+                           "max_rss_kib": ru.ru_maxrss,  # kilobytes on Linux
+                           "sampled_peak_anon_kib": peaks.get("cmd.RssAnon"),
+                           "sampled_peak_file_kib": peaks.get("cmd.RssFile")}
+    if p.returncode != 0:
+        raise BenchError(f"{what} exited {p.returncode}: {' '.join(argv)}\n"
+                         f"stderr: {err[-3000:]}")
     return res
 
 
@@ -207,20 +246,32 @@ class Watermarks:
     the poll, and the poll runs while kbackup is being measured)."""
 
     def __init__(self, bootstrap: str):
+        self.bootstrap = bootstrap
+        self.c = self._consumer()
+
+    def _consumer(self):
         from confluent_kafka import Consumer
 
-        self.c = Consumer({"bootstrap.servers": bootstrap, "group.id": "kbackup-bench-wm",
-                           "enable.auto.commit": False, "log_level": 0})
+        return Consumer({"bootstrap.servers": self.bootstrap, "group.id": "kbackup-bench-wm",
+                         "enable.auto.commit": False, "log_level": 0})
 
     def total(self, topic: str, partitions: int) -> int:
-        """Sum of high watermarks (records, as the topics here start at 0 with no gaps)."""
+        """Sum of high watermarks (records, as the topics here start at 0 with no gaps).
+        Raises while the topic does not exist yet."""
         from confluent_kafka import TopicPartition
 
         n = 0
-        for p in range(partitions):
-            lo, hi = self.c.get_watermark_offsets(TopicPartition(topic, p), timeout=5,
-                                                  cached=False)
-            n += hi - lo
+        try:
+            for p in range(partitions):
+                lo, hi = self.c.get_watermark_offsets(TopicPartition(topic, p), timeout=5,
+                                                      cached=False)
+                n += hi - lo
+        except Exception:
+            # librdkafka keeps "unknown topic" in its metadata cache for minutes: a topic
+            # created after the first query stays invisible to this client, so start afresh
+            self.c.close()
+            self.c = self._consumer()
+            raise
         return n
 
     def close(self) -> None:
@@ -273,13 +324,13 @@ def machine_info() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    mem_kib = proc_status_kib(os.getpid(), "VmRSS")  # touch /proc once; real total below
+    mem_kib = 0
     try:
-        mem_kib = int(Path("/proc/meminfo").read_text().split()[1])
+        mem_kib = int(Path("/proc/meminfo").read_text().split()[1])  # MemTotal, first line
     except (OSError, ValueError, IndexError):
         pass
     return {"hostname": platform.node(), "cpus": os.cpu_count(), "cpu_model": cpu,
-            "mem_total_mib": (mem_kib or 0) // 1024, "kernel": platform.release(),
+            "mem_total_mib": mem_kib // 1024, "kernel": platform.release(),
             "java": first(["java", "-version"]), "kbackup": first([str(KBACKUP), "--version"]),
             "git_head": first(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"]),
             "python": platform.python_version()}
@@ -330,8 +381,10 @@ class Bench:
         res["broker_cpu_s"] = round(cpu1["broker"] - cpu0["broker"], 2)
         res["worker_cpu_s"] = round(cpu1["worker"] - cpu0["worker"], 2)
         peaks = self.sampler.peaks.get(name, {})
-        res["broker_peak_rss_mib"] = round(peaks.get("broker", 0) / 1024, 1) or None
-        res["worker_peak_rss_mib"] = round(peaks.get("worker", 0) / 1024, 1) or None
+        for who in ("broker", "worker"):
+            res[f"{who}_peak_rss_mib"] = round(peaks.get(who, 0) / 1024, 1) or None
+            res[f"{who}_peak_anon_mib"] = round(peaks.get(f"{who}.RssAnon", 0) / 1024, 1) or None
+            res[f"{who}_peak_file_mib"] = round(peaks.get(f"{who}.RssFile", 0) / 1024, 1) or None
         res.pop("stdout", None)
         res.pop("stderr", None)
         self.results["phases"][name] = res
@@ -366,23 +419,26 @@ class Bench:
             if t["state"] == "FAILED":
                 raise TestbedError(f"connector {name} FAILED: {t.get('trace', '')[:3000]}")
 
+    def kafka_tool(self, main_class: str, *args: str) -> dict[str, Any]:
+        """Runs one of Kafka's tools like the test bed's run_tool (same jars, heap and GC), but
+        under `/usr/bin/time` so its peak RSS and CPU are measured like kbackup's."""
+        assert self.cluster is not None
+        log4j = self.tmp / "tools-log4j2.xml"
+        if not log4j.exists():
+            log4j.write_text(TOOL_LOG4J)
+        argv = java_argv(self.cluster.libs, main_class, list(args), heap=TOOL_HEAP, log4j=log4j)
+        return run_measured(argv, self.a.phase_timeout, main_class.rsplit(".", 1)[-1])
+
     # -- phases -------------------------------------------------------------------------------
 
     def load(self) -> dict[str, Any]:
         a, c = self.a, self.cluster
         assert c is not None
         c.kafka.create_topic(self.topic, partitions=a.partitions)
-        t0 = time.monotonic()
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        proc = c.run_tool(PRODUCER_PERF, "--topic", self.topic, "--num-records", str(a.records),
-                          "--record-size", str(a.record_size), "--throughput", "-1",
-                          "--producer-props", f"bootstrap.servers={c.bootstrap}",
-                          timeout=a.phase_timeout)
-        wall = time.monotonic() - t0
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        res = {"tool": "ProducerPerformance", "wall_s": wall,
-               "cpu_s": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
-               **parse_producer_perf(proc.stdout)}
+        r = self.kafka_tool(PRODUCER_PERF, "--topic", self.topic, "--num-records", str(a.records),
+                            "--record-size", str(a.record_size), "--throughput", "-1",
+                            "--producer-props", f"bootstrap.servers={c.bootstrap}")
+        res = {"tool": "ProducerPerformance", **r, **parse_producer_perf(r["stdout"])}
         assert self.wm is not None
         have = self.wm.total(self.topic, a.partitions)
         if have != a.records:
@@ -392,21 +448,15 @@ class Bench:
     def consumer_perf(self) -> dict[str, Any]:
         a, c = self.a, self.cluster
         assert c is not None
-        t0 = time.monotonic()
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        proc = c.run_tool(CONSUMER_PERF, "--bootstrap-server", c.bootstrap, "--topic", self.topic,
-                          "--num-records", str(a.records), "--timeout", "30000",
-                          "--command-property", "isolation.level=read_committed",
-                          timeout=a.phase_timeout)
-        wall = time.monotonic() - t0
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        row = parse_consumer_perf(proc.stdout)
+        r = self.kafka_tool(CONSUMER_PERF, "--bootstrap-server", c.bootstrap, "--topic",
+                            self.topic, "--num-records", str(a.records), "--timeout", "30000",
+                            "--command-property", "isolation.level=read_committed")
+        row = parse_consumer_perf(r["stdout"])
         if int(row.get("data.consumed.in.nMsg", 0)) < a.records:
             raise BenchError(f"ConsumerPerformance read {row.get('data.consumed.in.nMsg')} of "
                              f"{a.records} records")
         # The tool's fetch.* rates leave out its group join: the strictest reference.
-        return {"tool": "ConsumerPerformance", "wall_s": wall,
-                "cpu_s": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
+        return {"tool": "ConsumerPerformance", **r,
                 "records_per_s": row["fetch.nMsg.sec"], "mb_per_s": row["fetch.MB.sec"],
                 "incl_join_records_per_s": row["nMsg.sec"], "incl_join_mb_per_s": row["MB.sec"],
                 "rebalance_ms": row.get("rebalance.time.ms"), "fetch_ms": row.get("fetch.time.ms"),
@@ -417,7 +467,8 @@ class Bench:
         assert c is not None
         r = run_measured([str(KBACKUP), "backup", "--bootstrap-server", c.bootstrap,
                           "--dir", str(self.cli_dir), "--topics", self.topic,
-                          "--until-caught-up", "--json", "-q"],
+                          "--until-caught-up", "--json", "-q",
+                          *[x for kv in self.a.backup_config for x in ("--config", kv)]],
                          self.a.phase_timeout, "kbackup backup")
         summary = json.loads(r["stdout"])
         if summary.get("records") != self.a.records:
@@ -457,6 +508,7 @@ class Bench:
         self.connectors.append(name)
         inspections = 0
         stable = {"bytes": -1, "since": time.monotonic()}
+        first: dict[str, float] = {}
 
         def done() -> Optional[dict[str, Any]]:
             nonlocal inspections
@@ -466,6 +518,8 @@ class Bench:
             # growing, so the check does not eat the CPU being measured.
             size = self.segment_bytes(self.sink_dir)
             now = time.monotonic()
+            if size > 0 and "t" not in first:
+                first["t"] = now
             if size != stable["bytes"]:
                 stable.update(bytes=size, since=now)
             if size < expect_bytes and (size == 0 or now - stable["since"] < 5):
@@ -488,7 +542,10 @@ class Bench:
         committed_s = time.monotonic() - t0
         if ins["records"] != a.records:
             raise BenchError(f"sink backup holds {ins['records']} records, expected {a.records}")
+        start_s = first.get("t", t0) - t0
         return {"wall_s": wall, **self.rates(wall), "tasks": a.tasks,
+                "startup_s": start_s,
+                "steady_records_per_s": a.records / (wall - start_s) if wall > start_s else None,
                 "last_inspect_s": ins["inspect_s"], "inspections": inspections,
                 "bytes": ins["bytes"], "committed_wall_s": committed_s,
                 "worker_hwm_mib": (proc_status_kib(c.worker.process.pid, "VmHWM") or 0) / 1024
@@ -506,7 +563,8 @@ class Bench:
         target = f"{self.topic}-cli"
         r = run_measured([str(KBACKUP), "restore", "--bootstrap-server", c.bootstrap,
                           "--dir", str(self.cli_dir), "--topics", self.topic,
-                          "--rename", f"{self.topic}:{target}", "--json", "-q"],
+                          "--rename", f"{self.topic}:{target}", "--json", "-q",
+                          *[x for kv in self.a.restore_config for x in ("--config", kv)]],
                          a.phase_timeout, "kbackup restore")
         summary = json.loads(r["stdout"])
         have = self.wm.total(target, a.partitions)
@@ -528,12 +586,17 @@ class Bench:
             "cluster.bootstrap.servers": c.bootstrap, **CONVERTERS})
         self.connectors.append(name)
 
+        first: dict[str, float] = {}
+
         def landed() -> bool:
             self.connector_failed(name)
             try:
-                return self.wm.total(target, a.partitions) >= a.records
+                n = self.wm.total(target, a.partitions)
             except Exception:  # noqa: BLE001 - the topic does not exist yet
                 return False
+            if n > 0 and "t" not in first:
+                first["t"] = time.monotonic()
+            return n >= a.records
 
         self.wait(landed, f"{a.records} records in {target}", interval=0.25)
         landed_s = time.monotonic() - t0
@@ -550,8 +613,11 @@ class Bench:
         if have != a.records:
             raise BenchError(f"source restore: {target} holds {have} records, expected {a.records}"
                              " (duplicates?)")
+        start_s = first.get("t", t0) - t0
         return {"wall_s": landed_s, **self.rates(landed_s), "finished_wall_s": finished_s,
-                "tasks": a.tasks,
+                "tasks": a.tasks, "startup_s": start_s,
+                "steady_records_per_s": a.records / (landed_s - start_s)
+                if landed_s > start_s else None,
                 "worker_hwm_mib": (proc_status_kib(c.worker.process.pid, "VmHWM") or 0) / 1024
                 if c.worker else None}
 
@@ -565,10 +631,9 @@ class Bench:
         return {**r, **self.rates(r["wall_s"]), **self.file_rate(r["wall_s"])}
 
     def cat(self) -> dict[str, Any]:
-        with open(os.devnull, "w") as null:
-            r = run_measured([str(KBACKUP), "cat", str(self.cli_dir), "--topic", self.topic,
-                              "--format", "jsonl"], self.a.phase_timeout, "kbackup cat",
-                             stdout=null)
+        r = run_measured([str(KBACKUP), "cat", str(self.cli_dir), "--topic", self.topic,
+                          "--format", "jsonl"], self.a.phase_timeout, "kbackup cat",
+                         stdout_to_null=True)
         return {**r, **self.rates(r["wall_s"]), **self.file_rate(r["wall_s"])}
 
     def file_rate(self, seconds: float) -> dict[str, float]:
@@ -587,7 +652,8 @@ class Bench:
         R["params"] = {"records": a.records, "record_size": a.record_size,
                        "partitions": a.partitions, "tasks": a.tasks,
                        "payload_mib": round(self.payload_mb, 1), "worker_heap": "-Xmx512m",
-                       "phase_timeout_s": a.phase_timeout}
+                       "phase_timeout_s": a.phase_timeout,
+                       "backup_config": a.backup_config, "restore_config": a.restore_config}
         self.log(f"load at start: {R['uptime_at_start']}")
         self.log(f"{a.records} records x {a.record_size} B = {self.payload_mb:.1f} MiB over "
                  f"{a.partitions} partitions; connector tasks.max={a.tasks}; work dir {self.tmp}")
@@ -607,8 +673,8 @@ class Bench:
         R["backup_cli_files"] = self.inspect(self.cli_dir)
         s = self.phase("backup_sink", self.sink_backup)
         self.stop_connector("bench-sink")
-        r = self.phase("restore_cli", self.cli_restore)
-        sr = self.phase("restore_source", self.source_restore)
+        self.phase("restore_cli", self.cli_restore)
+        self.phase("restore_source", self.source_restore)
         self.stop_connector("bench-source")
         self.phase("verify", self.verify)
         self.phase("cat_jsonl", self.cat)
@@ -626,7 +692,6 @@ class Bench:
                                        / 1024, 1)
         R["load_at_end"] = loadavg()
         R["total_s"] = round(time.monotonic() - t_start, 1)
-        del r, sr
         return R
 
     def cleanup(self) -> None:
@@ -676,21 +741,24 @@ def table(R: dict[str, Any]) -> str:
         ("cat --format jsonl (CLI)", "cat_jsonl", None),
     ]
     head = (f"{'phase':<30} {'wall s':>7} {'rec/s':>10} {'MB/s':>7} {'file MB/s':>9} "
-            f"{'ratio':>6} {'vs':<12} {'RSS MiB':>8} {'CPU s':>6} {'brk CPU':>7} {'wkr CPU':>7} "
-            f"{'wkr RSS':>7}")
+            f"{'ratio':>6} {'vs':<12} {'RSS MiB':>8} {'anon':>6} {'CPU s':>6} {'brk CPU':>7} "
+            f"{'wkr CPU':>7} {'wkr RSS':>7} {'anon':>6}")
     out = [head, "-" * len(head)]
     for label, key, ref in rows:
         p = P.get(key)
         if not p:
             continue
         rss = p.get("max_rss_kib")
+        anon = p.get("sampled_peak_anon_kib")
         out.append(
             f"{label:<30} {fmt(p.get('wall_s')):>7} {fmt(p.get('records_per_s'), ',.0f'):>10} "
             f"{fmt(p.get('mb_per_s')):>7} {fmt(p.get('file_mb_per_s')):>9} "
             f"{fmt(p.get('ratio'), '.2f'):>6} {ref or '':<12} "
-            f"{fmt(rss / 1024 if rss else None):>8} {fmt(p.get('cpu_s')):>6} "
+            f"{fmt(rss / 1024 if rss else None):>8} {fmt(anon / 1024 if anon else None):>6} "
+            f"{fmt(p.get('cpu_s')):>6} "
             f"{fmt(p.get('broker_cpu_s')):>7} {fmt(p.get('worker_cpu_s')):>7} "
-            f"{fmt(p.get('worker_peak_rss_mib'), '.0f'):>7}")
+            f"{fmt(p.get('worker_peak_rss_mib'), '.0f'):>7} "
+            f"{fmt(p.get('worker_peak_anon_mib'), '.0f'):>6}")
     return "\n".join(out)
 
 
@@ -699,13 +767,17 @@ def notes(R: dict[str, Any]) -> str:
     lines = []
     if "backup_sink" in P:
         s = P["backup_sink"]
-        lines.append(f"sink: all records in files after {s['wall_s']:.1f}s (last inspect took "
+        lines.append(f"sink: first bytes on disk {s['startup_s']:.1f}s after the POST, then "
+                     f"{fmt(s['steady_records_per_s'], ',.0f')} records/s; "
+                     f"all records in files after {s['wall_s']:.1f}s (last inspect took "
                      f"{s['last_inspect_s']:.1f}s), offsets committed after "
                      f"{s['committed_wall_s']:.1f}s; same bytes as CLI backup: "
                      f"{s.get('same_bytes_as_cli_backup')}")
     if "restore_source" in P:
         s = P["restore_source"]
-        lines.append(f"source: all records in the target after {s['wall_s']:.1f}s, restore-status "
+        lines.append(f"source: first records in the target {s['startup_s']:.1f}s after the POST, "
+                     f"then {fmt(s['steady_records_per_s'], ',.0f')} records/s; "
+                     f"all records in the target after {s['wall_s']:.1f}s, restore-status "
                      f"finished after {s['finished_wall_s']:.1f}s")
     if "consumer_perf" in P:
         cp = P["consumer_perf"]
@@ -737,6 +809,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--out", default=None,
                     help="result JSON (default tests/bench/results-<UTC date-time>.json)")
     ap.add_argument("--keep", action="store_true", help="keep the backup directories")
+    ap.add_argument("--backup-config", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra `--config` for `kbackup backup` (repeatable), to try client tuning")
+    ap.add_argument("--restore-config", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra `--config` for `kbackup restore` (repeatable)")
     args = ap.parse_args(argv)
     if args.records < 1 or args.record_size < 1 or args.partitions < 1 or args.tasks < 1:
         ap.error("--records, --record-size, --partitions and --tasks must be at least 1")
@@ -765,8 +841,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         R["error"] = str(failed)[:4000]
     out.write_text(json.dumps(R, indent=2, default=str) + "\n")
     print()
-    print(f"kbackup bench: {R['params']['records'] if 'params' in R else '?'} records x "
-          f"{args.record_size} B, {args.partitions} partitions, connector tasks.max={args.tasks}")
+    print(f"kbackup bench: {args.records} records x {args.record_size} B, {args.partitions} "
+          f"partitions, connector tasks.max={args.tasks}"
+          + (f", backup --config {args.backup_config}" if args.backup_config else "")
+          + (f", restore --config {args.restore_config}" if args.restore_config else ""))
     print(f"machine: {R.get('machine', {}).get('cpus')} x {R.get('machine', {}).get('cpu_model')}, "
           f"{R.get('machine', {}).get('mem_total_mib')} MiB; {R.get('uptime_at_start', '')}")
     print(table(R))

@@ -17,8 +17,10 @@ import org.slf4j.LoggerFactory;
 import java.util.ArrayList;
 import java.util.HashMap;
 import java.util.LinkedHashMap;
+import java.util.Collections;
 import java.util.List;
 import java.util.Map;
+import java.util.TreeMap;
 import java.util.concurrent.ConcurrentLinkedQueue;
 
 /**
@@ -64,7 +66,7 @@ public class BackupSourceTask extends SourceTask {
         List<TopicPartition> assigned = parseAssignment(props.get(BackupSourceConfig.TASK_PARTITIONS_CONFIG));
         List<Map<String, Object>> keys = new ArrayList<>(assigned.size());
         for (TopicPartition tp : assigned) {
-            Map<String, Object> key = Map.of(PARTITION_TOPIC_KEY, tp.topic(), PARTITION_KEY, tp.partition());
+            Map<String, Object> key = sourcePartitionKey(tp);
             sourcePartitions.put(tp, key);
             keys.add(key);
         }
@@ -144,16 +146,29 @@ public class BackupSourceTask extends SourceTask {
         return out;
     }
 
+    /**
+     * The source partition of a backed-up partition. Connect finds committed source offsets by
+     * the SERIALIZED key, so its field order must be the same in every JVM: a sorted map, never
+     * {@code Map.of}, whose iteration order is randomised per JVM.
+     */
+    static Map<String, Object> sourcePartitionKey(TopicPartition tp) {
+        Map<String, Object> key = new TreeMap<>();
+        key.put(PARTITION_TOPIC_KEY, tp.topic());
+        key.put(PARTITION_KEY, tp.partition());
+        return Collections.unmodifiableMap(key);
+    }
+
     SourceRecord toSourceRecord(PolledRecord r) {
         TopicPartition original = new TopicPartition(r.topic(), r.partition());
         Map<String, Object> partitionKey = sourcePartitions.computeIfAbsent(original,
-                tp -> Map.of(PARTITION_TOPIC_KEY, tp.topic(), PARTITION_KEY, tp.partition()));
+                BackupSourceTask::sourcePartitionKey);
         ConnectHeaders headers = new ConnectHeaders();
         for (PolledHeader h : r.headers()) {
             headers.add(h.key(), new SchemaAndValue(Schema.OPTIONAL_BYTES_SCHEMA, h.value()));
         }
-        // A SourceRecord cannot carry the timestamp type: LogAppendTime topics are re-created with
-        // message.timestamp.type from the manifest, so the broker stamps those records itself.
+        // A SourceRecord cannot carry the timestamp type: the original timestamp is sent as is
+        // and the topic is held at CreateTime during the restore, so the broker keeps it; the
+        // backed-up message.timestamp.type is applied when the restore finishes (docs/restore.md).
         Long timestamp = r.timestampType() == 0 || r.timestamp() < 0 ? null : r.timestamp();
         return new SourceRecord(partitionKey, Map.of(OFFSET_KEY, r.offset()),
                 BackupSourceConfig.target(renames, r.topic()), r.partition(),

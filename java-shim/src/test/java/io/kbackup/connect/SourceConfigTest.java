@@ -144,4 +144,14 @@ class SourceConfigTest {
         assertNull(task.toSourceRecord(noTs).timestamp());
         assertEquals("b", task.toSourceRecord(noTs).topic());
     }
+
+    /** Regression: Connect finds committed source offsets by the serialized key; Map.of's
+     *  per-JVM order made a restarted worker miss them and restore everything again. */
+    @Test
+    void sourcePartitionKeyHasTheSameFieldOrderInEveryJvm() {
+        var key = BackupSourceTask.sourcePartitionKey(new TopicPartition("orders", 3));
+        assertEquals(List.of("partition", "topic"), List.copyOf(key.keySet()));
+        assertEquals(3, key.get("partition"));
+        assertEquals("orders", key.get("topic"));
+    }
 }
