@@ -261,6 +261,12 @@ pub fn run(args: &BackupArgs) -> Result<()> {
         .set("enable.partition.eof", "true")
         .set("auto.offset.reset", "earliest")
         .set("allow.auto.create.topics", "false");
+    // librdkafka pauses a partition's fetches for 1 s once its local queue is full; the backup
+    // drains the queue at disk speed, so that pause left it idle most of the time (make bench:
+    // 13.8 s -> 4.9 s for 2M records). A user's --config still wins.
+    if !cluster.contains_key("fetch.queue.backoff.ms") {
+        ccfg.set("fetch.queue.backoff.ms", "0");
+    }
     let consumer: BaseConsumer<QuietContext> = ccfg.create_with_context(QuietContext).map_err(|e| {
         Error::Config(format!(
             "the Kafka client settings are not accepted: {e}; fix the --config / --config-file entries"
