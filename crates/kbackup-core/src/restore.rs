@@ -409,17 +409,23 @@ impl PartitionState {
     /// smallest original offset `>= R`, and for equal originals the FIRST new offset received:
     /// a record filtered by a transform still maps to the next restored one, and duplicates
     /// written by a resumed restore never move a group past records it has not read.
+    ///
+    /// `new < 0` acknowledges a record that was handled but not written (filtered by a
+    /// transform, or dropped by `errors.tolerance`): it counts towards finishing the partition
+    /// and is never a group's position, which then falls to the next written record.
     pub fn apply_ack(&mut self, original: i64, new: i64) -> bool {
-        self.records_restored += 1;
         self.last_acked_original = self.last_acked_original.max(original);
-        self.new_log_end = self.new_log_end.max(new.saturating_add(1));
         let mut changed = false;
-        for g in &mut self.groups {
-            if let Target::Record(r) = g.target {
-                if original >= r && g.mapped_original.is_none_or(|m| original < m) {
-                    g.mapped_original = Some(original);
-                    g.mapped_new = Some(new);
-                    changed = true;
+        if new >= 0 {
+            self.records_restored += 1;
+            self.new_log_end = self.new_log_end.max(new.saturating_add(1));
+            for g in &mut self.groups {
+                if let Target::Record(r) = g.target {
+                    if original >= r && g.mapped_original.is_none_or(|m| original < m) {
+                        g.mapped_original = Some(original);
+                        g.mapped_new = Some(new);
+                        changed = true;
+                    }
                 }
             }
         }
@@ -1400,6 +1406,22 @@ mod tests {
                 target("c", None),
             ],
         )
+    }
+
+    #[test]
+    fn records_not_written_finish_the_partition_but_never_hold_a_group() {
+        let mut s = state();
+        assert!(!s.apply_ack(10, 0));
+        assert!(!s.apply_ack(15, -1), "target filtered by a transform: no mapping yet");
+        assert_eq!(s.groups[0].mapped_new, None);
+        assert!(s.apply_ack(16, 1), "the next written record takes the group");
+        assert_eq!(s.groups[0].mapped_original, Some(16));
+        assert_eq!(s.groups[0].mapped_new, Some(1));
+        assert!(s.apply_ack(24, 2));
+        assert!(s.apply_ack(25, -1), "a filtered last record still finishes the partition");
+        assert!(s.done);
+        assert_eq!(s.records_restored, 3);
+        assert_eq!(translate::translate(Target::LogEnd, &s), Some(3));
     }
 
     #[test]

@@ -177,14 +177,15 @@ public class BackupSourceTask extends SourceTask {
 
     @Override
     public void commitRecord(SourceRecord record, RecordMetadata metadata) {
-        if (metadata == null) {
-            return; // filtered by a transform or dropped by errors.tolerance: nothing was written
-        }
         Object topic = record.sourcePartition().get(PARTITION_TOPIC_KEY);
         Object partition = record.sourcePartition().get(PARTITION_KEY);
         Object offset = record.sourceOffset().get(OFFSET_KEY);
         if (topic instanceof String t && partition instanceof Number p && offset instanceof Number o) {
-            acks.add(new BatchCodec.Ack(t, p.intValue(), o.longValue(), metadata.offset()));
+            // metadata is null when a transform filtered the record or errors.tolerance dropped
+            // it: nothing was written, but the record is done (-1 = no new offset), so the
+            // partition can still finish.
+            long newOffset = metadata == null ? -1L : metadata.offset();
+            acks.add(new BatchCodec.Ack(t, p.intValue(), o.longValue(), newOffset));
         }
     }
 
