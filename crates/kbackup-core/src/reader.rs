@@ -282,6 +282,12 @@ impl Backup {
 
     /// Checks every file: CRCs, headers, names, index agreement, the segment chain.
     pub fn verify(&self) -> Result<VerifyReport> {
+        self.verify_with_progress(&mut |_| {})
+    }
+
+    /// [`Backup::verify`], calling `progress` with the size of each segment file once it is
+    /// checked (for progress bars; [`Backup::segment_bytes`] gives the total).
+    pub fn verify_with_progress(&self, progress: &mut dyn FnMut(u64)) -> Result<VerifyReport> {
         let mut rep = VerifyReport {
             ok: true,
             segments: 0,
@@ -304,14 +310,35 @@ impl Backup {
                     problem(&mut rep, Severity::Warning, &path, None, "unexpected entry in topics/ (not a topic directory); remove it if it is not yours".into());
                     continue;
                 }
-                self.verify_topic(&name, &path, &mut rep)?;
+                self.verify_topic(&name, &path, &mut rep, progress)?;
             }
         }
         rep.ok = rep.errors() == 0;
         Ok(rep)
     }
 
-    fn verify_topic(&self, topic: &str, dir: &Path, rep: &mut VerifyReport) -> Result<()> {
+    /// Total size of every segment file of the backup: what [`Backup::verify`] reads.
+    pub fn segment_bytes(&self) -> Result<u64> {
+        let mut total = 0;
+        for topic in self.topics()? {
+            for p in self.partitions(&topic)? {
+                let dir =
+                    layout::partition_dir(&self.root, &TopicPartition::new(topic.clone(), p))?;
+                for (_, path) in layout::list_segments(&dir)? {
+                    total += std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                }
+            }
+        }
+        Ok(total)
+    }
+
+    fn verify_topic(
+        &self,
+        topic: &str,
+        dir: &Path,
+        rep: &mut VerifyReport,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<()> {
         match manifest::read_topic_manifest(&self.root, topic) {
             Ok(Some(_)) => {}
             Ok(None) => problem(rep, Severity::Warning, &dir.join(layout::TOPIC_MANIFEST), None,
@@ -323,7 +350,7 @@ impl Backup {
                 continue;
             }
             match layout::parse_partition_dir_name(&name) {
-                Some(p) if is_dir => self.verify_partition(topic, p, &path, rep)?,
+                Some(p) if is_dir => self.verify_partition(topic, p, &path, rep, progress)?,
                 _ => problem(
                     rep,
                     Severity::Warning,
@@ -342,6 +369,7 @@ impl Backup {
         partition: i32,
         dir: &Path,
         rep: &mut VerifyReport,
+        progress: &mut dyn FnMut(u64),
     ) -> Result<()> {
         let segments = layout::list_segments(dir)?;
         for (name, path, _) in list_dir(dir)? {
@@ -367,6 +395,7 @@ impl Backup {
             rep.segments += 1;
             let data = segment::map_file(path)?;
             rep.bytes += data.len() as u64;
+            progress(data.len() as u64);
             let scan = match segment::scan_bytes(path, &data) {
                 Ok(Some(s)) => s,
                 Ok(None) => {

@@ -1412,13 +1412,22 @@ mod tests {
     fn records_not_written_finish_the_partition_but_never_hold_a_group() {
         let mut s = state();
         assert!(!s.apply_ack(10, 0));
-        assert!(!s.apply_ack(15, -1), "target filtered by a transform: no mapping yet");
+        assert!(
+            !s.apply_ack(15, -1),
+            "target filtered by a transform: no mapping yet"
+        );
         assert_eq!(s.groups[0].mapped_new, None);
-        assert!(s.apply_ack(16, 1), "the next written record takes the group");
+        assert!(
+            s.apply_ack(16, 1),
+            "the next written record takes the group"
+        );
         assert_eq!(s.groups[0].mapped_original, Some(16));
         assert_eq!(s.groups[0].mapped_new, Some(1));
         assert!(s.apply_ack(24, 2));
-        assert!(s.apply_ack(25, -1), "a filtered last record still finishes the partition");
+        assert!(
+            s.apply_ack(25, -1),
+            "a filtered last record still finishes the partition"
+        );
         assert!(s.done);
         assert_eq!(s.records_restored, 3);
         assert_eq!(translate::translate(Target::LogEnd, &s), Some(3));

@@ -1,5 +1,6 @@
 //! `kbackup verify`: read every byte of a backup and report damage with file and position.
 
+use super::progress::Progress;
 use super::{print_json, write_stdout};
 use clap::Args;
 use kbackup_core::reader::{Backup, Severity};
@@ -16,11 +17,20 @@ pub struct VerifyArgs {
     /// One JSON document on stdout instead of text.
     #[arg(long)]
     pub json: bool,
+    /// No progress display on stderr.
+    #[arg(short, long)]
+    pub quiet: bool,
 }
 
 /// Runs `kbackup verify`; answers whether the backup is free of errors (warnings allowed).
 pub fn run(args: &VerifyArgs) -> Result<bool> {
-    let report = Backup::open(&args.dir)?.verify()?;
+    let backup = Backup::open(&args.dir)?;
+    let mut progress = Progress::new("verify", "bytes", Some(backup.segment_bytes()?), args.quiet);
+    let report = backup.verify_with_progress(&mut |n| progress.inc(n))?;
+    progress.finish(&format!(
+        "checked {} segments, {} records",
+        report.segments, report.records
+    ));
     if args.json {
         print_json(&report)?;
         return Ok(report.ok);
