@@ -8,7 +8,6 @@ assigned LogAppendTime timestamps and transaction gaps are Kafka's own, not the 
 
 from __future__ import annotations
 
-import random
 import time
 from pathlib import Path
 from typing import Any
@@ -23,35 +22,10 @@ from conftest import (
     unique,
     wait_backup_complete,
 )
+from fixtures import MIB, fixture_records
 from testbed.kafka import ConnectError, TestbedError, validation_errors, wait_until
 
 SINK = "io.kbackup.connect.BackupSinkConnector"
-MIB = 1024 * 1024
-CREATE_TS_BASE = 1_600_000_000_000  # explicit CreateTime timestamps, far from "now"
-
-
-def fixture_records(partition: int, big: bool) -> list[dict[str, Any]]:
-    """Every shape of record the backup must keep apart, for one partition."""
-    rnd = random.Random(1000 + partition)
-    recs: list[dict[str, Any]] = [
-        {"key": None, "value": b"null key %d" % partition},
-        {"key": b"null value", "value": None},
-        {"key": None, "value": None},
-        {"key": b"", "value": b""},                                   # empty, not null
-        {"key": bytes(range(256)), "value": bytes(rnd.randrange(256) for _ in range(3000))},
-        {"key": b"\x00", "value": b"\x00\xff\x00",
-         "headers": [("dup", b"1"), ("dup", None), ("dup", b""), ("bin", b"\x00\xff\x80"),
-                     ("dup", b"2"), ("\u043a\u043b\u044e\u0447", "\u0437\u043d\u0430\u0447".encode())]},
-        {"key": b"only-null-header", "value": b"v", "headers": [("n", None)]},
-    ]
-    if big:
-        recs.append({"key": b"one MiB", "value": rnd.randbytes(MIB)})
-    recs += [{"key": b"k%d" % (i % 7), "value": b"value %d/%d" % (partition, i)} for i in range(40)]
-    for i, r in enumerate(recs):
-        r["partition"] = partition
-        r["timestamp"] = CREATE_TS_BASE + partition * 100_000 + i * 7
-        r.setdefault("headers", [])
-    return recs
 
 
 def cat_by_partition(kb: Kbackup, directory: Path, topic: str) -> dict[int, list[dict]]:
@@ -217,6 +191,17 @@ def test_connect_commits_the_durable_end(fixture_backup):
     ends = {tp: b.kafka.watermarks(*tp)[1] for tp in b.produced}
     got = b.kafka.wait_for_group_offsets(f"connect-{b.name}", ends, timeout=60)
     assert {tp: got[tp] for tp in ends} == ends
+
+
+def test_native_log_lines_reach_the_worker_log_through_slf4j(fixture_backup, cluster):
+    """The Rust core's `log` lines are forwarded over JNI to SLF4J loggers named
+    io.kbackup.native.<module>, so they land in the worker's own log file."""
+    b = fixture_backup
+    log = cluster.worker.log_file.read_text(errors="replace")
+    native = [ln for ln in log.splitlines()
+              if " io.kbackup.native.kbackup_core" in ln and f"backup sink {b.name}" in ln]
+    assert native, "no line of the native sink in the worker log"
+    assert all(" INFO " in ln for ln in native), native[:3]
 
 
 def test_inspect_json_counts_match(fixture_backup, kbackup):
