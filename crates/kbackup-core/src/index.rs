@@ -164,7 +164,7 @@ fn check_header(path: &Path, data: &[u8], magic: [u8; 4], base_offset: i64) -> R
             format!("index is for base offset {base}, its segment starts at {base_offset}"),
         ));
     }
-    if (data.len() - INDEX_HEADER_LEN) % INDEX_ENTRY_LEN != 0 {
+    if !(data.len() - INDEX_HEADER_LEN).is_multiple_of(INDEX_ENTRY_LEN) {
         return Err(Error::corrupt(
             path,
             data.len() as u64,

@@ -24,6 +24,9 @@ pub const OFFSET_INDEX_EXT: &str = "offset-index";
 pub const TIME_INDEX_EXT: &str = "time-index";
 /// File name of a partition's consumer-group offsets log.
 pub const GROUP_OFFSETS_LOG: &str = "group-offsets.log";
+/// Empty file in a partition directory that the writer of the partition holds an exclusive
+/// advisory lock on (`flock`), so two writers never append to the same segment.
+pub const WRITER_LOCK: &str = "writer.lock";
 
 /// Checks a topic name against Kafka's rules: 1..=249 chars of `[a-zA-Z0-9._-]`, not `.`/`..`.
 pub fn validate_topic_name(topic: &str) -> Result<()> {

@@ -375,6 +375,7 @@ impl Backup {
         for (name, path, _) in list_dir(dir)? {
             let known = layout::parse_segment_file_name(&name).is_some()
                 || name == layout::GROUP_OFFSETS_LOG
+                || name == layout::WRITER_LOCK
                 || [layout::OFFSET_INDEX_EXT, layout::TIME_INDEX_EXT]
                     .iter()
                     .any(|ext| {

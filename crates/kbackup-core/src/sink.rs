@@ -123,6 +123,8 @@ impl SinkConfig {
 /// Per-partition writer state.
 struct PartitionState {
     dir: PathBuf,
+    /// Holds the partition's exclusive writer lock until the state is dropped.
+    _lock: std::fs::File,
     seg: Option<SegmentWriter>,
     /// Last offset appended (maybe still buffered).
     last_written: Option<i64>,
@@ -273,6 +275,7 @@ impl BackupSink {
                 .insert(layout::topic_dir(&root, &tp.topic)?);
             self.dirs_to_sync.insert(dir.clone());
         }
+        let lock = lock_partition(&dir, tp)?;
         let mut segments = layout::list_segments(&dir)?;
         let mut seg = None;
         let mut prev_segment_last = None;
@@ -317,6 +320,7 @@ impl BackupSink {
         }
         Ok(PartitionState {
             dir,
+            _lock: lock,
             seg,
             last_written: last,
             last_durable: last,
@@ -624,6 +628,49 @@ impl BackupSink {
         }
         // Still owed: a description from a cluster that was configured but not reachable.
         ts.pending = has_cluster && described.is_none();
+    }
+}
+
+/// How long a new writer waits for the previous one to release a partition: after a Connect
+/// rebalance the old task closes its partitions within moments.
+const LOCK_WAIT: Duration = Duration::from_secs(30);
+
+/// Takes the exclusive writer lock of a partition directory, waiting up to [`LOCK_WAIT`].
+/// The kernel drops the lock when its holder exits, so a crash never leaves it stale.
+fn lock_partition(dir: &Path, tp: &TopicPartition) -> Result<std::fs::File> {
+    let path = dir.join(layout::WRITER_LOCK);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io(e, "open the partition lock file", &path))?;
+    let started = std::time::Instant::now();
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) if started.elapsed() < LOCK_WAIT => {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(Error::Io {
+                    path,
+                    op: "lock partition for writing",
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::WouldBlock,
+                        format!(
+                            "{tp} is being written by another kbackup writer (another task, \
+                             connector or `kbackup backup` on the same target directory) for \
+                             more than {}s; run one writer per backup directory",
+                            LOCK_WAIT.as_secs()
+                        ),
+                    ),
+                })
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(Error::io(e, "lock partition for writing", &path))
+            }
+        }
     }
 }
 

@@ -528,3 +528,40 @@ fn sink_and_readers_can_move_between_threads() {
     assert_send::<kbackup_core::reader::PartitionReader>();
     assert_send::<Backup>();
 }
+
+#[test]
+fn a_partition_has_one_writer_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = BackupSink::open(config(dir.path())).unwrap();
+    first.put(&batch("t", 0, 0..3)).unwrap();
+    first.flush().unwrap();
+    // A second writer (a new task after a rebalance) waits until the first lets go ...
+    let root = dir.path().to_path_buf();
+    let second = std::thread::spawn(move || {
+        let mut s = BackupSink::open(config(&root)).unwrap();
+        let started = std::time::Instant::now();
+        let resume = s.open_partitions(&[TopicPartition::new("t", 0)]).unwrap();
+        (started.elapsed(), resume, s)
+    });
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    first
+        .close_partitions(&[TopicPartition::new("t", 0)])
+        .unwrap();
+    let (waited, resume, mut s) = second.join().unwrap();
+    assert!(
+        waited >= std::time::Duration::from_millis(300),
+        "second writer did not wait: {waited:?}"
+    );
+    // ... and then resumes exactly after what the first one wrote.
+    assert_eq!(resume, vec![TopicPartitionOffset::new("t", 0, 3)]);
+    s.put(&batch("t", 0, 3..5)).unwrap();
+    s.close().unwrap();
+    first.close().unwrap();
+    let offsets: Vec<i64> = read_all(dir.path(), "t", 0)
+        .iter()
+        .map(|r| r.offset)
+        .collect();
+    assert_eq!(offsets, vec![0, 1, 2, 3, 4]);
+    let report = Backup::open(dir.path()).unwrap().verify().unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+}
