@@ -376,7 +376,9 @@ class Broker:
         self.die_with_parent = die_with_parent
         self.process: Optional[JavaProcess] = None
         self.started_once = False
-        self.cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        # Kafka's own form (base64url of a UUID), but never starting with "-": the storage
+        # tool's argument parser would take such an id for an option (1 run in 64 failed).
+        self.cluster_id = "k" + base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")[1:]
 
     @property
     def bootstrap(self) -> str:
