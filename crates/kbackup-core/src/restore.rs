@@ -598,7 +598,8 @@ pub struct StateDirStatus {
     pub topics: Vec<TopicState>,
     /// Per partition: progress and group commits.
     pub partitions: Vec<PartitionState>,
-    /// Every partition with a state file is restored and its groups settled.
+    /// Every partition with a state file is restored and its groups settled, and every topic
+    /// the restore created has its final configs.
     pub finished: bool,
 }
 
@@ -632,7 +633,13 @@ pub fn read_status(state_dir: &Path) -> Result<StateDirStatus> {
         }
     }
     partitions.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
-    let finished = !partitions.is_empty() && partitions.iter().all(PartitionState::settled);
+    // Finished means nothing is left to do: records, group commits, AND the final configs of
+    // the topics the restore created (until then their retention is still held off).
+    let finished = !partitions.is_empty()
+        && partitions.iter().all(PartitionState::settled)
+        && topics
+            .iter()
+            .all(|t| !t.created_by_restore || t.configs_restored);
     Ok(StateDirStatus {
         connector_name,
         topics,
