@@ -89,3 +89,12 @@ def test_demo_backup_connector_json_passes_validation_on_a_real_worker(cluster, 
                 "cluster.bootstrap.servers": cluster.bootstrap})
     resp = cluster.connect.validate("BackupSinkConnector", cfg)
     assert validation_errors(resp) == {}, validation_errors(resp)
+
+
+def test_connect_image_is_glibc_based_so_the_native_library_loads():
+    """The jar's native library links glibc; the official apache/kafka image is Alpine (musl),
+    so the Connect image must not run on it, only borrow Kafka's distribution from it."""
+    text = (DOCKER / "Dockerfile").read_text()
+    final_base = re.findall(r"^FROM (\S+)", text, re.M)[-1]
+    assert "alpine" not in final_base and not final_base.startswith("apache/kafka"), final_base
+    assert "COPY --from=kafka /opt/kafka /opt/kafka" in text
