@@ -1,0 +1,74 @@
+"""Faults a backup must survive without losing or duplicating a record: a full disk.
+
+The sink writes into a small tmpfs (mounted by the test; needs root, as CI runs). When the
+disk fills, the task fails with a message that names the problem and the fix; once space is
+freed and the task restarted, the backup holds every record exactly once and verifies clean.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import time
+
+import pytest
+
+from conftest import sink_config, unique, wait_backup_complete
+from testbed.kafka import ConnectError
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+
+
+@pytest.fixture
+def small_disk(workdir):
+    mnt = workdir / "small-disk"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], check=True)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def failed_trace(connect, name: str, timeout: float = 90) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            tasks = connect.status(name).get("tasks", [])
+        except ConnectError:  # 404 until the herder has written the first status
+            tasks = []
+        for t in tasks:
+            if t.get("state") == "FAILED":
+                return t.get("trace", "")
+        time.sleep(0.5)
+    raise AssertionError(f"task of {name} never failed on a full disk: {connect.status(name)}")
+
+
+def test_full_disk_fails_clearly_and_loses_nothing_after_space_is_freed(
+        cluster, kbackup, small_disk):
+    topic = unique("full-disk")
+    cluster.kafka.create_topic(topic, 1)
+    values = [os.urandom(20_000) for _ in range(200)]  # ~4 MB: twice the disk
+    cluster.kafka.produce(topic, [{"partition": 0, "key": b"%d" % i, "value": v}
+                                  for i, v in enumerate(values)])
+    name = unique("sink-full-disk")
+    target = small_disk / "backup"
+    cluster.connect.create_connector(name, sink_config(
+        topic, target, cluster.bootstrap, **{"max.segment.size.bytes": 512 * 1024}))
+    try:
+        trace = failed_trace(cluster.connect, name)
+        print(trace.splitlines()[0])
+        assert "disk is full" in trace and str(target) in trace, trace[:2000]
+
+        # The operator frees space (here: grows the volume) and restarts the task.
+        subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
+        cluster.connect.restart(name, include_tasks=True)
+        got = wait_backup_complete(kbackup, target, topic, {0: len(values)}, timeout=120)
+        assert [r["offset"] for r in got[0]] == list(range(len(values)))
+        assert [base64.b64decode(r["value"]) for r in got[0]] == values
+        verify = kbackup.run("verify", str(target), check=False)
+        assert verify.returncode == 0, verify.stdout + verify.stderr
+    finally:
+        cluster.connect.delete_connector(name)
+        cluster.connect.wait_deleted(name)
