@@ -284,16 +284,20 @@ def _bad_configs(base: dict[str, Any], tmp: Path) -> dict[str, tuple[dict[str, A
         "isolation read_uncommitted": (
             with_(consumer__override__isolation__level="read_uncommitted"),
             "consumer.override.isolation.level", "read_committed"),
+        "topic unknown": (with_(), "topics", base["topics"]),
+        "cluster unreachable": (with_(cluster__bootstrap__servers="127.0.0.1:1"),
+                                "cluster.bootstrap.servers", "127.0.0.1:1"),
     }
 
 
 CASES = ["value.converter JSON", "key.converter String", "header.converter Simple",
          "header.converter unset", "target.dir missing", "target.dir unwritable",
-         "isolation unset", "isolation read_uncommitted"]
+         "isolation unset", "isolation read_uncommitted", "topic unknown", "cluster unreachable"]
 
 
 def test_valid_config_passes_validation(cluster, workdir, plugin_dir):
     topic = unique("valid")
+    cluster.kafka.create_topic(topic, 1)  # validate checks that listed topics exist
     resp = cluster.connect.validate(SINK, sink_config(topic, workdir / "b", cluster.bootstrap))
     assert resp["error_count"] == 0, validation_errors(resp)
 

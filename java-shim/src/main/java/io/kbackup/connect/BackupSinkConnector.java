@@ -9,6 +9,7 @@ import org.apache.kafka.connect.sink.SinkConnector;
 
 import java.util.ArrayList;
 import java.util.HashMap;
+import java.util.Arrays;
 import java.util.List;
 import java.util.Map;
 
@@ -63,6 +64,14 @@ public class BackupSinkConnector extends SinkConnector {
         return BackupSinkConfig.CONFIG_DEF;
     }
 
+    /** What validate() asks the backed-up cluster; unit tests without a broker replace it. */
+    interface ClusterCheck {
+        Map<String, String> problems(Map<String, String> cluster, List<String> topics, String bootstrapKey,
+                                     String topicsKey);
+    }
+
+    ClusterCheck clusterCheck = ConfigChecks::clusterProblems;
+
     @Override
     public Config validate(Map<String, String> props) {
         ConfigChecks.Errors errors = new ConfigChecks.Errors(super.validate(props));
@@ -78,6 +87,13 @@ public class BackupSinkConnector extends SinkConnector {
         errors.replace(BackupSinkConfig.CLUSTER_BOOTSTRAP_SERVERS_CONFIG, BackupSinkConfig.CLUSTER_BOOTSTRAP_SERVERS_CONFIG
                 + " is required: set it to the bootstrap servers of the cluster being backed up (kbackup reads "
                 + "topic configs and consumer-group offsets there)");
+        if (!errors.hasErrors(BackupSinkConfig.CLUSTER_BOOTSTRAP_SERVERS_CONFIG)) {
+            String topics = props.getOrDefault("topics", "").trim();
+            List<String> listed = topics.isEmpty() ? List.of()
+                    : Arrays.stream(topics.split(",")).map(String::trim).filter(t -> !t.isEmpty()).toList();
+            clusterCheck.problems(BackupSinkConfig.clusterConfig(props), listed,
+                    BackupSinkConfig.CLUSTER_BOOTSTRAP_SERVERS_CONFIG, "topics").forEach(errors::add);
+        }
         ConfigChecks.requireByteArrayConverters(props, errors, "so the backup stores every key, value and header "
                 + "byte for byte");
         String isolation = props.get(ISOLATION_KEY);

@@ -15,13 +15,13 @@ import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 import java.util.ArrayList;
-import java.util.HashMap;
-import java.util.LinkedHashMap;
 import java.util.Collections;
+import java.util.IdentityHashMap;
+import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.TreeMap;
-import java.util.concurrent.ConcurrentLinkedQueue;
+import java.util.concurrent.ConcurrentHashMap;
 
 /**
  * Forwards Connect's source calls to the core: one native call per {@link #poll}, which also
@@ -40,15 +40,58 @@ public class BackupSourceTask extends SourceTask {
     static final long FINISHED_SLEEP_MS = 1000;
     /** At most one "restore finished" line per this interval. */
     static final long FINISHED_LOG_INTERVAL_MS = 60_000;
+    /**
+     * Records handed to Connect and not yet acknowledged before poll waits for acknowledgements
+     * (at least, and at least 4 batches). Without a bound the task reads far ahead of the
+     * producer: its buffer.memory holds some 200,000 small records per task, and keeping their
+     * objects alive made young collections copy them again and again (a third of the CPU).
+     */
+    static final long MAX_UNACKED = 20_000;
+    /** Waiting for acknowledgements stops when none came for this long (exactly-once transactions hold them back). */
+    static final long ACK_STALL_MS = 20;
 
     private volatile long handle;
     private volatile boolean stopping;
-    private final ConcurrentLinkedQueue<BatchCodec.Ack> acks = new ConcurrentLinkedQueue<>();
-    private final Map<TopicPartition, Map<String, Object>> sourcePartitions = new HashMap<>();
+    /** Every partition seen; created by {@link #slot}, looked up from any thread. */
+    private final Map<TopicPartition, Slot> slots = new ConcurrentHashMap<>();
+    /** Copy-on-write views of {@link #slots} for the per-record paths: never modified once published. */
+    private volatile List<BatchCodec.AckBuffer> ackBuffers = List.of();
+    private volatile Map<Map<String, Object>, Slot> slotsByKey = new IdentityHashMap<>();
+    /** The slot of the previous polled record (task thread only): batches come partition by partition. */
+    private Slot lastSlot;
     Map<String, String> renames = Map.of(); // package-private for tests
     private int batchSize;
     private String taskId;
     private long lastFinishedLog;
+    /** Records returned by poll (task thread only). */
+    private long handedOut;
+    /** Acknowledgements counted when poll last stopped waiting because none came. */
+    private long stalledAt = -1;
+
+    /**
+     * What every record of one partition shares: its source-partition key (one map for all its
+     * records, which also finds the slot again in {@link #commitRecord}), its target topic and
+     * the acknowledgements waiting for the next poll.
+     */
+    private record Slot(TopicPartition tp, Map<String, Object> key, String target, BatchCodec.AckBuffer acks) {
+    }
+
+    /** The slot of {@code tp}, created on first use. */
+    private synchronized Slot slot(TopicPartition tp) {
+        Slot s = slots.get(tp);
+        if (s == null) {
+            s = new Slot(tp, sourcePartitionKey(tp), BackupSourceConfig.target(renames, tp.topic()),
+                    new BatchCodec.AckBuffer(tp.topic(), tp.partition()));
+            List<BatchCodec.AckBuffer> buffers = new ArrayList<>(ackBuffers);
+            buffers.add(s.acks());
+            Map<Map<String, Object>, Slot> byKey = new IdentityHashMap<>(slotsByKey);
+            byKey.put(s.key(), s);
+            slots.put(tp, s);
+            ackBuffers = List.copyOf(buffers);
+            slotsByKey = byKey;
+        }
+        return s;
+    }
 
     @Override
     public String version() {
@@ -66,15 +109,13 @@ public class BackupSourceTask extends SourceTask {
         List<TopicPartition> assigned = parseAssignment(props.get(BackupSourceConfig.TASK_PARTITIONS_CONFIG));
         List<Map<String, Object>> keys = new ArrayList<>(assigned.size());
         for (TopicPartition tp : assigned) {
-            Map<String, Object> key = sourcePartitionKey(tp);
-            sourcePartitions.put(tp, key);
-            keys.add(key);
+            keys.add(slot(tp).key());
         }
         Map<Map<String, Object>, Map<String, Object>> committed =
                 keys.isEmpty() ? Map.of() : context.offsetStorageReader().offsets(keys);
         Map<TopicPartition, Long> assignment = new LinkedHashMap<>();
         for (TopicPartition tp : assigned) {
-            Map<String, Object> off = committed == null ? null : committed.get(sourcePartitions.get(tp));
+            Map<String, Object> off = committed == null ? null : committed.get(slots.get(tp).key());
             Object o = off == null ? null : off.get(OFFSET_KEY);
             assignment.put(tp, o instanceof Number n ? n.longValue() : -1L);
         }
@@ -112,13 +153,10 @@ public class BackupSourceTask extends SourceTask {
         if (stopping || h == 0) {
             return null;
         }
-        List<BatchCodec.Ack> pending = new ArrayList<>();
-        for (BatchCodec.Ack a; (a = acks.poll()) != null; ) {
-            pending.add(a);
-        }
+        awaitAcks();
         BatchCodec.PollBatch batch;
         try {
-            batch = BatchCodec.decodeBatch(Native.sourcePoll(h, BatchCodec.encodeAcks(pending), batchSize));
+            batch = BatchCodec.decodeBatch(Native.sourcePoll(h, BatchCodec.drainAcks(ackBuffers), batchSize));
         } catch (KbackupException e) {
             if (stopping) {
                 return null; // stop() closed the handle under us: not a failure
@@ -143,7 +181,40 @@ public class BackupSourceTask extends SourceTask {
         for (PolledRecord r : batch.records()) {
             out.add(toSourceRecord(r));
         }
+        handedOut += out.size();
         return out;
+    }
+
+    private long acked() {
+        long n = 0;
+        for (BatchCodec.AckBuffer b : ackBuffers) {
+            n += b.added();
+        }
+        return n;
+    }
+
+    /**
+     * Waits (1 ms steps) while more than {@link #MAX_UNACKED} records are unacknowledged and
+     * acknowledgements keep coming; never waits while they have stopped coming.
+     */
+    private void awaitAcks() throws InterruptedException {
+        long limit = Math.max(MAX_UNACKED, 4L * batchSize);
+        long acked = acked();
+        if (acked == stalledAt) {
+            return; // none came since the last wait gave up: do not wait on every poll
+        }
+        stalledAt = -1;
+        long quietMs = 0;
+        while (!stopping && handedOut - acked > limit) {
+            if (quietMs >= ACK_STALL_MS) {
+                stalledAt = acked;
+                return;
+            }
+            Thread.sleep(1);
+            long now = acked();
+            quietMs = now == acked ? quietMs + 1 : 0;
+            acked = now;
+        }
     }
 
     /**
@@ -159,9 +230,11 @@ public class BackupSourceTask extends SourceTask {
     }
 
     SourceRecord toSourceRecord(PolledRecord r) {
-        TopicPartition original = new TopicPartition(r.topic(), r.partition());
-        Map<String, Object> partitionKey = sourcePartitions.computeIfAbsent(original,
-                BackupSourceTask::sourcePartitionKey);
+        Slot slot = lastSlot;
+        if (slot == null || slot.tp().partition() != r.partition() || !slot.tp().topic().equals(r.topic())) {
+            slot = slot(new TopicPartition(r.topic(), r.partition()));
+            lastSlot = slot;
+        }
         ConnectHeaders headers = new ConnectHeaders();
         for (PolledHeader h : r.headers()) {
             headers.add(h.key(), new SchemaAndValue(Schema.OPTIONAL_BYTES_SCHEMA, h.value()));
@@ -170,22 +243,28 @@ public class BackupSourceTask extends SourceTask {
         // and the topic is held at CreateTime during the restore, so the broker keeps it; the
         // backed-up message.timestamp.type is applied when the restore finishes (docs/restore.md).
         Long timestamp = r.timestampType() == 0 || r.timestamp() < 0 ? null : r.timestamp();
-        return new SourceRecord(partitionKey, Map.of(OFFSET_KEY, r.offset()),
-                BackupSourceConfig.target(renames, r.topic()), r.partition(),
+        return new SourceRecord(slot.key(), Map.of(OFFSET_KEY, r.offset()), slot.target(), r.partition(),
                 Schema.OPTIONAL_BYTES_SCHEMA, r.key(), Schema.OPTIONAL_BYTES_SCHEMA, r.value(), timestamp, headers);
     }
 
     @Override
     public void commitRecord(SourceRecord record, RecordMetadata metadata) {
-        Object topic = record.sourcePartition().get(PARTITION_TOPIC_KEY);
-        Object partition = record.sourcePartition().get(PARTITION_KEY);
-        Object offset = record.sourceOffset().get(OFFSET_KEY);
-        if (topic instanceof String t && partition instanceof Number p && offset instanceof Number o) {
+        // Usually the very map toSourceRecord set; a transform may have replaced it with an equal one.
+        Slot slot = slotsByKey.get(record.sourcePartition());
+        if (slot == null) {
+            Object topic = record.sourcePartition().get(PARTITION_TOPIC_KEY);
+            Object partition = record.sourcePartition().get(PARTITION_KEY);
+            if (!(topic instanceof String t && partition instanceof Number p)) {
+                return;
+            }
+            slot = slot(new TopicPartition(t, p.intValue()));
+        }
+        if (record.sourceOffset().get(OFFSET_KEY) instanceof Number o) {
             // metadata is null when a transform filtered the record or errors.tolerance dropped
             // it: nothing was written, but the record is done (-1 = no new offset), so the
             // partition can still finish.
             long newOffset = metadata == null ? -1L : metadata.offset();
-            acks.add(new BatchCodec.Ack(t, p.intValue(), o.longValue(), newOffset));
+            slot.acks().add(o.longValue(), newOffset);
         }
     }
 

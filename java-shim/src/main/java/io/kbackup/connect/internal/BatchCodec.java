@@ -57,11 +57,70 @@ public final class BatchCodec {
     public record Ack(String topic, int partition, long originalOffset, long newOffset) {
     }
 
+    /**
+     * The acknowledgements of one partition, gathered on the producer's thread ({@link #add})
+     * and handed over by {@link #drainAcks} on the task's thread. Pairs of longs in a reused
+     * array: no object per acknowledged record, and the topic is encoded to UTF-8 once.
+     */
+    public static final class AckBuffer {
+        private final String topic;
+        private final byte[] topicUtf8;
+        private final int partition;
+        private long[] pairs = new long[256]; // guarded by this
+        private int size; // longs used in pairs; guarded by this
+        private long[] spare = new long[256]; // drainAcks's thread only
+        private long added; // acknowledgements ever added; guarded by this
+
+        public AckBuffer(String topic, int partition) {
+            this.topic = topic;
+            this.topicUtf8 = utf8(topic, "topic");
+            this.partition = partition;
+        }
+
+        public String topic() {
+            return topic;
+        }
+
+        public int partition() {
+            return partition;
+        }
+
+        /** Any thread: original offset {@code originalOffset} was written at {@code newOffset} (-1: not written). */
+        public synchronized void add(long originalOffset, long newOffset) {
+            if (size + 2 > pairs.length) {
+                pairs = Arrays.copyOf(pairs, pairs.length * 2);
+            }
+            pairs[size] = originalOffset;
+            pairs[size + 1] = newOffset;
+            size += 2;
+            added++;
+        }
+
+        /** Acknowledgements ever added, drained or not. */
+        public synchronized long added() {
+            return added;
+        }
+
+        /** Swaps in the spare array; answers the filled one, whose used length is {@link #takenSize}. */
+        private synchronized long[] take() {
+            long[] full = pairs;
+            takenSize = size;
+            pairs = spare;
+            size = 0;
+            return full;
+        }
+
+        private int takenSize; // set by take(), read by drainAcks on the same thread
+    }
+
     // ---- encoding -------------------------------------------------------------------------
 
     /** Encodes every record of one {@code put()} into one batch. */
     public static byte[] encodeSinkBatch(Collection<SinkRecord> records) {
-        Writer w = new Writer(64 + records.size() * 128);
+        // Sized exactly in a first pass, so the buffer never grows and is handed over as is.
+        Writer w = new Writer(sinkBatchSize(records));
+        String lastTopic = null;
+        byte[] lastTopicUtf8 = null;
         w.u8(MAGIC);
         w.u8(VERSION);
         w.u8(0);
@@ -76,7 +135,11 @@ public final class BatchCodec {
                         + " has no partition: kbackup backs up records exactly as Kafka delivers them; "
                         + "remove transforms that clear the partition");
             }
-            w.str16(topic, "topic");
+            if (topic != lastTopic) { // same String instance for a whole batch of a partition
+                lastTopic = topic;
+                lastTopicUtf8 = utf8(topic, "topic");
+            }
+            w.utf8(lastTopicUtf8);
             w.i32(partition);
             w.i64(offset);
             Long ts = r.timestamp();
@@ -94,6 +157,50 @@ public final class BatchCodec {
             w.putI32At(countPos, headers);
         }
         return w.toBytes();
+    }
+
+    /** Exact size of {@link #encodeSinkBatch}'s buffer (a lower bound if a record will be refused). */
+    private static int sinkBatchSize(Collection<SinkRecord> records) {
+        long size = 7;
+        String lastTopic = null;
+        int lastTopicLen = 0;
+        for (SinkRecord r : records) {
+            String topic = r.originalTopic();
+            if (topic != lastTopic) {
+                lastTopic = topic;
+                lastTopicLen = topic == null ? 0 : utf8Length(topic);
+            }
+            size += 2 + lastTopicLen + 4 + 8 + 8 + 1 + 4 + 4 + 4 + byteLength(r.key()) + byteLength(r.value());
+            for (Header h : r.headers()) {
+                size += 2 + (h.key() == null ? 0 : utf8Length(h.key())) + 4 + byteLength(h.value());
+            }
+        }
+        return (int) Math.min(size, Integer.MAX_VALUE - 16);
+    }
+
+    private static int byteLength(Object o) {
+        return o instanceof byte[] a ? a.length : 0;
+    }
+
+    /** UTF-8 length of {@code s} without encoding it (unpaired surrogates count as '?', as getBytes does). */
+    static int utf8Length(String s) {
+        int n = 0;
+        for (int i = 0, len = s.length(); i < len; i++) {
+            char c = s.charAt(i);
+            if (c < 0x80) {
+                n += 1;
+            } else if (c < 0x800) {
+                n += 2;
+            } else if (Character.isHighSurrogate(c) && i + 1 < len && Character.isLowSurrogate(s.charAt(i + 1))) {
+                n += 4;
+                i++;
+            } else if (Character.isSurrogate(c)) {
+                n += 1;
+            } else {
+                n += 3;
+            }
+        }
+        return n;
     }
 
     /** Encodes a partitions buffer. */
@@ -115,6 +222,38 @@ public final class BatchCodec {
             w.str16(e.getKey().topic(), "topic");
             w.i32(e.getKey().partition());
             w.i64(e.getValue());
+        }
+        return w.toBytes();
+    }
+
+    /**
+     * Takes every acknowledgement gathered in {@code buffers} (leaving them empty) and encodes
+     * them as one acks buffer, partition by partition, each partition's in the order added.
+     */
+    public static byte[] drainAcks(List<AckBuffer> buffers) {
+        int n = buffers.size();
+        long[][] taken = new long[n][];
+        int count = 0;
+        int bytes = 4;
+        for (int i = 0; i < n; i++) {
+            AckBuffer a = buffers.get(i);
+            taken[i] = a.take();
+            int acks = a.takenSize / 2;
+            count += acks;
+            bytes += acks * (2 + a.topicUtf8.length + 4 + 8 + 8);
+        }
+        Writer w = new Writer(bytes);
+        w.i32(count);
+        for (int i = 0; i < n; i++) {
+            AckBuffer a = buffers.get(i);
+            long[] pairs = taken[i];
+            for (int j = 0; j < a.takenSize; j += 2) {
+                w.utf8(a.topicUtf8);
+                w.i32(a.partition);
+                w.i64(pairs[j]);
+                w.i64(pairs[j + 1]);
+            }
+            a.spare = pairs; // only this thread touches spare; take() hands it back under the lock
         }
         return w.toBytes();
     }
@@ -185,8 +324,24 @@ public final class BatchCodec {
             int flags = b.get() & 0xFF;
             int n = count(b, "batch");
             List<PolledRecord> records = new ArrayList<>(n);
+            // Records come partition by partition: reuse the previous topic's String (and its
+            // cached hash) instead of decoding the same bytes for every record.
+            String topic = null;
+            int topicAt = -1;
+            int topicLen = -1;
             for (int i = 0; i < n; i++) {
-                String topic = str16(b);
+                int len = b.getShort();
+                if (len < 0 || len > b.remaining()) {
+                    throw malformed("string", b, "length " + len);
+                }
+                int at = b.position();
+                if (topic == null || len != topicLen
+                        || !Arrays.equals(buf, at, at + len, buf, topicAt, topicAt + len)) {
+                    topic = new String(buf, at, len, StandardCharsets.UTF_8);
+                    topicAt = at;
+                    topicLen = len;
+                }
+                b.position(at + len);
                 int partition = b.getInt();
                 long offset = b.getLong();
                 long timestamp = b.getLong();
@@ -231,6 +386,16 @@ public final class BatchCodec {
                 + " instead of byte[]: set \"" + converterKey + "\": \"" + BYTE_ARRAY_CONVERTER
                 + "\" in the connector config (and remove transforms that change it) so the backup keeps the "
                 + "original bytes");
+    }
+
+    /** UTF-8 of a string the contract stores with a 16-bit length. */
+    private static byte[] utf8(String s, String what) {
+        byte[] u = s.getBytes(StandardCharsets.UTF_8);
+        if (u.length > Short.MAX_VALUE) {
+            throw new KbackupException("a " + what + " is " + u.length + " bytes of UTF-8, more than the 32767 "
+                    + "kbackup can store: shorten it");
+        }
+        return u;
     }
 
     private static int count(ByteBuffer b, String what) {
@@ -327,11 +492,11 @@ public final class BatchCodec {
         }
 
         void str16(String s, String what) {
-            byte[] u = s.getBytes(StandardCharsets.UTF_8);
-            if (u.length > Short.MAX_VALUE) {
-                throw new KbackupException("a " + what + " is " + u.length + " bytes of UTF-8, more than the 32767 "
-                        + "kbackup can store: shorten it");
-            }
+            utf8(BatchCodec.utf8(s, what));
+        }
+
+        /** A string already encoded (and checked) by {@link BatchCodec#utf8}. */
+        void utf8(byte[] u) {
             ensure(2 + u.length);
             buf[pos++] = (byte) (u.length >>> 8);
             buf[pos++] = (byte) u.length;
@@ -351,7 +516,7 @@ public final class BatchCodec {
         }
 
         byte[] toBytes() {
-            return Arrays.copyOf(buf, pos);
+            return pos == buf.length ? buf : Arrays.copyOf(buf, pos);
         }
     }
 }

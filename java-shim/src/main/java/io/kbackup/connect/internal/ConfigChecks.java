@@ -8,7 +8,17 @@ import java.nio.file.Files;
 import java.nio.file.InvalidPathException;
 import java.nio.file.Path;
 import java.nio.file.Paths;
+import org.apache.kafka.clients.admin.Admin;
+import org.apache.kafka.clients.admin.AdminClientConfig;
+import org.apache.kafka.clients.admin.ListTopicsOptions;
+
 import java.util.ArrayList;
+import java.util.Properties;
+import java.util.Set;
+import java.util.TreeSet;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.TimeoutException;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
@@ -140,5 +150,43 @@ public final class ConfigChecks {
             }
         }
         return null;
+    }
+
+    /** How long validate() waits for the backed-up cluster to answer. */
+    private static final int CLUSTER_TIMEOUT_MS = 10_000;
+
+    /**
+     * Connects to the cluster being backed up ({@code cluster.*} settings, prefix removed) and
+     * reports, per config key, what is wrong: the cluster does not answer
+     * ({@code bootstrapKey}), or topics listed in {@code topicsKey} do not exist there.
+     */
+    public static Map<String, String> clusterProblems(Map<String, String> cluster, List<String> topics,
+                                                      String bootstrapKey, String topicsKey) {
+        Properties props = new Properties();
+        props.putAll(cluster);
+        props.put(AdminClientConfig.REQUEST_TIMEOUT_MS_CONFIG, CLUSTER_TIMEOUT_MS);
+        props.put(AdminClientConfig.DEFAULT_API_TIMEOUT_MS_CONFIG, CLUSTER_TIMEOUT_MS);
+        Map<String, String> problems = new LinkedHashMap<>();
+        String bootstrap = cluster.get(AdminClientConfig.BOOTSTRAP_SERVERS_CONFIG);
+        try (Admin admin = Admin.create(props)) {
+            Set<String> existing = admin.listTopics(new ListTopicsOptions().timeoutMs(CLUSTER_TIMEOUT_MS))
+                    .names().get(CLUSTER_TIMEOUT_MS + 1000L, TimeUnit.MILLISECONDS);
+            Set<String> missing = new TreeSet<>(topics);
+            missing.removeAll(existing);
+            if (!missing.isEmpty()) {
+                problems.put(topicsKey, "topic(s) " + String.join(", ", missing) + " do not exist on the cluster at "
+                        + bootstrap + ": create them first or fix " + topicsKey + " (topics.regex also picks up "
+                        + "topics created later)");
+            }
+        } catch (TimeoutException | ExecutionException | RuntimeException e) {
+            Throwable cause = e instanceof ExecutionException && e.getCause() != null ? e.getCause() : e;
+            problems.put(bootstrapKey, "the cluster at " + bootstrap + " did not answer within "
+                    + CLUSTER_TIMEOUT_MS / 1000 + " s (" + cause.getClass().getSimpleName() + ": " + cause.getMessage()
+                    + "): check " + bootstrapKey + " and the cluster.* security settings");
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            problems.put(bootstrapKey, "interrupted while checking the cluster at " + bootstrap);
+        }
+        return problems;
     }
 }
