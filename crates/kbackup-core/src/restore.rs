@@ -1147,14 +1147,17 @@ impl RestoreSource {
 
     fn apply_acks(&mut self, acks: &[Ack]) -> Result<()> {
         let mut urgent = false;
-        for a in acks {
-            let tp = TopicPartition::new(a.topic.clone(), a.partition);
+        // Acks come partition by partition: look each partition up once per run, not per ack.
+        for same in acks.chunk_by(|x, y| x.partition == y.partition && x.topic == y.topic) {
+            let tp = TopicPartition::new(same[0].topic.clone(), same[0].partition);
             let Some(run) = self.runs.get_mut(&tp) else {
                 log::debug!("ignoring acknowledgement for {tp}, not assigned to this task");
                 continue;
             };
-            if run.state.apply_ack(a.original_offset, a.new_offset) {
-                urgent = true;
+            for a in same {
+                if run.state.apply_ack(a.original_offset, a.new_offset) {
+                    urgent = true;
+                }
             }
             run.dirty = true;
         }

@@ -41,13 +41,13 @@ public class BackupSourceTask extends SourceTask {
     /** At most one "restore finished" line per this interval. */
     static final long FINISHED_LOG_INTERVAL_MS = 60_000;
     /**
-     * Records handed to Connect and not yet acknowledged before poll waits for acknowledgements
-     * (at least, and at least 4 batches). Without a bound the task reads far ahead of the
-     * producer: its buffer.memory holds some 200,000 small records per task, and keeping their
-     * objects alive made young collections copy them again and again (a third of the CPU).
+     * Unacknowledged records (or 4 batches, if more) above which poll waits for
+     * acknowledgements. Unbounded, the task read as far ahead as the producer's buffer.memory
+     * allows (some 200,000 small records per task), and young collections copied and promoted
+     * their objects again and again: a fifth to a quarter of the worker's CPU in a restore.
      */
-    static final long MAX_UNACKED = 20_000;
-    /** Waiting for acknowledgements stops when none came for this long (exactly-once transactions hold them back). */
+    static final long MAX_UNACKED = 5_000;
+    /** Poll stops waiting when no acknowledgement came for this long (exactly-once transactions hold them back). */
     static final long ACK_STALL_MS = 20;
 
     private volatile long handle;

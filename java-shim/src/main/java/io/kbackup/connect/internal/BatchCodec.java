@@ -6,8 +6,11 @@ import org.apache.kafka.common.record.TimestampType;
 import org.apache.kafka.connect.header.Header;
 import org.apache.kafka.connect.sink.SinkRecord;
 
+import java.lang.invoke.MethodHandles;
+import java.lang.invoke.VarHandle;
 import java.nio.BufferUnderflowException;
 import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
 import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
 import java.util.Arrays;
@@ -443,6 +446,10 @@ public final class BatchCodec {
 
     /** A growable big-endian writer; cheaper than a stream per record. */
     private static final class Writer {
+        /** One big-endian store per field instead of one per byte. */
+        private static final VarHandle I32 = MethodHandles.byteArrayViewVarHandle(int[].class, ByteOrder.BIG_ENDIAN);
+        private static final VarHandle I64 = MethodHandles.byteArrayViewVarHandle(long[].class, ByteOrder.BIG_ENDIAN);
+
         private byte[] buf;
         private int pos;
 
@@ -480,15 +487,13 @@ public final class BatchCodec {
         }
 
         void putI32At(int at, int v) {
-            buf[at] = (byte) (v >>> 24);
-            buf[at + 1] = (byte) (v >>> 16);
-            buf[at + 2] = (byte) (v >>> 8);
-            buf[at + 3] = (byte) v;
+            I32.set(buf, at, v);
         }
 
         void i64(long v) {
-            i32((int) (v >>> 32));
-            i32((int) v);
+            ensure(8);
+            I64.set(buf, pos, v);
+            pos += 8;
         }
 
         void str16(String s, String what) {

@@ -162,4 +162,27 @@ public class BatchCodecTest {
         assertEquals(3, b.flags());
         assertTrue(b.records().isEmpty());
     }
+
+    @Test
+    void drainedAckBuffersEncodeExactlyLikeEncodeAcksAndAreReusable() {
+        var a = new BatchCodec.AckBuffer("orders", 0);
+        var b = new BatchCodec.AckBuffer("pay\u00e9", 7);
+        List<BatchCodec.Ack> expected = new java.util.ArrayList<>();
+        for (int i = 0; i < 300; i++) { // past the initial capacity: the array must grow
+            a.add(i, 1000 + i);
+            expected.add(new BatchCodec.Ack("orders", 0, i, 1000 + i));
+        }
+        b.add(5, -1); // handled, not written (filtered by a transform)
+        b.add(6, 42);
+        expected.add(new BatchCodec.Ack("pay\u00e9", 7, 5, -1));
+        expected.add(new BatchCodec.Ack("pay\u00e9", 7, 6, 42));
+
+        assertArrayEquals(BatchCodec.encodeAcks(expected), BatchCodec.drainAcks(List.of(a, b)));
+        assertArrayEquals(BatchCodec.encodeAcks(List.of()), BatchCodec.drainAcks(List.of(a, b)),
+                "a drain leaves the buffers empty");
+        a.add(300, 1300);
+        assertArrayEquals(BatchCodec.encodeAcks(List.of(new BatchCodec.Ack("orders", 0, 300, 1300))),
+                BatchCodec.drainAcks(List.of(a, b)), "buffers are reused after a drain");
+        assertEquals(301, a.added());
+    }
 }
