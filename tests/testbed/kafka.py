@@ -305,6 +305,24 @@ class JavaProcess:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def start_and_wait(self, ready: Callable[[], Any], timeout: float, what: str) -> None:
+        """Starts the JVM and waits until `ready()` is true; a timeout names `what` and shows
+        the tails of the log and of stdout."""
+        self.start()
+        try:
+            wait_until(ready, timeout, what, interval=0.5)
+        except TestbedError as e:
+            raise TestbedError(f"{e}\n--- {self.log_file} ---\n{tail(self.log_file)}\n"
+                               f"--- stdout ---\n{tail(self.stdout_file)}") from None
+
+    def check_alive(self) -> None:
+        """Raises at once, with the errors it logged, if the JVM has exited (for `ready()`)."""
+        if not self.running():
+            code = self.proc.returncode if self.proc else None
+            raise TestbedError(
+                f"{self.name} exited with {code}; errors logged:\n{log_errors(self.log_file)}\n"
+                f"log tail:\n{tail(self.log_file)}\nstdout:\n{tail(self.stdout_file)}")
+
     def _signal_group(self, sig: int) -> None:
         if self.proc is None:
             return
@@ -456,19 +474,10 @@ class Broker:
                          log4j=self.log4j, extra_jvm=[f"-Dkafka.logs.dir={self.dir}"])
         self.process = JavaProcess("broker", argv, self.log_file, self.dir / "broker.stdout",
                                    die_with_parent=self.die_with_parent)
-        self.process.start()
-        try:
-            wait_until(self._ready, timeout, f"broker at {self.bootstrap}", interval=0.5)
-        except TestbedError as e:
-            raise TestbedError(f"{e}\n--- {self.log_file} ---\n{tail(self.log_file)}\n"
-                               f"--- stdout ---\n{tail(self.dir / 'broker.stdout')}") from None
+        self.process.start_and_wait(self._ready, timeout, f"broker at {self.bootstrap}")
 
     def _ready(self) -> bool:
-        if not self.process.running():
-            raise TestbedError(
-                f"broker exited with {self.process.proc.returncode}; errors logged:\n"
-                f"{log_errors(self.log_file)}\nlog tail:\n{tail(self.log_file)}\n"
-                f"stdout:\n{tail(self.dir / 'broker.stdout')}")
+        self.process.check_alive()
         from confluent_kafka.admin import AdminClient
 
         # log_level 0: "connection refused" while the broker boots is expected, not news
@@ -577,19 +586,10 @@ class ConnectWorker:
                          log4j=self.log4j, extra_jvm=[f"-Dkafka.logs.dir={self.dir}"])
         self.process = JavaProcess(self.name, argv, self.log_file, self.dir / "connect.stdout",
                                    die_with_parent=self.die_with_parent)
-        self.process.start()
-        try:
-            wait_until(self._ready, timeout, f"Connect worker REST at {self.url}", interval=0.5)
-        except TestbedError as e:
-            raise TestbedError(f"{e}\n--- {self.log_file} ---\n{tail(self.log_file)}\n"
-                               f"--- stdout ---\n{tail(self.dir / 'connect.stdout')}") from None
+        self.process.start_and_wait(self._ready, timeout, f"Connect worker REST at {self.url}")
 
     def _ready(self) -> bool:
-        if not self.process.running():
-            raise TestbedError(
-                f"Connect worker exited with {self.process.proc.returncode}; errors logged:\n"
-                f"{log_errors(self.log_file)}\nlog tail:\n"
-                f"{tail(self.log_file)}\nstdout:\n{tail(self.dir / 'connect.stdout')}")
+        self.process.check_alive()
         import requests
 
         plugins = requests.get(f"{self.url}/connector-plugins", timeout=2)

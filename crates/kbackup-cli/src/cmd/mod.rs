@@ -35,3 +35,12 @@ pub fn print_json<T: serde::Serialize>(value: &T) -> kbackup_core::Result<()> {
     out.flush()
         .map_err(|e| Error::io(e, "write to standard output", "-"))
 }
+
+/// The entries of a comma-separated list option (`--topics a,b`), trimmed, empties dropped.
+pub fn list_items(items: &[String]) -> Vec<String> {
+    items
+        .iter()
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+        .collect()
+}

@@ -147,12 +147,7 @@ impl ProducerContext for AckContext {
 pub fn run(args: &RestoreArgs) -> Result<()> {
     let cluster = args.cluster.cluster()?;
     let renames = parse_renames(&args.rename)?;
-    let topics: Vec<String> = args
-        .topics
-        .iter()
-        .map(|t| t.trim().to_string())
-        .filter(|t| !t.is_empty())
-        .collect();
+    let topics = super::list_items(&args.topics);
     let cfg = SourceConfig {
         connector_name: restore_name(&args.cluster.bootstrap_server, &topics, &renames),
         task_id: "cli-restore-0".into(),

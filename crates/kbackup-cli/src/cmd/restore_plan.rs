@@ -77,12 +77,7 @@ struct TopicPlan {
 pub fn run(args: &RestorePlanArgs) -> Result<()> {
     let backup = Backup::open(&args.dir)?;
     let renames = parse_renames(&args.rename)?;
-    let topics: Vec<String> = args
-        .topics
-        .iter()
-        .map(|t| t.trim().to_string())
-        .filter(|t| !t.is_empty())
-        .collect();
+    let topics = super::list_items(&args.topics);
     let have = backup.topics()?;
     for t in &topics {
         if !have.contains(t) {
