@@ -57,7 +57,23 @@ pub struct TopicSummary {
     pub bytes: u64,
 }
 
-/// What `kbackup inspect` shows (and `Native.inspect` returns as JSON).
+/// The topics and partitions of a backup (`Native.listPartitions` returns it as JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BackupListing {
+    /// Topics in name order.
+    pub topics: Vec<TopicListing>,
+}
+
+/// One topic of a [`BackupListing`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TopicListing {
+    /// Topic name.
+    pub topic: String,
+    /// Partition numbers, ascending.
+    pub partitions: Vec<i32>,
+}
+
+/// What `kbackup inspect` shows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BackupSummary {
     /// Backup root directory.
@@ -230,6 +246,18 @@ impl Backup {
             seg: None,
             last_returned: None,
         })
+    }
+
+    /// Topics and their partitions, from the directory names alone (no record is read), so it
+    /// answers at once on a backup of any size: what the connector needs to validate a restore
+    /// and to spread partitions over tasks.
+    pub fn listing(&self) -> Result<BackupListing> {
+        let mut topics = Vec::new();
+        for topic in self.topics()? {
+            let partitions = self.partitions(&topic)?;
+            topics.push(TopicListing { topic, partitions });
+        }
+        Ok(BackupListing { topics })
     }
 
     /// Figures per topic and partition (reads every record once).

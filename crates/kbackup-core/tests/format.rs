@@ -565,3 +565,26 @@ fn a_partition_has_one_writer_at_a_time() {
     let report = Backup::open(dir.path()).unwrap().verify().unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
 }
+
+#[test]
+fn listing_names_topics_and_partitions_without_reading_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sink = BackupSink::open(config(dir.path())).unwrap();
+    sink.put(&batch("b", 2, 0..2)).unwrap();
+    sink.put(&batch("a", 0, 0..1)).unwrap();
+    sink.put(&batch("b", 0, 5..6)).unwrap();
+    sink.close().unwrap();
+    // Damage a record: the listing must not care (it reads directory names only).
+    let seg = segments(dir.path(), "b", 2).remove(0);
+    let mut data = std::fs::read(&seg).unwrap();
+    let last = data.len() - 1;
+    data[last] ^= 0xff;
+    std::fs::write(&seg, data).unwrap();
+    let listing = Backup::open(dir.path()).unwrap().listing().unwrap();
+    let got: Vec<(String, Vec<i32>)> = listing
+        .topics
+        .into_iter()
+        .map(|t| (t.topic, t.partitions))
+        .collect();
+    assert_eq!(got, vec![("a".into(), vec![0]), ("b".into(), vec![0, 2])]);
+}

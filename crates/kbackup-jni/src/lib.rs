@@ -141,16 +141,16 @@ pub extern "system" fn Java_io_kbackup_connect_internal_Native_sinkClose<'l>(
 
 /// `byte[] inspect(byte[] dirUtf8)` -> JSON summary of a backup.
 #[no_mangle]
-pub extern "system" fn Java_io_kbackup_connect_internal_Native_inspect<'l>(
+pub extern "system" fn Java_io_kbackup_connect_internal_Native_listPartitions<'l>(
     mut env: JNIEnv<'l>,
     class: JClass<'l>,
     dir: JByteArray<'l>,
 ) -> jbyteArray {
-    run(&mut env, &class, "inspect", NO_ARRAY, |env| {
+    run(&mut env, &class, "listPartitions", NO_ARRAY, |env| {
         let dir = String::from_utf8(bytes_arg(env, &dir, "backup directory")?)
             .map_err(|_| Error::Codec("backup directory is not UTF-8".into()))?;
-        let summary = kbackup_core::reader::Backup::open(&dir)?.summary()?;
-        bytes_result(env, &to_json("backup summary", &summary)?)
+        let listing = kbackup_core::reader::Backup::open(&dir)?.listing()?;
+        bytes_result(env, &to_json("backup listing", &listing)?)
     })
 }
 

@@ -9,8 +9,8 @@ import java.util.Map;
 import java.util.TreeMap;
 
 /**
- * The part of {@code Native.inspect} the shim needs: which topics and partitions a backup holds.
- * Everything else in that JSON (offset ranges, sizes) is for people and the CLI.
+ * Which topics and partitions a backup holds ({@code Native.listPartitions}, directory names
+ * only, so validate() and taskConfigs() answer at once on a backup of any size).
  */
 public final class BackupSummary {
     private BackupSummary() {
@@ -19,7 +19,7 @@ public final class BackupSummary {
     /** Topic -> sorted partition numbers, read from the backup in {@code dir}. */
     public static Map<String, List<Integer>> topicPartitions(String dir) {
         Native.ensureLoaded();
-        return topicPartitions(Json.parse(Native.inspect(dir.getBytes(StandardCharsets.UTF_8))));
+        return topicPartitions(Json.parse(Native.listPartitions(dir.getBytes(StandardCharsets.UTF_8))));
     }
 
     /**
@@ -27,9 +27,9 @@ public final class BackupSummary {
      * or {@code {"topics": {T: {"partitions": ...}}}}.
      */
     @SuppressWarnings("unchecked")
-    public static Map<String, List<Integer>> topicPartitions(Object inspectJson) {
+    public static Map<String, List<Integer>> topicPartitions(Object listingJson) {
         Map<String, List<Integer>> out = new TreeMap<>();
-        if (!(inspectJson instanceof Map<?, ?> root)) {
+        if (!(listingJson instanceof Map<?, ?> root)) {
             throw unexpected("not an object");
         }
         Object topics = root.get("topics");
@@ -82,7 +82,7 @@ public final class BackupSummary {
     }
 
     private static KbackupException unexpected(String what) {
-        return new KbackupException("unexpected inspect JSON from the kbackup native library (" + what
+        return new KbackupException("unexpected partition listing from the kbackup native library (" + what
                 + "); the jar and its native library do not match or this is a bug, please report it");
     }
 }

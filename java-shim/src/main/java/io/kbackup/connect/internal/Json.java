@@ -10,7 +10,7 @@ import java.util.List;
 import java.util.Map;
 
 /**
- * The little JSON the shim needs: config JSON to the core, and inspect/validate/status answers
+ * The little JSON the shim needs: config JSON to the core, and listing/validate/status answers
  * back. Hand-written because the plugin jar must work alone in {@code plugin.path}, and Connect
  * promises no JSON library to plugins.
  *

@@ -52,8 +52,11 @@ public final class Native {
     /** Closes the sink; safe twice. */
     public static native void sinkClose(long handle);
 
-    /** Summary of a backup directory, as JSON (same as {@code kbackup inspect --json}). */
-    public static native byte[] inspect(byte[] dirUtf8);
+    /**
+     * Topics and partitions of a backup directory, as JSON
+     * {@code {"topics":[{"topic":T,"partitions":[P,...]}]}}; reads directory names only.
+     */
+    public static native byte[] listPartitions(byte[] dirUtf8);
 
     /** Problems with a source config, as a JSON list of {@code {"key","message"}}. */
     public static native byte[] sourceValidate(byte[] sourceConfigJson);

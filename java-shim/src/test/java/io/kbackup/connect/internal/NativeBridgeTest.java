@@ -149,7 +149,7 @@ class NativeBridgeTest {
     void inspectOfAMissingDirectoryNamesIt() {
         Path missing = tmp.resolve("no-backup-here");
         KbackupException e = assertThrows(KbackupException.class,
-                () -> Native.inspect(missing.toString().getBytes(StandardCharsets.UTF_8)));
+                () -> Native.listPartitions(missing.toString().getBytes(StandardCharsets.UTF_8)));
         assertTrue(e.getMessage().contains("no-backup-here"), e.getMessage());
     }
 
