@@ -407,103 +407,95 @@ pub fn decode_batch_refs(buf: &[u8]) -> Result<(u8, Vec<BatchRecordRef<'_>>)> {
 // ---------------------------------------------------------------------------------------------
 // partitions / offsets / acks.
 
-/// Encodes a `partitions` buffer.
-pub fn encode_partitions(tps: &[TopicPartition]) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(4 + tps.len() * 32);
-    buf.extend_from_slice(&(tps.len() as i32).to_be_bytes());
-    for tp in tps {
-        put_str16(&mut buf, &tp.topic);
-        buf.extend_from_slice(&tp.partition.to_be_bytes());
+/// Encodes a list buffer: `i32 count` then each item (every item starts with `str16 topic`).
+fn encode_list<T>(items: &[T], item_len: usize, put: impl Fn(&mut Vec<u8>, &T)) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(4 + items.len() * item_len);
+    buf.extend_from_slice(&(items.len() as i32).to_be_bytes());
+    for item in items {
+        put(&mut buf, item);
     }
     buf
+}
+
+/// Decodes a list buffer written by [`encode_list`]: `min_item` is an item's smallest size
+/// (bounds the count against the buffer), `what` names the buffer in errors.
+fn decode_list<T>(
+    buf: &[u8],
+    what: &'static str,
+    min_item: usize,
+    item: impl Fn(&mut Cursor<'_>) -> DResult<T>,
+) -> Result<Vec<T>> {
+    let mut c = Cursor::new(buf);
+    let inner = |c: &mut Cursor<'_>| -> DResult<Vec<T>> {
+        let n = c.count("item count", min_item)?;
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            out.push(item(c)?);
+        }
+        c.finish(what)?;
+        Ok(out)
+    };
+    inner(&mut c).map_err(|e| e.into_codec(what))
+}
+
+/// Encodes a `partitions` buffer.
+pub fn encode_partitions(tps: &[TopicPartition]) -> Vec<u8> {
+    encode_list(tps, 32, |buf, tp| {
+        put_str16(buf, &tp.topic);
+        buf.extend_from_slice(&tp.partition.to_be_bytes());
+    })
 }
 
 /// Decodes a `partitions` buffer.
 pub fn decode_partitions(buf: &[u8]) -> Result<Vec<TopicPartition>> {
-    let mut c = Cursor::new(buf);
-    let inner = |c: &mut Cursor<'_>| -> DResult<Vec<TopicPartition>> {
-        let n = c.count("partition count", 2 + 4)?;
-        let mut out = Vec::with_capacity(n);
-        for _ in 0..n {
-            let topic = c.str16("topic")?.to_owned();
-            let partition = c.i32("partition")?;
-            out.push(TopicPartition { topic, partition });
-        }
-        c.finish("partition list")?;
-        Ok(out)
-    };
-    inner(&mut c).map_err(|e| e.into_codec("partitions"))
+    decode_list(buf, "partitions", 2 + 4, |c| {
+        Ok(TopicPartition {
+            topic: c.str16("topic")?.to_owned(),
+            partition: c.i32("partition")?,
+        })
+    })
 }
 
 /// Encodes an `offsets` buffer.
 pub fn encode_offsets(offsets: &[TopicPartitionOffset]) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(4 + offsets.len() * 40);
-    buf.extend_from_slice(&(offsets.len() as i32).to_be_bytes());
-    for o in offsets {
-        put_str16(&mut buf, &o.topic);
+    encode_list(offsets, 40, |buf, o| {
+        put_str16(buf, &o.topic);
         buf.extend_from_slice(&o.partition.to_be_bytes());
         buf.extend_from_slice(&o.offset.to_be_bytes());
-    }
-    buf
+    })
 }
 
 /// Decodes an `offsets` buffer.
 pub fn decode_offsets(buf: &[u8]) -> Result<Vec<TopicPartitionOffset>> {
-    let mut c = Cursor::new(buf);
-    let inner = |c: &mut Cursor<'_>| -> DResult<Vec<TopicPartitionOffset>> {
-        let n = c.count("offset count", 2 + 4 + 8)?;
-        let mut out = Vec::with_capacity(n);
-        for _ in 0..n {
-            let topic = c.str16("topic")?.to_owned();
-            let partition = c.i32("partition")?;
-            let offset = c.i64("offset")?;
-            out.push(TopicPartitionOffset {
-                topic,
-                partition,
-                offset,
-            });
-        }
-        c.finish("offset list")?;
-        Ok(out)
-    };
-    inner(&mut c).map_err(|e| e.into_codec("offsets"))
+    decode_list(buf, "offsets", 2 + 4 + 8, |c| {
+        Ok(TopicPartitionOffset {
+            topic: c.str16("topic")?.to_owned(),
+            partition: c.i32("partition")?,
+            offset: c.i64("offset")?,
+        })
+    })
 }
 
 /// Encodes an `acks` buffer.
 pub fn encode_acks(acks: &[Ack]) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(4 + acks.len() * 48);
-    buf.extend_from_slice(&(acks.len() as i32).to_be_bytes());
-    for a in acks {
-        put_str16(&mut buf, &a.topic);
+    encode_list(acks, 48, |buf, a| {
+        put_str16(buf, &a.topic);
         buf.extend_from_slice(&a.partition.to_be_bytes());
         buf.extend_from_slice(&a.original_offset.to_be_bytes());
         buf.extend_from_slice(&a.new_offset.to_be_bytes());
-    }
-    buf
+    })
 }
 
 /// Decodes an `acks` buffer.
 pub fn decode_acks(buf: &[u8]) -> Result<Vec<Ack>> {
-    let mut c = Cursor::new(buf);
-    let inner = |c: &mut Cursor<'_>| -> DResult<Vec<Ack>> {
-        let n = c.count("ack count", 2 + 4 + 8 + 8)?;
-        let mut out = Vec::with_capacity(n);
-        for _ in 0..n {
-            let topic = c.str16("topic")?.to_owned();
-            let partition = c.i32("partition")?;
-            let original_offset = c.i64("original offset")?;
-            let new_offset = c.i64("new offset")?;
-            out.push(Ack {
-                topic,
-                partition,
-                original_offset,
-                new_offset,
-            });
-        }
-        c.finish("ack list")?;
-        Ok(out)
-    };
-    inner(&mut c).map_err(|e| e.into_codec("acks"))
+    decode_list(buf, "acks", 2 + 4 + 8 + 8, |c| {
+        Ok(Ack {
+            topic: c.str16("topic")?.to_owned(),
+            partition: c.i32("partition")?,
+            original_offset: c.i64("original offset")?,
+            new_offset: c.i64("new offset")?,
+        })
+    })
 }
 
 #[cfg(test)]

@@ -581,7 +581,8 @@ impl BackupSink {
                 Ok(Some(d)) => Some(d),
                 Ok(None) => {
                     log::warn!(
-                        "topic {topic} is not known to the cluster at {}; its manifest keeps                          the partition count seen so far",
+                        "topic {topic} is not known to the cluster at {}; its manifest keeps \
+                         the partition count seen so far",
                         self.config.cluster["bootstrap.servers"]
                     );
                     ts.next_attempt_ms = now + DESCRIBE_RETRY_MS;
