@@ -50,6 +50,18 @@ def fixture_records(partition: int, big: bool) -> list[dict[str, Any]]:
     return recs
 
 
+def config_with(base: dict[str, Any], **kv: Any) -> dict[str, Any]:
+    """A copy of a connector config with keys set (`a__b=v` sets `a.b`) or removed (`=None`)."""
+    c = dict(base)
+    for key, v in kv.items():
+        key = key.replace("__", ".")
+        if v is None:
+            c.pop(key, None)
+        else:
+            c[key] = v
+    return c
+
+
 def source_config(topics: str, source_dir: Path, bootstrap: str, **extra: Any) -> dict[str, Any]:
     """A BackupSourceConnector (restore) config as docs/config-source.md tells users to write it.
     Records above 1 MiB need a larger producer request size (docs/restore.md), so it is raised."""

@@ -22,7 +22,7 @@ from conftest import (
     unique,
     wait_backup_complete,
 )
-from fixtures import MIB, fixture_records
+from fixtures import MIB, config_with, fixture_records
 from testbed.kafka import ConnectError, TestbedError, validation_errors, wait_until
 
 SINK = "io.kbackup.connect.BackupSinkConnector"
@@ -256,14 +256,7 @@ def _bad_configs(base: dict[str, Any], tmp: Path) -> dict[str, tuple[dict[str, A
     unwritable = a_file / "backup"  # below a regular file: no user, root included, can create it
 
     def with_(**kv):
-        c = dict(base)
-        for key, v in kv.items():
-            key = key.replace("__", ".")
-            if v is None:
-                c.pop(key, None)
-            else:
-                c[key] = v
-        return c
+        return config_with(base, **kv)
 
     json_conv = "org.apache.kafka.connect.json.JsonConverter"
     return {

@@ -19,6 +19,7 @@ from fixtures import (
     MIB,
     SOURCE,
     assert_restored_equal,
+    config_with,
     fixture_records,
     source_config,
     status_of,
@@ -268,14 +269,7 @@ def test_killed_worker_resumes_and_every_record_is_restored(big_backup, kbackup,
 def _bad_source_configs(fx, base: dict) -> dict[str, tuple[dict, str, str]]:
     """case -> (config, key that must carry the error, text the error must contain)."""
     def with_(**kv):
-        c = dict(base)
-        for key, v in kv.items():
-            key = key.replace("__", ".")
-            if v is None:
-                c.pop(key, None)
-            else:
-                c[key] = v
-        return c
+        return config_with(base, **kv)
 
     missing = str(fx.dir) + "-does-not-exist"
     return {

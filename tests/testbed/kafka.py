@@ -378,6 +378,21 @@ def java_argv(libs: Path, main_class: str, args: list[str], heap: str = "512m",
 # Broker
 
 
+def _start_moving_ports(service: Any, timeout: float, new_ports: Callable[[], None]) -> None:
+    """Starts a Broker or ConnectWorker. If another program took a free port between our check
+    and the bind, a service that never ran yet moves to new ports (up to 3 attempts)."""
+    for attempt in range(3):
+        try:
+            service._start_once(timeout)
+            service.started_once = True
+            return
+        except TestbedError:
+            if service.started_once or attempt == 2 or not _bind_failed(service.log_file):
+                raise
+            service.stop()
+            new_ports()
+
+
 class Broker:
     """A single-node KRaft broker (broker+controller) on 127.0.0.1."""
 
@@ -452,19 +467,12 @@ class Broker:
             raise TestbedError(f"formatting KRaft storage failed ({' '.join(argv)}):\n{proc.stdout}")
 
     def start(self, timeout: float = 90) -> None:
-        for attempt in range(3):
-            try:
-                self._start_once(timeout)
-                self.started_once = True
-                return
-            except TestbedError:
-                # another program took a free port between our check and the bind: a fresh
-                # broker can move (the ports are in the formatted voter set, so reformat)
-                if self.started_once or attempt == 2 or not _bind_failed(self.log_file):
-                    raise
-                self.stop()
-                self.port, self.controller_port = free_port(), free_port()
-                shutil.rmtree(self.data_dir, ignore_errors=True)
+        _start_moving_ports(self, timeout, self._new_ports)
+
+    def _new_ports(self) -> None:
+        # the ports are in the formatted voter set, so a moved broker is formatted again
+        self.port, self.controller_port = free_port(), free_port()
+        shutil.rmtree(self.data_dir, ignore_errors=True)
 
     def _start_once(self, timeout: float) -> None:
         if self.process and self.process.running():
@@ -558,18 +566,11 @@ class ConnectWorker:
         return props
 
     def start(self, timeout: float = 120) -> None:
-        for attempt in range(3):
-            try:
-                self._start_once(timeout)
-                self.started_once = True
-                return
-            except TestbedError:
-                # the REST port was taken between our check and the bind: a fresh worker can move
-                if self.started_once or attempt == 2 or not _bind_failed(self.log_file):
-                    raise
-                self.stop()
-                self.rest_port = free_port()
-                self.rest = ConnectRest(self.url)
+        _start_moving_ports(self, timeout, self._new_ports)
+
+    def _new_ports(self) -> None:
+        self.rest_port = free_port()
+        self.rest = ConnectRest(self.url)
 
     def _start_once(self, timeout: float) -> None:
         if self.process and self.process.running():
