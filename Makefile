@@ -1,6 +1,7 @@
 # kbackup: one entry point for building, testing and demoing.
 #   make demo   back up a topic and its consumer group, lose the cluster, restore into a new one
 #   make test   every check and test (what CI runs)
+#   make test-faults  the long repeat-count fault loops (CI runs them too)
 #   make bench  throughput and memory against Kafka's own perf tools (opt-in, not in test)
 
 SHELL        := /bin/bash
@@ -14,7 +15,7 @@ JNI_SO       := target/release/libkbackup_jni.so
 CLI_BIN      := target/release/kbackup
 SHIM_JAR     := java-shim/target/kbackup-connect.jar
 
-.PHONY: all build dist test lint unit-test java-test it-test demo bench kafka venv clean
+.PHONY: all build dist test test-faults lint unit-test java-test it-test demo bench kafka venv clean
 
 all: dist
 
@@ -51,7 +52,11 @@ java-test: build
 	$(MVN) -f java-shim/pom.xml verify
 
 it-test: dist kafka venv
-	$(PY) -m pytest -q tests/integration
+	$(PY) -m pytest -q -m "not faults" tests/integration
+
+# The long fault loops (repeated SIGKILLs, rebalances, broker restarts); CI runs them after `test`.
+test-faults: dist kafka venv
+	$(PY) -m pytest -q -m faults tests/integration
 
 test: lint unit-test java-test it-test
 

@@ -1014,6 +1014,7 @@ class Cluster:
             self.worker = ConnectWorker(self.root, self.libs, self.broker.bootstrap,
                                         self.plugin_path, exactly_once, worker_overrides,
                                         die_with_parent=die_with_parent)
+        self.extra_workers: list[ConnectWorker] = []
         self.kafka = KafkaHelper(self.broker.bootstrap)
         self.destroyed = False
 
@@ -1034,7 +1035,9 @@ class Cluster:
         return self
 
     def stop(self) -> None:
-        """Stops the worker, then the broker (data stays)."""
+        """Stops the workers, then the broker (data stays)."""
+        for w in self.extra_workers:
+            w.stop()
         if self.worker:
             self.worker.stop()
         self.broker.stop()
@@ -1067,6 +1070,28 @@ class Cluster:
         self.worker.stop()
         self.worker.start(timeout)
 
+    def add_worker(self, timeout: float = 120) -> "ConnectWorker":
+        """Starts one more worker in the same Connect group (same internal topics, own REST
+        port), so tasks spread over two JVMs and move when one dies."""
+        assert self.worker, "add_worker needs a cluster started with its first worker"
+        first = self.worker
+        w = ConnectWorker(self.root, self.libs, self.broker.bootstrap, self.plugin_path,
+                          first.exactly_once, first.overrides,
+                          name=f"worker{len(self.extra_workers) + 2}",
+                          die_with_parent=first.die_with_parent)
+        w.group_id = first.group_id
+        self.extra_workers.append(w)
+        w.start(timeout)
+        self._write_state()
+        return w
+
+    def restart_broker(self, down_s: float = 0.0, timeout: float = 90) -> None:
+        """Stops the broker gracefully, waits `down_s`, starts it again on the same ports and
+        data (clients see the broker go away and come back)."""
+        self.broker.stop()
+        time.sleep(down_s)
+        self.broker._start_once(timeout)
+
     def __enter__(self) -> "Cluster":
         return self.start()
 
@@ -1086,7 +1111,7 @@ class Cluster:
 
     def pids(self) -> list[int]:
         """Pids of the JVMs this cluster started (running or not)."""
-        return [p.process.pid for p in (self.broker, self.worker)
+        return [p.process.pid for p in (self.broker, self.worker, *self.extra_workers)
                 if p is not None and p.process is not None and p.process.pid is not None]
 
     def run_tool(self, main_class: str, *args: str, timeout: float = 120,
