@@ -409,6 +409,8 @@ class Broker:
         self.die_with_parent = die_with_parent
         self.process: Optional[JavaProcess] = None
         self.started_once = False
+        # testbed.security.Security: SASL and SSL listeners, SCRAM users, ACLs (None: PLAINTEXT)
+        self.security: Any = None
         # Kafka's own form (base64url of a UUID), but never starting with "-": the storage
         # tool's argument parser would take such an id for an option (1 run in 64 failed).
         self.cluster_id = "k" + base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")[1:]
@@ -444,6 +446,8 @@ class Broker:
             "num.io.threads": 4,
             "log.flush.interval.messages": None,
         }
+        if self.security is not None:
+            props.update(self.security.broker_props(self.port, self.controller_port))
         props.update(self.overrides)
         return props
 
@@ -460,7 +464,8 @@ class Broker:
             return  # restart of a formatted broker
         argv = java_argv(self.libs, STORAGE_TOOL,
                          ["format", "--cluster-id", self.cluster_id, "--config",
-                          str(self.props_file), "--standalone"],
+                          str(self.props_file), "--standalone",
+                          *(self.security.format_args() if self.security else [])],
                          heap="256m", log4j=self.log4j)
         proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         if proc.returncode != 0:
@@ -472,6 +477,8 @@ class Broker:
     def _new_ports(self) -> None:
         # the ports are in the formatted voter set, so a moved broker is formatted again
         self.port, self.controller_port = free_port(), free_port()
+        if self.security is not None:
+            self.security.new_ports()
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
     def _start_once(self, timeout: float) -> None:
@@ -1001,7 +1008,8 @@ class Cluster:
     def __init__(self, name: str = "cluster", plugin_path: Optional[os.PathLike] = None,
                  work_dir: Optional[os.PathLike] = None, exactly_once: bool = False,
                  with_worker: bool = True, broker_overrides: Optional[dict[str, Any]] = None,
-                 worker_overrides: Optional[dict[str, Any]] = None, die_with_parent: bool = True):
+                 worker_overrides: Optional[dict[str, Any]] = None, die_with_parent: bool = True,
+                 security: Any = None):
         self.libs = kafka_libs()
         base = Path(work_dir or os.environ.get("KBACKUP_TESTBED_DIR") or DEFAULT_WORK / _run_id())
         self.root = base / f"{name}-{uuid.uuid4().hex[:6]}"
@@ -1009,6 +1017,7 @@ class Cluster:
         self.name = name
         self.plugin_path = Path(plugin_path or DEFAULT_PLUGIN_PATH)
         self.broker = Broker(self.root, self.libs, broker_overrides, die_with_parent)
+        self.broker.security = security
         self.worker: Optional[ConnectWorker] = None
         if with_worker:
             self.worker = ConnectWorker(self.root, self.libs, self.broker.bootstrap,
