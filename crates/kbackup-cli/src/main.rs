@@ -20,6 +20,8 @@ pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_KAFKA: u8 = 3;
 /// Exit status: the backup is damaged (corruption found by a read, `verify` or `reindex`).
 pub const EXIT_CORRUPT: u8 = 4;
+/// Exit status: `kbackup status` found the backup behind a threshold or incomplete.
+pub const EXIT_STALE: u8 = 5;
 
 /// Cold backup and restore for Apache Kafka: topic data and consumer-group offsets.
 #[derive(Parser, Debug)]
@@ -27,7 +29,7 @@ pub const EXIT_CORRUPT: u8 = 4;
     name = "kbackup",
     version = &*Box::leak(version().into_boxed_str()),
     after_help = "Exit status: 0 ok, 1 failure, 2 usage error, 3 Kafka/connection failure, \
-                  4 corrupt backup. Log detail: -v, -vv or RUST_LOG=debug."
+                  4 corrupt backup, 5 backup stale (status). Log detail: -v, -vv or RUST_LOG=debug."
 )]
 struct Cli {
     /// More log output on stderr (-v info, -vv debug, -vvv trace).
@@ -59,6 +61,8 @@ enum Command {
     RestoreStatus(cmd::restore_status::RestoreStatusArgs),
     /// Drop whole segments older than a given age.
     Prune(cmd::prune::PruneArgs),
+    /// Compare a backup with the live cluster: records and time behind, missing partitions.
+    Status(cmd::status::StatusArgs),
 }
 
 fn version() -> String {
@@ -111,6 +115,9 @@ fn run(cli: Cli) -> kbackup_core::Result<u8> {
         Command::RestorePlan(a) => cmd::restore_plan::run(&a).map(|_| EXIT_OK),
         Command::RestoreStatus(a) => cmd::restore_status::run(&a).map(|_| EXIT_OK),
         Command::Prune(a) => cmd::prune::run(&a).map(|_| EXIT_OK),
+        Command::Status(a) => {
+            cmd::status::run(&a).map(|fresh| if fresh { EXIT_OK } else { EXIT_STALE })
+        }
     }
 }
 

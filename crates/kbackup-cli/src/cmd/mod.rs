@@ -14,6 +14,7 @@ pub mod reindex;
 pub mod restore;
 pub mod restore_plan;
 pub mod restore_status;
+pub mod status;
 pub mod verify;
 
 use kbackup_core::Error;
