@@ -67,42 +67,64 @@ impl SegmentHeader {
 
     /// Decodes and checks a header at the start of `data`.
     ///
-    /// Answers `Ok(None)` when `data` is shorter than the header says it is (a segment torn
-    /// while being created).
+    /// Answers `Ok(None)` when `data` is a torn creation: shorter than the header, with what is
+    /// there consistent with a header being written (the magic, and in a version 1 header a
+    /// length that agrees with the topic length). Damage to the header is an error with
+    /// position, never taken for a torn creation (the sink deletes those).
     pub fn decode(path: &Path, data: &[u8]) -> Result<Option<SegmentHeader>> {
-        if data.len() < 8 {
-            return Ok(None);
-        }
-        if data[0..4] != SEGMENT_MAGIC {
+        let have = data.len().min(4);
+        if data[..have] != SEGMENT_MAGIC[..have] {
             return Err(Error::corrupt(
                 path,
                 0,
                 "bad magic: not a kbackup segment file",
             ));
         }
+        if data.len() < 8 {
+            return Ok(None);
+        }
         let version = u16::from_be_bytes([data[4], data[5]]);
-        crate::manifest::check_version(path, version)?;
-        let header_len = u16::from_be_bytes([data[6], data[7]]);
-        if (header_len as usize) < HEADER_FIXED_LEN + 2 + 4 {
+        let header_len = u16::from_be_bytes([data[6], data[7]]) as usize;
+        if header_len < HEADER_FIXED_LEN + 2 + 4 {
             return Err(Error::corrupt(
                 path,
                 6,
                 format!("header length {header_len} too small"),
             ));
         }
-        if data.len() < header_len as usize {
+        // A version 1 header is exactly as long as its topic says; a disagreement is a damaged
+        // length (not a header still being written, nor a longer header of a newer version).
+        if version == 1 && data.len() >= HEADER_FIXED_LEN + 2 {
+            let topic_len =
+                u16::from_be_bytes([data[HEADER_FIXED_LEN], data[HEADER_FIXED_LEN + 1]]);
+            if header_len != HEADER_FIXED_LEN + 2 + topic_len as usize + 4 {
+                return Err(Error::corrupt(
+                    path,
+                    6,
+                    format!(
+                        "header length {header_len} disagrees with the topic length {topic_len}"
+                    ),
+                ));
+            }
+        }
+        if data.len() < header_len {
+            crate::manifest::check_version(path, version)?;
             return Ok(None);
         }
-        let h = &data[..header_len as usize];
+        let h = &data[..header_len];
         let body_end = h.len() - 4;
         let crc = u32::from_be_bytes(h[body_end..].try_into().expect("4 bytes"));
+        // The CRC sits at header_len - 4 in every version, so it is checked before the version:
+        // a flipped version number is damage, not a file from a newer kbackup.
         if crc != crc32fast::hash(&h[..body_end]) {
             return Err(Error::corrupt(
                 path,
-                body_end as u64,
-                "segment header CRC mismatch",
+                0,
+                format!("segment header CRC mismatch (header bytes 0..{header_len})"),
             ));
         }
+        crate::manifest::check_version(path, version)?;
+        let header_len = header_len as u16;
         let mut c = Cursor::new(&h[8..body_end]);
         let parse = |c: &mut Cursor<'_>| -> std::result::Result<SegmentHeader, codec::DecodeError> {
             Ok(SegmentHeader {
@@ -153,25 +175,30 @@ pub fn length_crc(len: u32) -> u32 {
 
 /// Reads the frame at `pos` of a segment's bytes.
 ///
-/// Torn (an interrupted append, safe to cut) versus corrupt (damage to keep and report):
-/// only an incomplete frame at the very end of the file, or one followed by nothing but zero
-/// bytes, is torn. A frame whose length field fails its own CRC anywhere else is corrupt.
+/// The one definition of torn versus corrupt, used by every reader and by the sink
+/// (docs/format.md, "Torn tail versus corruption"): a frame is **torn** (an interrupted append,
+/// safe to cut) when it is shorter than its prefix or than its length says, or when every byte
+/// from `pos` to the end is zero. A COMPLETE frame with a bad length CRC or body CRC is
+/// **corrupt**, even as the last frame of the file: a flushed record is always complete, so
+/// cutting it would lose a committed record.
 pub fn read_frame(data: &[u8], pos: usize) -> Frame {
     let rest = &data[pos.min(data.len())..];
     if rest.is_empty() {
         return Frame::End;
     }
-    let zeros_from = |i: usize| rest.get(i..).is_none_or(|r| r.iter().all(|&b| b == 0));
+    if rest.iter().all(|&b| b == 0) {
+        return Frame::Torn(format!("zero-filled tail ({} bytes)", rest.len()));
+    }
     if rest.len() < FRAME_PREFIX_LEN {
         return Frame::Torn(format!("incomplete frame header ({} bytes)", rest.len()));
     }
     let word = |i: usize| u32::from_be_bytes(rest[i..i + 4].try_into().expect("4 bytes"));
     let (len, len_crc, crc) = (word(0), word(4), word(8));
-    if len_crc != length_crc(len) || len < MIN_BODY as u32 || len > MAX_BODY_LEN {
-        if zeros_from(0) {
-            return Frame::Torn("zero-filled tail".into());
-        }
-        return Frame::Corrupt(format!("damaged record length field ({len})"));
+    if len_crc != length_crc(len) {
+        return Frame::Corrupt(format!("record length field ({len}) fails its CRC check"));
+    }
+    if len < MIN_BODY as u32 || len > MAX_BODY_LEN {
+        return Frame::Corrupt(format!("impossible record length {len}"));
     }
     let end = FRAME_PREFIX_LEN + len as usize;
     if rest.len() < end {
@@ -182,9 +209,6 @@ pub fn read_frame(data: &[u8], pos: usize) -> Frame {
     }
     let body = &rest[FRAME_PREFIX_LEN..end];
     if crc32fast::hash(body) != crc {
-        if zeros_from(end) {
-            return Frame::Torn("CRC mismatch in the last record (partially written)".into());
-        }
         return Frame::Corrupt("record CRC mismatch".into());
     }
     let mut c = Cursor::new(body);
@@ -630,6 +654,31 @@ mod tests {
     }
 
     #[test]
+    fn damaged_header_is_corruption_never_a_torn_creation() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(d.path(), &[0, 1, 2]);
+        let good = std::fs::read(&p).unwrap();
+        let hl = header(0).encode().len();
+        // Every bit of every header byte: magic, version, length, fields, topic, CRC.
+        for at in 0..hl {
+            for bit in 0..8 {
+                let mut data = good.clone();
+                data[at] ^= 1 << bit;
+                match SegmentHeader::decode(&p, &data) {
+                    Err(Error::Corrupt { position, .. }) => {
+                        assert!(position < hl as u64, "byte {at} bit {bit}: at {position}")
+                    }
+                    other => panic!("byte {at} bit {bit}: {other:?}"),
+                }
+            }
+        }
+        // A torn creation (any prefix of the header) holds no record.
+        for n in 0..hl {
+            assert_eq!(SegmentHeader::decode(&p, &good[..n]).unwrap(), None, "{n}");
+        }
+    }
+
+    #[test]
     fn scan_finds_records_and_index_matches_writer() {
         let d = tempfile::tempdir().unwrap();
         let p = write(d.path(), &[10, 11, 15, 20, 21, 22, 40]);
@@ -711,6 +760,60 @@ mod tests {
             Error::Corrupt { position, .. } => assert_eq!(position, second as u64),
             e => panic!("{e}"),
         }
+    }
+
+    /// Defect 5: a complete last frame with a bad CRC was taken for a torn write and cut off.
+    #[test]
+    fn defect5_bit_flip_in_the_last_record_is_corruption_not_a_torn_tail() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(d.path(), &[0, 1, 2]);
+        let good = std::fs::read(&p).unwrap();
+        let hl = header(0).encode().len();
+        let last = hl + 2 * (FRAME_PREFIX_LEN + body(0).len());
+        // Body, body CRC, length CRC and length of the last frame.
+        for at in [
+            good.len() - 3,
+            last + 9,
+            last + 5,
+            last + 3,
+            last + FRAME_PREFIX_LEN,
+        ] {
+            let mut data = good.clone();
+            data[at] ^= 0x04;
+            std::fs::write(&p, &data).unwrap();
+            match scan_file(&p) {
+                Err(Error::Corrupt { position, .. }) => {
+                    assert_eq!(position, last as u64, "flip at byte {at}")
+                }
+                other => panic!("flip at byte {at}: expected corruption, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn torn_tail_is_a_short_frame_or_zero_fill_only() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(d.path(), &[0, 1, 2]);
+        let good = std::fs::read(&p).unwrap();
+        let hl = header(0).encode().len();
+        let last = hl + 2 * (FRAME_PREFIX_LEN + body(0).len());
+        // Every cut inside the last frame leaves a torn tail at its start.
+        for cut in 1..good.len() - last {
+            std::fs::write(&p, &good[..good.len() - cut]).unwrap();
+            let s = scan_file(&p).unwrap();
+            assert_eq!(s.torn.map(|t| t.0), Some(last as u64), "cut {cut}");
+            assert_eq!(s.records, 2);
+        }
+        // A short frame whose bytes are followed by zero fill is still torn.
+        let mut data = good[..good.len() - 10].to_vec();
+        data.extend_from_slice(&[0; 5]);
+        std::fs::write(&p, &data).unwrap();
+        assert_eq!(scan_file(&p).unwrap().torn.map(|t| t.0), Some(last as u64));
+        // Zero fill from a frame boundary to the end (space allocated, never written).
+        let mut data = good[..last].to_vec();
+        data.extend_from_slice(&[0; 100]);
+        std::fs::write(&p, &data).unwrap();
+        assert_eq!(scan_file(&p).unwrap().torn.map(|t| t.0), Some(last as u64));
     }
 
     #[test]
