@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::index::{self, IndexState};
 use crate::layout;
 use crate::manifest::{self, RootMarker, TopicManifest};
+use crate::offsets_log;
 use crate::record::{Record, TopicPartition};
 use crate::segment::{self, Frame, Mapped, SegmentHeader};
 use serde::Serialize;
@@ -404,6 +405,7 @@ impl Backup {
             let known = layout::parse_segment_file_name(&name).is_some()
                 || name == layout::GROUP_OFFSETS_LOG
                 || name == layout::WRITER_LOCK
+                || name == offsets_log::LOCK_FILE
                 || [layout::OFFSET_INDEX_EXT, layout::TIME_INDEX_EXT]
                     .iter()
                     .any(|ext| {
@@ -418,6 +420,7 @@ impl Backup {
                 problem(rep, Severity::Warning, &path, None, "unexpected file in a partition directory (not a segment, index or group-offsets log, or an index without its segment)".into());
             }
         }
+        self.verify_offsets_log(&dir.join(layout::GROUP_OFFSETS_LOG), rep);
         let mut prev_last: Option<(i64, PathBuf)> = None;
         for (i, (base, path)) in segments.iter().enumerate() {
             let is_last = i + 1 == segments.len();
@@ -518,6 +521,24 @@ impl Backup {
             prev_last = scan.last_offset.map(|l| (l, path.clone()));
         }
         Ok(())
+    }
+
+    /// Checks a partition's group-offsets log: every entry's CRC, the header and version.
+    fn verify_offsets_log(&self, log: &Path, rep: &mut VerifyReport) {
+        match offsets_log::check(log) {
+            Ok(None) => {}
+            Ok(Some(scan)) => {
+                if let Some((pos, why)) = scan.torn {
+                    problem(rep, Severity::Warning, log, Some(pos), format!("torn append at the end of the group-offsets log ({why}); ignored by readers, cut off by the next capture"));
+                }
+            }
+            Err(Error::Corrupt {
+                path,
+                position,
+                detail,
+            }) => problem(rep, Severity::Error, &path, Some(position), format!("{detail}; the consumer-group positions of this partition cannot be restored from this file")),
+            Err(e) => problem(rep, Severity::Error, log, None, e.to_string()),
+        }
     }
 
     /// Rebuilds every index file that is missing or disagrees with its segment.

@@ -7,6 +7,7 @@
 
 use crate::codec::{self, Cursor, MIN_BODY};
 use crate::error::{Error, Result};
+use crate::frame;
 use crate::index::{self, IndexBuilder, Indexes};
 use crate::layout;
 use crate::manifest::FORMAT_VERSION;
@@ -21,7 +22,7 @@ pub const SEGMENT_MAGIC: [u8; 4] = *b"KBSG";
 /// Bytes of the fixed part of a segment header (before the topic string).
 pub const HEADER_FIXED_LEN: usize = 40;
 /// Bytes of a record frame's prefix (length, length CRC, body CRC).
-pub const FRAME_PREFIX_LEN: usize = 12;
+pub const FRAME_PREFIX_LEN: usize = frame::PREFIX_LEN;
 /// Largest record body accepted (bytes).
 pub const MAX_BODY_LEN: u32 = i32::MAX as u32;
 
@@ -170,54 +171,30 @@ pub enum Frame {
 /// CRC-32 of a frame's length field, stored beside it so a damaged length is never mistaken
 /// for an incomplete last write.
 pub fn length_crc(len: u32) -> u32 {
-    crc32fast::hash(&len.to_be_bytes())
+    frame::length_crc(len)
 }
 
 /// Reads the frame at `pos` of a segment's bytes.
 ///
-/// The one definition of torn versus corrupt, used by every reader and by the sink
-/// (docs/format.md, "Torn tail versus corruption"): a frame is **torn** (an interrupted append,
-/// safe to cut) when it is shorter than its prefix or than its length says, or when every byte
-/// from `pos` to the end is zero. A COMPLETE frame with a bad length CRC or body CRC is
-/// **corrupt**, even as the last frame of the file: a flushed record is always complete, so
-/// cutting it would lose a committed record.
+/// Torn versus corrupt is decided by [`frame::check`], the one definition shared with the
+/// group-offsets log (docs/format.md, "Torn tail versus corruption"): only a short frame or
+/// zero fill is torn; a complete frame with a bad length or body CRC is corrupt, also as the
+/// last frame of the file.
 pub fn read_frame(data: &[u8], pos: usize) -> Frame {
-    let rest = &data[pos.min(data.len())..];
-    if rest.is_empty() {
-        return Frame::End;
-    }
-    if rest.iter().all(|&b| b == 0) {
-        return Frame::Torn(format!("zero-filled tail ({} bytes)", rest.len()));
-    }
-    if rest.len() < FRAME_PREFIX_LEN {
-        return Frame::Torn(format!("incomplete frame header ({} bytes)", rest.len()));
-    }
-    let word = |i: usize| u32::from_be_bytes(rest[i..i + 4].try_into().expect("4 bytes"));
-    let (len, len_crc, crc) = (word(0), word(4), word(8));
-    if len_crc != length_crc(len) {
-        return Frame::Corrupt(format!("record length field ({len}) fails its CRC check"));
-    }
-    if len < MIN_BODY as u32 || len > MAX_BODY_LEN {
-        return Frame::Corrupt(format!("impossible record length {len}"));
-    }
-    let end = FRAME_PREFIX_LEN + len as usize;
-    if rest.len() < end {
-        return Frame::Torn(format!(
-            "incomplete record: {len} bytes announced, {} present",
-            rest.len() - FRAME_PREFIX_LEN
-        ));
-    }
-    let body = &rest[FRAME_PREFIX_LEN..end];
-    if crc32fast::hash(body) != crc {
-        return Frame::Corrupt("record CRC mismatch".into());
-    }
+    let (range, next) = match frame::check(data, pos, MIN_BODY as u32, MAX_BODY_LEN) {
+        frame::Check::Complete { body, next } => (body, next),
+        frame::Check::End => return Frame::End,
+        frame::Check::Torn(why) => return Frame::Torn(why),
+        frame::Check::Corrupt(why) => return Frame::Corrupt(format!("record {why}")),
+    };
+    let body = &data[range.clone()];
     let mut c = Cursor::new(body);
     match codec::skip_record_body(&mut c).and_then(|r| c.finish("record body").map(|_| r)) {
         Ok((offset, timestamp)) => Frame::Record {
             offset,
             timestamp,
-            body: pos + FRAME_PREFIX_LEN..pos + end,
-            next: pos + end,
+            body: range,
+            next,
         },
         Err(e) => Frame::Corrupt(format!(
             "malformed record body at body byte {}: {}",
