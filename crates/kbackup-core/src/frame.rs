@@ -53,12 +53,33 @@ pub enum Check {
 /// throw away a record that was reported durable.
 pub fn check(data: &[u8], pos: usize, min_body: u32, max_body: u32) -> Check {
     let rest = &data[pos.min(data.len())..];
+    match check_at(rest, || rest.iter().all(|&b| b == 0), min_body, max_body) {
+        Check::Complete { body, next } => Check::Complete {
+            body: pos + body.start..pos + body.end,
+            next: pos + next,
+        },
+        other => other,
+    }
+}
+
+/// [`check`] for a reader that holds only part of the file. `rest` starts at the frame and
+/// runs to the end of the frame or to the end of the file, whichever comes first (more is
+/// allowed); `zero_to_end` answers whether every byte from the frame to the end of the FILE is
+/// zero, and is asked only when the bytes of the frame prefix are all zero. Ranges in the
+/// answer are relative to `rest`.
+pub fn check_at(
+    rest: &[u8],
+    zero_to_end: impl FnOnce() -> bool,
+    min_body: u32,
+    max_body: u32,
+) -> Check {
     if rest.is_empty() {
         return Check::End;
     }
-    // A real frame starts with a non-zero length, so this stops within a few bytes.
-    if rest.iter().all(|&b| b == 0) {
-        return Check::Torn(format!("zero-filled tail ({} bytes)", rest.len()));
+    // A real frame starts with a non-zero length, so the end of the file is rarely read here.
+    let prefix = &rest[..rest.len().min(PREFIX_LEN)];
+    if prefix.iter().all(|&b| b == 0) && zero_to_end() {
+        return Check::Torn("zero-filled tail".into());
     }
     if rest.len() < PREFIX_LEN {
         return Check::Torn(format!("incomplete frame header ({} bytes)", rest.len()));
@@ -84,8 +105,23 @@ pub fn check(data: &[u8], pos: usize, min_body: u32, max_body: u32) -> Check {
         return Check::Corrupt("CRC mismatch: the body is damaged".into());
     }
     Check::Complete {
-        body: pos + PREFIX_LEN..pos + end,
-        next: pos + end,
+        body: PREFIX_LEN..end,
+        next: end,
+    }
+}
+
+/// How many bytes from a frame's position [`check_at`] needs to see, given its first
+/// [`PREFIX_LEN`] bytes: the whole frame when its length is plausible, else just the prefix.
+pub fn wanted_len(prefix: &[u8], max_body: u32) -> usize {
+    if prefix.len() < PREFIX_LEN {
+        return prefix.len();
+    }
+    let len = u32::from_be_bytes(prefix[0..4].try_into().expect("4 bytes"));
+    let len_crc = u32::from_be_bytes(prefix[4..8].try_into().expect("4 bytes"));
+    if len_crc == length_crc(len) && len <= max_body {
+        PREFIX_LEN + len as usize
+    } else {
+        PREFIX_LEN
     }
 }
 

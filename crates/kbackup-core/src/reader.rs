@@ -1,7 +1,9 @@
 //! Reading a backup: the restore path, `inspect`, `cat`, `verify` and `reindex`.
 //!
-//! Segments are memory-mapped and decoded in place. A reader never skips damage: corruption in
-//! the middle of a segment is an error naming file and position. The only bytes it leaves out
+//! Segments are read with positioned reads into a buffer ([`segment::SegmentFile`]), never
+//! memory-mapped, so a file truncated while it is read cannot crash the process (a Connect
+//! worker above all). A reader never skips damage: corruption anywhere in a segment, its last
+//! record included, is an error naming file and position. The only bytes it leaves out
 //! silently are a torn tail at the very end of a partition's last segment (an interrupted write
 //! the sink repairs when it next opens the partition); `verify` reports those as warnings.
 
@@ -11,7 +13,7 @@ use crate::layout;
 use crate::manifest::{self, RootMarker, TopicManifest};
 use crate::offsets_log;
 use crate::record::{Record, TopicPartition};
-use crate::segment::{self, Frame, Mapped, SegmentHeader};
+use crate::segment::{self, Frame, SegmentFile};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
@@ -425,10 +427,12 @@ impl Backup {
         for (i, (base, path)) in segments.iter().enumerate() {
             let is_last = i + 1 == segments.len();
             rep.segments += 1;
-            let data = segment::map_file(path)?;
-            rep.bytes += data.len() as u64;
-            progress(data.len() as u64);
-            let scan = match segment::scan_bytes(path, &data) {
+            let len = std::fs::metadata(path)
+                .map_err(|e| Error::io(e, "stat segment", path))?
+                .len();
+            rep.bytes += len;
+            progress(len);
+            let scan = match segment::scan(path) {
                 Ok(Some(s)) => s,
                 Ok(None) => {
                     let sev = if is_last {
@@ -436,7 +440,7 @@ impl Backup {
                     } else {
                         Severity::Error
                     };
-                    problem(rep, sev, path, Some(data.len() as u64), "segment shorter than its header (interrupted while being created); the sink removes it when it reopens the partition".into());
+                    problem(rep, sev, path, Some(len), "segment shorter than its header (interrupted while being created); the sink removes it when it reopens the partition".into());
                     continue;
                 }
                 Err(Error::Corrupt {
@@ -581,11 +585,11 @@ fn problem(
     });
 }
 
-/// The currently mapped segment of a [`PartitionReader`].
+/// The currently open segment of a [`PartitionReader`].
 struct OpenSegment {
     path: PathBuf,
     base: i64,
-    data: Mapped,
+    file: SegmentFile,
     header_len: usize,
     pos: usize,
     is_last: bool,
@@ -614,14 +618,14 @@ impl PartitionReader {
     fn load(&self, i: usize) -> Result<Option<OpenSegment>> {
         let (base, path) = &self.segments[i];
         let is_last = i + 1 == self.segments.len();
-        let data = segment::map_file(path)?;
-        let Some(h) = SegmentHeader::decode(path, &data)? else {
+        let mut file = SegmentFile::open(path)?;
+        let Some(h) = file.header()? else {
             if is_last {
                 return Ok(None); // created but never written: nothing to read
             }
             return Err(Error::corrupt(
                 path,
-                data.len() as u64,
+                file.len(),
                 "segment shorter than its header",
             ));
         };
@@ -640,7 +644,7 @@ impl PartitionReader {
             base: *base,
             header_len: h.header_len as usize,
             pos: h.header_len as usize,
-            data,
+            file,
             is_last,
         }))
     }
@@ -662,7 +666,7 @@ impl PartitionReader {
                 }
             }
             let s = self.seg.as_mut().expect("loaded");
-            match segment::read_frame(&s.data, s.pos) {
+            match s.file.read_frame(s.pos)? {
                 Frame::Record {
                     offset,
                     timestamp,
@@ -700,7 +704,7 @@ impl PartitionReader {
                         s.path.display(),
                         s.pos
                     );
-                    s.pos = s.data.len();
+                    s.pos = s.file.len() as usize;
                 }
                 Frame::Torn(why) | Frame::Corrupt(why) => {
                     return Err(Error::corrupt(&s.path, s.pos as u64, why));
@@ -722,9 +726,9 @@ impl PartitionReader {
         };
         let s = self
             .seg
-            .as_ref()
+            .as_mut()
             .expect("advance leaves the segment loaded");
-        segment::decode_body(&s.path, &s.data, body).map(Some)
+        s.file.decode_body(body).map(Some)
     }
 
     /// Positions the reader at the first record with offset >= `offset`.
@@ -751,12 +755,12 @@ impl PartitionReader {
         };
         // Jump with the sparse index; fall back to a scan from the start when it is unusable.
         let ipath = layout::offset_index_path(&s.path);
-        match index::read_offset_index(&ipath, s.base, s.data.len() as u64) {
+        match index::read_offset_index(&ipath, s.base, s.file.len()) {
             Ok(entries) => {
                 let i = entries.partition_point(|e| e.offset <= offset);
                 if i > 0 {
                     let e = entries[i - 1];
-                    match segment::read_frame(&s.data, e.position as usize) {
+                    match s.file.read_frame(e.position as usize)? {
                         Frame::Record { offset: o, .. } if o == e.offset => s.pos = e.position as usize,
                         _ => log::warn!("{}: index entry for offset {} does not point at that record; scanning the segment instead (run `kbackup reindex`)", ipath.display(), e.offset),
                     }
@@ -770,7 +774,7 @@ impl PartitionReader {
             let Some(s) = self.seg.as_mut() else {
                 return Ok(());
             };
-            match segment::read_frame(&s.data, s.pos) {
+            match s.file.read_frame(s.pos)? {
                 Frame::Record {
                     offset: o, next, ..
                 } if o < offset => {

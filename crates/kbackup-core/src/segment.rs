@@ -181,20 +181,32 @@ pub fn length_crc(len: u32) -> u32 {
 /// zero fill is torn; a complete frame with a bad length or body CRC is corrupt, also as the
 /// last frame of the file.
 pub fn read_frame(data: &[u8], pos: usize) -> Frame {
-    let (range, next) = match frame::check(data, pos, MIN_BODY as u32, MAX_BODY_LEN) {
+    let rest = &data[pos.min(data.len())..];
+    let check = frame::check_at(
+        rest,
+        || rest.iter().all(|&b| b == 0),
+        MIN_BODY as u32,
+        MAX_BODY_LEN,
+    );
+    record_frame(rest, pos, check)
+}
+
+/// Turns a frame check at `pos` (ranges relative to `rest`, which starts at `pos`) into a
+/// [`Frame`], parsing the record body of a complete frame.
+fn record_frame(rest: &[u8], pos: usize, check: frame::Check) -> Frame {
+    let (range, next) = match check {
         frame::Check::Complete { body, next } => (body, next),
         frame::Check::End => return Frame::End,
         frame::Check::Torn(why) => return Frame::Torn(why),
         frame::Check::Corrupt(why) => return Frame::Corrupt(format!("record {why}")),
     };
-    let body = &data[range.clone()];
-    let mut c = Cursor::new(body);
+    let mut c = Cursor::new(&rest[range.clone()]);
     match codec::skip_record_body(&mut c).and_then(|r| c.finish("record body").map(|_| r)) {
         Ok((offset, timestamp)) => Frame::Record {
             offset,
             timestamp,
-            body: range,
-            next,
+            body: pos + range.start..pos + range.end,
+            next: pos + next,
         },
         Err(e) => Frame::Corrupt(format!(
             "malformed record body at body byte {}: {}",
@@ -232,13 +244,17 @@ pub struct SegmentScan {
     pub torn: Option<(u64, String)>,
     /// The index entries the valid records imply.
     pub indexes: Indexes,
+    /// The index builder after the valid records, so a writer reopening the segment continues
+    /// its index exactly where the files end.
+    pub builder: IndexBuilder,
 }
 
-/// Scans a segment's bytes: every CRC, offsets strictly increasing and the first record at the
+/// Scans a segment file: every CRC, offsets strictly increasing and the first record at the
 /// base offset. Corruption is an error with position; a torn tail is reported in the result.
-/// A file shorter than its header gives `Ok(None)`.
-pub fn scan_bytes(path: &Path, data: &[u8]) -> Result<Option<SegmentScan>> {
-    let Some(header) = SegmentHeader::decode(path, data)? else {
+/// A file shorter than its header (a torn creation) gives `Ok(None)`.
+pub fn scan(path: &Path) -> Result<Option<SegmentScan>> {
+    let mut file = SegmentFile::open(path)?;
+    let Some(header) = file.header()? else {
         return Ok(None);
     };
     let mut builder = IndexBuilder::new(header.index_interval_bytes);
@@ -246,7 +262,7 @@ pub fn scan_bytes(path: &Path, data: &[u8]) -> Result<Option<SegmentScan>> {
     let mut pos = header.header_len as usize;
     let (mut records, mut first, mut last, mut max_ts) = (0u64, None, None::<i64>, None::<i64>);
     let torn = loop {
-        match read_frame(data, pos) {
+        match file.read_frame(pos)? {
             Frame::End => break None,
             Frame::Torn(why) => break Some((pos as u64, why)),
             Frame::Corrupt(why) => return Err(Error::corrupt(path, pos as u64, why)),
@@ -287,57 +303,191 @@ pub fn scan_bytes(path: &Path, data: &[u8]) -> Result<Option<SegmentScan>> {
             }
         }
     };
+    let file_len = file.len();
     Ok(Some(SegmentScan {
         header,
         records,
         first_offset: first,
         last_offset: last,
         max_timestamp: max_ts,
-        valid_len: torn.as_ref().map_or(data.len() as u64, |(p, _)| *p),
-        file_len: data.len() as u64,
+        valid_len: torn.as_ref().map_or(file_len, |(p, _)| *p),
+        file_len,
         torn,
         indexes,
+        builder,
     }))
-}
-
-/// Memory-maps a segment read-only (an empty file maps to an empty slice).
-pub fn map_file(path: &Path) -> Result<Mapped> {
-    let file = File::open(path).map_err(|e| Error::io(e, "open segment", path))?;
-    let len = file
-        .metadata()
-        .map_err(|e| Error::io(e, "stat segment", path))?
-        .len();
-    if len == 0 {
-        return Ok(Mapped(None));
-    }
-    // SAFETY: segments are append-only; the only writer that shortens a file is the sink
-    // repairing a torn tail when it opens a partition, which it owns exclusively.
-    let map =
-        unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(e, "map segment", path))?;
-    Ok(Mapped(Some(map)))
-}
-
-/// A read-only mapping of a segment file.
-pub struct Mapped(Option<memmap2::Mmap>);
-
-impl std::ops::Deref for Mapped {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        self.0.as_deref().unwrap_or(&[])
-    }
 }
 
 /// Scans a segment file; a file too short to hold its header is a torn creation and is reported
 /// as a corrupt error here (the sink handles that case itself before calling this).
 pub fn scan_file(path: &Path) -> Result<SegmentScan> {
-    let data = map_file(path)?;
-    scan_bytes(path, &data)?.ok_or_else(|| {
+    scan(path)?.ok_or_else(|| {
+        let len = std::fs::metadata(path).map_or(0, |m| m.len());
         Error::corrupt(
             path,
-            data.len() as u64,
+            len,
             "segment is shorter than its header (torn while being created)",
         )
     })
+}
+
+/// Bytes read at once; a frame larger than this is read whole.
+const READ_CHUNK: usize = 256 * 1024;
+/// The longest possible segment header (`header_len` is a u16).
+const HEADER_MAX: usize = u16::MAX as usize;
+
+/// A segment opened for reading with positioned reads (`pread`) into a buffer.
+///
+/// Never memory-mapped: a file that shrinks while it is read (the sink cutting a torn tail,
+/// an operator, a broken volume) must not kill the process with SIGBUS, least of all a
+/// Connect worker. A shorter file simply ends earlier, and the frame rules turn that into a
+/// clean end, a torn tail or an error. Bytes appended after [`SegmentFile::open`] are not
+/// read, as with a mapping taken at open.
+pub struct SegmentFile {
+    path: PathBuf,
+    file: File,
+    /// End of the readable bytes: the length at open, lowered if a read finds the file shorter.
+    len: u64,
+    buf: Vec<u8>,
+    /// File position of `buf[0]`.
+    buf_pos: u64,
+}
+
+impl SegmentFile {
+    /// Opens a segment for reading.
+    pub fn open(path: &Path) -> Result<SegmentFile> {
+        let file = File::open(path).map_err(|e| Error::io(e, "open segment", path))?;
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io(e, "stat segment", path))?
+            .len();
+        Ok(SegmentFile {
+            path: path.to_path_buf(),
+            file,
+            len,
+            buf: Vec::new(),
+            buf_pos: 0,
+        })
+    }
+
+    /// The segment's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Bytes readable: the length at open, or less if the file was found shorter since.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// True when the file holds no byte.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Up to `n` bytes from `pos`, fewer only at the end of the file. Valid until the next call.
+    fn window(&mut self, pos: u64, n: usize) -> Result<&[u8]> {
+        let end = self.len.min(pos.saturating_add(n as u64));
+        if pos >= end {
+            return Ok(&[]);
+        }
+        let buf_end = self.buf_pos + self.buf.len() as u64;
+        if pos < self.buf_pos || end > buf_end {
+            let size = ((end - pos) as usize)
+                .max(READ_CHUNK)
+                .min((self.len - pos) as usize);
+            if self.buf.capacity() > 4 * READ_CHUNK && size <= READ_CHUNK {
+                self.buf = Vec::new(); // after a huge record, give the memory back
+            }
+            self.buf.resize(size, 0);
+            let got = read_full_at(&self.file, &mut self.buf, pos)
+                .map_err(|e| Error::io(e, "read segment", &self.path))?;
+            self.buf.truncate(got);
+            self.buf_pos = pos;
+            if got < size {
+                // The file shrank since it was opened: it now ends here.
+                log::debug!(
+                    "{}: file shrank to {} bytes while being read",
+                    self.path.display(),
+                    pos + got as u64
+                );
+                self.len = pos + got as u64;
+            }
+        }
+        let end = end.min(self.len);
+        let from = (pos - self.buf_pos) as usize;
+        let to = ((end - self.buf_pos) as usize).max(from);
+        Ok(&self.buf[from..to])
+    }
+
+    /// Whether every byte from `pos` to the end of the file is zero.
+    fn zero_to_end(&mut self, mut pos: u64) -> Result<bool> {
+        loop {
+            let w = self.window(pos, READ_CHUNK)?;
+            if w.is_empty() {
+                return Ok(true);
+            }
+            if w.iter().any(|&b| b != 0) {
+                return Ok(false);
+            }
+            pos += w.len() as u64;
+        }
+    }
+
+    /// Decodes and checks the header (`Ok(None)`: a torn creation, see
+    /// [`SegmentHeader::decode`]).
+    pub fn header(&mut self) -> Result<Option<SegmentHeader>> {
+        let path = self.path.clone();
+        SegmentHeader::decode(&path, self.window(0, HEADER_MAX)?)
+    }
+
+    /// Reads the frame at `pos`, with exactly the rules of [`read_frame`].
+    pub fn read_frame(&mut self, pos: usize) -> Result<Frame> {
+        let at = pos as u64;
+        let prefix = self.window(at, FRAME_PREFIX_LEN)?;
+        let zero_prefix = prefix.iter().all(|&b| b == 0);
+        let want = frame::wanted_len(prefix, MAX_BODY_LEN);
+        let zero_to_end = if zero_prefix && !prefix.is_empty() {
+            self.zero_to_end(at)?
+        } else {
+            false
+        };
+        let rest = self.window(at, want)?;
+        let check = frame::check_at(rest, || zero_to_end, MIN_BODY as u32, MAX_BODY_LEN);
+        Ok(record_frame(rest, pos, check))
+    }
+
+    /// Decodes the body of a record located by [`SegmentFile::read_frame`].
+    pub fn decode_body(&mut self, body: Range<usize>) -> Result<Record> {
+        let start = body.start;
+        let path = self.path.clone();
+        let data = self.window(start as u64, body.len())?;
+        if data.len() < body.len() {
+            return Err(Error::corrupt(
+                &path,
+                start as u64,
+                "record body vanished: the file was truncated while being read",
+            ));
+        }
+        let mut c = Cursor::new(data);
+        codec::get_record_body(&mut c)
+            .map_err(|e| Error::corrupt(&path, (start + e.position) as u64, e.detail))
+    }
+}
+
+/// Reads until `buf` is full or the file ends; answers the bytes read.
+fn read_full_at(file: &File, buf: &mut [u8], pos: u64) -> std::io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let mut got = 0;
+    while got < buf.len() {
+        match file.read_at(&mut buf[got..], pos + got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
 }
 
 /// Appends records to one segment and its two index files.
@@ -440,22 +590,8 @@ impl SegmentWriter {
             layout::write_atomic(&layout::offset_index_path(path), &files.0)?;
             layout::write_atomic(&layout::time_index_path(path), &files.1)?;
         }
-        // Replay the builder so the next entries continue where the files end.
-        let mut builder = IndexBuilder::new(scan.header.index_interval_bytes);
-        if scan.records > 0 {
-            let data = map_file(path)?;
-            let mut pos = scan.header.header_len as usize;
-            while let Frame::Record {
-                offset,
-                timestamp,
-                next,
-                ..
-            } = read_frame(&data[..scan.valid_len as usize], pos)
-            {
-                builder.observe(offset, timestamp, pos as u64);
-                pos = next;
-            }
-        }
+        // Continue the index where the files end (the scan saw every valid record).
+        let builder = scan.builder.clone();
         Ok(SegmentWriter {
             path: path.to_path_buf(),
             out: BufWriter::with_capacity(256 * 1024, open_append(path, "open segment")?),
