@@ -248,6 +248,7 @@ impl Backup {
             cur: 0,
             seg: None,
             last_returned: None,
+            chain: None,
         })
     }
 
@@ -506,20 +507,23 @@ impl Backup {
                     None,
                     "index file missing; run `kbackup reindex` to rebuild it".into(),
                 ),
-                IndexState::Stale(f) if scan.torn.is_some() && is_last => problem(
+                IndexState::Stale { file, position } if scan.torn.is_some() && is_last => problem(
                     rep,
                     Severity::Warning,
-                    Path::new(&f),
-                    None,
+                    Path::new(&file),
+                    Some(position),
                     "index covers a torn tail; the sink rebuilds it when it reopens the partition"
                         .into(),
                 ),
-                IndexState::Stale(f) => problem(
+                IndexState::Stale { file, position } => problem(
                     rep,
                     Severity::Error,
-                    Path::new(&f),
-                    None,
-                    "index disagrees with its segment; run `kbackup reindex` to rebuild it".into(),
+                    Path::new(&file),
+                    Some(position),
+                    "index disagrees with its segment (damaged or stale); indexes are derived \
+                     data, so no record is lost: run `kbackup reindex` to rebuild it from the \
+                     segment"
+                        .into(),
                 ),
             }
             prev_last = scan.last_offset.map(|l| (l, path.clone()));
@@ -556,9 +560,21 @@ impl Backup {
             for p in self.partitions(&topic)? {
                 let dir =
                     layout::partition_dir(&self.root, &TopicPartition::new(topic.clone(), p))?;
-                for (_, path) in layout::list_segments(&dir)? {
+                let segments = layout::list_segments(&dir)?;
+                let n = segments.len();
+                for (i, (_, path)) in segments.into_iter().enumerate() {
                     rep.segments += 1;
-                    match index::ensure(&path) {
+                    // A torn tail is only an interrupted write in the last segment; elsewhere
+                    // records are missing, and an index of what is left would hide that.
+                    let res = segment::scan_file(&path).and_then(|scan| match &scan.torn {
+                        Some((pos, why)) if i + 1 < n => Err(Error::corrupt(
+                            &path,
+                            *pos,
+                            format!("{why} in a segment that is not the partition's last"),
+                        )),
+                        _ => index::ensure_scanned(&path, &scan),
+                    });
+                    match res {
                         Ok(true) => rep.rebuilt += 1,
                         Ok(false) => {}
                         Err(e) => rep.failed.push((path, e.to_string())),
@@ -589,6 +605,8 @@ fn problem(
 struct OpenSegment {
     path: PathBuf,
     base: i64,
+    /// The header's offset of the last record of the previous segment (-1: none).
+    prev_last: i64,
     file: SegmentFile,
     header_len: usize,
     pos: usize,
@@ -602,6 +620,9 @@ pub struct PartitionReader {
     cur: usize,
     seg: Option<OpenSegment>,
     last_returned: Option<i64>,
+    /// Last offset of the previous segment when it was read to its end: the next segment's
+    /// header must name it, or a segment is missing or was cut short.
+    chain: Option<(i64, PathBuf)>,
 }
 
 impl PartitionReader {
@@ -642,6 +663,7 @@ impl PartitionReader {
         Ok(Some(OpenSegment {
             path: path.clone(),
             base: *base,
+            prev_last: h.prev_last_offset,
             header_len: h.header_len as usize,
             pos: h.header_len as usize,
             file,
@@ -658,7 +680,24 @@ impl PartitionReader {
                     return Ok(None);
                 }
                 match self.load(self.cur)? {
-                    Some(s) => self.seg = Some(s),
+                    Some(s) => {
+                        if let Some((last, prev)) = self.chain.take() {
+                            if s.prev_last != last {
+                                return Err(Error::corrupt(
+                                    &s.path,
+                                    20,
+                                    format!(
+                                        "segment chain broken: this segment follows offset {} but \
+                                         the previous segment {} ends at offset {last}; a segment \
+                                         is missing or was cut short",
+                                        s.prev_last,
+                                        prev.display()
+                                    ),
+                                ));
+                            }
+                        }
+                        self.seg = Some(s)
+                    }
                     None => {
                         self.cur += 1;
                         continue;
@@ -697,7 +736,9 @@ impl PartitionReader {
                     self.last_returned = Some(offset);
                     return Ok(Some((offset, timestamp, body)));
                 }
-                Frame::End => {}
+                Frame::End => {
+                    self.chain = self.last_returned.map(|l| (l, s.path.clone()));
+                }
                 Frame::Torn(why) if s.is_last => {
                     log::debug!(
                         "{}: ignoring torn tail at byte {} ({why})",
@@ -744,6 +785,7 @@ impl PartitionReader {
     /// Positions the reader in segment `i` at its first record >= `offset` (or past its end).
     fn seek_in(&mut self, i: usize, offset: i64) -> Result<()> {
         self.last_returned = None;
+        self.chain = None;
         self.seg = None;
         self.cur = i;
         if i >= self.segments.len() {
@@ -783,6 +825,7 @@ impl PartitionReader {
                 }
                 Frame::Record { .. } => return Ok(()),
                 Frame::End => {
+                    self.chain = self.last_returned.map(|l| (l, s.path.clone()));
                     self.seg = None;
                     self.cur += 1;
                     return Ok(());
@@ -834,6 +877,7 @@ impl PartitionReader {
             cur: 0,
             seg: None,
             last_returned: None,
+            chain: None,
         }
     }
 }
