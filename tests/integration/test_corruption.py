@@ -122,3 +122,112 @@ def test_defect5_bit_flip_in_the_last_record_is_refused_everywhere(cluster, kbac
                       "--topics", topic, "--until-caught-up", "-q", check=False)
     assert res.returncode == 4 and where in res.stderr, res.stdout + res.stderr
     assert segment.read_bytes() == damaged
+
+
+def log_frames(log: Path) -> list[int]:
+    """Entry positions of a version 2 group-offsets log (docs/format.md)."""
+    data = log.read_bytes()
+    assert data[:6] == b"KBGO\x00\x02", data[:12]
+    pos, out = 12, []
+    while pos < len(data):
+        out.append(pos)
+        pos += 12 + struct.unpack(">I", data[pos:pos + 4])[0]
+    return out
+
+
+def all_failed_traces(connect, name: str, tasks: int, timeout: float = 120) -> list[str]:
+    deadline = time.monotonic() + timeout
+    traces: list[str] = []
+    while time.monotonic() < deadline:
+        try:
+            st = connect.status(name).get("tasks", [])
+        except ConnectError:
+            st = []
+        traces = [t.get("trace", "") for t in st if t.get("state") == "FAILED"]
+        if len(traces) == tasks:
+            return traces
+        time.sleep(0.5)
+    raise AssertionError(f"{name}: {len(traces)} of {tasks} tasks failed: {connect.status(name)}")
+
+
+def test_damage_at_structural_positions_is_refused_by_cli_and_connectors(
+        cluster, kbackup, workdir):
+    """Issue 8, "Corruption", the paths tests/corruption.rs cannot reach: one backup of four
+    topics, each damaged at another structural position (a sealed segment's header CRC, a
+    middle record's length CRC in the last segment, whole records cut from a sealed segment,
+    a middle entry of the group-offsets log). `kbackup verify` names each file and byte, `kbackup
+    restore` refuses each topic, a restore connector with one task per topic fails every task
+    naming its damage, and the sink connector refuses the damaged last segment."""
+    names = {k: unique(f"dmg-{k}") for k in ("header", "length", "cut", "log")}
+    group = unique("dmg-group")
+    for t in names.values():
+        cluster.kafka.create_topic(t, 1)
+        cluster.kafka.produce(t, [{"partition": 0, "value": b"record-%04d-" % i + b"y" * 300}
+                                  for i in range(60)])
+    cluster.kafka.commit_group_offsets(group, {(names["log"], 0): o for o in [30]})
+    backup = workdir / "backup"
+    kbackup.run("backup", "--bootstrap-server", cluster.bootstrap, "--dir", str(backup),
+                "--topics", ",".join(names.values()), "--max-segment-bytes", "8000",
+                "--group-offsets", "--until-caught-up", "-q")
+    # A second capture with another position, so the log has a middle entry.
+    cluster.kafka.commit_group_offsets(group, {(names["log"], 0): 45})
+    kbackup.run("backup", "--bootstrap-server", cluster.bootstrap, "--dir", str(backup),
+                "--topics", names["log"], "--group-offsets", "--until-caught-up", "-q")
+    cluster.kafka.commit_group_offsets(group, {(names["log"], 0): 50})
+    kbackup.run("backup", "--bootstrap-server", cluster.bootstrap, "--dir", str(backup),
+                "--topics", names["log"], "--group-offsets", "--until-caught-up", "-q")
+
+    def segments(t: str) -> list[Path]:
+        return sorted((backup / "topics" / t / "0").glob("*.segment"))
+
+    expected: dict[str, tuple[Path, int]] = {}
+    seg = segments(names["header"])[0]
+    hl = struct.unpack(">H", seg.read_bytes()[6:8])[0]
+    flip(seg, hl - 1)
+    expected["header"] = (seg, 0)
+    seg = segments(names["length"])[-1]
+    mid = frames(seg)[len(frames(seg)) // 2]
+    flip(seg, mid + 5)
+    expected["length"] = (seg, mid)
+    first, second = segments(names["cut"])[:2]
+    first.write_bytes(first.read_bytes()[:frames(first)[-1]])
+    expected["cut"] = (second, 20)  # the next segment's link to the lost record
+    log = backup / "topics" / names["log"] / "0" / "group-offsets.log"
+    entries = log_frames(log)
+    assert len(entries) == 3, entries
+    flip(log, entries[1] + 20)
+    expected["log"] = (log, entries[1])
+
+    res = kbackup.run("verify", str(backup), check=False)
+    assert res.returncode == 4, res.stdout + res.stderr
+    for key, (file, pos) in expected.items():
+        assert f"error: {file} at byte {pos}:" in res.stdout, (key, res.stdout)
+
+    for key, t in names.items():
+        file, pos = expected[key]
+        target = unique(f"dmg-cli-{key}")
+        res = kbackup.run("restore", "--bootstrap-server", cluster.bootstrap, "--dir",
+                          str(backup), "--topics", t, "--rename", f"{t}:{target}",
+                          "--group-offsets", "-q", check=False)
+        assert res.returncode == 4 and f"{file} at byte {pos}" in res.stderr, (
+            key, res.stdout + res.stderr)
+
+    name = unique("restore-damaged")
+    cfg = source_config(",".join(names.values()), backup, cluster.bootstrap, **{
+        "tasks.max": 4, "restore.state.dir": str(workdir / "state"),
+        "topics.rename": ",".join(f"{t}:{t}-restored" for t in names.values())})
+    cluster.connect.create_connector(name, cfg)
+    try:
+        traces = "\n".join(all_failed_traces(cluster.connect, name, 4))
+    finally:
+        cluster.connect.delete_connector(name)
+        cluster.connect.wait_deleted(name)
+    for key, (file, pos) in expected.items():
+        assert f"{file} at byte {pos}" in traces, (key, traces[:6000])
+
+    file, pos = expected["length"]
+    damaged = file.read_bytes()
+    trace = connector_fails(cluster, unique("sink-damaged"),
+                            sink_config(names["length"], backup, cluster.bootstrap))
+    assert f"{file} at byte {pos}" in trace, trace[:3000]
+    assert file.read_bytes() == damaged
