@@ -215,6 +215,47 @@ fn verify_exits_4_on_corruption_and_names_file_and_position() {
     assert!(String::from_utf8_lossy(&o.stderr).contains(&seg.display().to_string()));
 }
 
+/// Defect 5: a bit flip in a partition's last record was a "torn tail" warning (exit 0) and
+/// `cat` silently left the record out.
+#[test]
+fn defect5_verify_and_cat_refuse_a_bit_flip_in_the_last_record() {
+    let d = tempfile::tempdir().unwrap();
+    write_backup(d.path(), 50);
+    let dir = d.path().to_str().unwrap();
+    let seg = segment(d.path(), 1);
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let scan = kbackup_core::segment::scan_file(&seg).unwrap();
+    let mut last = scan.header.header_len as usize;
+    while let kbackup_core::segment::Frame::Record { next, .. } =
+        kbackup_core::segment::read_frame(&bytes, last)
+    {
+        if next == bytes.len() {
+            break;
+        }
+        last = next;
+    }
+    let n = bytes.len();
+    bytes[n - 4] ^= 0x20;
+    std::fs::write(&seg, &bytes).unwrap();
+
+    let o = kbackup(&["verify", dir]);
+    let text = stdout(&o);
+    assert_eq!(o.status.code(), Some(4), "{text}");
+    let want = format!("error: {} at byte {last}:", seg.display());
+    assert!(text.contains(&want), "{text}");
+    let o = kbackup(&["cat", dir, "--topic", "t", "--partition", "1"]);
+    assert_eq!(o.status.code(), Some(4));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!("{} at byte {last}", seg.display())),
+        "{err}"
+    );
+    assert_eq!(stdout(&o).lines().count(), 49, "every record before it");
+    // inspect reads every record too.
+    let o = kbackup(&["inspect", dir]);
+    assert_eq!(o.status.code(), Some(4));
+}
+
 #[test]
 fn reindex_restores_a_deleted_index() {
     let d = tempfile::tempdir().unwrap();

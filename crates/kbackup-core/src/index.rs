@@ -241,8 +241,13 @@ pub enum IndexState {
     Valid,
     /// A file is missing.
     Missing(String),
-    /// A file exists but differs from what the segment implies.
-    Stale(String),
+    /// A file exists but differs from what the segment implies, first at byte `position`.
+    Stale {
+        /// The index file.
+        file: String,
+        /// First byte that differs (the expected length when one file is a prefix of the other).
+        position: u64,
+    },
 }
 
 /// Compares the index files of `segment_path` with the expected contents.
@@ -254,7 +259,17 @@ pub fn compare(segment_path: &Path, expected: &(Vec<u8>, Vec<u8>)) -> Result<Ind
     for (path, want) in pairs {
         match std::fs::read(&path) {
             Ok(have) if &have == want => {}
-            Ok(_) => return Ok(IndexState::Stale(path.display().to_string())),
+            Ok(have) => {
+                let position = have
+                    .iter()
+                    .zip(want.iter())
+                    .position(|(a, b)| a != b)
+                    .unwrap_or(have.len().min(want.len()));
+                return Ok(IndexState::Stale {
+                    file: path.display().to_string(),
+                    position: position as u64,
+                });
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Ok(IndexState::Missing(path.display().to_string()))
             }
@@ -280,7 +295,11 @@ pub fn rebuild(segment_path: &Path) -> Result<()> {
 /// Rebuilds the index files only when they are missing or disagree with the segment; answers
 /// whether it rewrote them.
 pub fn ensure(segment_path: &Path) -> Result<bool> {
-    let scan = segment::scan_file(segment_path)?;
+    ensure_scanned(segment_path, &segment::scan_file(segment_path)?)
+}
+
+/// [`ensure`] with the segment already scanned.
+pub fn ensure_scanned(segment_path: &Path, scan: &segment::SegmentScan) -> Result<bool> {
     let files = encode_files(
         scan.header.base_offset,
         scan.header.index_interval_bytes,

@@ -7,6 +7,7 @@
 
 pub mod codec;
 pub mod error;
+pub mod frame;
 pub mod freshness;
 pub mod groups;
 pub mod index;

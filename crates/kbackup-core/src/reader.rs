@@ -1,7 +1,9 @@
 //! Reading a backup: the restore path, `inspect`, `cat`, `verify` and `reindex`.
 //!
-//! Segments are memory-mapped and decoded in place. A reader never skips damage: corruption in
-//! the middle of a segment is an error naming file and position. The only bytes it leaves out
+//! Segments are read with positioned reads into a buffer ([`segment::SegmentFile`]), never
+//! memory-mapped, so a file truncated while it is read cannot crash the process (a Connect
+//! worker above all). A reader never skips damage: corruption anywhere in a segment, its last
+//! record included, is an error naming file and position. The only bytes it leaves out
 //! silently are a torn tail at the very end of a partition's last segment (an interrupted write
 //! the sink repairs when it next opens the partition); `verify` reports those as warnings.
 
@@ -9,8 +11,9 @@ use crate::error::{Error, Result};
 use crate::index::{self, IndexState};
 use crate::layout;
 use crate::manifest::{self, RootMarker, TopicManifest};
+use crate::offsets_log;
 use crate::record::{Record, TopicPartition};
-use crate::segment::{self, Frame, Mapped, SegmentHeader};
+use crate::segment::{self, Frame, SegmentFile};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
@@ -245,6 +248,7 @@ impl Backup {
             cur: 0,
             seg: None,
             last_returned: None,
+            chain: None,
         })
     }
 
@@ -404,6 +408,7 @@ impl Backup {
             let known = layout::parse_segment_file_name(&name).is_some()
                 || name == layout::GROUP_OFFSETS_LOG
                 || name == layout::WRITER_LOCK
+                || name == offsets_log::LOCK_FILE
                 || [layout::OFFSET_INDEX_EXT, layout::TIME_INDEX_EXT]
                     .iter()
                     .any(|ext| {
@@ -418,14 +423,17 @@ impl Backup {
                 problem(rep, Severity::Warning, &path, None, "unexpected file in a partition directory (not a segment, index or group-offsets log, or an index without its segment)".into());
             }
         }
+        self.verify_offsets_log(&dir.join(layout::GROUP_OFFSETS_LOG), rep);
         let mut prev_last: Option<(i64, PathBuf)> = None;
         for (i, (base, path)) in segments.iter().enumerate() {
             let is_last = i + 1 == segments.len();
             rep.segments += 1;
-            let data = segment::map_file(path)?;
-            rep.bytes += data.len() as u64;
-            progress(data.len() as u64);
-            let scan = match segment::scan_bytes(path, &data) {
+            let len = std::fs::metadata(path)
+                .map_err(|e| Error::io(e, "stat segment", path))?
+                .len();
+            rep.bytes += len;
+            progress(len);
+            let scan = match segment::scan(path) {
                 Ok(Some(s)) => s,
                 Ok(None) => {
                     let sev = if is_last {
@@ -433,7 +441,7 @@ impl Backup {
                     } else {
                         Severity::Error
                     };
-                    problem(rep, sev, path, Some(data.len() as u64), "segment shorter than its header (interrupted while being created); the sink removes it when it reopens the partition".into());
+                    problem(rep, sev, path, Some(len), "segment shorter than its header (interrupted while being created); the sink removes it when it reopens the partition".into());
                     continue;
                 }
                 Err(Error::Corrupt {
@@ -499,25 +507,46 @@ impl Backup {
                     None,
                     "index file missing; run `kbackup reindex` to rebuild it".into(),
                 ),
-                IndexState::Stale(f) if scan.torn.is_some() && is_last => problem(
+                IndexState::Stale { file, position } if scan.torn.is_some() && is_last => problem(
                     rep,
                     Severity::Warning,
-                    Path::new(&f),
-                    None,
+                    Path::new(&file),
+                    Some(position),
                     "index covers a torn tail; the sink rebuilds it when it reopens the partition"
                         .into(),
                 ),
-                IndexState::Stale(f) => problem(
+                IndexState::Stale { file, position } => problem(
                     rep,
                     Severity::Error,
-                    Path::new(&f),
-                    None,
-                    "index disagrees with its segment; run `kbackup reindex` to rebuild it".into(),
+                    Path::new(&file),
+                    Some(position),
+                    "index disagrees with its segment (damaged or stale); indexes are derived \
+                     data, so no record is lost: run `kbackup reindex` to rebuild it from the \
+                     segment"
+                        .into(),
                 ),
             }
             prev_last = scan.last_offset.map(|l| (l, path.clone()));
         }
         Ok(())
+    }
+
+    /// Checks a partition's group-offsets log: every entry's CRC, the header and version.
+    fn verify_offsets_log(&self, log: &Path, rep: &mut VerifyReport) {
+        match offsets_log::check(log) {
+            Ok(None) => {}
+            Ok(Some(scan)) => {
+                if let Some((pos, why)) = scan.torn {
+                    problem(rep, Severity::Warning, log, Some(pos), format!("torn append at the end of the group-offsets log ({why}); ignored by readers, cut off by the next capture"));
+                }
+            }
+            Err(Error::Corrupt {
+                path,
+                position,
+                detail,
+            }) => problem(rep, Severity::Error, &path, Some(position), format!("{detail}; the consumer-group positions of this partition cannot be restored from this file")),
+            Err(e) => problem(rep, Severity::Error, log, None, e.to_string()),
+        }
     }
 
     /// Rebuilds every index file that is missing or disagrees with its segment.
@@ -531,9 +560,21 @@ impl Backup {
             for p in self.partitions(&topic)? {
                 let dir =
                     layout::partition_dir(&self.root, &TopicPartition::new(topic.clone(), p))?;
-                for (_, path) in layout::list_segments(&dir)? {
+                let segments = layout::list_segments(&dir)?;
+                let n = segments.len();
+                for (i, (_, path)) in segments.into_iter().enumerate() {
                     rep.segments += 1;
-                    match index::ensure(&path) {
+                    // A torn tail is only an interrupted write in the last segment; elsewhere
+                    // records are missing, and an index of what is left would hide that.
+                    let res = segment::scan_file(&path).and_then(|scan| match &scan.torn {
+                        Some((pos, why)) if i + 1 < n => Err(Error::corrupt(
+                            &path,
+                            *pos,
+                            format!("{why} in a segment that is not the partition's last"),
+                        )),
+                        _ => index::ensure_scanned(&path, &scan),
+                    });
+                    match res {
                         Ok(true) => rep.rebuilt += 1,
                         Ok(false) => {}
                         Err(e) => rep.failed.push((path, e.to_string())),
@@ -560,11 +601,13 @@ fn problem(
     });
 }
 
-/// The currently mapped segment of a [`PartitionReader`].
+/// The currently open segment of a [`PartitionReader`].
 struct OpenSegment {
     path: PathBuf,
     base: i64,
-    data: Mapped,
+    /// The header's offset of the last record of the previous segment (-1: none).
+    prev_last: i64,
+    file: SegmentFile,
     header_len: usize,
     pos: usize,
     is_last: bool,
@@ -577,6 +620,9 @@ pub struct PartitionReader {
     cur: usize,
     seg: Option<OpenSegment>,
     last_returned: Option<i64>,
+    /// Last offset of the previous segment when it was read to its end: the next segment's
+    /// header must name it, or a segment is missing or was cut short.
+    chain: Option<(i64, PathBuf)>,
 }
 
 impl PartitionReader {
@@ -593,14 +639,14 @@ impl PartitionReader {
     fn load(&self, i: usize) -> Result<Option<OpenSegment>> {
         let (base, path) = &self.segments[i];
         let is_last = i + 1 == self.segments.len();
-        let data = segment::map_file(path)?;
-        let Some(h) = SegmentHeader::decode(path, &data)? else {
+        let mut file = SegmentFile::open(path)?;
+        let Some(h) = file.header()? else {
             if is_last {
                 return Ok(None); // created but never written: nothing to read
             }
             return Err(Error::corrupt(
                 path,
-                data.len() as u64,
+                file.len(),
                 "segment shorter than its header",
             ));
         };
@@ -617,9 +663,10 @@ impl PartitionReader {
         Ok(Some(OpenSegment {
             path: path.clone(),
             base: *base,
+            prev_last: h.prev_last_offset,
             header_len: h.header_len as usize,
             pos: h.header_len as usize,
-            data,
+            file,
             is_last,
         }))
     }
@@ -633,7 +680,24 @@ impl PartitionReader {
                     return Ok(None);
                 }
                 match self.load(self.cur)? {
-                    Some(s) => self.seg = Some(s),
+                    Some(s) => {
+                        if let Some((last, prev)) = self.chain.take() {
+                            if s.prev_last != last {
+                                return Err(Error::corrupt(
+                                    &s.path,
+                                    20,
+                                    format!(
+                                        "segment chain broken: this segment follows offset {} but \
+                                         the previous segment {} ends at offset {last}; a segment \
+                                         is missing or was cut short",
+                                        s.prev_last,
+                                        prev.display()
+                                    ),
+                                ));
+                            }
+                        }
+                        self.seg = Some(s)
+                    }
                     None => {
                         self.cur += 1;
                         continue;
@@ -641,7 +705,7 @@ impl PartitionReader {
                 }
             }
             let s = self.seg.as_mut().expect("loaded");
-            match segment::read_frame(&s.data, s.pos) {
+            match s.file.read_frame(s.pos)? {
                 Frame::Record {
                     offset,
                     timestamp,
@@ -672,14 +736,16 @@ impl PartitionReader {
                     self.last_returned = Some(offset);
                     return Ok(Some((offset, timestamp, body)));
                 }
-                Frame::End => {}
+                Frame::End => {
+                    self.chain = self.last_returned.map(|l| (l, s.path.clone()));
+                }
                 Frame::Torn(why) if s.is_last => {
                     log::debug!(
                         "{}: ignoring torn tail at byte {} ({why})",
                         s.path.display(),
                         s.pos
                     );
-                    s.pos = s.data.len();
+                    s.pos = s.file.len() as usize;
                 }
                 Frame::Torn(why) | Frame::Corrupt(why) => {
                     return Err(Error::corrupt(&s.path, s.pos as u64, why));
@@ -701,9 +767,9 @@ impl PartitionReader {
         };
         let s = self
             .seg
-            .as_ref()
+            .as_mut()
             .expect("advance leaves the segment loaded");
-        segment::decode_body(&s.path, &s.data, body).map(Some)
+        s.file.decode_body(body).map(Some)
     }
 
     /// Positions the reader at the first record with offset >= `offset`.
@@ -719,6 +785,7 @@ impl PartitionReader {
     /// Positions the reader in segment `i` at its first record >= `offset` (or past its end).
     fn seek_in(&mut self, i: usize, offset: i64) -> Result<()> {
         self.last_returned = None;
+        self.chain = None;
         self.seg = None;
         self.cur = i;
         if i >= self.segments.len() {
@@ -730,12 +797,12 @@ impl PartitionReader {
         };
         // Jump with the sparse index; fall back to a scan from the start when it is unusable.
         let ipath = layout::offset_index_path(&s.path);
-        match index::read_offset_index(&ipath, s.base, s.data.len() as u64) {
+        match index::read_offset_index(&ipath, s.base, s.file.len()) {
             Ok(entries) => {
                 let i = entries.partition_point(|e| e.offset <= offset);
                 if i > 0 {
                     let e = entries[i - 1];
-                    match segment::read_frame(&s.data, e.position as usize) {
+                    match s.file.read_frame(e.position as usize)? {
                         Frame::Record { offset: o, .. } if o == e.offset => s.pos = e.position as usize,
                         _ => log::warn!("{}: index entry for offset {} does not point at that record; scanning the segment instead (run `kbackup reindex`)", ipath.display(), e.offset),
                     }
@@ -749,7 +816,7 @@ impl PartitionReader {
             let Some(s) = self.seg.as_mut() else {
                 return Ok(());
             };
-            match segment::read_frame(&s.data, s.pos) {
+            match s.file.read_frame(s.pos)? {
                 Frame::Record {
                     offset: o, next, ..
                 } if o < offset => {
@@ -758,6 +825,7 @@ impl PartitionReader {
                 }
                 Frame::Record { .. } => return Ok(()),
                 Frame::End => {
+                    self.chain = self.last_returned.map(|l| (l, s.path.clone()));
                     self.seg = None;
                     self.cur += 1;
                     return Ok(());
@@ -809,6 +877,7 @@ impl PartitionReader {
             cur: 0,
             seg: None,
             last_returned: None,
+            chain: None,
         }
     }
 }

@@ -7,6 +7,7 @@
 
 use crate::codec::{self, Cursor, MIN_BODY};
 use crate::error::{Error, Result};
+use crate::frame;
 use crate::index::{self, IndexBuilder, Indexes};
 use crate::layout;
 use crate::manifest::FORMAT_VERSION;
@@ -21,7 +22,7 @@ pub const SEGMENT_MAGIC: [u8; 4] = *b"KBSG";
 /// Bytes of the fixed part of a segment header (before the topic string).
 pub const HEADER_FIXED_LEN: usize = 40;
 /// Bytes of a record frame's prefix (length, length CRC, body CRC).
-pub const FRAME_PREFIX_LEN: usize = 12;
+pub const FRAME_PREFIX_LEN: usize = frame::PREFIX_LEN;
 /// Largest record body accepted (bytes).
 pub const MAX_BODY_LEN: u32 = i32::MAX as u32;
 
@@ -67,42 +68,64 @@ impl SegmentHeader {
 
     /// Decodes and checks a header at the start of `data`.
     ///
-    /// Answers `Ok(None)` when `data` is shorter than the header says it is (a segment torn
-    /// while being created).
+    /// Answers `Ok(None)` when `data` is a torn creation: shorter than the header, with what is
+    /// there consistent with a header being written (the magic, and in a version 1 header a
+    /// length that agrees with the topic length). Damage to the header is an error with
+    /// position, never taken for a torn creation (the sink deletes those).
     pub fn decode(path: &Path, data: &[u8]) -> Result<Option<SegmentHeader>> {
-        if data.len() < 8 {
-            return Ok(None);
-        }
-        if data[0..4] != SEGMENT_MAGIC {
+        let have = data.len().min(4);
+        if data[..have] != SEGMENT_MAGIC[..have] {
             return Err(Error::corrupt(
                 path,
                 0,
                 "bad magic: not a kbackup segment file",
             ));
         }
+        if data.len() < 8 {
+            return Ok(None);
+        }
         let version = u16::from_be_bytes([data[4], data[5]]);
-        crate::manifest::check_version(path, version)?;
-        let header_len = u16::from_be_bytes([data[6], data[7]]);
-        if (header_len as usize) < HEADER_FIXED_LEN + 2 + 4 {
+        let header_len = u16::from_be_bytes([data[6], data[7]]) as usize;
+        if header_len < HEADER_FIXED_LEN + 2 + 4 {
             return Err(Error::corrupt(
                 path,
                 6,
                 format!("header length {header_len} too small"),
             ));
         }
-        if data.len() < header_len as usize {
+        // A version 1 header is exactly as long as its topic says; a disagreement is a damaged
+        // length (not a header still being written, nor a longer header of a newer version).
+        if version == 1 && data.len() >= HEADER_FIXED_LEN + 2 {
+            let topic_len =
+                u16::from_be_bytes([data[HEADER_FIXED_LEN], data[HEADER_FIXED_LEN + 1]]);
+            if header_len != HEADER_FIXED_LEN + 2 + topic_len as usize + 4 {
+                return Err(Error::corrupt(
+                    path,
+                    6,
+                    format!(
+                        "header length {header_len} disagrees with the topic length {topic_len}"
+                    ),
+                ));
+            }
+        }
+        if data.len() < header_len {
+            crate::manifest::check_version(path, version)?;
             return Ok(None);
         }
-        let h = &data[..header_len as usize];
+        let h = &data[..header_len];
         let body_end = h.len() - 4;
         let crc = u32::from_be_bytes(h[body_end..].try_into().expect("4 bytes"));
+        // The CRC sits at header_len - 4 in every version, so it is checked before the version:
+        // a flipped version number is damage, not a file from a newer kbackup.
         if crc != crc32fast::hash(&h[..body_end]) {
             return Err(Error::corrupt(
                 path,
-                body_end as u64,
-                "segment header CRC mismatch",
+                0,
+                format!("segment header CRC mismatch (header bytes 0..{header_len})"),
             ));
         }
+        crate::manifest::check_version(path, version)?;
+        let header_len = header_len as u16;
         let mut c = Cursor::new(&h[8..body_end]);
         let parse = |c: &mut Cursor<'_>| -> std::result::Result<SegmentHeader, codec::DecodeError> {
             Ok(SegmentHeader {
@@ -148,52 +171,42 @@ pub enum Frame {
 /// CRC-32 of a frame's length field, stored beside it so a damaged length is never mistaken
 /// for an incomplete last write.
 pub fn length_crc(len: u32) -> u32 {
-    crc32fast::hash(&len.to_be_bytes())
+    frame::length_crc(len)
 }
 
 /// Reads the frame at `pos` of a segment's bytes.
 ///
-/// Torn (an interrupted append, safe to cut) versus corrupt (damage to keep and report):
-/// only an incomplete frame at the very end of the file, or one followed by nothing but zero
-/// bytes, is torn. A frame whose length field fails its own CRC anywhere else is corrupt.
+/// Torn versus corrupt is decided by [`frame::check`], the one definition shared with the
+/// group-offsets log (docs/format.md, "Torn tail versus corruption"): only a short frame or
+/// zero fill is torn; a complete frame with a bad length or body CRC is corrupt, also as the
+/// last frame of the file.
 pub fn read_frame(data: &[u8], pos: usize) -> Frame {
     let rest = &data[pos.min(data.len())..];
-    if rest.is_empty() {
-        return Frame::End;
-    }
-    let zeros_from = |i: usize| rest.get(i..).is_none_or(|r| r.iter().all(|&b| b == 0));
-    if rest.len() < FRAME_PREFIX_LEN {
-        return Frame::Torn(format!("incomplete frame header ({} bytes)", rest.len()));
-    }
-    let word = |i: usize| u32::from_be_bytes(rest[i..i + 4].try_into().expect("4 bytes"));
-    let (len, len_crc, crc) = (word(0), word(4), word(8));
-    if len_crc != length_crc(len) || len < MIN_BODY as u32 || len > MAX_BODY_LEN {
-        if zeros_from(0) {
-            return Frame::Torn("zero-filled tail".into());
-        }
-        return Frame::Corrupt(format!("damaged record length field ({len})"));
-    }
-    let end = FRAME_PREFIX_LEN + len as usize;
-    if rest.len() < end {
-        return Frame::Torn(format!(
-            "incomplete record: {len} bytes announced, {} present",
-            rest.len() - FRAME_PREFIX_LEN
-        ));
-    }
-    let body = &rest[FRAME_PREFIX_LEN..end];
-    if crc32fast::hash(body) != crc {
-        if zeros_from(end) {
-            return Frame::Torn("CRC mismatch in the last record (partially written)".into());
-        }
-        return Frame::Corrupt("record CRC mismatch".into());
-    }
-    let mut c = Cursor::new(body);
+    let check = frame::check_at(
+        rest,
+        || rest.iter().all(|&b| b == 0),
+        MIN_BODY as u32,
+        MAX_BODY_LEN,
+    );
+    record_frame(rest, pos, check)
+}
+
+/// Turns a frame check at `pos` (ranges relative to `rest`, which starts at `pos`) into a
+/// [`Frame`], parsing the record body of a complete frame.
+fn record_frame(rest: &[u8], pos: usize, check: frame::Check) -> Frame {
+    let (range, next) = match check {
+        frame::Check::Complete { body, next } => (body, next),
+        frame::Check::End => return Frame::End,
+        frame::Check::Torn(why) => return Frame::Torn(why),
+        frame::Check::Corrupt(why) => return Frame::Corrupt(format!("record {why}")),
+    };
+    let mut c = Cursor::new(&rest[range.clone()]);
     match codec::skip_record_body(&mut c).and_then(|r| c.finish("record body").map(|_| r)) {
         Ok((offset, timestamp)) => Frame::Record {
             offset,
             timestamp,
-            body: pos + FRAME_PREFIX_LEN..pos + end,
-            next: pos + end,
+            body: pos + range.start..pos + range.end,
+            next: pos + next,
         },
         Err(e) => Frame::Corrupt(format!(
             "malformed record body at body byte {}: {}",
@@ -231,13 +244,17 @@ pub struct SegmentScan {
     pub torn: Option<(u64, String)>,
     /// The index entries the valid records imply.
     pub indexes: Indexes,
+    /// The index builder after the valid records, so a writer reopening the segment continues
+    /// its index exactly where the files end.
+    pub builder: IndexBuilder,
 }
 
-/// Scans a segment's bytes: every CRC, offsets strictly increasing and the first record at the
+/// Scans a segment file: every CRC, offsets strictly increasing and the first record at the
 /// base offset. Corruption is an error with position; a torn tail is reported in the result.
-/// A file shorter than its header gives `Ok(None)`.
-pub fn scan_bytes(path: &Path, data: &[u8]) -> Result<Option<SegmentScan>> {
-    let Some(header) = SegmentHeader::decode(path, data)? else {
+/// A file shorter than its header (a torn creation) gives `Ok(None)`.
+pub fn scan(path: &Path) -> Result<Option<SegmentScan>> {
+    let mut file = SegmentFile::open(path)?;
+    let Some(header) = file.header()? else {
         return Ok(None);
     };
     let mut builder = IndexBuilder::new(header.index_interval_bytes);
@@ -245,7 +262,7 @@ pub fn scan_bytes(path: &Path, data: &[u8]) -> Result<Option<SegmentScan>> {
     let mut pos = header.header_len as usize;
     let (mut records, mut first, mut last, mut max_ts) = (0u64, None, None::<i64>, None::<i64>);
     let torn = loop {
-        match read_frame(data, pos) {
+        match file.read_frame(pos)? {
             Frame::End => break None,
             Frame::Torn(why) => break Some((pos as u64, why)),
             Frame::Corrupt(why) => return Err(Error::corrupt(path, pos as u64, why)),
@@ -286,57 +303,191 @@ pub fn scan_bytes(path: &Path, data: &[u8]) -> Result<Option<SegmentScan>> {
             }
         }
     };
+    let file_len = file.len();
     Ok(Some(SegmentScan {
         header,
         records,
         first_offset: first,
         last_offset: last,
         max_timestamp: max_ts,
-        valid_len: torn.as_ref().map_or(data.len() as u64, |(p, _)| *p),
-        file_len: data.len() as u64,
+        valid_len: torn.as_ref().map_or(file_len, |(p, _)| *p),
+        file_len,
         torn,
         indexes,
+        builder,
     }))
-}
-
-/// Memory-maps a segment read-only (an empty file maps to an empty slice).
-pub fn map_file(path: &Path) -> Result<Mapped> {
-    let file = File::open(path).map_err(|e| Error::io(e, "open segment", path))?;
-    let len = file
-        .metadata()
-        .map_err(|e| Error::io(e, "stat segment", path))?
-        .len();
-    if len == 0 {
-        return Ok(Mapped(None));
-    }
-    // SAFETY: segments are append-only; the only writer that shortens a file is the sink
-    // repairing a torn tail when it opens a partition, which it owns exclusively.
-    let map =
-        unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(e, "map segment", path))?;
-    Ok(Mapped(Some(map)))
-}
-
-/// A read-only mapping of a segment file.
-pub struct Mapped(Option<memmap2::Mmap>);
-
-impl std::ops::Deref for Mapped {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        self.0.as_deref().unwrap_or(&[])
-    }
 }
 
 /// Scans a segment file; a file too short to hold its header is a torn creation and is reported
 /// as a corrupt error here (the sink handles that case itself before calling this).
 pub fn scan_file(path: &Path) -> Result<SegmentScan> {
-    let data = map_file(path)?;
-    scan_bytes(path, &data)?.ok_or_else(|| {
+    scan(path)?.ok_or_else(|| {
+        let len = std::fs::metadata(path).map_or(0, |m| m.len());
         Error::corrupt(
             path,
-            data.len() as u64,
+            len,
             "segment is shorter than its header (torn while being created)",
         )
     })
+}
+
+/// Bytes read at once; a frame larger than this is read whole.
+const READ_CHUNK: usize = 256 * 1024;
+/// The longest possible segment header (`header_len` is a u16).
+const HEADER_MAX: usize = u16::MAX as usize;
+
+/// A segment opened for reading with positioned reads (`pread`) into a buffer.
+///
+/// Never memory-mapped: a file that shrinks while it is read (the sink cutting a torn tail,
+/// an operator, a broken volume) must not kill the process with SIGBUS, least of all a
+/// Connect worker. A shorter file simply ends earlier, and the frame rules turn that into a
+/// clean end, a torn tail or an error. Bytes appended after [`SegmentFile::open`] are not
+/// read, as with a mapping taken at open.
+pub struct SegmentFile {
+    path: PathBuf,
+    file: File,
+    /// End of the readable bytes: the length at open, lowered if a read finds the file shorter.
+    len: u64,
+    buf: Vec<u8>,
+    /// File position of `buf[0]`.
+    buf_pos: u64,
+}
+
+impl SegmentFile {
+    /// Opens a segment for reading.
+    pub fn open(path: &Path) -> Result<SegmentFile> {
+        let file = File::open(path).map_err(|e| Error::io(e, "open segment", path))?;
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io(e, "stat segment", path))?
+            .len();
+        Ok(SegmentFile {
+            path: path.to_path_buf(),
+            file,
+            len,
+            buf: Vec::new(),
+            buf_pos: 0,
+        })
+    }
+
+    /// The segment's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Bytes readable: the length at open, or less if the file was found shorter since.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// True when the file holds no byte.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Up to `n` bytes from `pos`, fewer only at the end of the file. Valid until the next call.
+    fn window(&mut self, pos: u64, n: usize) -> Result<&[u8]> {
+        let end = self.len.min(pos.saturating_add(n as u64));
+        if pos >= end {
+            return Ok(&[]);
+        }
+        let buf_end = self.buf_pos + self.buf.len() as u64;
+        if pos < self.buf_pos || end > buf_end {
+            let size = ((end - pos) as usize)
+                .max(READ_CHUNK)
+                .min((self.len - pos) as usize);
+            if self.buf.capacity() > 4 * READ_CHUNK && size <= READ_CHUNK {
+                self.buf = Vec::new(); // after a huge record, give the memory back
+            }
+            self.buf.resize(size, 0);
+            let got = read_full_at(&self.file, &mut self.buf, pos)
+                .map_err(|e| Error::io(e, "read segment", &self.path))?;
+            self.buf.truncate(got);
+            self.buf_pos = pos;
+            if got < size {
+                // The file shrank since it was opened: it now ends here.
+                log::debug!(
+                    "{}: file shrank to {} bytes while being read",
+                    self.path.display(),
+                    pos + got as u64
+                );
+                self.len = pos + got as u64;
+            }
+        }
+        let end = end.min(self.len);
+        let from = (pos - self.buf_pos) as usize;
+        let to = ((end - self.buf_pos) as usize).max(from);
+        Ok(&self.buf[from..to])
+    }
+
+    /// Whether every byte from `pos` to the end of the file is zero.
+    fn zero_to_end(&mut self, mut pos: u64) -> Result<bool> {
+        loop {
+            let w = self.window(pos, READ_CHUNK)?;
+            if w.is_empty() {
+                return Ok(true);
+            }
+            if w.iter().any(|&b| b != 0) {
+                return Ok(false);
+            }
+            pos += w.len() as u64;
+        }
+    }
+
+    /// Decodes and checks the header (`Ok(None)`: a torn creation, see
+    /// [`SegmentHeader::decode`]).
+    pub fn header(&mut self) -> Result<Option<SegmentHeader>> {
+        let path = self.path.clone();
+        SegmentHeader::decode(&path, self.window(0, HEADER_MAX)?)
+    }
+
+    /// Reads the frame at `pos`, with exactly the rules of [`read_frame`].
+    pub fn read_frame(&mut self, pos: usize) -> Result<Frame> {
+        let at = pos as u64;
+        let prefix = self.window(at, FRAME_PREFIX_LEN)?;
+        let zero_prefix = prefix.iter().all(|&b| b == 0);
+        let want = frame::wanted_len(prefix, MAX_BODY_LEN);
+        let zero_to_end = if zero_prefix && !prefix.is_empty() {
+            self.zero_to_end(at)?
+        } else {
+            false
+        };
+        let rest = self.window(at, want)?;
+        let check = frame::check_at(rest, || zero_to_end, MIN_BODY as u32, MAX_BODY_LEN);
+        Ok(record_frame(rest, pos, check))
+    }
+
+    /// Decodes the body of a record located by [`SegmentFile::read_frame`].
+    pub fn decode_body(&mut self, body: Range<usize>) -> Result<Record> {
+        let start = body.start;
+        let path = self.path.clone();
+        let data = self.window(start as u64, body.len())?;
+        if data.len() < body.len() {
+            return Err(Error::corrupt(
+                &path,
+                start as u64,
+                "record body vanished: the file was truncated while being read",
+            ));
+        }
+        let mut c = Cursor::new(data);
+        codec::get_record_body(&mut c)
+            .map_err(|e| Error::corrupt(&path, (start + e.position) as u64, e.detail))
+    }
+}
+
+/// Reads until `buf` is full or the file ends; answers the bytes read.
+fn read_full_at(file: &File, buf: &mut [u8], pos: u64) -> std::io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let mut got = 0;
+    while got < buf.len() {
+        match file.read_at(&mut buf[got..], pos + got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
 }
 
 /// Appends records to one segment and its two index files.
@@ -439,22 +590,8 @@ impl SegmentWriter {
             layout::write_atomic(&layout::offset_index_path(path), &files.0)?;
             layout::write_atomic(&layout::time_index_path(path), &files.1)?;
         }
-        // Replay the builder so the next entries continue where the files end.
-        let mut builder = IndexBuilder::new(scan.header.index_interval_bytes);
-        if scan.records > 0 {
-            let data = map_file(path)?;
-            let mut pos = scan.header.header_len as usize;
-            while let Frame::Record {
-                offset,
-                timestamp,
-                next,
-                ..
-            } = read_frame(&data[..scan.valid_len as usize], pos)
-            {
-                builder.observe(offset, timestamp, pos as u64);
-                pos = next;
-            }
-        }
+        // Continue the index where the files end (the scan saw every valid record).
+        let builder = scan.builder.clone();
         Ok(SegmentWriter {
             path: path.to_path_buf(),
             out: BufWriter::with_capacity(256 * 1024, open_append(path, "open segment")?),
@@ -630,6 +767,31 @@ mod tests {
     }
 
     #[test]
+    fn damaged_header_is_corruption_never_a_torn_creation() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(d.path(), &[0, 1, 2]);
+        let good = std::fs::read(&p).unwrap();
+        let hl = header(0).encode().len();
+        // Every bit of every header byte: magic, version, length, fields, topic, CRC.
+        for at in 0..hl {
+            for bit in 0..8 {
+                let mut data = good.clone();
+                data[at] ^= 1 << bit;
+                match SegmentHeader::decode(&p, &data) {
+                    Err(Error::Corrupt { position, .. }) => {
+                        assert!(position < hl as u64, "byte {at} bit {bit}: at {position}")
+                    }
+                    other => panic!("byte {at} bit {bit}: {other:?}"),
+                }
+            }
+        }
+        // A torn creation (any prefix of the header) holds no record.
+        for n in 0..hl {
+            assert_eq!(SegmentHeader::decode(&p, &good[..n]).unwrap(), None, "{n}");
+        }
+    }
+
+    #[test]
     fn scan_finds_records_and_index_matches_writer() {
         let d = tempfile::tempdir().unwrap();
         let p = write(d.path(), &[10, 11, 15, 20, 21, 22, 40]);
@@ -711,6 +873,60 @@ mod tests {
             Error::Corrupt { position, .. } => assert_eq!(position, second as u64),
             e => panic!("{e}"),
         }
+    }
+
+    /// Defect 5: a complete last frame with a bad CRC was taken for a torn write and cut off.
+    #[test]
+    fn defect5_bit_flip_in_the_last_record_is_corruption_not_a_torn_tail() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(d.path(), &[0, 1, 2]);
+        let good = std::fs::read(&p).unwrap();
+        let hl = header(0).encode().len();
+        let last = hl + 2 * (FRAME_PREFIX_LEN + body(0).len());
+        // Body, body CRC, length CRC and length of the last frame.
+        for at in [
+            good.len() - 3,
+            last + 9,
+            last + 5,
+            last + 3,
+            last + FRAME_PREFIX_LEN,
+        ] {
+            let mut data = good.clone();
+            data[at] ^= 0x04;
+            std::fs::write(&p, &data).unwrap();
+            match scan_file(&p) {
+                Err(Error::Corrupt { position, .. }) => {
+                    assert_eq!(position, last as u64, "flip at byte {at}")
+                }
+                other => panic!("flip at byte {at}: expected corruption, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn torn_tail_is_a_short_frame_or_zero_fill_only() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(d.path(), &[0, 1, 2]);
+        let good = std::fs::read(&p).unwrap();
+        let hl = header(0).encode().len();
+        let last = hl + 2 * (FRAME_PREFIX_LEN + body(0).len());
+        // Every cut inside the last frame leaves a torn tail at its start.
+        for cut in 1..good.len() - last {
+            std::fs::write(&p, &good[..good.len() - cut]).unwrap();
+            let s = scan_file(&p).unwrap();
+            assert_eq!(s.torn.map(|t| t.0), Some(last as u64), "cut {cut}");
+            assert_eq!(s.records, 2);
+        }
+        // A short frame whose bytes are followed by zero fill is still torn.
+        let mut data = good[..good.len() - 10].to_vec();
+        data.extend_from_slice(&[0; 5]);
+        std::fs::write(&p, &data).unwrap();
+        assert_eq!(scan_file(&p).unwrap().torn.map(|t| t.0), Some(last as u64));
+        // Zero fill from a frame boundary to the end (space allocated, never written).
+        let mut data = good[..last].to_vec();
+        data.extend_from_slice(&[0; 100]);
+        std::fs::write(&p, &data).unwrap();
+        assert_eq!(scan_file(&p).unwrap().torn.map(|t| t.0), Some(last as u64));
     }
 
     #[test]

@@ -280,10 +280,7 @@ impl BackupSink {
         let mut seg = None;
         let mut prev_segment_last = None;
         while let Some((base, path)) = segments.pop() {
-            let data = segment::map_file(&path)?;
-            let scan = segment::scan_bytes(&path, &data)?;
-            drop(data);
-            let scan = match scan {
+            let scan = match segment::scan(&path)? {
                 Some(s) if s.records > 0 => s,
                 _ => {
                     // Created but no complete record: the name may not match what comes next.

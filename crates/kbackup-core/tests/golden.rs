@@ -7,6 +7,7 @@
 use kbackup_core::codec::BatchRecord;
 use kbackup_core::index;
 use kbackup_core::layout;
+use kbackup_core::offsets_log::{self, GroupOffsetEntry};
 use kbackup_core::reader::Backup;
 use kbackup_core::record::{Header, Record, TimestampType};
 use kbackup_core::sink::{BackupSink, SinkConfig};
@@ -164,4 +165,97 @@ fn golden_v1_segment_bytes_and_indexes_are_stable() {
             );
         }
     }
+}
+
+fn golden_offsets_log(version: u16) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!(
+        "../../tests/golden/group-offsets/v{version}/group-offsets.log"
+    ))
+}
+
+/// The entries of every group-offsets log fixture: odd group ids (non-ASCII, empty, a path),
+/// metadata empty and not, and a group whose position went back (its LAST entry counts).
+fn expected_group_offsets() -> Vec<GroupOffsetEntry> {
+    let e = |t: i64, g: &str, o: i64, m: &str| GroupOffsetEntry {
+        capture_time_ms: 1_700_000_000_000 + t,
+        group: g.into(),
+        committed_offset: o,
+        metadata: m.into(),
+    };
+    vec![
+        e(0, "orders-app", 10, ""),
+        e(0, "ünïcødé ✓ 組", 7, ""),
+        e(5000, "orders-app", 42, "m1"),
+        e(5000, "", 0, "empty group id"),
+        e(
+            10000,
+            "../../etc/passwd",
+            5,
+            "a group id is data, never a path",
+        ),
+        e(15000, "orders-app", 40, "reset back"),
+    ]
+}
+
+/// The version 1 fixture was written by kbackup's version 1 code (commit 6da7355) in three
+/// appends and is never regenerated. This writes the version 2 fixture, only when introducing
+/// it: `KBACKUP_REGEN_GOLDEN=1 cargo test -p kbackup-core --test golden -- --ignored`.
+#[test]
+#[ignore = "writes the committed fixture; run only when introducing a format version"]
+fn regenerate_golden_group_offsets_v2() {
+    if std::env::var_os("KBACKUP_REGEN_GOLDEN").is_none() {
+        return;
+    }
+    let p = golden_offsets_log(2);
+    let _ = std::fs::remove_file(&p);
+    let all = expected_group_offsets();
+    offsets_log::append(&p, &all[..2]).unwrap();
+    offsets_log::append(&p, &all[2..4]).unwrap();
+    offsets_log::append(&p, &all[4..]).unwrap();
+    let _ = std::fs::remove_file(offsets_log::lock_path(&p));
+}
+
+#[test]
+fn golden_group_offsets_logs_of_every_version_read_the_same_entries_forever() {
+    for version in offsets_log::OLDEST_SUPPORTED..=offsets_log::FORMAT_VERSION {
+        let p = golden_offsets_log(version);
+        let scan = offsets_log::check(&p).unwrap().expect("fixture exists");
+        assert_eq!(scan.version, Some(version));
+        assert_eq!(scan.torn, None);
+        assert_eq!(scan.entries, expected_group_offsets(), "version {version}");
+        let latest = offsets_log::latest_per_group(&p).unwrap();
+        assert_eq!(latest["orders-app"].committed_offset, 40);
+        assert_eq!(latest.len(), 4);
+    }
+}
+
+#[test]
+fn golden_group_offsets_v2_bytes_are_stable() {
+    let p = golden_offsets_log(2);
+    assert_eq!(
+        std::fs::read(&p).unwrap(),
+        offsets_log::encode(&p, &expected_group_offsets()).unwrap()
+    );
+}
+
+#[test]
+fn golden_group_offsets_v1_is_rewritten_as_the_current_version_on_append() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("group-offsets.log");
+    std::fs::copy(golden_offsets_log(1), &p).unwrap();
+    let next = GroupOffsetEntry {
+        capture_time_ms: 1_700_000_020_000,
+        group: "orders-app".into(),
+        committed_offset: 41,
+        metadata: String::new(),
+    };
+    assert_eq!(
+        offsets_log::append(&p, std::slice::from_ref(&next)).unwrap(),
+        1
+    );
+    let mut want = expected_group_offsets();
+    want.push(next);
+    let scan = offsets_log::check(&p).unwrap().unwrap();
+    assert_eq!(scan.version, Some(offsets_log::FORMAT_VERSION));
+    assert_eq!(scan.entries, want);
 }
