@@ -5,6 +5,7 @@
 //! identical and the files, not Kafka, decide where a backup resumes. `--until-caught-up`
 //! (the default) stops at the end offsets seen at start: a consistent snapshot per partition.
 
+pub use super::cluster::ClusterArgs;
 use super::progress::Progress;
 use clap::Args;
 use kbackup_core::codec::BatchRecord;
@@ -16,13 +17,13 @@ use kbackup_core::{Error, Result};
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How long a metadata request may take before the cluster counts as unreachable.
@@ -35,71 +36,6 @@ const FLUSH_EVERY: Duration = Duration::from_secs(5);
 const CAPTURE_EVERY_MS: u64 = 30_000;
 /// The consumer's group id: needed by librdkafka, never used to commit.
 const CLI_GROUP: &str = "kbackup-cli-backup";
-
-/// Connection to a Kafka cluster (shared by `backup` and `restore`).
-#[derive(Args, Debug, Clone)]
-pub struct ClusterArgs {
-    /// Kafka bootstrap servers, HOST:PORT[,HOST:PORT...].
-    #[arg(long = "bootstrap-server", value_name = "HOST:PORT")]
-    pub bootstrap_server: String,
-    /// A Kafka client setting (librdkafka name), for example security.protocol=SASL_SSL;
-    /// repeat for several. Applied after --config-file.
-    #[arg(long = "config", value_name = "KEY=VALUE")]
-    pub config: Vec<String>,
-    /// A file of Kafka client settings, one KEY=VALUE per line; blank lines and lines starting
-    /// with # are ignored. Use it for secrets (SASL passwords) that should not be in `ps`.
-    #[arg(long = "config-file", value_name = "FILE")]
-    pub config_file: Option<PathBuf>,
-}
-
-impl ClusterArgs {
-    /// The client settings: --config-file, then --config, then --bootstrap-server.
-    pub fn cluster(&self) -> Result<BTreeMap<String, String>> {
-        let mut out = BTreeMap::new();
-        if let Some(file) = &self.config_file {
-            let text = std::fs::read_to_string(file)
-                .map_err(|e| Error::io(e, "read --config-file", file))?;
-            for (n, line) in text.lines().enumerate() {
-                let line = line.trim();
-                if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
-                    continue;
-                }
-                let (k, v) = split_kv(line).ok_or_else(|| {
-                    Error::Config(format!(
-                        "{} line {}: {line:?} is not KEY=VALUE; write one setting per line",
-                        file.display(),
-                        n + 1
-                    ))
-                })?;
-                out.insert(k, v);
-            }
-        }
-        for kv in &self.config {
-            let (k, v) = split_kv(kv).ok_or_else(|| {
-                Error::Config(format!(
-                    "--config {kv:?} is not KEY=VALUE; write for example --config security.protocol=SSL"
-                ))
-            })?;
-            out.insert(k, v);
-        }
-        if self.bootstrap_server.trim().is_empty() {
-            return Err(Error::Config(
-                "--bootstrap-server is empty; give HOST:PORT of a broker".into(),
-            ));
-        }
-        out.insert(
-            "bootstrap.servers".into(),
-            self.bootstrap_server.trim().to_string(),
-        );
-        Ok(out)
-    }
-}
-
-fn split_kv(s: &str) -> Option<(String, String)> {
-    let (k, v) = s.split_once('=')?;
-    let k = k.trim();
-    (!k.is_empty()).then(|| (k.to_string(), v.trim().to_string()))
-}
 
 /// librdkafka's own log lines (connection refused, retries) only with `-v`/`RUST_LOG`: a failed
 /// connection must end in ONE clear error line, not a screen of retries.
@@ -127,6 +63,38 @@ impl ClientContext for QuietContext {
 
     fn error(&self, error: KafkaError, reason: &str) {
         log::info!("Kafka client: {error}: {reason}");
+        if matches!(
+            error.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SSL)
+        ) {
+            *AUTH_FAILURE.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.to_string());
+        }
+    }
+}
+
+/// The last authentication or TLS failure a client reported in the background: a failed call
+/// then says "authentication failed", not "could not reach the cluster".
+static AUTH_FAILURE: Mutex<Option<String>> = Mutex::new(None);
+
+/// Replaces a connection error by the authentication failure behind it, if a client saw one.
+pub fn explain_auth_failure(e: Error) -> Error {
+    let Some(reason) = AUTH_FAILURE
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+    else {
+        return e;
+    };
+    match e {
+        Error::Kafka { what, .. } => Error::Kafka {
+            what,
+            retriable: false,
+            detail: format!(
+                "{reason}; check the credentials (sasl.username / sasl.password, the client \
+                 certificate and key) and sasl.mechanism in --config / --config-file"
+            ),
+        },
+        other => other,
     }
 }
 
@@ -153,7 +121,11 @@ pub fn list_topics(cluster: &BTreeMap<String, String>) -> Result<BTreeMap<String
     })?;
     let md = consumer
         .fetch_metadata(None, CONNECT_TIMEOUT)
-        .map_err(|e| kafka::kafka_error(cluster, "connect to the cluster", &e))?;
+        .map_err(|e| {
+            // The reason (a failed authentication, say) waits in the client's queue: serve it.
+            let _ = consumer.poll(Duration::from_millis(200));
+            explain_auth_failure(kafka::kafka_error(cluster, "connect to the cluster", &e))
+        })?;
     Ok(md
         .topics()
         .iter()
@@ -572,51 +544,5 @@ fn to_batch_record<M: Message>(m: &M) -> BatchRecord {
             value: m.payload().map(<[u8]>::to_vec),
             headers,
         },
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn args(config: &[&str], file: Option<PathBuf>) -> ClusterArgs {
-        ClusterArgs {
-            bootstrap_server: " h:9092 ".into(),
-            config: config.iter().map(|s| s.to_string()).collect(),
-            config_file: file,
-        }
-    }
-
-    #[test]
-    fn cluster_settings_layer_file_then_flags_then_bootstrap() {
-        let d = tempfile::tempdir().unwrap();
-        let f = d.path().join("client.properties");
-        std::fs::write(
-            &f,
-            "# comment\n\nsecurity.protocol = SASL_SSL\nsasl.password=a=b\nbootstrap.servers=ignored:1\n",
-        )
-        .unwrap();
-        let c = args(&["security.protocol=SSL", "x.y="], Some(f))
-            .cluster()
-            .unwrap();
-        assert_eq!(c["security.protocol"], "SSL");
-        assert_eq!(c["sasl.password"], "a=b");
-        assert_eq!(c["bootstrap.servers"], "h:9092");
-        assert_eq!(c["x.y"], "");
-    }
-
-    #[test]
-    fn malformed_settings_name_the_fix() {
-        let e = args(&["novalue"], None).cluster().unwrap_err().to_string();
-        assert!(e.contains("KEY=VALUE") && e.contains("novalue"), "{e}");
-        let d = tempfile::tempdir().unwrap();
-        let f = d.path().join("c");
-        std::fs::write(&f, "ok=1\nbroken line\n").unwrap();
-        let e = args(&[], Some(f)).cluster().unwrap_err().to_string();
-        assert!(e.contains("line 2"), "{e}");
-        let e = args(&[], Some(d.path().join("missing")))
-            .cluster()
-            .unwrap_err();
-        assert!(matches!(e, Error::Io { .. }), "{e}");
     }
 }

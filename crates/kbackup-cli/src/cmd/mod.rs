@@ -6,6 +6,7 @@
 
 pub mod backup;
 pub mod cat;
+pub mod cluster;
 pub mod inspect;
 pub mod offsets;
 pub mod progress;
