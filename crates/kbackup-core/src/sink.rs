@@ -132,6 +132,45 @@ struct PartitionState {
     last_durable: Option<i64>,
     /// Last offset of the last finished segment (goes into the next segment header).
     prev_segment_last: Option<i64>,
+    /// The segment and its length as of the last flush that succeeded: what may be reported.
+    checkpoint: Option<(PathBuf, u64)>,
+    /// Segments created since that flush (their data or directory entry may not be durable).
+    unreported: Vec<PathBuf>,
+    /// Set by an I/O error: nothing more is written or reported until the partition is
+    /// reopened from its files, cut back to the checkpoint.
+    poisoned: Option<String>,
+    /// First offset this sink appended to the partition.
+    first_appended: Option<i64>,
+    /// After a reopen from a poisoned state: the next record delivered must be at or below
+    /// this offset, or records would be missing (Connect rewinds to its last commit after a
+    /// failed `preCommit`, but hands a failed `put`'s batch again as it was).
+    rewind_to: Option<i64>,
+}
+
+impl PartitionState {
+    /// Poisons the partition after `err`: drops the writer without writing its buffers and
+    /// cuts the files back to the last successful flush, so pages a failed fsync dropped can
+    /// never be read back as data and reported durable later.
+    fn poison(&mut self, tp: &str, err: &Error) {
+        log::error!(
+            "{tp}: I/O error, the partition stops writing until it is reopened from its files              (what was not durable is fetched again from Kafka): {err}"
+        );
+        if let Some(seg) = self.seg.take() {
+            seg.abandon();
+        }
+        let mut cut = Ok(());
+        for p in self.unreported.drain(..) {
+            cut = cut.and(segment::remove_segment_files(&p));
+        }
+        if let Some((p, len)) = &self.checkpoint {
+            cut = cut.and(segment::truncate_segment(p, *len));
+        }
+        cut = cut.and(sync_dir(&self.dir));
+        if let Err(e) = cut {
+            log::error!("{tp}: could not cut the files back to the last flush: {e}");
+        }
+        self.poisoned = Some(err.to_string());
+    }
 }
 
 /// Per-topic manifest bookkeeping.
@@ -230,6 +269,7 @@ impl BackupSink {
         self.check_open()?;
         let mut out = Vec::with_capacity(tps.len());
         for tp in tps {
+            self.reopen_if_poisoned(&tp.topic, tp.partition)?;
             let st = self.partition(&tp.topic, tp.partition)?;
             let next = st.last_written.map_or(-1, |o| o + 1);
             out.push(TopicPartitionOffset::new(
@@ -239,6 +279,43 @@ impl BackupSink {
             ));
         }
         Ok(out)
+    }
+
+    /// Reopens a poisoned partition from its files (cut back to the last flush at poisoning).
+    fn reopen_if_poisoned(&mut self, topic: &str, partition: i32) -> Result<()> {
+        let Some(old) = self.parts.get_mut(topic).and_then(|m| m.remove(&partition)) else {
+            return Ok(());
+        };
+        let Some(why) = old.poisoned.clone() else {
+            self.parts
+                .entry(topic.to_string())
+                .or_default()
+                .insert(partition, old);
+            return Ok(());
+        };
+        let first_appended = old.first_appended;
+        drop(old); // releases the writer lock
+        let tp = TopicPartition::new(topic, partition);
+        match self.open_partition(&tp) {
+            Ok(mut st) => {
+                log::warn!(
+                    "{tp}: reopened from its files after an I/O error ({why}); resuming after \
+                     offset {:?}",
+                    st.last_written
+                );
+                st.rewind_to = st.last_written.map(|l| l + 1).or(first_appended);
+                st.first_appended = first_appended;
+                self.parts
+                    .entry(topic.to_string())
+                    .or_default()
+                    .insert(partition, st);
+                Ok(())
+            }
+            Err(e) => Err(Error::State(format!(
+                "{tp} stopped writing after an I/O error ({why}) and cannot be reopened from its \
+                 files: {e}; fix the storage, then restart the task"
+            ))),
+        }
     }
 
     /// The state of a partition, opening it (and noting its topic) on first use.
@@ -318,6 +395,7 @@ impl BackupSink {
         if let Some(l) = last {
             log::info!("{tp}: resuming after offset {l}");
         }
+        let checkpoint = seg.as_ref().map(|s| (s.path().to_path_buf(), s.len()));
         Ok(PartitionState {
             dir,
             _lock: lock,
@@ -325,6 +403,11 @@ impl BackupSink {
             last_written: last,
             last_durable: last,
             prev_segment_last,
+            checkpoint,
+            unreported: Vec::new(),
+            poisoned: None,
+            first_appended: None,
+            rewind_to: None,
         })
     }
 
@@ -375,14 +458,52 @@ impl BackupSink {
         body: &[u8],
         now: i64,
     ) -> Result<()> {
-        let max_size = self.config.max_segment_size_bytes;
-        let max_age = self.config.max_segment_age_ms;
-        let interval = self.config.index_interval_bytes;
+        self.reopen_if_poisoned(topic, partition)?;
         let st = self.partition(topic, partition)?;
+        if let Some(want) = st.rewind_to.take() {
+            if offset > want {
+                // Not rewound to at or before the files' end: records in between would be
+                // missing. Failing makes the restarted task resume from the files.
+                let e = Error::State(format!(
+                    "{topic}-{partition}: after an I/O error the files continue at offset {want}, \
+                     but the next record delivered is {offset}; restart the task so it resumes \
+                     from the files"
+                ));
+                st.poisoned = Some(e.to_string());
+                return Err(e);
+            }
+        }
         if st.last_written.is_some_and(|l| offset <= l) {
             log::trace!("{topic}-{partition}: skipping re-delivered offset {offset}");
             return Ok(());
         }
+        let res = self.append_new(topic, partition, offset, timestamp, body, now);
+        if let Err(e) = &res {
+            if let Some(st) = self
+                .parts
+                .get_mut(topic)
+                .and_then(|m| m.get_mut(&partition))
+            {
+                st.poison(&format!("{topic}-{partition}"), e);
+            }
+        }
+        res
+    }
+
+    /// Appends a record above the last one written; any error poisons the partition.
+    fn append_new(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        timestamp: i64,
+        body: &[u8],
+        now: i64,
+    ) -> Result<()> {
+        let max_size = self.config.max_segment_size_bytes;
+        let max_age = self.config.max_segment_age_ms;
+        let interval = self.config.index_interval_bytes;
+        let st = self.partition(topic, partition)?;
         if let Some(seg) = &st.seg {
             let too_big = seg.len() + (FRAME_PREFIX_LEN + body.len()) as u64 > max_size;
             let too_old = max_age > 0 && now - seg.header().created_ms >= max_age;
@@ -395,10 +516,8 @@ impl BackupSink {
                     if too_big { "size" } else { "age" }
                 );
                 seg.finish()?;
-                st.last_durable = st.prev_segment_last;
             }
         }
-        let mut created = false;
         if st.seg.is_none() {
             let header = SegmentHeader {
                 version: FORMAT_VERSION,
@@ -410,37 +529,80 @@ impl BackupSink {
                 created_ms: now,
                 topic: topic.to_string(),
             };
-            st.seg = Some(SegmentWriter::create(&st.dir, header)?);
-            created = true;
+            let w = SegmentWriter::create(&st.dir, header)?;
+            // Noted before the first append: its directory entry is owed an fsync whatever
+            // happens to the records.
+            st.unreported.push(w.path().to_path_buf());
+            st.seg = Some(w);
+            let dir = st.dir.clone();
+            self.dirs_to_sync.insert(dir);
         }
+        let st = self.partition(topic, partition)?;
         st.seg
             .as_mut()
             .expect("created above")
             .append(offset, timestamp, body)?;
         st.last_written = Some(offset);
-        if created {
-            let dir = st.dir.clone();
-            self.dirs_to_sync.insert(dir);
-        }
+        st.first_appended.get_or_insert(offset);
         Ok(())
     }
 
     /// Makes everything appended so far durable and answers, per open partition with data,
     /// last durable offset + 1 (sorted by topic and partition).
+    ///
+    /// An I/O error poisons the partitions it touches and fails the flush; so does a partition
+    /// poisoned earlier that cannot be reopened. A poisoned partition that can be reopened is
+    /// reopened from its files here, so what is reported is what its files hold.
     pub fn flush(&mut self) -> Result<Vec<TopicPartitionOffset>> {
         self.check_open()?;
-        for m in self.parts.values_mut() {
-            for st in m.values_mut() {
+        let poisoned: Vec<(String, i32)> = self
+            .parts
+            .iter()
+            .flat_map(|(t, m)| {
+                m.iter()
+                    .filter(|(_, st)| st.poisoned.is_some())
+                    .map(|(p, _)| (t.clone(), *p))
+            })
+            .collect();
+        let mut first_err = None;
+        for (t, p) in poisoned {
+            if let Err(e) = self.reopen_if_poisoned(&t, p) {
+                first_err.get_or_insert(e);
+            }
+        }
+        for (topic, m) in self.parts.iter_mut() {
+            for (p, st) in m.iter_mut() {
+                if st.poisoned.is_some() {
+                    continue;
+                }
                 if let Some(seg) = &mut st.seg {
-                    seg.flush()?;
+                    if let Err(e) = seg.flush() {
+                        st.poison(&format!("{topic}-{p}"), &e);
+                        first_err.get_or_insert(e);
+                    }
                 }
             }
         }
-        self.sync_dirs()?;
+        if let Err(e) = self.sync_dirs() {
+            // Which new entries were lost is unknown: every partition with one is poisoned.
+            for (topic, m) in self.parts.iter_mut() {
+                for (p, st) in m.iter_mut() {
+                    if st.poisoned.is_none() && !st.unreported.is_empty() {
+                        st.poison(&format!("{topic}-{p}"), &e);
+                    }
+                }
+            }
+            first_err.get_or_insert(e);
+        }
+        if let Some(e) = first_err {
+            return Err(e);
+        }
         let mut out = Vec::new();
         for (topic, m) in &mut self.parts {
             for (p, st) in m.iter_mut() {
                 st.last_durable = st.last_written;
+                st.unreported.clear();
+                st.checkpoint = st.seg.as_ref().map(|s| (s.path().to_path_buf(), s.len()));
                 if let Some(l) = st.last_durable {
                     out.push(TopicPartitionOffset::new(topic.clone(), *p, l + 1));
                 }
@@ -453,7 +615,7 @@ impl BackupSink {
 
     fn sync_dirs(&mut self) -> Result<()> {
         while let Some(d) = self.dirs_to_sync.pop_first() {
-            if let Err(e) = layout::fsync_dir(&d) {
+            if let Err(e) = sync_dir(&d) {
                 self.dirs_to_sync.insert(d);
                 return Err(e);
             }
@@ -468,7 +630,7 @@ impl BackupSink {
         for tp in tps {
             if let Some(m) = self.parts.get_mut(&tp.topic) {
                 if let Some(st) = m.remove(&tp.partition) {
-                    to_finish.push(st);
+                    to_finish.push((tp.clone(), st));
                 }
                 if m.is_empty() {
                     self.parts.remove(&tp.topic);
@@ -477,9 +639,13 @@ impl BackupSink {
         }
         self.update_capture_partitions();
         let mut first_err = None;
-        for st in to_finish {
-            if let Some(seg) = st.seg {
+        for (tp, mut st) in to_finish {
+            if st.poisoned.is_some() {
+                continue; // cut back already; the next owner reopens it from the files
+            }
+            if let Some(seg) = st.seg.take() {
                 if let Err(e) = seg.finish() {
+                    st.poison(&tp.to_string(), &e);
                     first_err.get_or_insert(e);
                 }
             }
@@ -676,16 +842,11 @@ fn lock_partition(dir: &Path, tp: &TopicPartition) -> Result<std::fs::File> {
 }
 
 fn remove_segment(path: &Path) -> Result<()> {
-    for p in [
-        path.to_path_buf(),
-        layout::offset_index_path(path),
-        layout::time_index_path(path),
-    ] {
-        match std::fs::remove_file(&p) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(e, "remove empty segment", p)),
-        }
-    }
-    Ok(())
+    segment::remove_segment_files(path)
+}
+
+/// Fsyncs a directory through the fault-injection hook.
+fn sync_dir(dir: &Path) -> Result<()> {
+    let f = std::fs::File::open(dir).map_err(|e| Error::io(e, "open directory for fsync", dir))?;
+    crate::faults::dir_fsync(dir, || f.sync_all()).map_err(|e| Error::io(e, "fsync directory", dir))
 }

@@ -392,8 +392,9 @@ pub fn run(args: &BackupArgs) -> Result<()> {
                 || (!batch.is_empty() && last_flush.elapsed() >= FLUSH_EVERY)
             {
                 records += batch.len() as u64;
-                sink.put(&batch)?;
-                batch.clear();
+                let put = sink.put(&batch);
+                batch.clear(); // never handed again, failed or not
+                put?;
             }
             if last_flush.elapsed() >= FLUSH_EVERY {
                 sink.flush()?;
@@ -424,13 +425,18 @@ pub fn run(args: &BackupArgs) -> Result<()> {
         Ok(())
     })();
 
-    // Whatever happened, make what was read durable before reporting.
+    // Make what was read durable before reporting; after an error, put nothing again (the
+    // failed batch may be the one still held) and report nothing as durable: the next run
+    // resumes from the files.
     let mut end_result = result;
-    if !batch.is_empty() {
+    if end_result.is_ok() && !batch.is_empty() {
         records += batch.len() as u64;
-        end_result = end_result.and(sink.put(&batch));
+        end_result = sink.put(&batch);
     }
-    let durable = sink.flush();
+    let durable = match &end_result {
+        Ok(()) => sink.flush(),
+        Err(_) => Ok(Vec::new()),
+    };
     let captured = match (&capture, &end_result) {
         (Some(c), Ok(())) => Some(c.capture_now()),
         _ => None,
