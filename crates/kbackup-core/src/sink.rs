@@ -23,6 +23,8 @@ use std::time::Duration;
 
 /// How long a manifest refresh may wait for the cluster.
 const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long reading the log start and end offsets at open may take.
+const WATERMARK_TIMEOUT: Duration = Duration::from_secs(15);
 /// Minimum pause between two manifest refresh attempts of a topic after a failure.
 const DESCRIBE_RETRY_MS: i64 = 30_000;
 
@@ -145,6 +147,8 @@ struct PartitionState {
     /// this offset, or records would be missing (Connect rewinds to its last commit after a
     /// failed `preCommit`, but hands a failed `put`'s batch again as it was).
     rewind_to: Option<i64>,
+    /// The last record handed was a re-delivery (skipped).
+    skipping: bool,
 }
 
 impl PartitionState {
@@ -264,14 +268,49 @@ impl BackupSink {
     }
 
     /// Opens partitions for writing: repairs a torn tail and answers, per partition, the next
-    /// offset to fetch (last offset in the files + 1), or -1 when the backup holds none of it.
+    /// offset to fetch: last offset in the files + 1; for a partition without files, its log
+    /// start offset on the cluster (or -1 when no cluster is configured, 0 when it cannot be
+    /// reached: Connect then starts at the log start through `auto.offset.reset=earliest`).
+    ///
+    /// The files are the truth in both directions: an empty or emptied backup never defers to
+    /// the offsets Connect committed for an earlier backup. And a cluster whose log ends below
+    /// what the files hold (a re-created topic, another cluster behind the same address) is
+    /// an error, never a reason to skip records as re-deliveries.
     pub fn open_partitions(&mut self, tps: &[TopicPartition]) -> Result<Vec<TopicPartitionOffset>> {
         self.check_open()?;
-        let mut out = Vec::with_capacity(tps.len());
+        let mut last = Vec::with_capacity(tps.len());
         for tp in tps {
             self.reopen_if_poisoned(&tp.topic, tp.partition)?;
             let st = self.partition(&tp.topic, tp.partition)?;
-            let next = st.last_written.map_or(-1, |o| o + 1);
+            last.push(st.last_written);
+        }
+        let marks = self.watermarks(tps);
+        let mut out = Vec::with_capacity(tps.len());
+        for (tp, last) in tps.iter().zip(last) {
+            let next = match (last, marks.as_ref().map(|m| m.get(tp))) {
+                (Some(l), Some(Some(&(_, end)))) if end <= l => {
+                    // Forget the partition so a later open checks again.
+                    self.forget(tp);
+                    return Err(self.recreated_error(tp, l, end));
+                }
+                (Some(l), _) => l + 1,
+                (None, Some(Some(&(start, _)))) => {
+                    log::info!(
+                        "{tp}: no backup files; starting at the partition's log start offset \
+                         {start} (the files decide where a backup resumes, not the offsets \
+                         Connect committed)"
+                    );
+                    start
+                }
+                (None, Some(None)) => {
+                    log::warn!(
+                        "{tp}: no backup files and the log start offset could not be read; \
+                         starting at offset 0 (the consumer moves to the log start)"
+                    );
+                    0
+                }
+                (None, _) => -1,
+            };
             out.push(TopicPartitionOffset::new(
                 tp.topic.clone(),
                 tp.partition,
@@ -279,6 +318,73 @@ impl BackupSink {
             ));
         }
         Ok(out)
+    }
+
+    /// Log start and end offsets of `tps` on the cluster; `None` without a configured cluster,
+    /// an empty map (with a warning) when it cannot be reached.
+    fn watermarks(&self, tps: &[TopicPartition]) -> Option<BTreeMap<TopicPartition, (i64, i64)>> {
+        if !self.config.cluster.contains_key("bootstrap.servers") || tps.is_empty() {
+            return None;
+        }
+        match kafka::partition_watermarks(&self.config.cluster, tps, WATERMARK_TIMEOUT) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                log::warn!(
+                    "could not read log start and end offsets ({e}); a re-created topic cannot \
+                     be detected at this open"
+                );
+                Some(BTreeMap::new())
+            }
+        }
+    }
+
+    fn recreated_error(&self, tp: &TopicPartition, last: i64, end: i64) -> Error {
+        Error::State(format!(
+            "{tp}: the backup in {} holds records up to offset {last}, but the partition on \
+             the cluster at {} now ends at offset {end}: the topic was deleted and re-created, \
+             or another cluster answers at that address. Writing on would skip every record up \
+             to offset {last} as already backed up. Back the new topic up into a new target \
+             directory (or move the old backup away) and start again",
+            self.config.target_dir.display(),
+            self.config
+                .cluster
+                .get("bootstrap.servers")
+                .map_or("?", String::as_str),
+        ))
+    }
+
+    /// At the start of a run of re-delivered records: fails when the cluster's log for the
+    /// partition ends at or below the files' last offset (the records are not the backed-up
+    /// ones). Rewinds are rare, so this costs one request per rewind.
+    fn check_redelivery(&self, tp: &TopicPartition, last: i64) -> Result<()> {
+        if !self.config.cluster.contains_key("bootstrap.servers") {
+            return Ok(());
+        }
+        match kafka::partition_watermarks(
+            &self.config.cluster,
+            std::slice::from_ref(tp),
+            WATERMARK_TIMEOUT,
+        ) {
+            Ok(m) => match m.get(tp) {
+                Some(&(_, end)) if end <= last => Err(self.recreated_error(tp, last, end)),
+                _ => Ok(()),
+            },
+            Err(e) => {
+                log::warn!("{tp}: could not check the log end offset for a re-delivery ({e})");
+                Ok(())
+            }
+        }
+    }
+
+    /// Drops a partition's state (and its writer lock) without writing anything.
+    fn forget(&mut self, tp: &TopicPartition) {
+        if let Some(m) = self.parts.get_mut(&tp.topic) {
+            m.remove(&tp.partition);
+            if m.is_empty() {
+                self.parts.remove(&tp.topic);
+            }
+        }
+        self.update_capture_partitions();
     }
 
     /// Reopens a poisoned partition from its files (cut back to the last flush at poisoning).
@@ -408,6 +514,7 @@ impl BackupSink {
             poisoned: None,
             first_appended: None,
             rewind_to: None,
+            skipping: false,
         })
     }
 
@@ -473,10 +580,18 @@ impl BackupSink {
                 return Err(e);
             }
         }
-        if st.last_written.is_some_and(|l| offset <= l) {
+        if let Some(l) = st.last_written.filter(|l| offset <= *l) {
             log::trace!("{topic}-{partition}: skipping re-delivered offset {offset}");
+            if !std::mem::replace(&mut st.skipping, true) {
+                let tp = TopicPartition::new(topic, partition);
+                if let Err(e) = self.check_redelivery(&tp, l) {
+                    self.forget(&tp);
+                    return Err(e);
+                }
+            }
             return Ok(());
         }
+        st.skipping = false;
         let res = self.append_new(topic, partition, offset, timestamp, body, now);
         if let Err(e) = &res {
             if let Some(st) = self
@@ -626,6 +741,25 @@ impl BackupSink {
     /// Flushes and releases partitions (after a rebalance revoked them).
     pub fn close_partitions(&mut self, tps: &[TopicPartition]) -> Result<()> {
         self.check_open()?;
+        // The last capture for these partitions, while they are still ours: Connect closes
+        // every partition before it stops a task, so a capture at stop would find none.
+        if let Some(capture) = &self.capture {
+            let owned: Vec<TopicPartition> = tps
+                .iter()
+                .filter(|tp| {
+                    self.parts
+                        .get(&tp.topic)
+                        .is_some_and(|m| m.contains_key(&tp.partition))
+                })
+                .cloned()
+                .collect();
+            if !owned.is_empty() {
+                match capture.capture_partitions(&owned) {
+                    Ok(n) => log::debug!("captured {n} group offset changes at close"),
+                    Err(e) => log::warn!("capture of consumer-group offsets at close failed: {e}"),
+                }
+            }
+        }
         let mut to_finish = Vec::new();
         for tp in tps {
             if let Some(m) = self.parts.get_mut(&tp.topic) {
@@ -666,14 +800,12 @@ impl BackupSink {
             .iter()
             .flat_map(|(t, m)| m.keys().map(|p| TopicPartition::new(t.clone(), *p)))
             .collect();
-        // One last capture, so a backup stopped on purpose holds the groups' latest positions.
+        // close_partitions makes the last capture, so a backup stopped on purpose holds the
+        // groups' latest positions.
+        let res = self.close_partitions(&tps);
         if let Some(capture) = self.capture.take() {
-            if let Err(e) = capture.capture_now() {
-                log::warn!("last capture of consumer-group offsets failed: {e}");
-            }
             capture.stop();
         }
-        let res = self.close_partitions(&tps);
         self.write_pending_manifests();
         self.closed = true;
         res

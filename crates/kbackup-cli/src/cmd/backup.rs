@@ -239,6 +239,8 @@ pub fn run(args: &BackupArgs) -> Result<()> {
     sink_cfg.task_id = "cli-backup-0".into();
     sink_cfg.cluster = cluster.clone();
     sink_cfg.consumer_group_id = Some(CLI_GROUP.into());
+    // Group offsets are captured below, only with --group-offsets: no second capture loop.
+    sink_cfg.offsets_sync_interval_ms = 0;
     if let Some(b) = args.max_segment_bytes {
         sink_cfg.max_segment_size_bytes = b;
     }
