@@ -43,10 +43,12 @@ $(VENV)/.installed: tests/requirements.txt
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy -p kbackup-core --all-targets --features fault-injection -- -D warnings
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps
 
 unit-test:
 	$(CARGO) test --workspace
+	$(CARGO) test -p kbackup-core --features fault-injection --test faults
 
 java-test: build
 	$(MVN) -f java-shim/pom.xml verify

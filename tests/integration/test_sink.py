@@ -328,6 +328,9 @@ def _produce_round(k, topic: str, round_no: int, per_partition: int = 10) -> Non
 
 
 def test_delete_and_recreate_continues_without_duplicates_or_gaps(cluster, kbackup, workdir):
+    """The CONNECTOR is deleted and re-created (same name, then a new one) over the same topic
+    and target.dir: it continues where the files end. A deleted and re-created TOPIC is the
+    opposite case and fails loudly (test_backup_faults.py, issue 8 defect 10)."""
     k = cluster.kafka
     topic = unique("recreate")
     k.create_topic(topic, 3)

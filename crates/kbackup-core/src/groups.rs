@@ -146,6 +146,10 @@ impl Shared {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
+        self.capture_for(&partitions)
+    }
+
+    fn capture_for(&self, partitions: &[TopicPartition]) -> Result<usize> {
         let mut state = self.lock_state();
         if partitions.is_empty() {
             return Ok(0);
@@ -173,7 +177,7 @@ impl Shared {
         drop(lister);
 
         let mut tpl = TopicPartitionList::new();
-        for tp in &partitions {
+        for tp in partitions {
             tpl.add_partition(&tp.topic, tp.partition);
         }
         let now = crate::manifest::now_ms();
@@ -329,6 +333,11 @@ impl GroupOffsetCapture {
     /// Captures once, now, on the calling thread; returns how many entries were appended.
     pub fn capture_now(&self) -> Result<usize> {
         self.shared.capture()
+    }
+
+    /// Captures once, now, for `tps` only (partitions about to be released).
+    pub fn capture_partitions(&self, tps: &[TopicPartition]) -> Result<usize> {
+        self.shared.capture_for(tps)
     }
 
     /// Stops the background thread and waits for it (at most one Kafka call's timeout).

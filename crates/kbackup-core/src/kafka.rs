@@ -6,6 +6,7 @@
 //! again instead of failing the task.
 
 use crate::error::{Error, Result};
+use crate::record::TopicPartition;
 use futures_executor::block_on;
 use rdkafka::admin::{
     AdminClient, AdminOptions, ConfigSource, NewTopic, ResourceSpecifier, TopicReplication,
@@ -215,6 +216,25 @@ pub fn end_offsets(
             .fetch_watermarks(topic, p.id(), timeout)
             .map_err(|e| kafka_error(cluster, &what, &e))?;
         out.insert(p.id(), wm);
+    }
+    Ok(out)
+}
+
+/// Low and high watermark (log start and log end offset) of each partition in `tps`.
+pub fn partition_watermarks(
+    cluster: &BTreeMap<String, String>,
+    tps: &[TopicPartition],
+    timeout: Duration,
+) -> Result<BTreeMap<TopicPartition, (i64, i64)>> {
+    let what = "read log start and end offsets";
+    let admin = admin(cluster, what)?;
+    let mut out = BTreeMap::new();
+    for tp in tps {
+        let wm = admin
+            .inner()
+            .fetch_watermarks(&tp.topic, tp.partition, timeout)
+            .map_err(|e| kafka_error(cluster, &format!("{what} of {tp}"), &e))?;
+        out.insert(tp.clone(), wm);
     }
     Ok(out)
 }

@@ -7,6 +7,7 @@
 
 pub mod codec;
 pub mod error;
+pub mod faults;
 pub mod frame;
 pub mod freshness;
 pub mod groups;

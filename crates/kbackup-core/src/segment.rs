@@ -497,9 +497,9 @@ fn read_full_at(file: &File, buf: &mut [u8], pos: u64) -> std::io::Result<usize>
 /// or may not persist.
 pub struct SegmentWriter {
     path: PathBuf,
-    out: BufWriter<File>,
-    oidx: BufWriter<File>,
-    tidx: BufWriter<File>,
+    out: BufWriter<SegFile>,
+    oidx: BufWriter<SegFile>,
+    tidx: BufWriter<SegFile>,
     header: SegmentHeader,
     builder: IndexBuilder,
     len: u64,
@@ -508,11 +508,65 @@ pub struct SegmentWriter {
     dirty: bool,
 }
 
-fn open_append(path: &Path, op: &'static str) -> Result<File> {
-    OpenOptions::new()
+/// A file the writer appends to; its writes and fsyncs pass the fault-injection hooks.
+struct SegFile {
+    file: File,
+    path: PathBuf,
+}
+
+impl SegFile {
+    fn sync(&self) -> std::io::Result<()> {
+        crate::faults::fsync(&self.path, || self.file.sync_data())
+    }
+}
+
+impl Write for SegFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let f = &mut self.file;
+        crate::faults::write(&self.path, buf, |b| f.write(b))
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn open_append(path: &Path, op: &'static str) -> Result<SegFile> {
+    let file = OpenOptions::new()
         .append(true)
         .open(path)
-        .map_err(|e| Error::io(e, op, path))
+        .map_err(|e| Error::io(e, op, path))?;
+    Ok(SegFile {
+        file,
+        path: path.to_path_buf(),
+    })
+}
+
+/// Removes a segment and its index files; a missing file is fine.
+pub fn remove_segment_files(path: &Path) -> Result<()> {
+    for p in [
+        path.to_path_buf(),
+        layout::offset_index_path(path),
+        layout::time_index_path(path),
+    ] {
+        match std::fs::remove_file(&p) {
+            Ok(()) => crate::faults::removed(&p),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(e, "remove segment file", p)),
+        }
+    }
+    Ok(())
+}
+
+/// Cuts a segment back to `len` bytes and fsyncs it (its indexes are rebuilt on reopen).
+pub fn truncate_segment(path: &Path, len: u64) -> Result<()> {
+    let f = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|e| Error::io(e, "open segment to truncate", path))?;
+    f.set_len(len)
+        .map_err(|e| Error::io(e, "truncate segment", path))?;
+    crate::faults::truncated(path, len);
+    crate::faults::fsync(path, || f.sync_all()).map_err(|e| Error::io(e, "fsync segment", path))
 }
 
 impl SegmentWriter {
@@ -520,20 +574,35 @@ impl SegmentWriter {
     /// The caller fsyncs the directory before reporting the segment's records durable.
     pub fn create(partition_dir: &Path, header: SegmentHeader) -> Result<SegmentWriter> {
         let path = layout::segment_path(partition_dir, header.base_offset);
-        let bytes = header.encode();
-        let mut f = OpenOptions::new()
+        let f = OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(&path)
             .map_err(|e| Error::io(e, "create segment", &path))?;
-        f.write_all(&bytes)
+        // A half-created segment must not stay behind: its name may not match what comes next.
+        SegmentWriter::create_files(path.clone(), f, header).inspect_err(|_| {
+            let _ = remove_segment_files(&path);
+        })
+    }
+
+    fn create_files(path: PathBuf, f: File, header: SegmentHeader) -> Result<SegmentWriter> {
+        let bytes = header.encode();
+        let mut out = SegFile {
+            file: f,
+            path: path.clone(),
+        };
+        out.write_all(&bytes)
             .map_err(|e| Error::io(e, "write segment header", &path))?;
         let mut idx_files = Vec::new();
         for (ipath, magic) in [
             (layout::offset_index_path(&path), index::OFFSET_INDEX_MAGIC),
             (layout::time_index_path(&path), index::TIME_INDEX_MAGIC),
         ] {
-            let mut f = File::create(&ipath).map_err(|e| Error::io(e, "create index", &ipath))?;
+            let f = File::create(&ipath).map_err(|e| Error::io(e, "create index", &ipath))?;
+            let mut f = SegFile {
+                file: f,
+                path: ipath.clone(),
+            };
             f.write_all(&index::encode_header(
                 magic,
                 header.base_offset,
@@ -546,7 +615,7 @@ impl SegmentWriter {
         let oidx = idx_files.pop().expect("two files");
         Ok(SegmentWriter {
             path,
-            out: BufWriter::with_capacity(256 * 1024, f),
+            out: BufWriter::with_capacity(256 * 1024, out),
             oidx: BufWriter::new(oidx),
             tidx: BufWriter::new(tidx),
             builder: IndexBuilder::new(header.index_interval_bytes),
@@ -568,14 +637,7 @@ impl SegmentWriter {
                 path.display(),
                 scan.file_len - pos
             );
-            let f = OpenOptions::new()
-                .write(true)
-                .open(path)
-                .map_err(|e| Error::io(e, "open segment for repair", path))?;
-            f.set_len(*pos)
-                .map_err(|e| Error::io(e, "truncate torn segment tail", path))?;
-            f.sync_all()
-                .map_err(|e| Error::io(e, "fsync segment", path))?;
+            truncate_segment(path, *pos)?;
         }
         let files = index::encode_files(
             scan.header.base_offset,
@@ -608,7 +670,8 @@ impl SegmentWriter {
             header: scan.header,
             records: scan.records,
             last_offset: scan.last_offset,
-            dirty: false,
+            // A previous writer may have died before its fsync: sync once before reporting.
+            dirty: true,
         })
     }
 
@@ -652,25 +715,33 @@ impl SegmentWriter {
         if !self.dirty {
             return Ok(());
         }
-        let p = self.path.clone();
-        for (w, what) in [
-            (&mut self.out, "segment"),
-            (&mut self.oidx, "offset index"),
-            (&mut self.tidx, "time index"),
-        ] {
+        for w in [&mut self.out, &mut self.oidx, &mut self.tidx] {
             w.flush()
-                .map_err(|e| Error::io(e, "write buffered data of", p.with_extension(what)))?;
+                .map_err(|e| Error::io(e, "write buffered data to", &w.get_ref().path))?;
             w.get_ref()
-                .sync_data()
-                .map_err(|e| Error::io(e, "fsync", p.with_extension(what)))?;
+                .sync()
+                .map_err(|e| Error::io(e, "fsync", &w.get_ref().path))?;
         }
         self.dirty = false;
         Ok(())
     }
 
-    /// Flushes and closes the segment.
+    /// Flushes and closes the segment. On failure the buffers are dropped unwritten: the
+    /// caller must cut the file back to what it last saw durable (see [`Self::abandon`]).
     pub fn finish(mut self) -> Result<()> {
-        self.flush()
+        let res = self.flush();
+        if res.is_err() {
+            self.abandon();
+        }
+        res
+    }
+
+    /// Drops the writer after an I/O error without writing its buffers (dropping a
+    /// `BufWriter` would write them, after the error, behind a possibly partial frame).
+    pub fn abandon(self) {
+        for w in [self.out, self.oidx, self.tidx] {
+            let _ = w.into_parts();
+        }
     }
 
     /// Path of the segment file.

@@ -23,6 +23,8 @@ use std::time::Duration;
 
 /// How long a manifest refresh may wait for the cluster.
 const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long reading the log start and end offsets at open may take.
+const WATERMARK_TIMEOUT: Duration = Duration::from_secs(15);
 /// Minimum pause between two manifest refresh attempts of a topic after a failure.
 const DESCRIBE_RETRY_MS: i64 = 30_000;
 
@@ -132,6 +134,47 @@ struct PartitionState {
     last_durable: Option<i64>,
     /// Last offset of the last finished segment (goes into the next segment header).
     prev_segment_last: Option<i64>,
+    /// The segment and its length as of the last flush that succeeded: what may be reported.
+    checkpoint: Option<(PathBuf, u64)>,
+    /// Segments created since that flush (their data or directory entry may not be durable).
+    unreported: Vec<PathBuf>,
+    /// Set by an I/O error: nothing more is written or reported until the partition is
+    /// reopened from its files, cut back to the checkpoint.
+    poisoned: Option<String>,
+    /// First offset this sink appended to the partition.
+    first_appended: Option<i64>,
+    /// After a reopen from a poisoned state: the next record delivered must be at or below
+    /// this offset, or records would be missing (Connect rewinds to its last commit after a
+    /// failed `preCommit`, but hands a failed `put`'s batch again as it was).
+    rewind_to: Option<i64>,
+    /// The last record handed was a re-delivery (skipped).
+    skipping: bool,
+}
+
+impl PartitionState {
+    /// Poisons the partition after `err`: drops the writer without writing its buffers and
+    /// cuts the files back to the last successful flush, so pages a failed fsync dropped can
+    /// never be read back as data and reported durable later.
+    fn poison(&mut self, tp: &str, err: &Error) {
+        log::error!(
+            "{tp}: I/O error, the partition stops writing until it is reopened from its files              (what was not durable is fetched again from Kafka): {err}"
+        );
+        if let Some(seg) = self.seg.take() {
+            seg.abandon();
+        }
+        let mut cut = Ok(());
+        for p in self.unreported.drain(..) {
+            cut = cut.and(segment::remove_segment_files(&p));
+        }
+        if let Some((p, len)) = &self.checkpoint {
+            cut = cut.and(segment::truncate_segment(p, *len));
+        }
+        cut = cut.and(sync_dir(&self.dir));
+        if let Err(e) = cut {
+            log::error!("{tp}: could not cut the files back to the last flush: {e}");
+        }
+        self.poisoned = Some(err.to_string());
+    }
 }
 
 /// Per-topic manifest bookkeeping.
@@ -225,13 +268,49 @@ impl BackupSink {
     }
 
     /// Opens partitions for writing: repairs a torn tail and answers, per partition, the next
-    /// offset to fetch (last offset in the files + 1), or -1 when the backup holds none of it.
+    /// offset to fetch: last offset in the files + 1; for a partition without files, its log
+    /// start offset on the cluster (or -1 when no cluster is configured, 0 when it cannot be
+    /// reached: Connect then starts at the log start through `auto.offset.reset=earliest`).
+    ///
+    /// The files are the truth in both directions: an empty or emptied backup never defers to
+    /// the offsets Connect committed for an earlier backup. And a cluster whose log ends below
+    /// what the files hold (a re-created topic, another cluster behind the same address) is
+    /// an error, never a reason to skip records as re-deliveries.
     pub fn open_partitions(&mut self, tps: &[TopicPartition]) -> Result<Vec<TopicPartitionOffset>> {
         self.check_open()?;
-        let mut out = Vec::with_capacity(tps.len());
+        let mut last = Vec::with_capacity(tps.len());
         for tp in tps {
+            self.reopen_if_poisoned(&tp.topic, tp.partition)?;
             let st = self.partition(&tp.topic, tp.partition)?;
-            let next = st.last_written.map_or(-1, |o| o + 1);
+            last.push(st.last_written);
+        }
+        let marks = self.watermarks(tps);
+        let mut out = Vec::with_capacity(tps.len());
+        for (tp, last) in tps.iter().zip(last) {
+            let next = match (last, marks.as_ref().map(|m| m.get(tp))) {
+                (Some(l), Some(Some(&(_, end)))) if end <= l => {
+                    // Forget the partition so a later open checks again.
+                    self.forget(tp);
+                    return Err(self.recreated_error(tp, l, end));
+                }
+                (Some(l), _) => l + 1,
+                (None, Some(Some(&(start, _)))) => {
+                    log::info!(
+                        "{tp}: no backup files; starting at the partition's log start offset \
+                         {start} (the files decide where a backup resumes, not the offsets \
+                         Connect committed)"
+                    );
+                    start
+                }
+                (None, Some(None)) => {
+                    log::warn!(
+                        "{tp}: no backup files and the log start offset could not be read; \
+                         starting at offset 0 (the consumer moves to the log start)"
+                    );
+                    0
+                }
+                (None, _) => -1,
+            };
             out.push(TopicPartitionOffset::new(
                 tp.topic.clone(),
                 tp.partition,
@@ -239,6 +318,110 @@ impl BackupSink {
             ));
         }
         Ok(out)
+    }
+
+    /// Log start and end offsets of `tps` on the cluster; `None` without a configured cluster,
+    /// an empty map (with a warning) when it cannot be reached.
+    fn watermarks(&self, tps: &[TopicPartition]) -> Option<BTreeMap<TopicPartition, (i64, i64)>> {
+        if !self.config.cluster.contains_key("bootstrap.servers") || tps.is_empty() {
+            return None;
+        }
+        match kafka::partition_watermarks(&self.config.cluster, tps, WATERMARK_TIMEOUT) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                log::warn!(
+                    "could not read log start and end offsets ({e}); a re-created topic cannot \
+                     be detected at this open"
+                );
+                Some(BTreeMap::new())
+            }
+        }
+    }
+
+    fn recreated_error(&self, tp: &TopicPartition, last: i64, end: i64) -> Error {
+        Error::State(format!(
+            "{tp}: the backup in {} holds records up to offset {last}, but the partition on \
+             the cluster at {} now ends at offset {end}: the topic was deleted and re-created, \
+             or another cluster answers at that address. Writing on would skip every record up \
+             to offset {last} as already backed up. Back the new topic up into a new target \
+             directory (or move the old backup away) and start again",
+            self.config.target_dir.display(),
+            self.config
+                .cluster
+                .get("bootstrap.servers")
+                .map_or("?", String::as_str),
+        ))
+    }
+
+    /// At the start of a run of re-delivered records: fails when the cluster's log for the
+    /// partition ends at or below the files' last offset (the records are not the backed-up
+    /// ones). Rewinds are rare, so this costs one request per rewind.
+    fn check_redelivery(&self, tp: &TopicPartition, last: i64) -> Result<()> {
+        if !self.config.cluster.contains_key("bootstrap.servers") {
+            return Ok(());
+        }
+        match kafka::partition_watermarks(
+            &self.config.cluster,
+            std::slice::from_ref(tp),
+            WATERMARK_TIMEOUT,
+        ) {
+            Ok(m) => match m.get(tp) {
+                Some(&(_, end)) if end <= last => Err(self.recreated_error(tp, last, end)),
+                _ => Ok(()),
+            },
+            Err(e) => {
+                log::warn!("{tp}: could not check the log end offset for a re-delivery ({e})");
+                Ok(())
+            }
+        }
+    }
+
+    /// Drops a partition's state (and its writer lock) without writing anything.
+    fn forget(&mut self, tp: &TopicPartition) {
+        if let Some(m) = self.parts.get_mut(&tp.topic) {
+            m.remove(&tp.partition);
+            if m.is_empty() {
+                self.parts.remove(&tp.topic);
+            }
+        }
+        self.update_capture_partitions();
+    }
+
+    /// Reopens a poisoned partition from its files (cut back to the last flush at poisoning).
+    fn reopen_if_poisoned(&mut self, topic: &str, partition: i32) -> Result<()> {
+        let Some(old) = self.parts.get_mut(topic).and_then(|m| m.remove(&partition)) else {
+            return Ok(());
+        };
+        let Some(why) = old.poisoned.clone() else {
+            self.parts
+                .entry(topic.to_string())
+                .or_default()
+                .insert(partition, old);
+            return Ok(());
+        };
+        let first_appended = old.first_appended;
+        drop(old); // releases the writer lock
+        let tp = TopicPartition::new(topic, partition);
+        match self.open_partition(&tp) {
+            Ok(mut st) => {
+                log::warn!(
+                    "{tp}: reopened from its files after an I/O error ({why}); resuming after \
+                     offset {:?}",
+                    st.last_written
+                );
+                st.rewind_to = st.last_written.map(|l| l + 1).or(first_appended);
+                st.first_appended = first_appended;
+                self.parts
+                    .entry(topic.to_string())
+                    .or_default()
+                    .insert(partition, st);
+                Ok(())
+            }
+            Err(e) => Err(Error::State(format!(
+                "{tp} stopped writing after an I/O error ({why}) and cannot be reopened from its \
+                 files: {e}; fix the storage, then restart the task"
+            ))),
+        }
     }
 
     /// The state of a partition, opening it (and noting its topic) on first use.
@@ -315,6 +498,7 @@ impl BackupSink {
         if let Some(l) = last {
             log::info!("{tp}: resuming after offset {l}");
         }
+        let checkpoint = seg.as_ref().map(|s| (s.path().to_path_buf(), s.len()));
         Ok(PartitionState {
             dir,
             _lock: lock,
@@ -322,6 +506,12 @@ impl BackupSink {
             last_written: last,
             last_durable: last,
             prev_segment_last,
+            checkpoint,
+            unreported: Vec::new(),
+            poisoned: None,
+            first_appended: None,
+            rewind_to: None,
+            skipping: false,
         })
     }
 
@@ -372,14 +562,60 @@ impl BackupSink {
         body: &[u8],
         now: i64,
     ) -> Result<()> {
+        self.reopen_if_poisoned(topic, partition)?;
+        let st = self.partition(topic, partition)?;
+        if let Some(want) = st.rewind_to.take() {
+            if offset > want {
+                // Not rewound to at or before the files' end: records in between would be
+                // missing. Failing makes the restarted task resume from the files.
+                let e = Error::State(format!(
+                    "{topic}-{partition}: after an I/O error the files continue at offset {want}, \
+                     but the next record delivered is {offset}; restart the task so it resumes \
+                     from the files"
+                ));
+                st.poisoned = Some(e.to_string());
+                return Err(e);
+            }
+        }
+        if let Some(l) = st.last_written.filter(|l| offset <= *l) {
+            log::trace!("{topic}-{partition}: skipping re-delivered offset {offset}");
+            if !std::mem::replace(&mut st.skipping, true) {
+                let tp = TopicPartition::new(topic, partition);
+                if let Err(e) = self.check_redelivery(&tp, l) {
+                    self.forget(&tp);
+                    return Err(e);
+                }
+            }
+            return Ok(());
+        }
+        st.skipping = false;
+        let res = self.append_new(topic, partition, offset, timestamp, body, now);
+        if let Err(e) = &res {
+            if let Some(st) = self
+                .parts
+                .get_mut(topic)
+                .and_then(|m| m.get_mut(&partition))
+            {
+                st.poison(&format!("{topic}-{partition}"), e);
+            }
+        }
+        res
+    }
+
+    /// Appends a record above the last one written; any error poisons the partition.
+    fn append_new(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        timestamp: i64,
+        body: &[u8],
+        now: i64,
+    ) -> Result<()> {
         let max_size = self.config.max_segment_size_bytes;
         let max_age = self.config.max_segment_age_ms;
         let interval = self.config.index_interval_bytes;
         let st = self.partition(topic, partition)?;
-        if st.last_written.is_some_and(|l| offset <= l) {
-            log::trace!("{topic}-{partition}: skipping re-delivered offset {offset}");
-            return Ok(());
-        }
         if let Some(seg) = &st.seg {
             let too_big = seg.len() + (FRAME_PREFIX_LEN + body.len()) as u64 > max_size;
             let too_old = max_age > 0 && now - seg.header().created_ms >= max_age;
@@ -392,10 +628,8 @@ impl BackupSink {
                     if too_big { "size" } else { "age" }
                 );
                 seg.finish()?;
-                st.last_durable = st.prev_segment_last;
             }
         }
-        let mut created = false;
         if st.seg.is_none() {
             let header = SegmentHeader {
                 version: FORMAT_VERSION,
@@ -407,37 +641,80 @@ impl BackupSink {
                 created_ms: now,
                 topic: topic.to_string(),
             };
-            st.seg = Some(SegmentWriter::create(&st.dir, header)?);
-            created = true;
+            let w = SegmentWriter::create(&st.dir, header)?;
+            // Noted before the first append: its directory entry is owed an fsync whatever
+            // happens to the records.
+            st.unreported.push(w.path().to_path_buf());
+            st.seg = Some(w);
+            let dir = st.dir.clone();
+            self.dirs_to_sync.insert(dir);
         }
+        let st = self.partition(topic, partition)?;
         st.seg
             .as_mut()
             .expect("created above")
             .append(offset, timestamp, body)?;
         st.last_written = Some(offset);
-        if created {
-            let dir = st.dir.clone();
-            self.dirs_to_sync.insert(dir);
-        }
+        st.first_appended.get_or_insert(offset);
         Ok(())
     }
 
     /// Makes everything appended so far durable and answers, per open partition with data,
     /// last durable offset + 1 (sorted by topic and partition).
+    ///
+    /// An I/O error poisons the partitions it touches and fails the flush; so does a partition
+    /// poisoned earlier that cannot be reopened. A poisoned partition that can be reopened is
+    /// reopened from its files here, so what is reported is what its files hold.
     pub fn flush(&mut self) -> Result<Vec<TopicPartitionOffset>> {
         self.check_open()?;
-        for m in self.parts.values_mut() {
-            for st in m.values_mut() {
+        let poisoned: Vec<(String, i32)> = self
+            .parts
+            .iter()
+            .flat_map(|(t, m)| {
+                m.iter()
+                    .filter(|(_, st)| st.poisoned.is_some())
+                    .map(|(p, _)| (t.clone(), *p))
+            })
+            .collect();
+        let mut first_err = None;
+        for (t, p) in poisoned {
+            if let Err(e) = self.reopen_if_poisoned(&t, p) {
+                first_err.get_or_insert(e);
+            }
+        }
+        for (topic, m) in self.parts.iter_mut() {
+            for (p, st) in m.iter_mut() {
+                if st.poisoned.is_some() {
+                    continue;
+                }
                 if let Some(seg) = &mut st.seg {
-                    seg.flush()?;
+                    if let Err(e) = seg.flush() {
+                        st.poison(&format!("{topic}-{p}"), &e);
+                        first_err.get_or_insert(e);
+                    }
                 }
             }
         }
-        self.sync_dirs()?;
+        if let Err(e) = self.sync_dirs() {
+            // Which new entries were lost is unknown: every partition with one is poisoned.
+            for (topic, m) in self.parts.iter_mut() {
+                for (p, st) in m.iter_mut() {
+                    if st.poisoned.is_none() && !st.unreported.is_empty() {
+                        st.poison(&format!("{topic}-{p}"), &e);
+                    }
+                }
+            }
+            first_err.get_or_insert(e);
+        }
+        if let Some(e) = first_err {
+            return Err(e);
+        }
         let mut out = Vec::new();
         for (topic, m) in &mut self.parts {
             for (p, st) in m.iter_mut() {
                 st.last_durable = st.last_written;
+                st.unreported.clear();
+                st.checkpoint = st.seg.as_ref().map(|s| (s.path().to_path_buf(), s.len()));
                 if let Some(l) = st.last_durable {
                     out.push(TopicPartitionOffset::new(topic.clone(), *p, l + 1));
                 }
@@ -450,7 +727,7 @@ impl BackupSink {
 
     fn sync_dirs(&mut self) -> Result<()> {
         while let Some(d) = self.dirs_to_sync.pop_first() {
-            if let Err(e) = layout::fsync_dir(&d) {
+            if let Err(e) = sync_dir(&d) {
                 self.dirs_to_sync.insert(d);
                 return Err(e);
             }
@@ -461,11 +738,30 @@ impl BackupSink {
     /// Flushes and releases partitions (after a rebalance revoked them).
     pub fn close_partitions(&mut self, tps: &[TopicPartition]) -> Result<()> {
         self.check_open()?;
+        // The last capture for these partitions, while they are still ours: Connect closes
+        // every partition before it stops a task, so a capture at stop would find none.
+        if let Some(capture) = &self.capture {
+            let owned: Vec<TopicPartition> = tps
+                .iter()
+                .filter(|tp| {
+                    self.parts
+                        .get(&tp.topic)
+                        .is_some_and(|m| m.contains_key(&tp.partition))
+                })
+                .cloned()
+                .collect();
+            if !owned.is_empty() {
+                match capture.capture_partitions(&owned) {
+                    Ok(n) => log::debug!("captured {n} group offset changes at close"),
+                    Err(e) => log::warn!("capture of consumer-group offsets at close failed: {e}"),
+                }
+            }
+        }
         let mut to_finish = Vec::new();
         for tp in tps {
             if let Some(m) = self.parts.get_mut(&tp.topic) {
                 if let Some(st) = m.remove(&tp.partition) {
-                    to_finish.push(st);
+                    to_finish.push((tp.clone(), st));
                 }
                 if m.is_empty() {
                     self.parts.remove(&tp.topic);
@@ -474,9 +770,13 @@ impl BackupSink {
         }
         self.update_capture_partitions();
         let mut first_err = None;
-        for st in to_finish {
-            if let Some(seg) = st.seg {
+        for (tp, mut st) in to_finish {
+            if st.poisoned.is_some() {
+                continue; // cut back already; the next owner reopens it from the files
+            }
+            if let Some(seg) = st.seg.take() {
                 if let Err(e) = seg.finish() {
+                    st.poison(&tp.to_string(), &e);
                     first_err.get_or_insert(e);
                 }
             }
@@ -497,14 +797,12 @@ impl BackupSink {
             .iter()
             .flat_map(|(t, m)| m.keys().map(|p| TopicPartition::new(t.clone(), *p)))
             .collect();
-        // One last capture, so a backup stopped on purpose holds the groups' latest positions.
+        // close_partitions makes the last capture, so a backup stopped on purpose holds the
+        // groups' latest positions.
+        let res = self.close_partitions(&tps);
         if let Some(capture) = self.capture.take() {
-            if let Err(e) = capture.capture_now() {
-                log::warn!("last capture of consumer-group offsets failed: {e}");
-            }
             capture.stop();
         }
-        let res = self.close_partitions(&tps);
         self.write_pending_manifests();
         self.closed = true;
         res
@@ -673,16 +971,11 @@ fn lock_partition(dir: &Path, tp: &TopicPartition) -> Result<std::fs::File> {
 }
 
 fn remove_segment(path: &Path) -> Result<()> {
-    for p in [
-        path.to_path_buf(),
-        layout::offset_index_path(path),
-        layout::time_index_path(path),
-    ] {
-        match std::fs::remove_file(&p) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(e, "remove empty segment", p)),
-        }
-    }
-    Ok(())
+    segment::remove_segment_files(path)
+}
+
+/// Fsyncs a directory through the fault-injection hook.
+fn sync_dir(dir: &Path) -> Result<()> {
+    let f = std::fs::File::open(dir).map_err(|e| Error::io(e, "open directory for fsync", dir))?;
+    crate::faults::dir_fsync(dir, || f.sync_all()).map_err(|e| Error::io(e, "fsync directory", dir))
 }

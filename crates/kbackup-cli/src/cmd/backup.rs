@@ -211,6 +211,8 @@ pub fn run(args: &BackupArgs) -> Result<()> {
     sink_cfg.task_id = "cli-backup-0".into();
     sink_cfg.cluster = cluster.clone();
     sink_cfg.consumer_group_id = Some(CLI_GROUP.into());
+    // Group offsets are captured below, only with --group-offsets: no second capture loop.
+    sink_cfg.offsets_sync_interval_ms = 0;
     if let Some(b) = args.max_segment_bytes {
         sink_cfg.max_segment_size_bytes = b;
     }
@@ -364,8 +366,9 @@ pub fn run(args: &BackupArgs) -> Result<()> {
                 || (!batch.is_empty() && last_flush.elapsed() >= FLUSH_EVERY)
             {
                 records += batch.len() as u64;
-                sink.put(&batch)?;
-                batch.clear();
+                let put = sink.put(&batch);
+                batch.clear(); // never handed again, failed or not
+                put?;
             }
             if last_flush.elapsed() >= FLUSH_EVERY {
                 sink.flush()?;
@@ -396,13 +399,18 @@ pub fn run(args: &BackupArgs) -> Result<()> {
         Ok(())
     })();
 
-    // Whatever happened, make what was read durable before reporting.
+    // Make what was read durable before reporting; after an error, put nothing again (the
+    // failed batch may be the one still held) and report nothing as durable: the next run
+    // resumes from the files.
     let mut end_result = result;
-    if !batch.is_empty() {
+    if end_result.is_ok() && !batch.is_empty() {
         records += batch.len() as u64;
-        end_result = end_result.and(sink.put(&batch));
+        end_result = sink.put(&batch);
     }
-    let durable = sink.flush();
+    let durable = match &end_result {
+        Ok(()) => sink.flush(),
+        Err(_) => Ok(Vec::new()),
+    };
     let captured = match (&capture, &end_result) {
         (Some(c), Ok(())) => Some(c.capture_now()),
         _ => None,
