@@ -135,6 +135,13 @@ impl SourceConfig {
             .unwrap_or(topic)
     }
 
+    /// The `transactional.id` of a restore that writes through its own transactional producer
+    /// (the CLI): one per restore identity, so a re-run fences the killed run's producer and
+    /// its open transaction is aborted before the target is read back.
+    pub fn transactional_id(&self) -> String {
+        format!("kbackup-restore-{}", name_digest(&self.connector_name))
+    }
+
     /// The restore state directory this config uses.
     pub fn state_dir(&self) -> PathBuf {
         match &self.restore_state_dir {
