@@ -18,6 +18,7 @@ pub mod manifest;
 pub mod offsets_log;
 pub mod prune;
 pub mod reader;
+pub mod reconcile;
 pub mod record;
 pub mod restore;
 pub mod segment;

@@ -19,6 +19,7 @@ use crate::layout;
 use crate::manifest;
 use crate::offsets_log;
 use crate::reader::{Backup, PartitionReader};
+use crate::reconcile::{self, KafkaTargetLog, TargetLog};
 use crate::record::{TopicPartition, TopicPartitionOffset};
 use crate::translate::{self, NewOffsets, Target};
 use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier};
@@ -80,6 +81,10 @@ fn default_true() -> bool {
     true
 }
 
+fn minus_one() -> i64 {
+    -1
+}
+
 /// The source connector's configuration, as the JSON of docs/jni.md.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SourceConfig {
@@ -128,6 +133,13 @@ impl SourceConfig {
             .get(topic)
             .map(String::as_str)
             .unwrap_or(topic)
+    }
+
+    /// The `transactional.id` of a restore that writes through its own transactional producer
+    /// (the CLI): one per restore identity, so a re-run fences the killed run's producer and
+    /// its open transaction is aborted before the target is read back.
+    pub fn transactional_id(&self) -> String {
+        format!("kbackup-restore-{}", name_digest(&self.connector_name))
     }
 
     /// The restore state directory this config uses.
@@ -365,10 +377,19 @@ pub struct PartitionState {
     pub first_offset: Option<i64>,
     /// Last backed-up original offset.
     pub last_offset: Option<i64>,
-    /// Acknowledgements received (a record restored twice counts twice).
+    /// Records known to be written (a record restored twice counts twice).
     pub records_restored: u64,
-    /// Highest acknowledged original offset (-1: none).
+    /// Every backed-up record up to this original offset is acknowledged (written or dropped
+    /// by a transform); -1: none. The acknowledged PREFIX, never the highest acknowledgement.
     pub last_acked_original: i64,
+    /// New offset of the last written record of that prefix (-1: none); reconciling with the
+    /// target after a crash reads on from here.
+    #[serde(default = "minus_one")]
+    pub last_acked_new: i64,
+    /// End offset of the target partition when this restore state was created: where the
+    /// restore's own records begin (`None` in state files of older versions).
+    #[serde(default)]
+    pub target_start: Option<i64>,
     /// Highest acknowledged new offset + 1 (-1: none); the new log end for translation.
     pub new_log_end: i64,
     /// Every backed-up record has been acknowledged.
@@ -396,6 +417,8 @@ impl PartitionState {
             last_offset: last,
             records_restored: 0,
             last_acked_original: -1,
+            last_acked_new: -1,
+            target_start: None,
             new_log_end: -1,
             done: last.is_none(),
             groups,
@@ -403,25 +426,31 @@ impl PartitionState {
         }
     }
 
-    /// Applies one acknowledgement; returns true if translation data changed (save at once).
+    /// Applies the acknowledgement of the NEXT record of the partition (acknowledgements must
+    /// come in original-offset order: the engine orders them, see [`AckQueue`]); returns true if
+    /// translation data changed (save at once). A record at or below the acknowledged prefix is
+    /// ignored.
     ///
-    /// For each group targeting record `R`, the mapping is the acknowledged record with the
-    /// smallest original offset `>= R`, and for equal originals the FIRST new offset received:
-    /// a record filtered by a transform still maps to the next restored one, and duplicates
-    /// written by a resumed restore never move a group past records it has not read.
+    /// Each group targeting record `R` maps to the first WRITTEN record with original offset
+    /// `>= R`: a target filtered by a transform falls to the next restored record, and never to
+    /// a copy written later by a resumed restore.
     ///
     /// `new < 0` acknowledges a record that was handled but not written (filtered by a
     /// transform, or dropped by `errors.tolerance`): it counts towards finishing the partition
-    /// and is never a group's position, which then falls to the next written record.
-    pub fn apply_ack(&mut self, original: i64, new: i64) -> bool {
-        self.last_acked_original = self.last_acked_original.max(original);
+    /// and is never a group's position.
+    pub fn advance(&mut self, original: i64, new: i64) -> bool {
+        if original <= self.last_acked_original {
+            return false;
+        }
+        self.last_acked_original = original;
         let mut changed = false;
         if new >= 0 {
             self.records_restored += 1;
+            self.last_acked_new = new;
             self.new_log_end = self.new_log_end.max(new.saturating_add(1));
             for g in &mut self.groups {
                 if let Target::Record(r) = g.target {
-                    if original >= r && g.mapped_original.is_none_or(|m| original < m) {
+                    if original >= r && g.mapped_new.is_none() {
                         g.mapped_original = Some(original);
                         g.mapped_new = Some(new);
                         changed = true;
@@ -429,33 +458,65 @@ impl PartitionState {
                 }
             }
         }
+        changed | self.check_done()
+    }
+
+    /// Marks the partition done once the acknowledged prefix reaches the last backed-up record.
+    fn check_done(&mut self) -> bool {
         if !self.done
             && self
                 .last_offset
                 .is_some_and(|l| self.last_acked_original >= l)
         {
             self.done = true;
-            changed = true;
+            return true;
         }
-        changed
+        false
     }
 
-    /// Where reading resumes given Connect's committed original offset (-1 = none), or `None`
-    /// when nothing is left to send.
-    ///
-    /// Starts after the committed offset, but never past a group's target record whose new
-    /// offset is unknown: its acknowledgement was lost in a crash, so it is sent again.
-    pub fn resume_from(&self, committed: i64) -> Option<i64> {
+    /// Connect committed source offset `committed`: every record up to it was written or
+    /// dropped, but the new offsets of those past the acknowledged prefix are unknown (their
+    /// acknowledgements were lost and the target did not prove them). Takes them as
+    /// acknowledged; a group targeting one of them maps to the first new offset not known to
+    /// hold an earlier record (it may re-read some records, never skip one). Returns true if
+    /// anything changed.
+    pub fn skip_to(&mut self, committed: i64) -> bool {
+        if committed <= self.last_acked_original {
+            return false;
+        }
+        let floor = if self.last_acked_new >= 0 {
+            self.last_acked_new + 1
+        } else {
+            self.target_start.unwrap_or(0)
+        };
+        for g in &mut self.groups {
+            if let Target::Record(r) = g.target {
+                if r <= committed && g.mapped_new.is_none() {
+                    g.mapped_original = Some(r);
+                    g.mapped_new = Some(floor);
+                }
+            }
+        }
+        self.last_acked_original = committed;
+        self.check_done();
+        true
+    }
+
+    /// Where reading resumes (after the acknowledged prefix), or `None` when nothing is left.
+    pub fn resume_from(&self) -> Option<i64> {
         if self.done {
             return None;
         }
-        let mut start = committed.saturating_add(1).max(0);
-        for g in &self.groups {
-            if let (Target::Record(r), None) = (g.target, g.mapped_new) {
-                start = start.min(r);
-            }
+        Some(self.last_acked_original.saturating_add(1).max(0))
+    }
+
+    /// The target a group resolves to now: once the partition is done, a group whose target
+    /// record and every later one were dropped (never written) resumes at the log end.
+    pub fn effective_target(&self, g: &GroupTarget) -> Target {
+        match g.target {
+            Target::Record(_) if self.done && g.mapped_new.is_none() => Target::LogEnd,
+            t => t,
         }
-        Some(start)
     }
 
     /// All group commits are settled (committed, refused, failed or skipped).
@@ -715,6 +776,35 @@ pub fn plan(root: &Path, topics: &[String]) -> Result<Vec<(TopicPartition, Vec<G
     Ok(out)
 }
 
+/// Reads the target partition after the last record `state` knows and applies the copies
+/// found there as acknowledgements; returns how many records it proved.
+fn reconcile_partition(
+    state: &mut PartitionState,
+    reader: Option<&mut PartitionReader>,
+    target: &mut dyn TargetLog,
+) -> Result<usize> {
+    let from = if state.last_acked_new >= 0 {
+        state.last_acked_new + 1
+    } else {
+        match state.target_start {
+            Some(s) => s,
+            None => return Ok(0), // state of an older version: where our records begin is unknown
+        }
+    };
+    let Some(reader) = reader else {
+        return Ok(0);
+    };
+    reader.seek(state.last_acked_original.saturating_add(1).max(0))?;
+    let (topic, p) = (state.target_topic.clone(), state.partition);
+    let acks = reconcile::match_in_order(&mut || reader.next_record(), &mut |each| {
+        target.scan(&topic, p, from, each)
+    })?;
+    for (o, n) in &acks {
+        state.advance(*o, *n);
+    }
+    Ok(acks.len())
+}
+
 fn open_reader(backup: &Backup, topic: &str, p: i32) -> Result<Option<PartitionReader>> {
     match backup.partition(topic, p) {
         Ok(r) => Ok(Some(r)),
@@ -834,6 +924,12 @@ fn first_non_empty_partition(
 }
 
 fn admin(cluster: &BTreeMap<String, String>) -> Result<AdminClient<DefaultClientContext>> {
+    if !cluster.contains_key("bootstrap.servers") {
+        // librdkafka would wait for the whole timeout to say nothing useful.
+        return Err(Error::Config(
+            "cluster.bootstrap.servers is not set: set it to the target cluster's brokers".into(),
+        ));
+    }
     kafka::client_config(cluster).create().map_err(|e| {
         Error::Config(format!(
             "the cluster settings are not accepted by the Kafka client: {e}; fix the cluster.* entries"
@@ -954,9 +1050,68 @@ fn commit_group(
 // ---------------------------------------------------------------------------------------------
 // The engine
 
+/// The records of one partition handed out and not yet part of the acknowledged prefix.
+///
+/// Acknowledgements arrive out of order (a record dropped by a transform is acknowledged on the
+/// task thread before the producer callbacks of earlier records), but the records were handed
+/// out in order, so the prefix only moves over records that are all acknowledged.
+#[derive(Debug, Default)]
+pub struct AckQueue {
+    /// (original offset, new offset once acknowledged; -1 = not written), in original order.
+    items: std::collections::VecDeque<(i64, Option<i64>)>,
+}
+
+impl AckQueue {
+    /// A record was handed out (in increasing original order).
+    pub fn handed_out(&mut self, original: i64) {
+        self.items.push_back((original, None));
+    }
+
+    /// Records an acknowledgement; false if the record was not handed out by this queue.
+    pub fn ack(&mut self, original: i64, new: i64) -> bool {
+        let (a, b) = self.items.as_slices();
+        let found = match a.binary_search_by_key(&original, |x| x.0) {
+            Ok(i) => Some(i),
+            Err(_) => b
+                .binary_search_by_key(&original, |x| x.0)
+                .ok()
+                .map(|i| i + a.len()),
+        };
+        match found.and_then(|i| self.items.get_mut(i)) {
+            Some(item) => {
+                item.1 = Some(new);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Takes the acknowledged records at the front, in order: the prefix can move over them.
+    pub fn take_prefix(&mut self) -> Vec<(i64, i64)> {
+        let mut out = Vec::new();
+        while let Some(&(o, Some(n))) = self.items.front() {
+            out.push((o, n));
+            self.items.pop_front();
+        }
+        out
+    }
+
+    /// Records handed out and not yet in the prefix.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Nothing is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+}
+
 struct PartitionRun {
     state: PartitionState,
     reader: Option<PartitionReader>,
+    /// Handed-out records waiting to join the acknowledged prefix.
+    queue: AckQueue,
     /// Original offset to read next; `None` once everything has been sent.
     next: Option<i64>,
     dirty: bool,
@@ -972,7 +1127,8 @@ pub struct RestoreStatus {
     pub task_id: String,
     /// The restore state directory.
     pub state_dir: PathBuf,
-    /// Every assigned partition is restored, acknowledged and its groups settled.
+    /// Every assigned partition is restored, acknowledged and its groups settled, and the
+    /// final configs of their topics are applied.
     pub finished: bool,
     /// Per assigned partition.
     pub partitions: Vec<PartitionState>,
@@ -998,6 +1154,25 @@ impl RestoreSource {
     /// Opens the assigned partitions; `offset` of each is the last original offset Connect
     /// committed (-1: none).
     pub fn open(cfg: SourceConfig, assignment: &[TopicPartitionOffset]) -> Result<RestoreSource> {
+        let mut target = KafkaTargetLog::new(&cfg.cluster, KAFKA_TIMEOUT);
+        Self::open_with(cfg, assignment, &mut target, false)
+    }
+
+    /// [`RestoreSource::open`] reading the target partitions through `target`.
+    ///
+    /// Per partition: the saved state is the truth (Connect's committed offset can lag it);
+    /// the target partition is then read after the last record the state knows, and the
+    /// copies found there count as acknowledged ([`crate::reconcile`]); a committed offset
+    /// still further on is taken as acknowledged too ([`PartitionState::skip_to`]). Reading
+    /// resumes after all that, so no record proven written is written again. With `strict`
+    /// (the CLI, whose only record of progress is the state and the target) a failure to read
+    /// the target fails the open instead of resuming from the state alone.
+    pub fn open_with(
+        cfg: SourceConfig,
+        assignment: &[TopicPartitionOffset],
+        target_log: &mut dyn TargetLog,
+        strict: bool,
+    ) -> Result<RestoreSource> {
         let state_dir = cfg.state_dir();
         claim_state_dir(&state_dir, &cfg.connector_name)?;
         let backup = Backup::open(&cfg.source_dir)?;
@@ -1014,16 +1189,21 @@ impl RestoreSource {
             let target = cfg.target_topic(&a.topic).to_string();
             let mut reader = open_reader(&backup, &a.topic, a.partition)?;
             let saved = PartitionState::load(&state_dir, &a.topic, a.partition)?;
-            let state = match saved {
-                Some(s) if a.offset >= 0 || s.settled() => s,
-                other => {
-                    if other.is_some() {
+            let mut state = match saved {
+                Some(s) => {
+                    if a.offset < 0 && s.last_acked_original >= 0 && !s.done {
                         log::info!(
-                            "{}: Connect has no committed offset for {tp}; restoring it from the start \
-                             and discarding its earlier restore state",
-                            cfg.task_id
+                            "{}: Connect has no committed offset for {tp} but the restore state in \
+                             {} has progress up to original offset {}: resuming from it (delete \
+                             that directory to restore the partition again from the start)",
+                            cfg.task_id,
+                            state_dir.display(),
+                            s.last_acked_original
                         );
                     }
+                    s
+                }
+                None => {
                     let (first, last) = match &reader {
                         Some(r) => (r.first_offset()?, r.last_offset()?),
                         None => (None, None),
@@ -1040,11 +1220,56 @@ impl RestoreSource {
                             .iter_mut()
                             .for_each(|g| g.commit = CommitState::Skipped);
                     }
+                    if !s.done {
+                        match target_log.end_offset(&target, a.partition) {
+                            Ok(end) => s.target_start = Some(end),
+                            Err(e) if strict => return Err(e),
+                            Err(e) => log::warn!(
+                                "{}: {e}; a crash before the first acknowledgement of {tp} will \
+                                 restore what was written again",
+                                cfg.task_id
+                            ),
+                        }
+                    }
                     s.save(&state_dir)?;
                     s
                 }
             };
-            let next = state.resume_from(a.offset);
+            if !state.done {
+                let before = state.last_acked_original;
+                match reconcile_partition(&mut state, reader.as_mut(), target_log) {
+                    Ok(0) => {}
+                    Ok(n) => log::info!(
+                        "{}: {n} records of {tp} after original offset {before} were found \
+                         in {target} (their acknowledgements were lost): not restored again",
+                        cfg.task_id
+                    ),
+                    Err(e) if strict => return Err(e),
+                    Err(e) => log::warn!(
+                        "{}: could not read back {target}-{} to reconcile ({e}); resuming \
+                         from the saved state and Connect's committed offset",
+                        cfg.task_id,
+                        a.partition
+                    ),
+                }
+                if a.offset > state.last_acked_original {
+                    log::info!(
+                        "{}: Connect committed {tp} up to original offset {} while the restore \
+                         state proves {}: taking the records between as written",
+                        cfg.task_id,
+                        a.offset,
+                        state.last_acked_original
+                    );
+                    state.skip_to(a.offset);
+                    if state.done {
+                        if let Ok(end) = target_log.end_offset(&target, a.partition) {
+                            state.new_log_end = state.new_log_end.max(end);
+                        }
+                    }
+                }
+                state.save(&state_dir)?;
+            }
+            let next = state.resume_from();
             if let (Some(n), Some(r)) = (next, reader.as_mut()) {
                 r.seek(n)?;
             }
@@ -1058,6 +1283,7 @@ impl RestoreSource {
                 PartitionRun {
                     state,
                     reader,
+                    queue: AckQueue::default(),
                     next,
                     dirty: false,
                     commit_retry_at: None,
@@ -1111,6 +1337,7 @@ impl RestoreSource {
                 match reader.next_record()? {
                     Some(record) => {
                         run.next = Some(record.offset + 1);
+                        run.queue.handed_out(record.offset);
                         out.push(BatchRecord {
                             topic: tp.topic.clone(),
                             partition: tp.partition,
@@ -1127,13 +1354,14 @@ impl RestoreSource {
         if n > 0 {
             self.cursor = (self.cursor + 1) % n;
         }
-        let finished = self.runs.values().all(|r| r.state.settled());
+        let finished = self.finished();
         let mut flags = 0;
         if finished {
             flags |= FLAG_FINISHED;
             if !self.finished_logged {
                 log::info!(
-                    "{}: restore finished: every assigned partition is restored and acknowledged; state in {}",
+                    "{}: restore finished: every assigned partition is restored and acknowledged, \
+                     its groups settled and its topics' configs restored; state in {}",
                     self.cfg.task_id,
                     self.state_dir.display()
                 );
@@ -1155,7 +1383,15 @@ impl RestoreSource {
                 continue;
             };
             for a in same {
-                if run.state.apply_ack(a.original_offset, a.new_offset) {
+                if !run.queue.ack(a.original_offset, a.new_offset) {
+                    log::debug!(
+                        "ignoring acknowledgement of {tp}@{}: not handed out by this task",
+                        a.original_offset
+                    );
+                }
+            }
+            for (o, n) in run.queue.take_prefix() {
+                if run.state.advance(o, n) {
                     urgent = true;
                 }
             }
@@ -1200,7 +1436,12 @@ impl RestoreSource {
                 continue;
             }
             let mut log_end = run.state.new_log_end;
-            if log_end < 0 && run.state.groups.iter().any(|g| g.target == Target::LogEnd) {
+            if log_end < 0
+                && run.state.groups.iter().any(|g| {
+                    g.commit == CommitState::Pending
+                        && run.state.effective_target(g) == Target::LogEnd
+                })
+            {
                 // Nothing restored here: the group resumes at the target's current end.
                 let (topic, p) = (&run.state.target_topic, run.state.partition);
                 match kafka::end_offsets(&self.cfg.cluster, topic, KAFKA_TIMEOUT).and_then(|m| {
@@ -1225,7 +1466,7 @@ impl RestoreSource {
                 if g.commit != CommitState::Pending {
                     continue;
                 }
-                match translate::translate(g.target, &facts) {
+                match translate::translate(run.state.effective_target(g), &facts) {
                     Some(offset) => by_group.entry(g.group.clone()).or_default().push((
                         run.state.target_topic.clone(),
                         run.state.partition,
@@ -1368,9 +1609,29 @@ impl RestoreSource {
             connector_name: self.cfg.connector_name.clone(),
             task_id: self.cfg.task_id.clone(),
             state_dir: self.state_dir.clone(),
-            finished: self.runs.values().all(|r| r.state.settled()),
+            finished: self.finished(),
             partitions: self.runs.values().map(|r| r.state.clone()).collect(),
         }
+    }
+
+    /// Finished as `restore-status` means it: every assigned partition settled AND the final
+    /// configs of their topics applied (until then a created topic's retention is held off).
+    fn finished(&self) -> bool {
+        self.runs
+            .values()
+            .all(|r| r.state.settled() && self.topics_finished.contains(&r.state.topic))
+    }
+
+    /// Applies acknowledgements and saves the state at once (a task handing over its last
+    /// acknowledgements before it stops).
+    pub fn ack(&mut self, acks: &[Ack]) -> Result<()> {
+        if self.closed {
+            return Err(Error::State(
+                "acknowledgements after close: the task was already stopped".into(),
+            ));
+        }
+        self.apply_acks(acks)?;
+        self.save(true)
     }
 
     /// Saves progress and releases the readers; safe to call twice.
@@ -1421,21 +1682,18 @@ mod tests {
     #[test]
     fn records_not_written_finish_the_partition_but_never_hold_a_group() {
         let mut s = state();
-        assert!(!s.apply_ack(10, 0));
+        assert!(!s.advance(10, 0));
         assert!(
-            !s.apply_ack(15, -1),
+            !s.advance(15, -1),
             "target filtered by a transform: no mapping yet"
         );
         assert_eq!(s.groups[0].mapped_new, None);
-        assert!(
-            s.apply_ack(16, 1),
-            "the next written record takes the group"
-        );
+        assert!(s.advance(16, 1), "the next written record takes the group");
         assert_eq!(s.groups[0].mapped_original, Some(16));
         assert_eq!(s.groups[0].mapped_new, Some(1));
-        assert!(s.apply_ack(24, 2));
+        assert!(s.advance(24, 2));
         assert!(
-            s.apply_ack(25, -1),
+            s.advance(25, -1),
             "a filtered last record still finishes the partition"
         );
         assert!(s.done);
@@ -1446,78 +1704,108 @@ mod tests {
     #[test]
     fn acks_map_targets_and_finish_on_last_record() {
         let mut s = state();
-        assert!(!s.apply_ack(10, 0));
-        assert!(!s.apply_ack(12, 1));
-        assert!(
-            s.apply_ack(15, 2),
-            "target record acknowledged: save at once"
-        );
-        assert!(!s.apply_ack(16, 3));
+        assert!(!s.advance(10, 0));
+        assert!(!s.advance(12, 1));
+        assert!(s.advance(15, 2), "target record acknowledged: save at once");
+        assert!(!s.advance(16, 3));
         assert!(!s.done);
-        assert!(s.apply_ack(24, 4));
-        assert!(s.apply_ack(25, 5), "last record: done");
+        assert!(s.advance(24, 4));
+        assert!(s.advance(25, 5), "last record: done");
         assert!(s.done);
         assert_eq!(s.new_offset_of(15), Some(2));
         assert_eq!(s.new_offset_of(24), Some(4));
         assert_eq!(translate::translate(Target::LogEnd, &s), Some(6));
         assert_eq!(s.records_restored, 6);
-        assert_eq!(s.last_acked_original, 25);
+        assert_eq!((s.last_acked_original, s.last_acked_new), (25, 5));
     }
 
     #[test]
-    fn first_new_offset_wins_for_a_record_restored_twice() {
+    fn a_record_at_or_below_the_prefix_is_ignored() {
         let mut s = state();
-        s.apply_ack(15, 2);
-        s.apply_ack(16, 3);
-        // Crash, Connect resumes before 15: the same records arrive again with later offsets.
-        assert!(!s.apply_ack(15, 7));
+        s.advance(15, 2);
+        s.advance(16, 3);
+        assert!(!s.advance(15, 7), "already in the prefix");
         assert_eq!(s.new_offset_of(15), Some(2));
-        assert_eq!(s.records_restored, 3);
+        assert_eq!(s.records_restored, 2);
     }
 
     #[test]
-    fn filtered_target_record_maps_to_the_next_acknowledged_one() {
+    fn resume_is_after_the_acknowledged_prefix() {
         let mut s = state();
-        s.apply_ack(16, 3); // 15 was dropped by a transform: no ack
-        assert_eq!(s.groups[0].mapped_original, Some(16));
-        assert_eq!(s.new_offset_of(15), Some(3));
-        // Acks out of order: a closer record replaces the farther one.
-        s.apply_ack(15, 2);
+        assert_eq!(s.resume_from(), Some(0));
+        s.advance(11, 0);
+        assert_eq!(s.resume_from(), Some(12));
+        s.advance(25, 1);
+        assert_eq!(s.resume_from(), None, "done: nothing left to send");
+    }
+
+    #[test]
+    fn defect1_committed_offset_at_or_past_the_last_record_means_done() {
+        // The acks of 24 and 25 were in the Java buffers when the task stopped; Connect had
+        // committed their source offsets. The partition is done, never waiting for acks.
+        let mut s = state();
+        s.advance(15, 2);
+        assert!(s.skip_to(25));
+        assert!(s.done);
+        assert_eq!(s.resume_from(), None);
         assert_eq!(s.new_offset_of(15), Some(2));
+        assert_eq!(
+            s.new_offset_of(24),
+            Some(3),
+            "unknown copy: first offset after what is known (re-read, never skipped)"
+        );
+        let mut past = state();
+        assert!(past.skip_to(40));
+        assert!(past.done);
     }
 
     #[test]
-    fn resume_never_skips_an_unmapped_target() {
+    fn defect1_group_target_in_the_lost_window_is_not_rewound_to() {
+        // Connect committed past group b's target (24) but its ack was lost: before the fix
+        // the restore rewound to 24 and wrote 24.. twice.
         let mut s = state();
-        assert_eq!(s.resume_from(-1), Some(0));
-        assert_eq!(s.resume_from(11), Some(12));
-        // Connect committed past 15 but the ack of 15 was lost: resend from 15.
-        assert_eq!(s.resume_from(20), Some(15));
-        s.apply_ack(15, 2);
-        assert_eq!(s.resume_from(20), Some(21));
-        s.apply_ack(24, 9);
-        s.apply_ack(25, 10);
-        assert_eq!(s.resume_from(25), None, "done: nothing left to send");
+        s.advance(15, 2);
+        s.skip_to(24);
+        assert_eq!(s.resume_from(), Some(25));
+        assert_eq!(s.new_offset_of(24), Some(3));
+    }
+
+    #[test]
+    fn defect3_group_whose_target_and_later_records_were_dropped_resolves_to_log_end() {
+        let mut s = state();
+        s.advance(10, 0);
+        s.advance(15, 1);
+        s.advance(24, -1);
+        s.advance(25, -1);
+        assert!(s.done);
+        let b = s.groups[1].clone();
+        assert_eq!(b.mapped_new, None, "nothing at or after 24 was written");
+        assert_eq!(s.effective_target(&b), Target::LogEnd);
+        assert_eq!(translate::translate(s.effective_target(&b), &s), Some(2));
+        let a = s.groups[0].clone();
+        assert_eq!(s.effective_target(&a), Target::Record(15));
     }
 
     #[test]
     fn state_survives_a_simulated_crash() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = state();
-        s.apply_ack(15, 2);
+        s.advance(15, 2);
         s.save(dir.path()).unwrap();
         // Acks after the save are lost with the process.
-        s.apply_ack(24, 4);
+        s.advance(24, 4);
         let mut back = PartitionState::load(dir.path(), "orders", 2)
             .unwrap()
             .unwrap();
         assert_eq!(back.new_offset_of(15), Some(2));
         assert_eq!(back.new_offset_of(24), None);
-        assert_eq!(back.resume_from(30), Some(24), "lost target is sent again");
-        // The restarted task re-sends 15 too (Connect resumed early): first offset still wins.
-        back.apply_ack(15, 11);
-        back.apply_ack(24, 12);
-        back.apply_ack(25, 13);
+        assert_eq!(
+            back.resume_from(),
+            Some(16),
+            "resumes after the saved prefix"
+        );
+        back.advance(24, 12);
+        back.advance(25, 13);
         assert!(back.done);
         assert_eq!(back.new_offset_of(15), Some(2));
         assert_eq!(back.new_offset_of(24), Some(12));
@@ -1528,10 +1816,26 @@ mod tests {
     }
 
     #[test]
+    fn ack_queue_moves_the_prefix_only_over_contiguous_acks() {
+        let mut q = AckQueue::default();
+        for o in [3, 4, 8] {
+            q.handed_out(o);
+        }
+        assert!(q.ack(8, -1));
+        assert!(q.take_prefix().is_empty(), "8 acknowledged before 3 and 4");
+        assert!(q.ack(3, 0));
+        assert_eq!(q.take_prefix(), vec![(3, 0)]);
+        assert!(!q.ack(5, 9), "never handed out");
+        assert!(q.ack(4, 1));
+        assert_eq!(q.take_prefix(), vec![(4, 1), (8, -1)]);
+        assert!(q.is_empty());
+    }
+
+    #[test]
     fn status_is_finished_when_groups_are_settled() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = state();
-        s.apply_ack(25, 0);
+        s.advance(25, 0);
         for g in &mut s.groups {
             g.commit = CommitState::Committed { offset: 0 };
         }
@@ -1550,7 +1854,7 @@ mod tests {
     fn empty_partition_is_done_at_once() {
         let s = PartitionState::new("t", "t", 0, None, None, vec![target("g", None)]);
         assert!(s.done);
-        assert_eq!(s.resume_from(-1), None);
+        assert_eq!(s.resume_from(), None);
         assert!(!s.settled(), "its group still needs a commit");
     }
 
@@ -1673,6 +1977,59 @@ mod tests {
         batch.iter().map(|b| b.record.offset).collect()
     }
 
+    /// The target partition t2-0 in memory: copies of `write_backup`'s records.
+    #[derive(Default)]
+    struct FakeTarget {
+        records: Vec<reconcile::TargetRecord>,
+    }
+
+    impl FakeTarget {
+        /// Writes copies of backed-up records `(original, new offset)`.
+        fn write(&mut self, copies: &[(i64, i64)]) {
+            for &(o, n) in copies {
+                self.records.push(reconcile::TargetRecord {
+                    offset: n,
+                    timestamp: 1000 + o,
+                    log_append_time: false,
+                    key: Some(vec![o as u8]),
+                    value: None,
+                    headers: vec![],
+                });
+            }
+        }
+    }
+
+    impl TargetLog for FakeTarget {
+        fn end_offset(&mut self, _: &str, _: i32) -> Result<i64> {
+            Ok(self.records.last().map_or(0, |r| r.offset + 1))
+        }
+        fn scan(
+            &mut self,
+            topic: &str,
+            _: i32,
+            from: i64,
+            each: &mut dyn FnMut(reconcile::TargetRecord) -> bool,
+        ) -> Result<()> {
+            assert_eq!(topic, "t2", "reads the TARGET topic");
+            for r in self.records.iter().filter(|r| r.offset >= from) {
+                if !each(r.clone()) {
+                    break;
+                }
+            }
+            Ok(())
+        }
+    }
+
+    fn open_fake(cfg: &SourceConfig, committed: i64, target: &mut FakeTarget) -> RestoreSource {
+        RestoreSource::open_with(
+            cfg.clone(),
+            &[TopicPartitionOffset::new("t", 0, committed)],
+            target,
+            true,
+        )
+        .unwrap()
+    }
+
     #[test]
     fn engine_plans_groups_and_resumes_after_a_crash() {
         let dir = tempfile::tempdir().unwrap();
@@ -1705,8 +2062,8 @@ mod tests {
         assert_eq!(targets["first"], Target::Record(0));
 
         let cfg = engine_cfg(root, true);
-        let mut src =
-            RestoreSource::open(cfg.clone(), &[TopicPartitionOffset::new("t", 0, -1)]).unwrap();
+        let mut target = FakeTarget::default();
+        let mut src = open_fake(&cfg, -1, &mut target);
         let (flags, b) = src.poll(&[], 4).unwrap();
         assert_eq!((flags, offsets(&b)), (0, vec![0, 1, 2, 5]));
         assert_eq!(b[0].topic, "t", "batches carry the ORIGINAL topic");
@@ -1714,24 +2071,128 @@ mod tests {
         assert_eq!((flags, offsets(&b)), (0, vec![6, 9]));
         let (flags, b) = src.poll(&[], 4).unwrap();
         assert_eq!((flags, b.len()), (FLAG_WAITING_FOR_ACKS, 0));
-        // Crash: the ack of 5 never reached the core, but Connect committed up to 6.
+        // SIGKILL: 5 and 6 were written (new offsets 3 and 4), their acks never reached the
+        // core; Connect committed up to 6.
         drop(src);
-        let mut src =
-            RestoreSource::open(cfg.clone(), &[TopicPartitionOffset::new("t", 0, 6)]).unwrap();
+        target.write(&[(0, 0), (1, 1), (2, 2), (5, 3), (6, 4)]);
+        let mut src = open_fake(&cfg, 6, &mut target);
         let (_, b) = src.poll(&[], 10).unwrap();
-        assert_eq!(offsets(&b), vec![5, 6, 9], "target record 5 is sent again");
-        src.poll(&[ack(5, 6), ack(6, 7)], 10).unwrap();
-        drop(src); // crash again, after the target's ack was saved
+        assert_eq!(
+            offsets(&b),
+            vec![9],
+            "5 and 6 were found in the target: not sent again"
+        );
+        drop(src); // crash again
         let st = PartitionState::load(&cfg.state_dir(), "t", 0)
             .unwrap()
             .unwrap();
         assert_eq!(st.target_topic, "t2");
-        assert_eq!(st.new_offset_of(5), Some(6));
+        assert_eq!(
+            st.new_offset_of(5),
+            Some(3),
+            "group mapped to the copy found"
+        );
         assert_eq!(st.new_offset_of(0), Some(0));
-        assert_eq!(st.resume_from(6), Some(7));
+        assert_eq!(st.resume_from(), Some(7));
         let status = read_status(&cfg.state_dir()).unwrap();
         assert_eq!(status.connector_name.as_deref(), Some("restore"));
         assert!(!status.finished);
+    }
+
+    #[test]
+    fn reconcile_without_a_connect_offset_resumes_exactly_after_the_target() {
+        // The CLI: no committed offset at all, the state saved nothing past 1, the target holds
+        // 0..=6 (the transaction that wrote 2..6 committed before the kill).
+        let dir = tempfile::tempdir().unwrap();
+        write_backup(dir.path(), &[0, 1, 2, 5, 6, 9]);
+        let cfg = engine_cfg(dir.path(), false);
+        let mut target = FakeTarget::default();
+        let mut src = open_fake(&cfg, -1, &mut target);
+        src.poll(&[], 10).unwrap();
+        src.poll(&[ack(0, 0), ack(1, 1)], 10).unwrap();
+        drop(src);
+        target.write(&[(0, 0), (1, 1), (2, 2), (5, 3), (6, 4)]);
+        let mut src = open_fake(&cfg, -1, &mut target);
+        let (_, b) = src.poll(&[], 10).unwrap();
+        assert_eq!(offsets(&b), vec![9]);
+        let (flags, _) = src.poll(&[ack(9, 5)], 10).unwrap();
+        assert_eq!(flags, FLAG_FINISHED);
+    }
+
+    #[test]
+    fn defect2_partition_is_not_done_while_earlier_records_are_unacknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        write_backup(dir.path(), &[3, 4, 8]);
+        let cfg = engine_cfg(dir.path(), false);
+        let mut src = open_fake(&cfg, -1, &mut FakeTarget::default());
+        src.poll(&[], 10).unwrap();
+        // The last record was dropped by a transform: acknowledged at once on the task
+        // thread, before the producer callbacks of 3 and 4.
+        let (flags, _) = src.poll(&[ack(8, -1)], 10).unwrap();
+        assert_eq!(
+            flags, FLAG_WAITING_FOR_ACKS,
+            "3 and 4 are not acknowledged yet"
+        );
+        assert!(!src.status().partitions[0].done);
+        let (flags, _) = src.poll(&[ack(4, 1)], 10).unwrap();
+        assert_eq!(flags, FLAG_WAITING_FOR_ACKS);
+        let (flags, _) = src.poll(&[ack(3, 0)], 10).unwrap();
+        assert_eq!(flags, FLAG_FINISHED);
+        assert_eq!(src.status().partitions[0].new_log_end, 2);
+    }
+
+    #[test]
+    fn defect1_stop_hands_acks_to_the_core_and_restart_is_done() {
+        let dir = tempfile::tempdir().unwrap();
+        write_backup(dir.path(), &[3, 4, 8]);
+        let cfg = engine_cfg(dir.path(), false);
+        let mut src = open_fake(&cfg, -1, &mut FakeTarget::default());
+        src.poll(&[], 10).unwrap();
+        // stop(): the acks still in the Java buffers are handed over before the close.
+        src.ack(&[ack(3, 0), ack(4, 1), ack(8, 2)]).unwrap();
+        src.close().unwrap();
+        let st = PartitionState::load(&cfg.state_dir(), "t", 0)
+            .unwrap()
+            .unwrap();
+        assert!(st.done && st.new_log_end == 3, "{st:?}");
+        // And without them (a kill): Connect's committed offset at the last record is enough.
+        let dir = tempfile::tempdir().unwrap();
+        write_backup(dir.path(), &[3, 4, 8]);
+        let cfg = engine_cfg(dir.path(), false);
+        let mut src = open_fake(&cfg, -1, &mut FakeTarget::default());
+        src.poll(&[], 10).unwrap();
+        drop(src);
+        let mut src = open_fake(&cfg, 8, &mut FakeTarget::default());
+        let (flags, b) = src.poll(&[], 10).unwrap();
+        assert_eq!(
+            (flags, b.len()),
+            (FLAG_FINISHED, 0),
+            "done, not waiting for acks"
+        );
+    }
+
+    #[test]
+    fn defect7_not_finished_before_held_topic_configs_are_restored() {
+        let dir = tempfile::tempdir().unwrap();
+        write_backup(dir.path(), &[3]);
+        let cfg = engine_cfg(dir.path(), false);
+        // The restore created t2 with retention held off; lifting it needs the cluster, which
+        // is unreachable here, so the configs stay held.
+        TopicState {
+            topic: "t".into(),
+            target_topic: "t2".into(),
+            created_by_restore: true,
+            final_configs: [("retention.ms".to_string(), "1000".to_string())].into(),
+            configs_restored: false,
+        }
+        .save(&cfg.state_dir())
+        .unwrap();
+        let mut src = open_fake(&cfg, -1, &mut FakeTarget::default());
+        src.poll(&[], 10).unwrap();
+        let (flags, _) = src.poll(&[ack(3, 0)], 10).unwrap();
+        assert_eq!(flags & FLAG_FINISHED, 0, "retention.ms is still held at -1");
+        assert!(!src.status().finished);
+        assert!(!read_status(&cfg.state_dir()).unwrap().finished);
     }
 
     #[test]
@@ -1739,8 +2200,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         write_backup(dir.path(), &[3, 4, 8]);
         let cfg = engine_cfg(dir.path(), false);
-        let mut src =
-            RestoreSource::open(cfg.clone(), &[TopicPartitionOffset::new("t", 0, -1)]).unwrap();
+        let mut src = open_fake(&cfg, -1, &mut FakeTarget::default());
         let (_, b) = src.poll(&[], 0).unwrap();
         assert_eq!(
             offsets(&b),
@@ -1756,7 +2216,7 @@ mod tests {
         src.close().unwrap();
         assert!(src.poll(&[], 1).is_err(), "poll after close is refused");
         // A restart after the end sends nothing, even if Connect's offsets lag.
-        let mut again = RestoreSource::open(cfg, &[TopicPartitionOffset::new("t", 0, 4)]).unwrap();
+        let mut again = open_fake(&cfg, 4, &mut FakeTarget::default());
         let (flags, b) = again.poll(&[], 10).unwrap();
         assert_eq!((flags, b.len()), (FLAG_FINISHED, 0));
     }

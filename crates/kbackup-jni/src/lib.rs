@@ -226,6 +226,23 @@ pub extern "system" fn Java_io_kbackup_connect_internal_Native_sourcePoll<'l>(
     })
 }
 
+/// `void sourceAck(long h, byte[] acks)`: hands over acknowledgements and saves the restore
+/// state at once (the task's last acknowledgements before it stops).
+#[no_mangle]
+pub extern "system" fn Java_io_kbackup_connect_internal_Native_sourceAck<'l>(
+    mut env: JNIEnv<'l>,
+    class: JClass<'l>,
+    handle: jlong,
+    acks: JByteArray<'l>,
+) {
+    run(&mut env, &class, "sourceAck", (), |env| {
+        let acks = codec::decode_acks(&bytes_arg(env, &acks, "acks")?)?;
+        let source = SOURCES.get(handle)?;
+        let mut guard = lock("source", handle, &source)?;
+        guard.ack(&acks)
+    })
+}
+
 /// `byte[] sourceStatus(long h)` -> JSON status.
 #[no_mangle]
 pub extern "system" fn Java_io_kbackup_connect_internal_Native_sourceStatus<'l>(

@@ -2,9 +2,17 @@
 //!
 //! [`RestoreSource`] (the engine behind the source connector) decides everything: which topics
 //! to create, what to read, how group offsets translate and when the restore is finished. The
-//! CLI plays Connect's part: an idempotent rdkafka producer writes each record to the same
-//! partition with its key, value, headers and timestamp, and each delivery report becomes the
-//! (original offset -> new offset) acknowledgement the next poll hands to the engine.
+//! CLI plays Connect's part: a transactional rdkafka producer writes each record to the same
+//! partition with its key, value, headers and timestamp, one transaction per engine batch, and
+//! once a transaction commits its delivery reports become the (original offset -> new offset)
+//! acknowledgements the next poll hands to the engine.
+//!
+//! Exactly once across kills: the target's committed records are the restore position. A re-run
+//! first initialises the producer with the same `transactional.id` (which fences the killed
+//! run's producer and aborts its open transaction), then opens the engine, which reads the
+//! target after the last record its state knows and takes the copies found there as
+//! acknowledged ([`kbackup_core::reconcile`]): nothing committed is written again, nothing
+//! aborted is counted.
 
 use super::backup::{list_topics, quiet_client_config, ClusterArgs};
 use super::progress::Progress;
@@ -12,6 +20,7 @@ use clap::Args;
 use kbackup_core::codec::{Ack, BatchRecord, FLAG_FINISHED};
 use kbackup_core::kafka;
 use kbackup_core::reader::Backup;
+use kbackup_core::reconcile::KafkaTargetLog;
 use kbackup_core::record::TopicPartitionOffset;
 use kbackup_core::restore::{self, PartitionState, RestoreSource, SourceConfig};
 use kbackup_core::{Error, Result};
@@ -29,10 +38,8 @@ use std::time::Duration;
 
 /// Records asked from the engine per poll.
 const POLL_BATCH: usize = 2000;
-/// Most records sent but not yet acknowledged.
-const MAX_IN_FLIGHT: u64 = 10_000;
-/// How long the producer may take to deliver what is in flight at the end.
-const FLUSH_TIMEOUT: Duration = Duration::from_secs(120);
+/// Bound on each transaction call (init, commit, abort) and on reading the target back.
+const TXN_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// `kbackup restore`.
 #[derive(Args, Debug)]
@@ -183,16 +190,14 @@ pub fn run(args: &RestoreArgs) -> Result<()> {
     for t in &topics {
         for p in backup.partitions(t)? {
             let saved = PartitionState::load(&state_dir, t, p)?;
-            let committed = saved.as_ref().map_or(-1, |s| s.last_acked_original);
-            assignment.push(TopicPartitionOffset::new(t.clone(), p, committed));
+            // No Connect offsets here: the state and the target say where to resume.
+            assignment.push(TopicPartitionOffset::new(t.clone(), p, -1));
             let reader = backup.partition(t, p)?;
             let count = reader.record_count()?;
             let done = saved.as_ref().map_or(0, |s| s.records_restored);
             total += count.saturating_sub(done);
         }
     }
-    let mut source = RestoreSource::open(cfg.clone(), &assignment)?;
-
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop))
@@ -203,6 +208,7 @@ pub fn run(args: &RestoreArgs) -> Result<()> {
     pcfg.set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "5")
+        .set("transactional.id", cfg.transactional_id())
         .set("message.max.bytes", "1000000000");
     let producer: BaseProducer<AckContext> = pcfg
         .create_with_context(AckContext::default())
@@ -211,28 +217,31 @@ pub fn run(args: &RestoreArgs) -> Result<()> {
                 "the Kafka client settings are not accepted: {e}; fix the --config / --config-file entries"
             ))
         })?;
+    // Before reading the target back: fences a killed run's producer and aborts its open
+    // transaction, so read_committed shows exactly what was written for good.
+    producer.init_transactions(TXN_TIMEOUT).map_err(|e| {
+        kafka::kafka_error(
+            &cluster,
+            &format!(
+                "initialise the restore's transactions (transactional.id {}; the principal needs \
+                 WRITE and DESCRIBE on that transactional id, and the cluster transactions)",
+                cfg.transactional_id()
+            ),
+            &e,
+        )
+    })?;
+    let mut target_log = KafkaTargetLog::new(&cluster, TXN_TIMEOUT);
+    let mut source = RestoreSource::open_with(cfg.clone(), &assignment, &mut target_log, true)?;
 
     let mut progress = Progress::new("restore", "records", Some(total), args.quiet);
     let result = pump(&cfg, &mut source, &producer, &mut progress, &stop);
-    let flushed = producer.flush(FLUSH_TIMEOUT);
-    // Hand the last acknowledgements to the engine so they are saved before closing.
-    let last = std::mem::take(
-        &mut *producer
-            .context()
-            .acks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()),
-    );
-    let tail = if result.is_ok() && !last.is_empty() {
-        source.poll(&last, 1).map(|_| ())
-    } else {
-        Ok(())
-    };
+    if result.is_err() {
+        // Nothing of the failed transaction may become visible; the re-run reads the target.
+        let _ = producer.abort_transaction(TXN_TIMEOUT);
+    }
     let status = source.status();
     let closed = source.close();
     let finished = result?;
-    tail?;
-    flushed.map_err(|e| kafka::kafka_error(&cluster, "deliver the last records", &e))?;
     closed?;
 
     let restored: u64 = status.partitions.iter().map(|p| p.records_restored).sum();
@@ -267,7 +276,9 @@ pub fn run(args: &RestoreArgs) -> Result<()> {
     Ok(())
 }
 
-/// Polls the engine and produces until it says finished (true) or a signal arrives (false).
+/// Polls the engine and produces, one transaction per batch, until it says finished (true) or
+/// a signal arrives (false). A batch's acknowledgements reach the engine only after its
+/// transaction committed: the state never counts a record a kill could still abort.
 fn pump(
     cfg: &SourceConfig,
     source: &mut RestoreSource,
@@ -275,9 +286,30 @@ fn pump(
     progress: &mut Progress,
     stop: &AtomicBool,
 ) -> Result<bool> {
-    let (mut sent, mut acked) = (0u64, 0u64);
-    let mut pending: Vec<Ack> = Vec::new();
+    let mut committed: Vec<Ack> = Vec::new();
     loop {
+        let (flags, records) = source.poll(&committed, POLL_BATCH)?;
+        committed.clear();
+        if flags & FLAG_FINISHED != 0 {
+            return Ok(true);
+        }
+        if stop.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        if records.is_empty() {
+            // Waiting for a group-commit retry or the other partitions of a topic.
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        }
+        producer
+            .begin_transaction()
+            .map_err(|e| kafka::kafka_error(&cfg.cluster, "begin a restore transaction", &e))?;
+        for r in &records {
+            send(cfg, producer, r)?;
+        }
+        producer
+            .commit_transaction(TXN_TIMEOUT)
+            .map_err(|e| kafka::kafka_error(&cfg.cluster, "commit a restore transaction", &e))?;
         producer.poll(Duration::ZERO);
         if let Some((e, what)) = producer
             .context()
@@ -292,38 +324,22 @@ fn pump(
                 &e,
             ));
         }
-        let acks = std::mem::take(
+        committed = std::mem::take(
             &mut *producer
                 .context()
                 .acks
                 .lock()
                 .unwrap_or_else(|p| p.into_inner()),
         );
-        progress.inc(acks.len() as u64);
-        acked += acks.len() as u64;
-        pending.extend(acks);
-        // Bounded in flight: less memory, and fewer records sent twice after a crash.
-        if sent.saturating_sub(acked) >= MAX_IN_FLIGHT && !stop.load(Ordering::Relaxed) {
-            producer.poll(Duration::from_millis(20));
-            continue;
+        if committed.len() != records.len() {
+            return Err(Error::State(format!(
+                "a restore transaction committed {} records but {} delivery reports came; \
+                 run the same command again (it resumes from what the target holds)",
+                records.len(),
+                committed.len()
+            )));
         }
-        let (flags, records) = source.poll(&pending, POLL_BATCH)?;
-        pending.clear();
-        if flags & FLAG_FINISHED != 0 {
-            return Ok(true);
-        }
-        if stop.load(Ordering::Relaxed) {
-            return Ok(false);
-        }
-        if records.is_empty() {
-            // Waiting for delivery reports or a group-commit retry.
-            producer.poll(Duration::from_millis(100));
-            continue;
-        }
-        for r in &records {
-            send(cfg, producer, r)?;
-        }
-        sent += records.len() as u64;
+        progress.inc(committed.len() as u64);
     }
 }
 

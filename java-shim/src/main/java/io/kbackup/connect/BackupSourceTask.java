@@ -51,6 +51,8 @@ public class BackupSourceTask extends SourceTask {
     static final long ACK_STALL_MS = 20;
 
     private volatile long handle;
+    /** Guards draining the ack buffers and the handle's last use, between poll and stop. */
+    private final Object drainLock = new Object();
     private volatile boolean stopping;
     /** Every partition seen; created by {@link #slot}, looked up from any thread. */
     private final Map<TopicPartition, Slot> slots = new ConcurrentHashMap<>();
@@ -156,7 +158,15 @@ public class BackupSourceTask extends SourceTask {
         awaitAcks();
         BatchCodec.PollBatch batch;
         try {
-            batch = BatchCodec.decodeBatch(Native.sourcePoll(h, BatchCodec.drainAcks(ackBuffers), batchSize));
+            byte[] polled;
+            synchronized (drainLock) {
+                h = handle;
+                if (h == 0) {
+                    return null; // stopped while waiting: stop() handed the acks over
+                }
+                polled = Native.sourcePoll(h, BatchCodec.drainAcks(ackBuffers), batchSize);
+            }
+            batch = BatchCodec.decodeBatch(polled);
         } catch (KbackupException e) {
             if (stopping) {
                 return null; // stop() closed the handle under us: not a failure
@@ -268,12 +278,31 @@ public class BackupSourceTask extends SourceTask {
         }
     }
 
+    /**
+     * Connect calls this after its final offset commit, so the source offsets of every record
+     * acknowledged so far are committed: the acknowledgements still in the buffers go to the
+     * core (which saves them) before the handle closes, or the restarted task would wait for
+     * them forever.
+     */
     @Override
     public void stop() {
         stopping = true;
-        long h = handle;
-        handle = 0;
-        if (h != 0) {
+        long h;
+        byte[] last;
+        synchronized (drainLock) {
+            h = handle;
+            handle = 0;
+            last = h == 0 ? null : BatchCodec.drainAcks(ackBuffers);
+        }
+        if (h == 0) {
+            return;
+        }
+        try {
+            Native.sourceAck(h, last);
+        } catch (RuntimeException e) {
+            log.error("kbackup restore task {}: could not save the last acknowledgements before stopping; "
+                    + "the next start reconciles them from the target topic", taskId, e);
+        } finally {
             Native.sourceClose(h);
         }
     }

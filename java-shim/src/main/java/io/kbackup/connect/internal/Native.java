@@ -70,6 +70,9 @@ public final class Native {
     /** Hands over acknowledgements and answers the next batch (possibly empty, see flags). */
     public static native byte[] sourcePoll(long handle, byte[] acks, int maxRecords);
 
+    /** Hands over acknowledgements and saves the restore state at once (before {@link #sourceClose}). */
+    public static native void sourceAck(long handle, byte[] acks);
+
     /** Restore progress, as JSON. */
     public static native byte[] sourceStatus(long handle);
 
