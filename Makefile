@@ -71,6 +71,18 @@ dist: build
 	cp $(SHIM_JAR) dist/kbackup-connect.jar
 	cp $(SHIP)/kbackup dist/kbackup
 
+# Release artifacts from what dist/ holds (tools/release.py; docs/install.md).
+release: dist
+	$(PYTHON) tools/release.py --dist dist --out dist/release --platform $(PLATFORM)
+
+# The Confluent Hub archive unpacked into a fresh plugin.path runs a backup and a restore.
+test-release: release kafka venv
+	$(PY) -m pytest -q tests/release/test_release.py
+
+# Sink and source end to end on Connect 3.9.2 and 4.4.0 workers (jars from Maven Central).
+test-compat: dist kafka venv
+	$(PY) -m pytest -q tests/release/test_compat.py
+
 # Apache Kafka 4.3.1 (broker, tools, Connect) from Maven Central, for the test bed.
 kafka: $(KAFKA_LIBS)/.resolved
 $(KAFKA_LIBS)/.resolved: tests/testbed/pom.xml
