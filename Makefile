@@ -42,7 +42,7 @@ ZIGBUILD     := PATH="$(abspath $(TOOLS))/bin:$$PATH" KBACKUP_ZIG_ARCH=$(ARCH) K
 OBJCOPY      ?= objcopy
 VERSION       = $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 
-.PHONY: all build dist test test-faults lint unit-test java-test it-test demo bench kafka venv clean \
+.PHONY: all build native dist test test-faults lint unit-test java-test it-test demo bench kafka venv clean \
 	tools release test-release test-compat
 
 all: dist
@@ -57,7 +57,10 @@ $(TOOLS)/.installed:
 # The native code is built once, with debug info; the stripped copies that ship go to $(SHIP)
 # (the jar embeds the library from there) and their debug info to dist/debug/ (found through
 # the .gnu_debuglink section), so the tests run exactly what a release contains.
-build: tools
+build: native
+	$(MVN) -f java-shim/pom.xml -DskipTests -Dkbackup.native.platform=$(PLATFORM) package
+
+native: tools
 	$(ZIGBUILD) --release --target $(RUST_TARGET).$(GLIBC) -p kbackup-jni -p kbackup-cli \
 		--features kbackup-jni/portable,kbackup-cli/portable
 	mkdir -p $(SHIP) dist/debug
@@ -65,7 +68,6 @@ build: tools
 	$(OBJCOPY) --strip-all --add-gnu-debuglink=dist/debug/libkbackup_jni.so.debug $(JNI_SO) $(SHIP)/libkbackup_jni.so
 	$(OBJCOPY) --only-keep-debug $(CLI_BIN) dist/debug/kbackup.debug
 	$(OBJCOPY) --strip-all --add-gnu-debuglink=dist/debug/kbackup.debug $(CLI_BIN) $(SHIP)/kbackup
-	$(MVN) -f java-shim/pom.xml -DskipTests -Dkbackup.native.platform=$(PLATFORM) package
 
 dist: build
 	cp $(SHIM_JAR) dist/kbackup-connect.jar

@@ -6,10 +6,16 @@ of each version are resolved from Maven Central into .cache/kafka-<version>/libs
 
 from __future__ import annotations
 
+import sys
 import time
+from pathlib import Path
 
 import pytest
-from roundtrip import backup_and_restore
+
+# the helpers shared with tests/integration (fixtures.py, roundtrip.py)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
+
+from roundtrip import backup_and_restore  # noqa: E402
 
 VERSIONS = ["3.9.2", "4.4.0"]
 

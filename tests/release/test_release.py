@@ -9,13 +9,18 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+import sys
 import tarfile
 import zipfile
 from pathlib import Path
 
 import pytest
 from conftest import REPO, Kbackup
-from roundtrip import backup_and_restore
+
+# the helpers shared with tests/integration (fixtures.py, roundtrip.py)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
+
+from roundtrip import backup_and_restore  # noqa: E402
 
 RELEASE = REPO / "dist" / "release"
 BEFORE_BYTES = 13_600_000 + 53_000_000  # jar + CLI before issue 15
