@@ -40,7 +40,6 @@ CARGO_ZIGBUILD_VERSION := 0.24.1
 ZIGBUILD     := PATH="$(abspath $(TOOLS))/bin:$$PATH" KBACKUP_ZIG_ARCH=$(ARCH) KBACKUP_GLIBC=$(GLIBC) \
 	CC="$(abspath tools/zigcc)" CXX="$(abspath tools/zigcxx)" $(CARGO) zigbuild
 OBJCOPY      ?= objcopy
-VERSION       = $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 
 .PHONY: all build native dist test test-faults lint unit-test java-test it-test demo bench kafka venv clean \
 	tools release test-release test-compat
@@ -48,8 +47,9 @@ VERSION       = $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1
 all: dist
 
 # The pinned cross-build tools, in a venv of their own (nothing installed system-wide).
-tools: $(TOOLS)/.installed
-$(TOOLS)/.installed:
+TOOLS_STAMP  := $(TOOLS)/.installed-$(ZIGLANG_VERSION)-$(CARGO_ZIGBUILD_VERSION)
+tools: $(TOOLS_STAMP)
+$(TOOLS_STAMP):
 	$(PYTHON) -m venv $(TOOLS)
 	$(TOOLS)/bin/pip install -q ziglang==$(ZIGLANG_VERSION) cargo-zigbuild==$(CARGO_ZIGBUILD_VERSION)
 	touch $@
