@@ -3,6 +3,10 @@
 #   make test   every check and test (what CI runs)
 #   make test-faults  the long repeat-count fault loops (CI runs them too)
 #   make bench  throughput and memory against Kafka's own perf tools (opt-in, not in test)
+#   make release  stripped binaries + separate debug info, Confluent Hub archive, CLI tarball,
+#                 SHA-256 sums, into dist/release/ (docs/install.md)
+#   make test-release  installs that archive into a fresh plugin.path and backs up/restores
+#   make test-compat   sink and source end to end on Connect 3.9.2 and 4.4.0 workers
 
 SHELL        := /bin/bash
 CARGO        ?= cargo
@@ -11,22 +15,75 @@ PYTHON       ?= python3
 VENV         := .venv
 PY           := $(VENV)/bin/python
 KAFKA_LIBS   := .cache/kafka-4.3.1/libs
-JNI_SO       := target/release/libkbackup_jni.so
-CLI_BIN      := target/release/kbackup
 SHIM_JAR     := java-shim/target/kbackup-connect.jar
 
-.PHONY: all build dist test test-faults lint unit-test java-test it-test demo bench kafka venv clean
+# What ships is built for the oldest glibc we support (2.17: RHEL/UBI 7+, Amazon Linux 2,
+# Debian 9+, Ubuntu 18.04+) with OpenSSL and zlib compiled in, so the only shared libraries
+# it needs are the C runtime's (tests/integration/test_portable.py keeps that true). Zig is the
+# C compiler and linker for that: it carries glibc stubs for any version, and both tools come
+# from PyPI as pinned wheels. ARCH is the one switch for another CPU (aarch64 is planned:
+# `rustup target add aarch64-unknown-linux-gnu` and `make dist ARCH=aarch64`).
+ARCH         ?= x86_64
+GLIBC        ?= 2.17
+RUST_TARGET  := $(ARCH)-unknown-linux-gnu
+NATIVE_DIR   := target/$(RUST_TARGET)/release
+JNI_SO       := $(NATIVE_DIR)/libkbackup_jni.so
+CLI_BIN      := $(NATIVE_DIR)/kbackup
+PLATFORM     := linux-$(ARCH)
+SHIP         := target/ship/$(PLATFORM)
+TOOLS        := .cache/buildtools
+ZIGLANG_VERSION        := 0.14.1
+CARGO_ZIGBUILD_VERSION := 0.24.1
+# The tools' bin/ first on PATH: cargo finds `cargo-zigbuild` there, and it and tools/zigcc
+# find Zig through that venv's python3 (`python3 -m ziglang`). CC/CXX are for librdkafka's
+# ./configure, which ignores the per-target compilers cargo-zigbuild sets.
+ZIGBUILD     := PATH="$(abspath $(TOOLS))/bin:$$PATH" KBACKUP_ZIG_ARCH=$(ARCH) KBACKUP_GLIBC=$(GLIBC) \
+	CC="$(abspath tools/zigcc)" CXX="$(abspath tools/zigcxx)" $(CARGO) zigbuild
+OBJCOPY      ?= objcopy
+
+.PHONY: all build native dist test test-faults lint unit-test java-test it-test demo bench kafka venv clean \
+	tools release test-release test-compat
 
 all: dist
 
-build:
-	$(CARGO) build --release -p kbackup-jni -p kbackup-cli
-	$(MVN) -f java-shim/pom.xml -DskipTests package
+# The pinned cross-build tools, in a venv of their own (nothing installed system-wide).
+TOOLS_STAMP  := $(TOOLS)/.installed-$(ZIGLANG_VERSION)-$(CARGO_ZIGBUILD_VERSION)
+tools: $(TOOLS_STAMP)
+$(TOOLS_STAMP):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install -q ziglang==$(ZIGLANG_VERSION) cargo-zigbuild==$(CARGO_ZIGBUILD_VERSION)
+	touch $@
+
+# The native code is built once, with debug info; the stripped copies that ship go to $(SHIP)
+# (the jar embeds the library from there) and their debug info to dist/debug/ (found through
+# the .gnu_debuglink section), so the tests run exactly what a release contains.
+build: native
+	$(MVN) -f java-shim/pom.xml -DskipTests -Dkbackup.native.platform=$(PLATFORM) package
+
+native: tools
+	$(ZIGBUILD) --release --target $(RUST_TARGET).$(GLIBC) -p kbackup-jni -p kbackup-cli \
+		--features kbackup-jni/portable,kbackup-cli/portable
+	mkdir -p $(SHIP) dist/debug
+	$(OBJCOPY) --only-keep-debug $(JNI_SO) dist/debug/libkbackup_jni.so.debug
+	$(OBJCOPY) --strip-all --add-gnu-debuglink=dist/debug/libkbackup_jni.so.debug $(JNI_SO) $(SHIP)/libkbackup_jni.so
+	$(OBJCOPY) --only-keep-debug $(CLI_BIN) dist/debug/kbackup.debug
+	$(OBJCOPY) --strip-all --add-gnu-debuglink=dist/debug/kbackup.debug $(CLI_BIN) $(SHIP)/kbackup
 
 dist: build
-	mkdir -p dist
 	cp $(SHIM_JAR) dist/kbackup-connect.jar
-	cp $(CLI_BIN) dist/kbackup
+	cp $(SHIP)/kbackup dist/kbackup
+
+# Release artifacts from what dist/ holds (tools/release.py; docs/install.md).
+release: dist
+	$(PYTHON) tools/release.py --dist dist --out dist/release --platform $(PLATFORM)
+
+# The Confluent Hub archive unpacked into a fresh plugin.path runs a backup and a restore.
+test-release: release kafka venv
+	$(PY) -m pytest -q tests/release/test_release.py
+
+# Sink and source end to end on Connect 3.9.2 and 4.4.0 workers (jars from Maven Central).
+test-compat: dist kafka venv
+	$(PY) -m pytest -q tests/release/test_compat.py
 
 # Apache Kafka 4.3.1 (broker, tools, Connect) from Maven Central, for the test bed.
 kafka: $(KAFKA_LIBS)/.resolved

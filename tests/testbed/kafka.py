@@ -35,7 +35,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
 REPO = Path(__file__).resolve().parents[2]
-KAFKA_VERSION = "4.3.1"
+# The Kafka (broker, tools, Connect) version the bed runs; KBACKUP_KAFKA_VERSION or
+# Cluster(kafka_version=...) picks another release from Maven Central (e.g. 3.9.2, 4.4.0).
+KAFKA_VERSION = os.environ.get("KBACKUP_KAFKA_VERSION", "4.3.1")
 DEFAULT_LIBS = REPO / ".cache" / f"kafka-{KAFKA_VERSION}" / "libs"
 DEFAULT_WORK = REPO / "tests" / ".work"
 DEFAULT_PLUGIN_PATH = REPO / "dist"
@@ -68,11 +70,18 @@ class TestbedError(RuntimeError):
 # Jars, ports, files
 
 
-def kafka_libs() -> Path:
-    """Directory holding the Kafka 4.3.1 jars; resolves them with Maven on first use.
+def kafka_libs(version: Optional[str] = None) -> Path:
+    """Directory holding the Kafka jars (4.3.1 unless `version`/KBACKUP_KAFKA_VERSION says
+    otherwise); resolves them with Maven on first use.
 
-    `KBACKUP_KAFKA_LIBS` overrides the location (then nothing is downloaded).
+    `KBACKUP_KAFKA_LIBS` overrides the location of the default version (then nothing is
+    downloaded).
     """
+    if version is not None and version != KAFKA_VERSION:
+        libs = REPO / ".cache" / f"kafka-{version}" / "libs"
+        if not (libs / f"kafka_2.13-{version}.jar").exists():
+            _resolve_kafka(version)
+        return libs
     override = os.environ.get("KBACKUP_KAFKA_LIBS")
     if override:
         libs = Path(override)
@@ -83,19 +92,24 @@ def kafka_libs() -> Path:
             )
         return libs
     if not (DEFAULT_LIBS / f"kafka_2.13-{KAFKA_VERSION}.jar").exists():
-        pom = REPO / "tests" / "testbed" / "pom.xml"
-        proc = subprocess.run(
-            ["mvn", "-q", "-B", "-f", str(pom), "package"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        if proc.returncode != 0:
-            raise TestbedError(
-                "resolving Kafka jars failed (mvn -f tests/testbed/pom.xml package): "
-                f"{proc.stdout[-2000:]}\nfix: check network access to Maven Central"
-            )
+        _resolve_kafka(KAFKA_VERSION)
     return DEFAULT_LIBS
+
+
+def _resolve_kafka(version: str) -> None:
+    pom = REPO / "tests" / "testbed" / "pom.xml"
+    proc = subprocess.run(
+        ["mvn", "-q", "-B", "-f", str(pom), "package", f"-Dkafka.version={version}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    if proc.returncode != 0:
+        raise TestbedError(
+            f"resolving Kafka {version} jars failed (mvn -f tests/testbed/pom.xml package "
+            f"-Dkafka.version={version}): {proc.stdout[-2000:]}\nfix: check network access to "
+            "Maven Central and that the version exists"
+        )
 
 
 def free_port() -> int:
@@ -1009,8 +1023,8 @@ class Cluster:
                  work_dir: Optional[os.PathLike] = None, exactly_once: bool = False,
                  with_worker: bool = True, broker_overrides: Optional[dict[str, Any]] = None,
                  worker_overrides: Optional[dict[str, Any]] = None, die_with_parent: bool = True,
-                 security: Any = None):
-        self.libs = kafka_libs()
+                 security: Any = None, kafka_version: Optional[str] = None):
+        self.libs = kafka_libs(kafka_version)
         base = Path(work_dir or os.environ.get("KBACKUP_TESTBED_DIR") or DEFAULT_WORK / _run_id())
         self.root = base / f"{name}-{uuid.uuid4().hex[:6]}"
         self.root.mkdir(parents=True, exist_ok=False)

@@ -8,7 +8,6 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.Paths;
 import java.nio.file.StandardCopyOption;
-import java.util.Locale;
 
 /**
  * Loads the Rust bridge shipped inside this jar.
@@ -21,7 +20,7 @@ import java.util.Locale;
  * {@code UnsatisfiedLinkError} from the first native call.
  */
 public final class NativeLoader {
-    /** Resource path of the library inside the jar. */
+    /** Resource path of the x86_64 library inside the jar (HostPlatform picks the host's). */
     public static final String RESOURCE = "native/linux-x86_64/libkbackup_jni.so";
     /** System property naming the directory the library is extracted to. */
     public static final String TMPDIR_PROPERTY = "kbackup.native.tmpdir";
@@ -72,19 +71,24 @@ public final class NativeLoader {
     }
 
     private static void extractAndLoad() throws IOException {
-        String os = System.getProperty("os.name", "").toLowerCase(Locale.ROOT);
-        String arch = System.getProperty("os.arch", "").toLowerCase(Locale.ROOT);
-        if (!os.contains("linux") || !(arch.equals("amd64") || arch.equals("x86_64"))) {
-            throw new KbackupException("kbackup ships its native library for linux-x86_64 only, but this JVM runs on "
-                    + os + "/" + arch + ": run the Connect worker on linux-x86_64");
+        String problem = HostPlatform.problem(HostPlatform.SYSTEM);
+        if (problem != null) {
+            throw new KbackupException(problem);
         }
+        String platform = HostPlatform.platform(HostPlatform.SYSTEM);
+        String resource = HostPlatform.resource(platform);
         Path dir = extractDir();
         Path file;
-        try (InputStream in = NativeLoader.class.getClassLoader().getResourceAsStream(RESOURCE)) {
+        try (InputStream in = NativeLoader.class.getClassLoader().getResourceAsStream(resource)) {
             if (in == null) {
-                throw new KbackupException("the kbackup jar has no " + RESOURCE
-                        + ": it was built without the native library; rebuild it with `make` (which runs "
-                        + "`cargo build --release -p kbackup-jni` before Maven)");
+                if (!RESOURCE.equals(resource)) {
+                    throw new KbackupException("this kbackup jar has no native library for " + platform
+                            + " (only for linux-x86_64; " + platform + " is planned, see docs/install.md): run the "
+                            + "Connect worker on Linux x86_64");
+                }
+                throw new KbackupException("the kbackup jar has no " + resource
+                        + ": it was built without the native library; rebuild it with `make dist` (which builds "
+                        + "the native library before Maven)");
             }
             try {
                 Files.createDirectories(dir);
@@ -101,7 +105,8 @@ public final class NativeLoader {
                 throw new KbackupException("could not load the kbackup native library extracted to " + file + " ("
                         + e.getMessage() + "). If " + dir + " is mounted noexec (common for /tmp), choose an "
                         + "executable directory with -D" + TMPDIR_PROPERTY + "=/path in KAFKA_OPTS or the "
-                        + TMPDIR_ENV + " environment variable of the worker", e);
+                        + TMPDIR_ENV + " environment variable of the worker"
+                        + HostPlatform.loadFailureHint(HostPlatform.SYSTEM), e);
             } finally {
                 // The loaded mapping stays valid after unlinking; nothing is left behind.
                 Files.deleteIfExists(file);
