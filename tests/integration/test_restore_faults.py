@@ -196,9 +196,14 @@ def test_worker_sigkilled_ten_times_mid_restore(bk, kbackup, new_cluster, exactl
                          worker_overrides={"offset.flush.interval.ms": 1000})
     name = unique("rf-kill")
     state = target.root / "state"
-    extra = {"batch.size": 100, "producer.override.batch.size": 4096}
     if exactly_once:
-        extra["exactly.once.support"] = "required"
+        # a transaction per poll of 100 records paces the restore (some 60 s for 60,000)
+        extra = {"batch.size": 100, "producer.override.batch.size": 4096,
+                 "exactly.once.support": "required"}
+    else:
+        # without transactions: small produce requests, one at a time, for the same pace
+        extra = {"batch.size": 50, "producer.override.batch.size": 512,
+                 "producer.override.max.in.flight.requests.per.connection": 1}
     t0 = time.monotonic()
     target.connect.create_connector(name, restore_config(bk, target, state, **extra))
     mid, loop_s = kill_loop(target, name, bk, 10, rnd)
@@ -208,8 +213,12 @@ def test_worker_sigkilled_ten_times_mid_restore(bk, kbackup, new_cluster, exactl
     total_s = time.monotonic() - t0
     dups = check_restored(bk, target, allow_duplicates=not exactly_once)
     check_groups_and_configs(bk, target, allow_duplicates=not exactly_once)
+    logs = "".join(f.read_text(errors="replace")
+                   for f in target.worker.log_file.parent.glob("*.log*"))
+    reconciled = logs.count("(their acknowledgements were lost): not restored again")
     print(f"FIGURES connect exactly_once={exactly_once}: {RECORDS} records, 10 SIGKILLs "
-          f"({mid} mid-restore), {dups} duplicates, kill loop {loop_s:.0f}s, total {total_s:.0f}s")
+          f"({mid} mid-restore), {dups} duplicates, {reconciled} partition opens reconciled "
+          f"from the target, kill loop {loop_s:.0f}s, total {total_s:.0f}s")
     assert mid >= 5, f"only {mid} of 10 kills landed mid-restore: slow the restore down"
 
 
@@ -244,8 +253,65 @@ def test_cli_restore_sigkilled_ten_times_is_exactly_once(bk, kbackup, new_cluste
     assert final.returncode == 0, final.stderr
     total_s = time.monotonic() - t0
     dups = check_restored(bk, target, allow_duplicates=True)
-    check_groups_and_configs(bk, target)
     print(f"FIGURES cli: {RECORDS} records, 10 SIGKILLs ({mid} mid-restore), {dups} "
           f"duplicates, total {total_s:.0f}s")
     assert dups == 0, f"{dups} duplicates"
+    check_groups_and_configs(bk, target)
     assert mid >= 5, f"only {mid} of 10 kills landed mid-restore"
+
+
+# ---------------------------------------------------------------------------------------------
+# Rebalances: tasks.max changes while the restore runs
+
+
+@pytest.mark.faults
+def test_tasks_max_changes_mid_restore_lose_duplicate_and_hang_nothing(bk, kbackup, new_cluster):
+    target = new_cluster("rf-tasks", worker_overrides={"offset.flush.interval.ms": 1000})
+    name = unique("rf-tasks")
+    state = target.root / "state"
+    cfg = restore_config(bk, target, state, **{"batch.size": 100, "tasks.max": 1,
+                                                "producer.override.batch.size": 4096})
+    t0 = time.monotonic()
+    target.connect.create_connector(name, cfg)
+    changes = 0
+    for frac, tasks in ((0.15, 3), (0.35, 2), (0.55, 4), (0.75, 1)):
+        wait_until(lambda: written(target, bk.topic) >= frac * bk.records, 180,
+                   f"{frac:.0%} written", interval=0.05)
+        if written(target, bk.topic) < bk.records:
+            changes += 1
+        target.connect.put_config(name, {**cfg, "tasks.max": tasks})
+    wait_restore_finished(kbackup, bk.dir, target.connect, name,
+                          {(bk.topic, p) for p in range(PARTITIONS)}, state_dir=state,
+                          timeout=180)
+    dups = check_restored(bk, target, allow_duplicates=True)
+    print(f"FIGURES tasks.max: {bk.records} records, {changes} tasks.max changes mid-restore, "
+          f"{dups} duplicates, {time.monotonic() - t0:.0f}s")
+    assert dups == 0, f"{dups} duplicates after tasks.max changes (tasks stop gracefully)"
+    check_groups_and_configs(bk, target)
+    assert changes >= 3, "the restore finished before the tasks.max changes: slow it down"
+
+
+# ---------------------------------------------------------------------------------------------
+# The target broker restarts during a restore
+
+
+@pytest.mark.faults
+def test_broker_restart_mid_restore_is_ridden_out(bk, kbackup, new_cluster):
+    target = new_cluster("rf-broker", worker_overrides={"offset.flush.interval.ms": 1000})
+    name = unique("rf-broker")
+    state = target.root / "state"
+    t0 = time.monotonic()
+    target.connect.create_connector(name, restore_config(
+        bk, target, state, **{"batch.size": 100, "producer.override.batch.size": 4096}))
+    wait_until(lambda: written(target, bk.topic) >= 0.3 * bk.records, 180, "30% written",
+               interval=0.05)
+    at_restart = written(target, bk.topic)
+    target.restart_broker(down_s=5)
+    wait_restore_finished(kbackup, bk.dir, target.connect, name,
+                          {(bk.topic, p) for p in range(PARTITIONS)}, state_dir=state,
+                          timeout=240)
+    dups = check_restored(bk, target, allow_duplicates=True)
+    print(f"FIGURES broker restart: {bk.records} records, broker down 5 s at {at_restart} "
+          f"written, {dups} duplicates, {time.monotonic() - t0:.0f}s")
+    assert at_restart < bk.records
+    check_groups_and_configs(bk, target, allow_duplicates=True)

@@ -1436,20 +1436,19 @@ impl RestoreSource {
                 continue;
             }
             let mut log_end = run.state.new_log_end;
-            if log_end < 0
-                && run.state.groups.iter().any(|g| {
-                    g.commit == CommitState::Pending
-                        && run.state.effective_target(g) == Target::LogEnd
-                })
-            {
-                // Nothing restored here: the group resumes at the target's current end.
+            if run.state.groups.iter().any(|g| {
+                g.commit == CommitState::Pending && run.state.effective_target(g) == Target::LogEnd
+            }) {
+                // The target's end once the partition is done: past the commit marker of the
+                // last transaction (exactly-once, the CLI), so the group shows no lag, and the
+                // end at all when nothing was restored here.
                 let (topic, p) = (&run.state.target_topic, run.state.partition);
                 match kafka::end_offsets(&self.cfg.cluster, topic, KAFKA_TIMEOUT).and_then(|m| {
                     m.get(&p).copied().ok_or_else(|| {
                         Error::NotFound(format!("partition {topic}-{p} on the target cluster"))
                     })
                 }) {
-                    Ok((_, high)) => log_end = high,
+                    Ok((_, high)) => log_end = log_end.max(high),
                     Err(e) => {
                         log::warn!(
                             "{}: {e}; retrying in {COMMIT_RETRY_INTERVAL:?}",

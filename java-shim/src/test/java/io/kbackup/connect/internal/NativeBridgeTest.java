@@ -88,6 +88,8 @@ class NativeBridgeTest {
         assertThrows(KbackupException.class, () -> Native.sinkFlush(987654321L));
         assertThrows(KbackupException.class, () -> Native.sourcePoll(h, BatchCodec.encodeAcks(List.of()), 10),
                 "a sink handle is not a source handle");
+        assertThrows(KbackupException.class, () -> Native.sourceAck(h, BatchCodec.encodeAcks(List.of())),
+                "acks for a sink handle are refused");
         Native.sourceClose(424242L); // closing an unknown handle is a no-op too
     }
 
