@@ -157,7 +157,8 @@ impl PartitionState {
     /// never be read back as data and reported durable later.
     fn poison(&mut self, tp: &str, err: &Error) {
         log::error!(
-            "{tp}: I/O error, the partition stops writing until it is reopened from its files              (what was not durable is fetched again from Kafka): {err}"
+            "{tp}: I/O error, the partition stops writing until it is reopened from its files \
+             (what was not durable is fetched again from Kafka): {err}"
         );
         if let Some(seg) = self.seg.take() {
             seg.abandon();

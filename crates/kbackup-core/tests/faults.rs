@@ -91,6 +91,8 @@ struct Driver {
     flush_every: usize,
     restarts: u32,
     rewinds: u32,
+    /// Arms a new random fault whenever the last one fired, up to this many.
+    chaos: Option<(u64, u32)>,
 }
 
 impl Driver {
@@ -109,6 +111,7 @@ impl Driver {
             flush_every,
             restarts: 0,
             rewinds: 0,
+            chaos: None,
         };
         d.start();
         d
@@ -168,7 +171,25 @@ impl Driver {
     fn run(&mut self) {
         let n = self.records.len() as i64;
         let mut puts = 0;
-        for _ in 0..10_000 {
+        for _ in 0..100_000 {
+            if let Some((seed, left)) = self.chaos.as_mut() {
+                if *left > 0 && !faults::pending() {
+                    *left -= 1;
+                    let mut next = || {
+                        *seed = seed
+                            .wrapping_mul(6364136223846793005)
+                            .wrapping_add(1442695040888963407);
+                        (*seed >> 33) as u32
+                    };
+                    let (op, path) = match next() % 4 {
+                        0 => (Op::Write, ".segment"),
+                        1 => (Op::Fsync, ".segment"),
+                        2 => (Op::Fsync, "index"),
+                        _ => (Op::DirFsync, "topics"),
+                    };
+                    faults::arm(op, path, next() % 12, (next() % 300) as usize, EIO);
+                }
+            }
             if self.committed >= n {
                 break;
             }
@@ -287,4 +308,16 @@ fn directory_fsync_failure_poisons_the_new_segment() {
     // Partition dir synced at the first flush; the next sync of it (after a roll) fails.
     faults::arm(Op::DirFsync, &format!("topics/{TOPIC}/0"), 1, 0, EIO);
     d.run();
+}
+
+#[test]
+fn random_faults_never_report_a_lost_record_durable() {
+    let _g = serial();
+    // Up to 100 random faults (write, partial write, segment/index/directory fsync) over
+    // 8000 records in small segments; the check after every flush is the one that matters.
+    let mut d = Driver::new(8 * 1024, records(8000, 200), 25, 2);
+    d.chaos = Some((8, 100));
+    d.run();
+    let fired = faults::injected();
+    assert!(fired >= 50, "only {fired} faults fired");
 }
