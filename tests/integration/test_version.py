@@ -10,8 +10,6 @@ import re
 import struct
 import zipfile
 
-import pytest
-
 from conftest import PLUGIN_JAR, REPO
 
 POM = (REPO / "java-shim" / "pom.xml").read_text()
@@ -63,9 +61,6 @@ def test_class_files_have_the_bytecode_level_the_pom_sets(dist_dir):
     assert majors and set(majors.values()) == {release + 44}, sorted(set(majors.values()))
 
 
-@pytest.mark.xfail(strict=True, reason="issue 15: the shim still uses Java 16+ syntax (records, "
-                   "instanceof patterns, switch expressions, Stream.toList); when it is built "
-                   "with maven.compiler.release=11 this passes: remove the mark then")
 def test_class_files_run_on_java_11_workers(dist_dir):
     majors = class_majors(dist_dir / PLUGIN_JAR)
     too_new = sorted(n for n, m in majors.items() if m > 55)

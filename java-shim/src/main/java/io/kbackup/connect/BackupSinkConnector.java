@@ -12,6 +12,7 @@ import java.util.HashMap;
 import java.util.Arrays;
 import java.util.List;
 import java.util.Map;
+import java.util.stream.Collectors;
 
 /**
  * Backs up the records of {@code topics} / {@code topics.regex} into {@code target.dir}, plus the
@@ -90,7 +91,8 @@ public class BackupSinkConnector extends SinkConnector {
         if (!errors.hasErrors(BackupSinkConfig.CLUSTER_BOOTSTRAP_SERVERS_CONFIG)) {
             String topics = props.getOrDefault("topics", "").trim();
             List<String> listed = topics.isEmpty() ? List.of()
-                    : Arrays.stream(topics.split(",")).map(String::trim).filter(t -> !t.isEmpty()).toList();
+                    : Arrays.stream(topics.split(",")).map(String::trim).filter(t -> !t.isEmpty())
+                            .collect(Collectors.toUnmodifiableList());
             clusterCheck.problems(BackupSinkConfig.clusterConfig(props), listed,
                     BackupSinkConfig.CLUSTER_BOOTSTRAP_SERVERS_CONFIG, "topics").forEach(errors::add);
         }

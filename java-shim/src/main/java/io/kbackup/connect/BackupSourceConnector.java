@@ -179,9 +179,10 @@ public class BackupSourceConnector extends SourceConnector {
                     BackupSourceConfig config = new BackupSourceConfig(props);
                     String name = props.getOrDefault("name", "kbackup-restore");
                     Object problems = Json.parse(Native.sourceValidate(config.toNativeJson(name, name + "-validate")));
-                    if (problems instanceof List<?> list) {
-                        for (Object p : list) {
-                            if (p instanceof Map<?, ?> m && m.get("message") != null) {
+                    if (problems instanceof List<?>) {
+                        for (Object p : (List<?>) problems) {
+                            if (p instanceof Map<?, ?> && ((Map<?, ?>) p).get("message") != null) {
+                                Map<?, ?> m = (Map<?, ?>) p;
                                 Object key = m.get("key");
                                 errors.add(key == null ? dirKey : key.toString(), m.get("message").toString());
                             }

@@ -75,7 +75,34 @@ public class BackupSourceTask extends SourceTask {
      * records, which also finds the slot again in {@link #commitRecord}), its target topic and
      * the acknowledgements waiting for the next poll.
      */
-    private record Slot(TopicPartition tp, Map<String, Object> key, String target, BatchCodec.AckBuffer acks) {
+    private static final class Slot {
+        private final TopicPartition tp;
+        private final Map<String, Object> key;
+        private final String target;
+        private final BatchCodec.AckBuffer acks;
+
+        Slot(TopicPartition tp, Map<String, Object> key, String target, BatchCodec.AckBuffer acks) {
+            this.tp = tp;
+            this.key = key;
+            this.target = target;
+            this.acks = acks;
+        }
+
+        TopicPartition tp() {
+            return tp;
+        }
+
+        Map<String, Object> key() {
+            return key;
+        }
+
+        String target() {
+            return target;
+        }
+
+        BatchCodec.AckBuffer acks() {
+            return acks;
+        }
     }
 
     /** The slot of {@code tp}, created on first use. */
@@ -119,7 +146,7 @@ public class BackupSourceTask extends SourceTask {
         for (TopicPartition tp : assigned) {
             Map<String, Object> off = committed == null ? null : committed.get(slots.get(tp).key());
             Object o = off == null ? null : off.get(OFFSET_KEY);
-            assignment.put(tp, o instanceof Number n ? n.longValue() : -1L);
+            assignment.put(tp, o instanceof Number ? ((Number) o).longValue() : -1L);
         }
         Native.ensureLoaded();
         handle = Native.sourceOpen(config.toNativeJson(name, taskId), BatchCodec.encodeOffsets(assignment));
@@ -264,17 +291,18 @@ public class BackupSourceTask extends SourceTask {
         if (slot == null) {
             Object topic = record.sourcePartition().get(PARTITION_TOPIC_KEY);
             Object partition = record.sourcePartition().get(PARTITION_KEY);
-            if (!(topic instanceof String t && partition instanceof Number p)) {
+            if (!(topic instanceof String && partition instanceof Number)) {
                 return;
             }
-            slot = slot(new TopicPartition(t, p.intValue()));
+            slot = slot(new TopicPartition((String) topic, ((Number) partition).intValue()));
         }
-        if (record.sourceOffset().get(OFFSET_KEY) instanceof Number o) {
+        Object o = record.sourceOffset().get(OFFSET_KEY);
+        if (o instanceof Number) {
             // metadata is null when a transform filtered the record or errors.tolerance dropped
             // it: nothing was written, but the record is done (-1 = no new offset), so the
             // partition can still finish.
             long newOffset = metadata == null ? -1L : metadata.offset();
-            slot.acks().add(o.longValue(), newOffset);
+            slot.acks().add(((Number) o).longValue(), newOffset);
         }
     }
 

@@ -29,25 +29,27 @@ public final class BackupSummary {
     @SuppressWarnings("unchecked")
     public static Map<String, List<Integer>> topicPartitions(Object listingJson) {
         Map<String, List<Integer>> out = new TreeMap<>();
-        if (!(listingJson instanceof Map<?, ?> root)) {
+        if (!(listingJson instanceof Map<?, ?>)) {
             throw unexpected("not an object");
         }
+        Map<?, ?> root = (Map<?, ?>) listingJson;
         Object topics = root.get("topics");
-        if (topics instanceof List<?> list) {
-            for (Object t : list) {
-                if (!(t instanceof Map<?, ?> tm)) {
+        if (topics instanceof List<?>) {
+            for (Object t : (List<?>) topics) {
+                if (!(t instanceof Map<?, ?>)) {
                     throw unexpected("a topic entry is not an object");
                 }
+                Map<?, ?> tm = (Map<?, ?>) t;
                 Object name = tm.containsKey("topic") ? tm.get("topic") : tm.get("name");
-                if (!(name instanceof String s)) {
+                if (!(name instanceof String)) {
                     throw unexpected("a topic entry has no name");
                 }
-                out.put(s, partitions(tm.get("partitions")));
+                out.put((String) name, partitions(tm.get("partitions")));
             }
-        } else if (topics instanceof Map<?, ?> map) {
-            for (Map.Entry<?, ?> e : map.entrySet()) {
+        } else if (topics instanceof Map<?, ?>) {
+            for (Map.Entry<?, ?> e : ((Map<?, ?>) topics).entrySet()) {
                 Object v = e.getValue();
-                Object parts = v instanceof Map<?, ?> vm ? vm.get("partitions") : v;
+                Object parts = v instanceof Map<?, ?> ? ((Map<?, ?>) v).get("partitions") : v;
                 out.put(String.valueOf(e.getKey()), partitions(parts));
             }
         } else {
@@ -58,16 +60,16 @@ public final class BackupSummary {
 
     private static List<Integer> partitions(Object parts) {
         List<Integer> out = new ArrayList<>();
-        if (parts instanceof List<?> list) {
-            for (Object p : list) {
-                Object n = p instanceof Map<?, ?> pm ? pm.get("partition") : p;
-                if (!(n instanceof Number num)) {
+        if (parts instanceof List<?>) {
+            for (Object p : (List<?>) parts) {
+                Object n = p instanceof Map<?, ?> ? ((Map<?, ?>) p).get("partition") : p;
+                if (!(n instanceof Number)) {
                     throw unexpected("a partition entry has no number");
                 }
-                out.add(num.intValue());
+                out.add(((Number) n).intValue());
             }
-        } else if (parts instanceof Map<?, ?> map) {
-            for (Object k : map.keySet()) {
+        } else if (parts instanceof Map<?, ?>) {
+            for (Object k : ((Map<?, ?>) parts).keySet()) {
                 try {
                     out.add(Integer.parseInt(String.valueOf(k)));
                 } catch (NumberFormatException e) {

@@ -19,6 +19,7 @@ import java.util.Collections;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.Objects;
 
 /**
  * The Java half of the buffers in {@code docs/jni.md}: one buffer per batch, never one JNI call
@@ -41,23 +42,157 @@ public final class BatchCodec {
     }
 
     /** One record of a poll batch. {@code topic} is the ORIGINAL (backup) topic. */
-    public record PolledRecord(String topic, int partition, long offset, long timestamp, byte timestampType,
-                               byte[] key, byte[] value, List<PolledHeader> headers) {
+    public static final class PolledRecord {
+        private final String topic;
+        private final int partition;
+        private final long offset;
+        private final long timestamp;
+        private final byte timestampType;
+        private final byte[] key;
+        private final byte[] value;
+        private final List<PolledHeader> headers;
+
+        public PolledRecord(String topic, int partition, long offset, long timestamp, byte timestampType,
+                            byte[] key, byte[] value, List<PolledHeader> headers) {
+            this.topic = topic;
+            this.partition = partition;
+            this.offset = offset;
+            this.timestamp = timestamp;
+            this.timestampType = timestampType;
+            this.key = key;
+            this.value = value;
+            this.headers = headers;
+        }
+
+        public String topic() {
+            return topic;
+        }
+
+        public int partition() {
+            return partition;
+        }
+
+        public long offset() {
+            return offset;
+        }
+
+        public long timestamp() {
+            return timestamp;
+        }
+
+        public byte timestampType() {
+            return timestampType;
+        }
+
+        public byte[] key() {
+            return key;
+        }
+
+        public byte[] value() {
+            return value;
+        }
+
+        public List<PolledHeader> headers() {
+            return headers;
+        }
     }
 
     /** One header of a polled record; {@code value} may be null. */
-    public record PolledHeader(String key, byte[] value) {
+    public static final class PolledHeader {
+        private final String key;
+        private final byte[] value;
+
+        public PolledHeader(String key, byte[] value) {
+            this.key = key;
+            this.value = value;
+        }
+
+        public String key() {
+            return key;
+        }
+
+        public byte[] value() {
+            return value;
+        }
     }
 
     /** A decoded poll response. */
-    public record PollBatch(int flags, List<PolledRecord> records) {
+    public static final class PollBatch {
+        private final int flags;
+        private final List<PolledRecord> records;
+
+        public PollBatch(int flags, List<PolledRecord> records) {
+            this.flags = flags;
+            this.records = records;
+        }
+
+        public int flags() {
+            return flags;
+        }
+
+        public List<PolledRecord> records() {
+            return records;
+        }
+
         public boolean finished() {
             return (flags & FLAG_FINISHED) != 0;
         }
     }
 
     /** An acknowledgement: original offset {@code originalOffset} was written at {@code newOffset}. */
-    public record Ack(String topic, int partition, long originalOffset, long newOffset) {
+    public static final class Ack {
+        private final String topic;
+        private final int partition;
+        private final long originalOffset;
+        private final long newOffset;
+
+        public Ack(String topic, int partition, long originalOffset, long newOffset) {
+            this.topic = topic;
+            this.partition = partition;
+            this.originalOffset = originalOffset;
+            this.newOffset = newOffset;
+        }
+
+        public String topic() {
+            return topic;
+        }
+
+        public int partition() {
+            return partition;
+        }
+
+        public long originalOffset() {
+            return originalOffset;
+        }
+
+        public long newOffset() {
+            return newOffset;
+        }
+
+        // A value, as the record it replaced was: equal acknowledgements compare equal.
+        @Override
+        public boolean equals(Object o) {
+            if (this == o) {
+                return true;
+            }
+            if (!(o instanceof Ack)) {
+                return false;
+            }
+            Ack a = (Ack) o;
+            return partition == a.partition && originalOffset == a.originalOffset && newOffset == a.newOffset
+                    && Objects.equals(topic, a.topic);
+        }
+
+        @Override
+        public int hashCode() {
+            return Objects.hash(topic, partition, originalOffset, newOffset);
+        }
+
+        @Override
+        public String toString() {
+            return "Ack[topic=" + topic + ", partition=" + partition + ", originalOffset=" + originalOffset
+                    + ", newOffset=" + newOffset + "]";
+        }
     }
 
     /**
@@ -182,7 +317,7 @@ public final class BatchCodec {
     }
 
     private static int byteLength(Object o) {
-        return o instanceof byte[] a ? a.length : 0;
+        return o instanceof byte[] ? ((byte[]) o).length : 0;
     }
 
     /** UTF-8 length of {@code s} without encoding it (unpaired surrogates count as '?', as getBytes does). */
@@ -371,11 +506,14 @@ public final class BatchCodec {
         if (t == null) {
             return 0;
         }
-        return switch (t) {
-            case CREATE_TIME -> 1;
-            case LOG_APPEND_TIME -> 2;
-            default -> 0;
-        };
+        switch (t) {
+            case CREATE_TIME:
+                return 1;
+            case LOG_APPEND_TIME:
+                return 2;
+            default:
+                return 0;
+        }
     }
 
     // ---- helpers --------------------------------------------------------------------------

@@ -31,14 +31,14 @@ public final class Json {
     private static void write(StringBuilder sb, Object v) {
         if (v == null) {
             sb.append("null");
-        } else if (v instanceof String s) {
-            string(sb, s);
+        } else if (v instanceof String) {
+            string(sb, (String) v);
         } else if (v instanceof Boolean || v instanceof Integer || v instanceof Long || v instanceof Short) {
             sb.append(v);
-        } else if (v instanceof Map<?, ?> m) {
+        } else if (v instanceof Map<?, ?>) {
             sb.append('{');
             boolean first = true;
-            for (Map.Entry<?, ?> e : m.entrySet()) {
+            for (Map.Entry<?, ?> e : ((Map<?, ?>) v).entrySet()) {
                 if (!first) {
                     sb.append(',');
                 }
@@ -48,10 +48,10 @@ public final class Json {
                 write(sb, e.getValue());
             }
             sb.append('}');
-        } else if (v instanceof Collection<?> c) {
+        } else if (v instanceof Collection<?>) {
             sb.append('[');
             boolean first = true;
-            for (Object o : c) {
+            for (Object o : (Collection<?>) v) {
                 if (!first) {
                     sb.append(',');
                 }
@@ -69,18 +69,28 @@ public final class Json {
         for (int i = 0; i < s.length(); i++) {
             char c = s.charAt(i);
             switch (c) {
-                case '"' -> sb.append("\\\"");
-                case '\\' -> sb.append("\\\\");
-                case '\n' -> sb.append("\\n");
-                case '\r' -> sb.append("\\r");
-                case '\t' -> sb.append("\\t");
-                default -> {
+                case '"':
+                    sb.append("\\\"");
+                    break;
+                case '\\':
+                    sb.append("\\\\");
+                    break;
+                case '\n':
+                    sb.append("\\n");
+                    break;
+                case '\r':
+                    sb.append("\\r");
+                    break;
+                case '\t':
+                    sb.append("\\t");
+                    break;
+                default:
                     if (c < 0x20) {
                         sb.append(String.format("\\u%04x", (int) c));
                     } else {
                         sb.append(c);
                     }
-                }
+                    break;
             }
         }
         sb.append('"');
@@ -213,13 +223,27 @@ public final class Json {
                 char e = peek();
                 i++;
                 switch (e) {
-                    case '"', '\\', '/' -> sb.append(e);
-                    case 'b' -> sb.append('\b');
-                    case 'f' -> sb.append('\f');
-                    case 'n' -> sb.append('\n');
-                    case 'r' -> sb.append('\r');
-                    case 't' -> sb.append('\t');
-                    case 'u' -> {
+                    case '"':
+                    case '\\':
+                    case '/':
+                        sb.append(e);
+                        break;
+                    case 'b':
+                        sb.append('\b');
+                        break;
+                    case 'f':
+                        sb.append('\f');
+                        break;
+                    case 'n':
+                        sb.append('\n');
+                        break;
+                    case 'r':
+                        sb.append('\r');
+                        break;
+                    case 't':
+                        sb.append('\t');
+                        break;
+                    case 'u':
                         if (i + 4 > s.length()) {
                             throw error("short \\u escape");
                         }
@@ -229,8 +253,9 @@ public final class Json {
                             throw error("bad \\u escape");
                         }
                         i += 4;
-                    }
-                    default -> throw error("bad escape \\" + e);
+                        break;
+                    default:
+                        throw error("bad escape \\" + e);
                 }
             }
         }

@@ -90,11 +90,21 @@ public final class Native {
         String name = target == null || target.isEmpty() ? "core" : target.replace("::", ".");
         Logger logger = LOGGERS.computeIfAbsent(name, n -> LoggerFactory.getLogger(LOG_PREFIX + n));
         switch (level) {
-            case 1 -> logger.error(message);
-            case 2 -> logger.warn(message);
-            case 3 -> logger.info(message);
-            case 4 -> logger.debug(message);
-            default -> logger.trace(message);
+            case 1:
+                logger.error(message);
+                break;
+            case 2:
+                logger.warn(message);
+                break;
+            case 3:
+                logger.info(message);
+                break;
+            case 4:
+                logger.debug(message);
+                break;
+            default:
+                logger.trace(message);
+                break;
         }
         Consumer<String> tap = tapForTests;
         if (tap != null) {
