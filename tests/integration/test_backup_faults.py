@@ -25,7 +25,7 @@ import pytest
 from conftest import Kbackup, record_to_cat_json, sink_config, unique, wait_backup_complete
 from testbed.kafka import Cluster, ConnectError, ConnectRest, wait_until
 
-# Figures of the proofs, printed at the end of each (collected into docs/reliability-sink.md).
+# Figures of the proofs, printed at the end of each (collected into docs/reliability.md).
 FIGURES: dict[str, dict] = {}
 
 

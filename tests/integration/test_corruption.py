@@ -3,7 +3,7 @@ restore connector and the sink (connector and CLI `backup`) all refuse them, nam
 the byte position, and none of them repairs or skips a complete record.
 
 Only an interrupted last write (a short frame or zero fill) is a torn tail the sink may cut;
-docs/format.md "Torn tail versus corruption" and docs/reliability-format.md.
+docs/format.md "Torn tail versus corruption" and docs/reliability.md.
 """
 
 from __future__ import annotations

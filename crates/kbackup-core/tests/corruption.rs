@@ -1,6 +1,6 @@
 //! Damage is corruption, reported with file and byte position by every reader and refused by
 //! the writer; only an interrupted last write (a short frame or zero fill) is a torn tail.
-//! docs/format.md, "Torn tail versus corruption"; docs/reliability-format.md lists these tests.
+//! docs/format.md, "Torn tail versus corruption"; docs/reliability.md lists these tests.
 
 use kbackup_core::codec::BatchRecord;
 use kbackup_core::layout;

@@ -1,4 +1,4 @@
-//! Writes the ~1 GB backup used to measure read throughput (docs/reliability-format.md):
+//! Writes the ~1 GB backup used to measure read throughput (docs/reliability.md):
 //! `KBACKUP_BIG_DIR=/tmp/big cargo test --release -p kbackup-core --test read_throughput -- --ignored`
 //! then `time kbackup verify -q /tmp/big`.
 
