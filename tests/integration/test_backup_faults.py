@@ -311,11 +311,11 @@ def test_connect_backup_two_workers_sigkill_loop_exactly_once(bed, kbackup):
         live_rest(bed).create_connector(name, fast_sink(topic, target, bed.bootstrap, 4))
         wait_connector_running(bed, name, 4)
         for i in range(10):
-            time.sleep(rng.uniform(1.0, 6.0))
+            time.sleep(rng.uniform(1.0, 4.0))
             victim = rng.choice(workers(bed))
             victim.kill()
             kills += 1
-            time.sleep(rng.uniform(0.0, 3.0))
+            time.sleep(rng.uniform(0.0, 2.0))
             victim.start()
             if i == 4:
                 k.commit_group_offsets(group, {(topic, p): 5 + p for p in range(4)})
