@@ -256,3 +256,23 @@ def pytest_sessionfinish(session, exitstatus):
         for p in leftovers:
             p.stop(timeout=10)
         session.exitstatus = 1
+
+
+def failed_trace(rest, name: str, timeout: float = 120) -> str:
+    """Waits for a task of connector `name` to fail and returns its stack trace."""
+    import time
+
+    from testbed.kafka import ConnectError
+
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = rest.status(name)
+        except ConnectError:  # 404 until the herder has written the first status
+            last = None
+        for t in (last or {}).get("tasks", []):
+            if t.get("state") == "FAILED":
+                return t.get("trace", "")
+        time.sleep(0.5)
+    raise AssertionError(f"no task of {name} failed within {timeout}s: {last}")

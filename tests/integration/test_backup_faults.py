@@ -22,7 +22,8 @@ from typing import Optional
 
 import pytest
 
-from conftest import Kbackup, record_to_cat_json, sink_config, unique, wait_backup_complete
+from conftest import (Kbackup, failed_trace, record_to_cat_json, sink_config, unique,
+                      wait_backup_complete)
 from testbed.kafka import Cluster, ConnectError, ConnectRest, wait_until
 
 # Figures of the proofs, printed at the end of each (collected into docs/reliability.md).
@@ -36,19 +37,6 @@ def delete_topic(k, topic: str) -> None:
     wait_until(lambda: topic not in k.topics(), 60, f"topic {topic} to be gone", interval=0.5)
 
 
-def failed_trace(rest: ConnectRest, name: str, timeout: float = 120) -> str:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = rest.status(name)
-        except ConnectError:
-            last = None
-        for t in (last or {}).get("tasks", []):
-            if t.get("state") == "FAILED":
-                return t.get("trace", "")
-        time.sleep(0.5)
-    raise AssertionError(f"no task of {name} failed within {timeout}s: {last}")
 
 
 def assert_backup_matches_topic(kb: Kbackup, k, directory: Path, topic: str, partitions: int,

@@ -12,7 +12,7 @@ import struct
 import time
 from pathlib import Path
 
-from conftest import sink_config, unique
+from conftest import failed_trace, sink_config, unique
 from fixtures import source_config
 from testbed.kafka import ConnectError
 
@@ -36,18 +36,6 @@ def flip(path: Path, pos: int, mask: int = 0x01) -> bytes:
     return bytes(data)
 
 
-def failed_trace(connect, name: str, timeout: float = 90) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            tasks = connect.status(name).get("tasks", [])
-        except ConnectError:  # 404 until the herder has written the first status
-            tasks = []
-        for t in tasks:
-            if t.get("state") == "FAILED":
-                return t.get("trace", "")
-        time.sleep(0.5)
-    raise AssertionError(f"task of {name} never failed: {connect.status(name)}")
 
 
 def connector_fails(cluster, name: str, cfg: dict) -> str:

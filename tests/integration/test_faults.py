@@ -10,11 +10,10 @@ from __future__ import annotations
 import base64
 import os
 import subprocess
-import time
 
 import pytest
 
-from conftest import sink_config, unique, wait_backup_complete
+from conftest import failed_trace, sink_config, unique, wait_backup_complete
 from testbed.kafka import ConnectError
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
@@ -31,18 +30,6 @@ def small_disk(workdir):
         subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
-def failed_trace(connect, name: str, timeout: float = 90) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            tasks = connect.status(name).get("tasks", [])
-        except ConnectError:  # 404 until the herder has written the first status
-            tasks = []
-        for t in tasks:
-            if t.get("state") == "FAILED":
-                return t.get("trace", "")
-        time.sleep(0.5)
-    raise AssertionError(f"task of {name} never failed on a full disk: {connect.status(name)}")
 
 
 def test_full_disk_fails_clearly_and_loses_nothing_after_space_is_freed(
