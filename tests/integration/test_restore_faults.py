@@ -15,6 +15,7 @@ import random
 import signal
 import subprocess
 import time
+from pathlib import Path
 from typing import Callable, Optional
 
 import pytest
@@ -204,6 +205,12 @@ def test_worker_sigkilled_ten_times_mid_restore(bk, kbackup, new_cluster, exactl
         # without transactions: small produce requests, one at a time, for the same pace
         extra = {"batch.size": 50, "producer.override.batch.size": 512,
                  "producer.override.max.in.flight.requests.per.connection": 1}
+        # and a broker quota, so a fast machine cannot finish before the kills: some 70 s of
+        # writing in all, of which the kill loop lets through a few seconds per cycle
+        seg_bytes = sum(f.stat().st_size for f in Path(bk.dir).rglob("*.segment"))
+        target.run_tool("kafka.admin.ConfigCommand", "--bootstrap-server", target.bootstrap,
+                        "--alter", "--add-config", f"producer_byte_rate={max(1, seg_bytes // 70)}",
+                        "--entity-type", "clients", "--entity-default")
     t0 = time.monotonic()
     target.connect.create_connector(name, restore_config(bk, target, state, **extra))
     mid, loop_s = kill_loop(target, name, bk, 10, rnd)
