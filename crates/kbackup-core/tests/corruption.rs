@@ -2,23 +2,18 @@
 //! the writer; only an interrupted last write (a short frame or zero fill) is a torn tail.
 //! docs/format.md, "Torn tail versus corruption"; docs/reliability.md lists these tests.
 
+mod common;
+
 use kbackup_core::codec::BatchRecord;
 use kbackup_core::layout;
 use kbackup_core::reader::{Backup, Severity};
-use kbackup_core::record::{Record, TimestampType, TopicPartition};
+use kbackup_core::record::{Record, TopicPartition};
 use kbackup_core::sink::{BackupSink, SinkConfig};
 use kbackup_core::Error;
 use std::path::{Path, PathBuf};
 
 fn rec(offset: i64) -> Record {
-    Record {
-        offset,
-        timestamp: 1_700_000_000_000 + offset,
-        timestamp_type: TimestampType::CreateTime,
-        key: Some(format!("key-{offset}").into_bytes()),
-        value: Some(vec![(offset % 251) as u8; 100]),
-        headers: vec![],
-    }
+    common::record(offset, 100)
 }
 
 fn config(dir: &Path) -> SinkConfig {

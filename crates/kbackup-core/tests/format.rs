@@ -1,5 +1,7 @@
 //! Format tests through the public API: the sink writes, the readers read, damage is found.
 
+mod common;
+
 use kbackup_core::codec::{encode_batch, BatchRecord};
 use kbackup_core::index;
 use kbackup_core::layout;
@@ -12,14 +14,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 fn rec(offset: i64) -> Record {
-    Record {
-        offset,
-        timestamp: 1_700_000_000_000 + offset,
-        timestamp_type: TimestampType::CreateTime,
-        key: Some(format!("key-{offset}").into_bytes()),
-        value: Some(vec![(offset % 251) as u8; 100]),
-        headers: vec![],
-    }
+    common::record(offset, 100)
 }
 
 fn batch(topic: &str, partition: i32, offsets: impl IntoIterator<Item = i64>) -> Vec<BatchRecord> {

@@ -5,10 +5,12 @@
 //!
 //! Its own test binary: before the fix a failure here is a signal that kills the binary.
 
+mod common;
+
 use kbackup_core::codec::BatchRecord;
 use kbackup_core::layout;
 use kbackup_core::reader::Backup;
-use kbackup_core::record::{Record, TimestampType, TopicPartition};
+use kbackup_core::record::{Record, TopicPartition};
 use kbackup_core::sink::{BackupSink, SinkConfig};
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
@@ -19,14 +21,7 @@ use std::time::{Duration, Instant};
 const RECORDS: i64 = 4000;
 
 fn rec(offset: i64) -> Record {
-    Record {
-        offset,
-        timestamp: 1_700_000_000_000 + offset,
-        timestamp_type: TimestampType::CreateTime,
-        key: Some(format!("key-{offset}").into_bytes()),
-        value: Some(vec![(offset % 251) as u8; 4000]),
-        headers: vec![],
-    }
+    common::record(offset, 4000)
 }
 
 /// A backup of `t`-0 with [`RECORDS`] records (16 MB) in one segment; answers the segment.
