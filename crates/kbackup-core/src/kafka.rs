@@ -12,10 +12,11 @@ use rdkafka::admin::{
     AdminClient, AdminOptions, ConfigSource, NewTopic, ResourceSpecifier, TopicReplication,
 };
 use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::ClientConfig;
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// What the backup records about a topic so a restore can re-create it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -237,6 +238,55 @@ pub fn partition_watermarks(
         out.insert(tp.clone(), wm);
     }
     Ok(out)
+}
+
+/// The end of partition `topic`-`partition` once no transaction is open on it: the high
+/// watermark read at a moment the last stable offset equals it, so it lies past the commit
+/// marker of the last transaction. The transaction coordinator writes that marker after the
+/// producer's commit has returned, so right after a transactional write the high watermark can
+/// still be short of it. Waits up to `settle`; if a transaction is still open then (another
+/// producer's), returns the high watermark as it is.
+pub fn settled_log_end(
+    cluster: &BTreeMap<String, String>,
+    topic: &str,
+    partition: i32,
+    timeout: Duration,
+    settle: Duration,
+) -> Result<i64> {
+    let what = format!("read the end offset of {topic}-{partition}");
+    let client = |isolation: &str| -> Result<BaseConsumer> {
+        let mut cfg = client_config(cluster);
+        cfg.set("allow.auto.create.topics", "false");
+        cfg.set("isolation.level", isolation);
+        cfg.create().map_err(|e| {
+            Error::Config(format!(
+                "the cluster settings are not accepted by the Kafka client: {e}; fix the \
+                 cluster.* / --config entries"
+            ))
+        })
+    };
+    let (committed, uncommitted) = (client("read_committed")?, client("read_uncommitted")?);
+    let deadline = Instant::now() + settle;
+    loop {
+        let end = |c: &BaseConsumer| {
+            c.fetch_watermarks(topic, partition, timeout)
+                .map(|(_, high)| high)
+                .map_err(|e| kafka_error(cluster, &what, &e))
+        };
+        let high = end(&uncommitted)?;
+        let stable = end(&committed)?;
+        if stable >= high {
+            return Ok(high);
+        }
+        if Instant::now() >= deadline {
+            log::warn!(
+                "{topic}-{partition}: a transaction is still open at offset {stable} after \
+                 {settle:?}; using the high watermark {high}"
+            );
+            return Ok(high);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[cfg(test)]

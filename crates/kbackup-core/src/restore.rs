@@ -40,6 +40,8 @@ const PROGRESS_SAVE_INTERVAL: Duration = Duration::from_secs(1);
 const TOPIC_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 /// Wait before retrying a group commit that failed for a retriable reason.
 const COMMIT_RETRY_INTERVAL: Duration = Duration::from_secs(10);
+/// How long a log-end group waits for the last transaction's commit marker to land.
+const SETTLE: Duration = Duration::from_secs(30);
 
 /// Topic configs carried from the backup to a topic the restore creates.
 ///
@@ -1443,12 +1445,8 @@ impl RestoreSource {
                 // last transaction (exactly-once, the CLI), so the group shows no lag, and the
                 // end at all when nothing was restored here.
                 let (topic, p) = (&run.state.target_topic, run.state.partition);
-                match kafka::end_offsets(&self.cfg.cluster, topic, KAFKA_TIMEOUT).and_then(|m| {
-                    m.get(&p).copied().ok_or_else(|| {
-                        Error::NotFound(format!("partition {topic}-{p} on the target cluster"))
-                    })
-                }) {
-                    Ok((_, high)) => log_end = log_end.max(high),
+                match kafka::settled_log_end(&self.cfg.cluster, topic, p, KAFKA_TIMEOUT, SETTLE) {
+                    Ok(high) => log_end = log_end.max(high),
                     Err(e) => {
                         log::warn!(
                             "{}: {e}; retrying in {COMMIT_RETRY_INTERVAL:?}",
