@@ -273,9 +273,11 @@ pub fn settled_log_end(
                 .map(|(_, high)| high)
                 .map_err(|e| kafka_error(cluster, &what, &e))
         };
-        let high = end(&uncommitted)?;
+        // Stable end first: both only grow, so equal values read in this order mean no
+        // transaction was open at the moment between the two reads.
         let stable = end(&committed)?;
-        if stable >= high {
+        let high = end(&uncommitted)?;
+        if stable == high {
             return Ok(high);
         }
         if Instant::now() >= deadline {
