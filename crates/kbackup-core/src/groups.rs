@@ -6,17 +6,15 @@
 //! partitions this task backs up and appends the changes to each partition's offsets log
 //! ([`crate::offsets_log`]); the restore translates them ([`crate::translate`]).
 //!
-//! rdkafka's safe AdminClient cannot list group offsets, so groups are listed with
-//! `fetch_group_list` and each group's offsets are read by a `BaseConsumer` carrying that
-//! `group.id` that never subscribes (so it never joins the group or disturbs its members) and
-//! never commits.
+//! The Kafka calls go through the [`ClusterClient`] (Java clients on the Connect path,
+//! librdkafka in the CLI). A capture that keeps failing is an error the sink returns (so the
+//! task fails with the cause), not a warning on a connector that looks healthy.
 
+use crate::cluster::ClusterClient;
 use crate::error::{Error, Result};
 use crate::layout;
 use crate::offsets_log::{self, GroupOffsetEntry};
 use crate::record::TopicPartition;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Offset, TopicPartitionList};
 use regex::Regex;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
@@ -27,13 +25,19 @@ use std::time::{Duration, Instant};
 /// Timeout of each Kafka call made by a capture.
 const KAFKA_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long captures may fail without a break before [`GroupOffsetCapture::health`] says so:
+/// ten intervals, at least a minute (a broker restart or a leader move is not a failure).
+pub fn failure_window(interval_ms: u64) -> Duration {
+    Duration::from_millis(interval_ms.saturating_mul(10)).max(Duration::from_secs(60))
+}
+
 /// What [`GroupOffsetCapture::start`] needs.
 #[derive(Debug, Clone)]
 pub struct CaptureConfig {
     /// Root directory of the backup.
     pub root: PathBuf,
-    /// Client settings for the source cluster (`cluster.*` with the prefix removed).
-    pub cluster: BTreeMap<String, String>,
+    /// The source cluster.
+    pub cluster: Arc<dyn ClusterClient>,
     /// Only groups whose whole id matches this regex are captured (`None` = all).
     pub include: Option<String>,
     /// Groups whose whole id matches this regex are skipped (`None` = none).
@@ -69,6 +73,8 @@ struct CaptureState {
     last: HashMap<TopicPartition, BTreeMap<String, i64>>,
     /// True while captures fail, so a broker outage logs one warning, not one per interval.
     failing: bool,
+    /// When the current run of failed captures began, and its last error.
+    failing_since: Option<(Instant, String)>,
     /// Groups whose last read failed (warned once until they work again).
     failed_groups: HashSet<String>,
 }
@@ -84,14 +90,6 @@ fn whole_match(key: &str, re: &Option<String>) -> Result<Option<Regex>> {
             ))
         }),
     }
-}
-
-fn kafka_err(
-    cluster: &BTreeMap<String, String>,
-    what: String,
-    e: rdkafka::error::KafkaError,
-) -> Error {
-    crate::kafka::kafka_error(cluster, &what, &e)
 }
 
 impl Shared {
@@ -115,31 +113,6 @@ impl Shared {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// One group's committed offsets, read as an outsider (no subscribe, no commit).
-    fn committed(&self, group: &str, tpl: &TopicPartitionList) -> Result<TopicPartitionList> {
-        let consumer: BaseConsumer = crate::kafka::client_config(&self.cfg.cluster)
-            .set("group.id", group)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .create()
-            .map_err(|e| {
-                kafka_err(
-                    &self.cfg.cluster,
-                    format!("create client for group {group:?}"),
-                    e,
-                )
-            })?;
-        consumer
-            .committed_offsets(tpl.clone(), KAFKA_TIMEOUT)
-            .map_err(|e| {
-                kafka_err(
-                    &self.cfg.cluster,
-                    format!("read committed offsets of group {group:?}"),
-                    e,
-                )
-            })
-    }
-
     fn capture(&self) -> Result<usize> {
         let partitions = self
             .partitions
@@ -154,45 +127,30 @@ impl Shared {
         if partitions.is_empty() {
             return Ok(0);
         }
-        let cluster = crate::kafka::client_config(&self.cfg.cluster);
-        let lister: BaseConsumer = cluster.create().map_err(|e| {
-            kafka_err(
-                &self.cfg.cluster,
-                "create client to list consumer groups".into(),
-                e,
-            )
-        })?;
-        let list = lister
-            .fetch_group_list(None, KAFKA_TIMEOUT)
-            .map_err(|e| kafka_err(&self.cfg.cluster, "list consumer groups".into(), e))?;
-        let groups: Vec<String> = list
-            .groups()
-            .iter()
-            // Connect workers' own coordination groups hold no offsets.
-            .filter(|g| g.protocol_type() != "connect")
-            .map(|g| g.name().to_string())
+        let groups: Vec<String> = self
+            .cfg
+            .cluster
+            .consumer_groups(KAFKA_TIMEOUT)?
+            .into_iter()
             .filter(|g| self.wanted(g))
             .collect();
-        drop(list);
-        drop(lister);
-
-        let mut tpl = TopicPartitionList::new();
-        for tp in partitions {
-            tpl.add_partition(&tp.topic, tp.partition);
-        }
         let now = crate::manifest::now_ms();
         let mut changes: BTreeMap<TopicPartition, Vec<GroupOffsetEntry>> = BTreeMap::new();
         for group in groups {
             if self.stopping() {
                 break;
             }
-            let committed = match self.committed(&group, &tpl) {
+            let committed = match self
+                .cfg
+                .cluster
+                .group_offsets(&group, partitions, KAFKA_TIMEOUT)
+            {
                 Ok(c) => {
                     state.failed_groups.remove(&group);
                     c
                 }
                 Err(e) => {
-                    // One unreadable group (ACLs, coordinator moving) must not stop the others.
+                    // One unreadable group (coordinator moving) must not stop the others.
                     if state.failed_groups.insert(group.clone()) {
                         log::warn!("skipping group {group:?} in this capture: {e}");
                     } else {
@@ -201,11 +159,7 @@ impl Shared {
                     continue;
                 }
             };
-            for el in committed.elements() {
-                let Offset::Offset(offset) = el.offset() else {
-                    continue; // no committed offset on this partition
-                };
-                let tp = TopicPartition::new(el.topic(), el.partition());
+            for (tp, (offset, metadata)) in committed {
                 if !state.last.contains_key(&tp) {
                     let log = layout::group_offsets_log(&self.cfg.root, &tp);
                     let latest = offsets_log::latest_per_group(&log)?;
@@ -221,7 +175,7 @@ impl Shared {
                         capture_time_ms: now,
                         group: group.clone(),
                         committed_offset: offset,
-                        metadata: el.metadata().to_string(),
+                        metadata,
                     });
                 }
             }
@@ -244,7 +198,7 @@ impl Shared {
             let started = Instant::now();
             // A panic must not take the worker down; it is logged and the next round retries.
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.capture()));
-            let failing = match outcome {
+            let failing = match &outcome {
                 Ok(Ok(n)) => {
                     log::debug!("group offsets capture appended {n} entries");
                     false
@@ -270,6 +224,17 @@ impl Shared {
                     log::info!("group offsets capture works again");
                 }
                 st.failing = failing;
+                match (&outcome, &st.failing_since) {
+                    (Ok(Ok(_)), _) => st.failing_since = None,
+                    (Ok(Err(e)), None) => st.failing_since = Some((started, e.to_string())),
+                    (Ok(Err(e)), Some((since, _))) => {
+                        st.failing_since = Some((*since, e.to_string()))
+                    }
+                    (Err(_), None) => {
+                        st.failing_since = Some((started, "the capture panicked".into()))
+                    }
+                    (Err(_), Some(_)) => {}
+                }
             }
             let mut stop = self.stop.lock().unwrap_or_else(|p| p.into_inner());
             let deadline = started + interval;
@@ -340,6 +305,27 @@ impl GroupOffsetCapture {
         self.shared.capture_for(tps)
     }
 
+    /// `Err` once background captures have failed without a break for [`failure_window`]:
+    /// group positions are not being backed up, which must fail the task, not hide in a log.
+    pub fn health(&self) -> Result<()> {
+        let st = self.shared.lock_state();
+        let window = failure_window(self.shared.cfg.interval_ms);
+        match &st.failing_since {
+            Some((since, last)) if since.elapsed() >= window => Err(Error::Kafka {
+                what: "capture consumer-group offsets".into(),
+                retriable: false,
+                detail: format!(
+                    "every capture for {}s failed, the last with: {last}. Group positions are not \
+                     being backed up; fix the cause (the cluster.* settings, or the principal \
+                     needs DESCRIBE on the groups and topics, see docs/security.md) and restart \
+                     the task",
+                    since.elapsed().as_secs()
+                ),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Stops the background thread and waits for it (at most one Kafka call's timeout).
     pub fn stop(mut self) {
         self.halt();
@@ -369,7 +355,7 @@ mod tests {
     fn cfg(include: Option<&str>, exclude: Option<&str>) -> CaptureConfig {
         CaptureConfig {
             root: PathBuf::from("/nonexistent"),
-            cluster: BTreeMap::new(),
+            cluster: Arc::new(crate::kafka::RdKafkaCluster::new(&BTreeMap::new())),
             include: include.map(String::from),
             exclude: exclude.map(String::from),
             own_group: Some("connect-backup".into()),

@@ -5,6 +5,7 @@
 //! readers that restore from it, consumer-group offset capture and translation.
 #![warn(missing_docs)]
 
+pub mod cluster;
 pub mod codec;
 pub mod error;
 pub mod faults;

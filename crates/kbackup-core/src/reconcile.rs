@@ -14,15 +14,12 @@
 //! or `errors.tolerance`); the first target record that matches nothing ends the
 //! reconciliation, and everything after it is left to the ordinary resume rules.
 
+use crate::cluster::ClusterClient;
 use crate::error::{Error, Result};
-use crate::kafka;
 use crate::record::Record;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
-use rdkafka::message::{Headers, Message};
-use rdkafka::{Offset, TopicPartitionList};
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Most backed-up records skipped as "dropped" to find the match of one target record; past
 /// it the target record counts as unmatched (and reconciliation stops there).
@@ -118,9 +115,9 @@ pub fn match_in_order(
     }
 }
 
-/// [`TargetLog`] over the target cluster (`cluster.*` settings), read_committed.
+/// [`TargetLog`] over the target cluster, through the [`ClusterClient`] (read_committed).
 pub struct KafkaTargetLog {
-    cluster: BTreeMap<String, String>,
+    cluster: Arc<dyn ClusterClient>,
     timeout: Duration,
     /// End offsets per topic, read once per topic: a task opening many partitions of a topic
     /// asks the cluster once, not once per partition.
@@ -129,9 +126,9 @@ pub struct KafkaTargetLog {
 
 impl KafkaTargetLog {
     /// A reader of the target cluster; `timeout` bounds each metadata call.
-    pub fn new(cluster: &BTreeMap<String, String>, timeout: Duration) -> KafkaTargetLog {
+    pub fn new(cluster: Arc<dyn ClusterClient>, timeout: Duration) -> KafkaTargetLog {
         KafkaTargetLog {
-            cluster: cluster.clone(),
+            cluster,
             timeout,
             ends: BTreeMap::new(),
         }
@@ -141,7 +138,7 @@ impl KafkaTargetLog {
 impl TargetLog for KafkaTargetLog {
     fn end_offset(&mut self, topic: &str, partition: i32) -> Result<i64> {
         if !self.ends.contains_key(topic) {
-            let ends = kafka::end_offsets(&self.cluster, topic, self.timeout)?;
+            let ends = self.cluster.end_offsets(topic, self.timeout)?;
             self.ends.insert(topic.to_string(), ends);
         }
         self.ends[topic]
@@ -163,66 +160,13 @@ impl TargetLog for KafkaTargetLog {
         from: i64,
         each: &mut dyn FnMut(TargetRecord) -> bool,
     ) -> Result<()> {
-        let what = format!("read back {topic}-{partition} from offset {from} to reconcile");
         // Ends cached at the open: the restore writes nothing before every partition is open,
-        // and reading runs to the real end (partition EOF) anyway.
+        // and reading runs to the real end anyway.
         if self.end_offset(topic, partition)? <= from {
             return Ok(());
         }
-        let consumer: BaseConsumer = kafka::client_config(&self.cluster)
-            .set("group.id", "kbackup-restore-reconcile")
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("enable.partition.eof", "true")
-            .set("isolation.level", "read_committed")
-            .set("auto.offset.reset", "earliest")
-            .create()
-            .map_err(|e| kafka::kafka_error(&self.cluster, &what, &e))?;
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(topic, partition, Offset::Offset(from))
-            .map_err(|e| kafka::kafka_error(&self.cluster, &what, &e))?;
-        consumer
-            .assign(&tpl)
-            .map_err(|e| kafka::kafka_error(&self.cluster, &what, &e))?;
-        let deadline = Instant::now() + READ_TIMEOUT;
-        while Instant::now() < deadline {
-            match consumer.poll(Duration::from_millis(200)) {
-                None => continue,
-                Some(Err(KafkaError::PartitionEOF(_))) => return Ok(()),
-                Some(Err(e)) => return Err(kafka::kafka_error(&self.cluster, &what, &e)),
-                Some(Ok(m)) => {
-                    let (timestamp, log_append_time) = match m.timestamp() {
-                        rdkafka::Timestamp::CreateTime(t) => (t, false),
-                        rdkafka::Timestamp::LogAppendTime(t) => (t, true),
-                        rdkafka::Timestamp::NotAvailable => (-1, false),
-                    };
-                    let headers = m
-                        .headers()
-                        .map(|hs| {
-                            hs.iter()
-                                .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    let t = TargetRecord {
-                        offset: m.offset(),
-                        timestamp,
-                        log_append_time,
-                        key: m.key().map(<[u8]>::to_vec),
-                        value: m.payload().map(<[u8]>::to_vec),
-                        headers,
-                    };
-                    if !each(t) {
-                        return Ok(());
-                    }
-                }
-            }
-        }
-        log::warn!(
-            "{what}: not at the end after {READ_TIMEOUT:?}; reconciling only what was read \
-             (the rest is restored again)"
-        );
-        Ok(())
+        self.cluster
+            .scan(topic, partition, from, READ_TIMEOUT, each)
     }
 }
 

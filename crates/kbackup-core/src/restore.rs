@@ -12,9 +12,10 @@
 //! record twice) and whether the group was committed. The same files are the restore status the
 //! CLI shows. The connector name is stored inside `connector.json`, never used as a path.
 
+use crate::cluster::{ClusterClient, CommitOutcome};
 use crate::codec::{Ack, BatchRecord, FLAG_FINISHED, FLAG_WAITING_FOR_ACKS};
 use crate::error::{Error, Result};
-use crate::kafka;
+use crate::kafka::RdKafkaCluster;
 use crate::layout;
 use crate::manifest;
 use crate::offsets_log;
@@ -22,14 +23,10 @@ use crate::reader::{Backup, PartitionReader};
 use crate::reconcile::{self, KafkaTargetLog, TargetLog};
 use crate::record::{TopicPartition, TopicPartitionOffset};
 use crate::translate::{self, NewOffsets, Target};
-use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Timeout of each Kafka call made by the restore.
@@ -42,6 +39,8 @@ const TOPIC_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 const COMMIT_RETRY_INTERVAL: Duration = Duration::from_secs(10);
 /// How long a log-end group waits for the last transaction's commit marker to land.
 const SETTLE: Duration = Duration::from_secs(30);
+/// How long group commits may keep failing with transient errors before the task fails.
+const COMMIT_GIVE_UP: Duration = Duration::from_secs(300);
 
 /// Topic configs carried from the backup to a topic the restore creates.
 ///
@@ -825,6 +824,11 @@ fn open_reader(backup: &Backup, topic: &str, p: i32) -> Result<Option<PartitionR
 /// finishes; an existing one with fewer partitions is refused; one holding records is refused
 /// unless `allow_non_empty_topics` (or this restore created it).
 pub fn prepare(cfg: &SourceConfig) -> Result<()> {
+    prepare_on(cfg, &RdKafkaCluster::new(&cfg.cluster))
+}
+
+/// [`prepare`] with every Kafka call going through `cluster`.
+pub fn prepare_on(cfg: &SourceConfig, cluster: &dyn ClusterClient) -> Result<()> {
     let problems = validate(cfg);
     if let Some((key, msg)) = problems.first() {
         return Err(Error::Config(format!("{key}: {msg}")));
@@ -850,7 +854,10 @@ pub fn prepare(cfg: &SourceConfig) -> Result<()> {
             })
             .unwrap_or_default();
         let known = TopicState::load(&state_dir, topic)?;
-        match kafka::describe_topic(&cfg.cluster, target, KAFKA_TIMEOUT)?.map(|d| d.partitions) {
+        match cluster
+            .describe_topic(target, KAFKA_TIMEOUT)?
+            .map(|d| d.partitions)
+        {
             Some(n) if n < needed => {
                 return Err(Error::Config(format!(
                     "target topic {target} has {n} partitions but the backup of {topic} has {needed}: \
@@ -862,7 +869,7 @@ pub fn prepare(cfg: &SourceConfig) -> Result<()> {
             Some(_) => {
                 let ours = known.as_ref().is_some_and(|k| k.target_topic == target);
                 if !ours && !cfg.allow_non_empty_topics {
-                    if let Some(p) = first_non_empty_partition(&cfg.cluster, target)? {
+                    if let Some(p) = first_non_empty_partition(cluster, target)? {
                         return Err(Error::Config(format!(
                             "target topic {target} already holds records (partition {p}): restoring \
                              into it would mix old and restored records and group offsets would point \
@@ -904,7 +911,7 @@ pub fn prepare(cfg: &SourceConfig) -> Result<()> {
                     configs_restored: false,
                 }
                 .save(&state_dir)?;
-                kafka::create_topic(&cfg.cluster, target, needed, &held, KAFKA_TIMEOUT)?;
+                cluster.create_topic(target, needed, &held, KAFKA_TIMEOUT)?;
                 log::info!(
                     "created topic {target} with {needed} partitions for the restore of {topic}"
                 );
@@ -914,139 +921,12 @@ pub fn prepare(cfg: &SourceConfig) -> Result<()> {
     Ok(())
 }
 
-fn first_non_empty_partition(
-    cluster: &BTreeMap<String, String>,
-    topic: &str,
-) -> Result<Option<i32>> {
-    let ends = kafka::end_offsets(cluster, topic, KAFKA_TIMEOUT)?;
+fn first_non_empty_partition(cluster: &dyn ClusterClient, topic: &str) -> Result<Option<i32>> {
+    let ends = cluster.end_offsets(topic, KAFKA_TIMEOUT)?;
     Ok(ends
         .into_iter()
         .find(|(_, (low, high))| high > low)
         .map(|(p, _)| p))
-}
-
-fn admin(cluster: &BTreeMap<String, String>) -> Result<AdminClient<DefaultClientContext>> {
-    if !cluster.contains_key("bootstrap.servers") {
-        // librdkafka would wait for the whole timeout to say nothing useful.
-        return Err(Error::Config(
-            "cluster.bootstrap.servers is not set: set it to the target cluster's brokers".into(),
-        ));
-    }
-    kafka::client_config(cluster).create().map_err(|e| {
-        Error::Config(format!(
-            "the cluster settings are not accepted by the Kafka client: {e}; fix the cluster.* entries"
-        ))
-    })
-}
-
-fn alter_topic_configs(
-    cluster: &BTreeMap<String, String>,
-    topic: &str,
-    configs: &BTreeMap<String, String>,
-) -> Result<()> {
-    let admin = admin(cluster)?;
-    let mut ac = AlterConfig::new(ResourceSpecifier::Topic(topic));
-    for (k, v) in configs {
-        ac = ac.set(k, v);
-    }
-    let opts = AdminOptions::new().operation_timeout(Some(KAFKA_TIMEOUT));
-    let results = futures_executor::block_on(admin.alter_configs([&ac], &opts))
-        .map_err(|e| kafka::kafka_error(cluster, &format!("alter configs of topic {topic}"), &e))?;
-    for r in results {
-        if let Err((_, code)) = r {
-            return Err(Error::Kafka {
-                what: format!("alter configs of topic {topic}"),
-                retriable: false,
-                detail: format!(
-                    "broker refused with {code:?}; set them by hand: kafka-configs --alter --entity-type \
-                     topics --entity-name {topic} --add-config {}",
-                    configs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
-                ),
-            });
-        }
-    }
-    Ok(())
-}
-
-/// Outcome of one group's commit.
-enum CommitOutcome {
-    Done,
-    ActiveMembers(String),
-    Retry(String),
-    Failed(String),
-}
-
-fn is_active_member_error(code: RDKafkaErrorCode) -> bool {
-    matches!(
-        code,
-        RDKafkaErrorCode::UnknownMemberId
-            | RDKafkaErrorCode::RebalanceInProgress
-            | RDKafkaErrorCode::IllegalGeneration
-            | RDKafkaErrorCode::FencedInstanceId
-            | RDKafkaErrorCode::StaleMemberEpoch
-    )
-}
-
-/// Commits one group's offsets on the target cluster as a non-member (never joins the group).
-fn commit_group(
-    cluster: &BTreeMap<String, String>,
-    group: &str,
-    offsets: &[(String, i32, i64, String)],
-) -> CommitOutcome {
-    let consumer: BaseConsumer = match kafka::client_config(cluster)
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .create()
-    {
-        Ok(c) => c,
-        Err(e) => {
-            return CommitOutcome::Failed(format!(
-                "cannot create a client for group {group:?}: {e}"
-            ))
-        }
-    };
-    // Kafka refuses offset commits from non-members while a group has members, but checking
-    // first gives a clearer message than the protocol error.
-    match consumer.fetch_group_list(Some(group), KAFKA_TIMEOUT) {
-        Ok(list) => {
-            if let Some(g) = list.groups().iter().find(|g| g.name() == group) {
-                if !g.members().is_empty() {
-                    return CommitOutcome::ActiveMembers(format!(
-                        "group has {} active member(s) (state {})",
-                        g.members().len(),
-                        g.state()
-                    ));
-                }
-            }
-        }
-        // Best effort: the broker refuses the commit itself if the group has members.
-        Err(e) => log::debug!("cannot describe group {group:?} before committing: {e}"),
-    }
-    let mut tpl = TopicPartitionList::new();
-    for (topic, p, offset, metadata) in offsets {
-        if tpl
-            .add_partition_offset(topic, *p, Offset::Offset(*offset))
-            .is_ok()
-        {
-            if let Some(mut el) = tpl.find_partition(topic, *p) {
-                el.set_metadata(metadata.as_str());
-            }
-        }
-    }
-    match consumer.commit(&tpl, CommitMode::Sync) {
-        Ok(()) => CommitOutcome::Done,
-        Err(e) => match e.rdkafka_error_code() {
-            Some(c) if is_active_member_error(c) => {
-                CommitOutcome::ActiveMembers(format!("the broker refused the commit with {c:?}"))
-            }
-            Some(RDKafkaErrorCode::GroupAuthorizationFailed)
-            | Some(RDKafkaErrorCode::TopicAuthorizationFailed) => CommitOutcome::Failed(format!(
-                "{e}: grant the principal READ on group {group:?} and the topic"
-            )),
-            _ => CommitOutcome::Retry(e.to_string()),
-        },
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1139,6 +1019,8 @@ pub struct RestoreStatus {
 /// One task's restore: reads batches, takes acknowledgements, commits group offsets.
 pub struct RestoreSource {
     cfg: SourceConfig,
+    /// Every Kafka call of the engine goes through here.
+    cluster: Arc<dyn ClusterClient>,
     state_dir: PathBuf,
     runs: BTreeMap<TopicPartition, PartitionRun>,
     /// Round-robin position so every partition makes progress.
@@ -1149,15 +1031,29 @@ pub struct RestoreSource {
     topics_finished: BTreeSet<String>,
     /// Earliest time to look at other tasks' partitions of done topics again.
     topic_check_at: Option<Instant>,
+    /// Since when group commits fail with transient errors (`None`: the last one worked).
+    commit_failing_since: Option<Instant>,
     closed: bool,
 }
 
 impl RestoreSource {
     /// Opens the assigned partitions; `offset` of each is the last original offset Connect
     /// committed (-1: none).
+    /// Kafka calls go through librdkafka with `cfg.cluster`.
     pub fn open(cfg: SourceConfig, assignment: &[TopicPartitionOffset]) -> Result<RestoreSource> {
-        let mut target = KafkaTargetLog::new(&cfg.cluster, KAFKA_TIMEOUT);
-        Self::open_with(cfg, assignment, &mut target, false)
+        let cluster: Arc<dyn ClusterClient> = Arc::new(RdKafkaCluster::new(&cfg.cluster));
+        Self::open_on(cfg, assignment, cluster)
+    }
+
+    /// Like [`RestoreSource::open`], with every Kafka call going through `cluster` (the
+    /// Connect path: Java clients).
+    pub fn open_on(
+        cfg: SourceConfig,
+        assignment: &[TopicPartitionOffset],
+        cluster: Arc<dyn ClusterClient>,
+    ) -> Result<RestoreSource> {
+        let mut target = KafkaTargetLog::new(Arc::clone(&cluster), KAFKA_TIMEOUT);
+        Self::open_with(cfg, assignment, cluster, &mut target, false)
     }
 
     /// [`RestoreSource::open`] reading the target partitions through `target`.
@@ -1172,6 +1068,7 @@ impl RestoreSource {
     pub fn open_with(
         cfg: SourceConfig,
         assignment: &[TopicPartitionOffset],
+        cluster: Arc<dyn ClusterClient>,
         target_log: &mut dyn TargetLog,
         strict: bool,
     ) -> Result<RestoreSource> {
@@ -1294,6 +1191,7 @@ impl RestoreSource {
         }
         Ok(RestoreSource {
             cfg,
+            cluster,
             state_dir,
             runs,
             cursor: 0,
@@ -1301,6 +1199,7 @@ impl RestoreSource {
             finished_logged: false,
             topics_finished: BTreeSet::new(),
             topic_check_at: None,
+            commit_failing_since: None,
             closed: false,
         })
     }
@@ -1313,7 +1212,7 @@ impl RestoreSource {
             ));
         }
         self.apply_acks(acks)?;
-        self.commit_finished();
+        self.commit_finished()?;
         self.save(false)?;
 
         let max = if max_records == 0 {
@@ -1421,7 +1320,9 @@ impl RestoreSource {
     }
 
     /// Commits groups of finished partitions and lifts held topic configs of finished topics.
-    fn commit_finished(&mut self) {
+    /// `Err` when a group commit failed for good (authorization) or for [`COMMIT_GIVE_UP`]:
+    /// the task must fail with the cause, not run on with a group silently not restored.
+    fn commit_finished(&mut self) -> Result<()> {
         let now = Instant::now();
         // group -> (target topic, partition, offset, metadata), for partitions ready now.
         let mut by_group: BTreeMap<String, Vec<(String, i32, i64, String)>> = BTreeMap::new();
@@ -1445,7 +1346,10 @@ impl RestoreSource {
                 // last transaction (exactly-once, the CLI), so the group shows no lag, and the
                 // end at all when nothing was restored here.
                 let (topic, p) = (&run.state.target_topic, run.state.partition);
-                match kafka::settled_log_end(&self.cfg.cluster, topic, p, KAFKA_TIMEOUT, SETTLE) {
+                match self
+                    .cluster
+                    .settled_log_end(topic, p, KAFKA_TIMEOUT, SETTLE)
+                {
                     Ok(high) => log_end = log_end.max(high),
                     Err(e) => {
                         log::warn!(
@@ -1482,8 +1386,9 @@ impl RestoreSource {
                 }
             }
         }
+        let mut failure: Option<String> = None;
         for (group, offsets) in by_group {
-            let outcome = commit_group(&self.cfg.cluster, &group, &offsets);
+            let outcome = self.cluster.commit_group(&group, &offsets, KAFKA_TIMEOUT);
             let new_state = |topic: &str, p: i32, offset: i64| match &outcome {
                 CommitOutcome::Done => Some(CommitState::Committed { offset }),
                 CommitOutcome::ActiveMembers(why) => Some(CommitState::Refused {
@@ -1495,10 +1400,8 @@ impl RestoreSource {
                          --reset-offsets --to-offset {offset} --topic {topic}:{p} --execute"
                     ),
                 }),
-                CommitOutcome::Failed(why) => Some(CommitState::Failed {
-                    reason: why.clone(),
-                }),
-                CommitOutcome::Retry(_) => None,
+                // Left pending: the task fails (below) and a restart after the fix commits it.
+                CommitOutcome::Failed(_) | CommitOutcome::Retry(_) => None,
             };
             let task = &self.cfg.task_id;
             match &outcome {
@@ -1512,12 +1415,37 @@ impl RestoreSource {
                      the restore status shows the offsets to apply by hand"
                 ),
                 CommitOutcome::Failed(why) => {
-                    log::error!("{task}: committing group {group:?} failed: {why}")
+                    log::error!("{task}: committing group {group:?} failed: {why}");
+                    failure.get_or_insert_with(|| {
+                        format!(
+                            "committing the translated offsets of group {group:?} on the target \
+                             cluster failed: {why}. The records are restored; fix the cause \
+                             (docs/security.md lists the ACLs) and restart the task: the commit \
+                             is retried then"
+                        )
+                    });
                 }
-                CommitOutcome::Retry(why) => log::warn!(
-                    "{task}: committing group {group:?} failed, retrying in \
-                     {COMMIT_RETRY_INTERVAL:?}: {why}"
-                ),
+                CommitOutcome::Retry(why) => {
+                    let since = *self.commit_failing_since.get_or_insert(now);
+                    if now.duration_since(since) >= COMMIT_GIVE_UP {
+                        failure.get_or_insert_with(|| {
+                            format!(
+                                "committing the translated offsets of group {group:?} on the \
+                                 target cluster kept failing for {}s: {why}. The records are \
+                                 restored; restart the task once the cluster answers: the \
+                                 commit is retried then",
+                                COMMIT_GIVE_UP.as_secs()
+                            )
+                        });
+                    }
+                    log::warn!(
+                        "{task}: committing group {group:?} failed, retrying in \
+                         {COMMIT_RETRY_INTERVAL:?}: {why}"
+                    )
+                }
+            }
+            if outcome == CommitOutcome::Done {
+                self.commit_failing_since = None;
             }
             for (topic, p, offset, _) in &offsets {
                 let Some(run) = self
@@ -1554,8 +1482,15 @@ impl RestoreSource {
             .map(|r| r.state.topic.clone())
             .collect();
         // Other tasks' partitions are checked through their state files: not on every poll.
+        if let Some(why) = failure {
+            return Err(Error::Kafka {
+                what: "commit restored consumer-group offsets".into(),
+                retriable: false,
+                detail: why,
+            });
+        }
         if done_topics.is_empty() || self.topic_check_at.is_some_and(|t| now < t) {
-            return;
+            return Ok(());
         }
         self.topic_check_at = Some(now + TOPIC_CHECK_INTERVAL);
         for topic in done_topics {
@@ -1567,6 +1502,7 @@ impl RestoreSource {
                 Err(e) => log::warn!("{}: {e}", self.cfg.task_id),
             }
         }
+        Ok(())
     }
 
     /// Applies the final configs of a topic the restore created once all its partitions are done.
@@ -1588,7 +1524,8 @@ impl RestoreSource {
                 return Ok(false);
             }
         }
-        alter_topic_configs(&self.cfg.cluster, &ts.target_topic, &ts.final_configs)?;
+        self.cluster
+            .alter_topic_configs(&ts.target_topic, &ts.final_configs, KAFKA_TIMEOUT)?;
         ts.configs_restored = true;
         ts.save(&self.state_dir)?;
         log::info!(
@@ -2021,6 +1958,7 @@ mod tests {
         RestoreSource::open_with(
             cfg.clone(),
             &[TopicPartitionOffset::new("t", 0, committed)],
+            Arc::new(RdKafkaCluster::new(&cfg.cluster)),
             target,
             true,
         )

@@ -6,11 +6,12 @@
 //! also keeps each topic's manifest up to date without ever letting a manifest problem block
 //! data.
 
+use crate::cluster::ClusterClient;
 use crate::codec::{self, BatchRecord};
 use crate::error::{Error, Result};
 use crate::groups::{CaptureConfig, GroupOffsetCapture};
 use crate::index::DEFAULT_INDEX_INTERVAL_BYTES;
-use crate::kafka;
+use crate::kafka::RdKafkaCluster;
 use crate::layout;
 use crate::manifest::{self, TopicManifest, FORMAT_VERSION};
 use crate::record::{TopicPartition, TopicPartitionOffset};
@@ -190,6 +191,8 @@ struct TopicState {
 /// The sink engine. Create with [`BackupSink::open`]; finish with [`BackupSink::close`].
 pub struct BackupSink {
     config: SinkConfig,
+    /// Every Kafka call of the sink goes through here.
+    cluster: Arc<dyn ClusterClient>,
     clock: Arc<dyn Fn() -> i64 + Send + Sync>,
     parts: HashMap<String, HashMap<i32, PartitionState>>,
     topics: HashMap<String, TopicState>,
@@ -204,14 +207,31 @@ pub struct BackupSink {
 
 impl BackupSink {
     /// Opens the sink: creates or checks the target directory and its root marker.
+    /// Kafka calls go through librdkafka with `config.cluster`.
     pub fn open(config: SinkConfig) -> Result<BackupSink> {
-        BackupSink::open_with_clock(config, Arc::new(manifest::now_ms))
+        let cluster = Arc::new(RdKafkaCluster::new(&config.cluster));
+        BackupSink::build(config, Arc::new(manifest::now_ms), cluster)
+    }
+
+    /// Like [`BackupSink::open`], with every Kafka call going through `cluster` (the Connect
+    /// path: Java clients). `config.cluster` then only says whether a cluster is configured.
+    pub fn open_on(config: SinkConfig, cluster: Arc<dyn ClusterClient>) -> Result<BackupSink> {
+        BackupSink::build(config, Arc::new(manifest::now_ms), cluster)
     }
 
     /// Like [`BackupSink::open`] with an injected clock (ms), for deterministic roll tests.
     pub fn open_with_clock(
         config: SinkConfig,
         clock: Arc<dyn Fn() -> i64 + Send + Sync>,
+    ) -> Result<BackupSink> {
+        let cluster = Arc::new(RdKafkaCluster::new(&config.cluster));
+        BackupSink::build(config, clock, cluster)
+    }
+
+    fn build(
+        config: SinkConfig,
+        clock: Arc<dyn Fn() -> i64 + Send + Sync>,
+        cluster: Arc<dyn ClusterClient>,
     ) -> Result<BackupSink> {
         config.validate()?;
         manifest::init_root(&config.target_dir)?;
@@ -227,7 +247,7 @@ impl BackupSink {
         {
             Some(GroupOffsetCapture::start(CaptureConfig {
                 root: config.target_dir.clone(),
-                cluster: config.cluster.clone(),
+                cluster: Arc::clone(&cluster),
                 include: config.groups_include.clone(),
                 exclude: config.groups_exclude.clone(),
                 own_group: config.consumer_group_id.clone(),
@@ -244,6 +264,7 @@ impl BackupSink {
         );
         Ok(BackupSink {
             config,
+            cluster,
             clock,
             parts: HashMap::new(),
             topics: HashMap::new(),
@@ -257,6 +278,15 @@ impl BackupSink {
     /// The configuration the sink was opened with.
     pub fn config(&self) -> &SinkConfig {
         &self.config
+    }
+
+    /// Fails once group-offset captures have been failing for their whole failure window:
+    /// a task that backs up records but no group positions must not look healthy.
+    fn check_capture(&self) -> Result<()> {
+        match &self.capture {
+            Some(c) => c.health(),
+            None => Ok(()),
+        }
     }
 
     fn check_open(&self) -> Result<()> {
@@ -327,7 +357,7 @@ impl BackupSink {
         if !self.config.cluster.contains_key("bootstrap.servers") || tps.is_empty() {
             return None;
         }
-        match kafka::partition_watermarks(&self.config.cluster, tps, WATERMARK_TIMEOUT) {
+        match self.cluster.watermarks(tps, WATERMARK_TIMEOUT) {
             Ok(m) => Some(m),
             Err(e) => {
                 log::warn!(
@@ -361,11 +391,10 @@ impl BackupSink {
         if !self.config.cluster.contains_key("bootstrap.servers") {
             return Ok(());
         }
-        match kafka::partition_watermarks(
-            &self.config.cluster,
-            std::slice::from_ref(tp),
-            WATERMARK_TIMEOUT,
-        ) {
+        match self
+            .cluster
+            .watermarks(std::slice::from_ref(tp), WATERMARK_TIMEOUT)
+        {
             Ok(m) => match m.get(tp) {
                 Some(&(_, end)) if end <= last => Err(self.recreated_error(tp, last, end)),
                 _ => Ok(()),
@@ -520,6 +549,7 @@ impl BackupSink {
     /// for their partition are skipped (re-delivery).
     pub fn put(&mut self, records: &[BatchRecord]) -> Result<()> {
         self.check_open()?;
+        self.check_capture()?;
         let now = (self.clock)();
         let mut scratch = std::mem::take(&mut self.scratch);
         let mut res = Ok(());
@@ -546,6 +576,7 @@ impl BackupSink {
     /// values or headers: the fast path of the JNI bridge.
     pub fn put_encoded(&mut self, batch: &[u8]) -> Result<()> {
         self.check_open()?;
+        self.check_capture()?;
         let (_, refs) = codec::decode_batch_refs(batch)?;
         let now = (self.clock)();
         for r in refs {
@@ -873,7 +904,7 @@ impl BackupSink {
             return;
         };
         let described = if has_cluster && now >= ts.next_attempt_ms {
-            match kafka::describe_topic(&self.config.cluster, topic, DESCRIBE_TIMEOUT) {
+            match self.cluster.describe_topic(topic, DESCRIBE_TIMEOUT) {
                 Ok(Some(d)) => Some(d),
                 Ok(None) => {
                     log::warn!(

@@ -8,15 +8,19 @@
 
 mod boundary;
 mod handles;
+mod java_cluster;
 mod logging;
 
-use jni::objects::{JByteArray, JClass};
+use java_cluster::JavaCluster;
+use jni::objects::{JByteArray, JClass, JObject};
 use jni::sys::{jbyteArray, jint, jlong, jstring};
 use jni::JNIEnv;
+use kbackup_core::cluster::ClusterClient;
 use kbackup_core::codec;
 use kbackup_core::restore::{self, RestoreSource, SourceConfig};
 use kbackup_core::sink::{BackupSink, SinkConfig};
 use kbackup_core::Error;
+use std::sync::Arc;
 
 use boundary::{bytes_arg, bytes_result, run};
 use handles::{lock, Handles};
@@ -48,16 +52,31 @@ pub extern "system" fn Java_io_kbackup_connect_internal_Native_version<'l>(
     })
 }
 
-/// `long sinkOpen(byte[] sinkConfigJson)`.
+/// The Java cluster client as the core's cluster port; `cluster` names the servers.
+fn java_cluster(
+    env: &mut JNIEnv,
+    client: &JObject,
+    cluster: &std::collections::BTreeMap<String, String>,
+) -> Result<Arc<dyn ClusterClient>, Error> {
+    let servers = cluster
+        .get("bootstrap.servers")
+        .cloned()
+        .unwrap_or_else(|| "(no bootstrap servers configured)".into());
+    Ok(Arc::new(JavaCluster::new(env, client, servers)?))
+}
+
+/// `long sinkOpen(byte[] sinkConfigJson, ClusterClient cluster)`.
 #[no_mangle]
 pub extern "system" fn Java_io_kbackup_connect_internal_Native_sinkOpen<'l>(
     mut env: JNIEnv<'l>,
     class: JClass<'l>,
     config: JByteArray<'l>,
+    cluster: JObject<'l>,
 ) -> jlong {
     run(&mut env, &class, "sinkOpen", 0, |env| {
         let config = SinkConfig::from_json(&bytes_arg(env, &config, "sink config JSON")?)?;
-        Ok(SINKS.insert(BackupSink::open(config)?))
+        let client = java_cluster(env, &cluster, &config.cluster)?;
+        Ok(SINKS.insert(BackupSink::open_on(config, client)?))
     })
 }
 
@@ -181,30 +200,36 @@ pub extern "system" fn Java_io_kbackup_connect_internal_Native_sourceValidate<'l
     })
 }
 
-/// `void sourcePrepare(byte[] sourceConfigJson)`: creates or checks the target topics.
+/// `void sourcePrepare(byte[] sourceConfigJson, ClusterClient cluster)`: creates or checks
+/// the target topics.
 #[no_mangle]
 pub extern "system" fn Java_io_kbackup_connect_internal_Native_sourcePrepare<'l>(
     mut env: JNIEnv<'l>,
     class: JClass<'l>,
     config: JByteArray<'l>,
+    cluster: JObject<'l>,
 ) {
     run(&mut env, &class, "sourcePrepare", (), |env| {
-        restore::prepare(&source_config(env, &config)?)
+        let cfg = source_config(env, &config)?;
+        let client = java_cluster(env, &cluster, &cfg.cluster)?;
+        restore::prepare_on(&cfg, client.as_ref())
     })
 }
 
-/// `long sourceOpen(byte[] sourceConfigJson, byte[] assignment)`.
+/// `long sourceOpen(byte[] sourceConfigJson, byte[] assignment, ClusterClient cluster)`.
 #[no_mangle]
 pub extern "system" fn Java_io_kbackup_connect_internal_Native_sourceOpen<'l>(
     mut env: JNIEnv<'l>,
     class: JClass<'l>,
     config: JByteArray<'l>,
     assignment: JByteArray<'l>,
+    cluster: JObject<'l>,
 ) -> jlong {
     run(&mut env, &class, "sourceOpen", 0, |env| {
         let cfg = source_config(env, &config)?;
         let assignment = codec::decode_offsets(&bytes_arg(env, &assignment, "assignment")?)?;
-        Ok(SOURCES.insert(RestoreSource::open(cfg, &assignment)?))
+        let client = java_cluster(env, &cluster, &cfg.cluster)?;
+        Ok(SOURCES.insert(RestoreSource::open_on(cfg, &assignment, client)?))
     })
 }
 

@@ -296,7 +296,7 @@ pub fn run(args: &BackupArgs) -> Result<()> {
     let capture = if args.group_offsets {
         let c = GroupOffsetCapture::start(CaptureConfig {
             root: args.dir.clone(),
-            cluster: cluster.clone(),
+            cluster: std::sync::Arc::new(kbackup_core::kafka::RdKafkaCluster::new(&cluster)),
             include: None,
             exclude: None,
             own_group: Some(CLI_GROUP.to_string()),

@@ -17,8 +17,10 @@
 use super::backup::{list_topics, quiet_client_config, ClusterArgs};
 use super::progress::Progress;
 use clap::Args;
+use kbackup_core::cluster::ClusterClient;
 use kbackup_core::codec::{Ack, BatchRecord, FLAG_FINISHED};
 use kbackup_core::kafka;
+use kbackup_core::kafka::RdKafkaCluster;
 use kbackup_core::reader::Backup;
 use kbackup_core::reconcile::KafkaTargetLog;
 use kbackup_core::record::TopicPartitionOffset;
@@ -230,8 +232,10 @@ pub fn run(args: &RestoreArgs) -> Result<()> {
             &e,
         )
     })?;
-    let mut target_log = KafkaTargetLog::new(&cluster, TXN_TIMEOUT);
-    let mut source = RestoreSource::open_with(cfg.clone(), &assignment, &mut target_log, true)?;
+    let client: Arc<dyn ClusterClient> = Arc::new(RdKafkaCluster::new(&cluster));
+    let mut target_log = KafkaTargetLog::new(Arc::clone(&client), TXN_TIMEOUT);
+    let mut source =
+        RestoreSource::open_with(cfg.clone(), &assignment, client, &mut target_log, true)?;
 
     let mut progress = Progress::new("restore", "records", Some(total), args.quiet);
     let result = pump(&cfg, &mut source, &producer, &mut progress, &stop);

@@ -8,6 +8,7 @@ import org.apache.kafka.common.config.ConfigDef.Type;
 import org.apache.kafka.common.config.ConfigException;
 
 import java.util.LinkedHashMap;
+import java.util.List;
 import java.util.Map;
 import java.util.regex.Pattern;
 import java.util.regex.PatternSyntaxException;
@@ -46,6 +47,18 @@ public class BackupSinkConfig extends AbstractConfig {
             + "consumer-group offsets. Every other cluster.* key (for example cluster.security.protocol, "
             + "cluster.sasl.mechanism) is passed to that client with the prefix removed.";
 
+    /**
+     * The secret-bearing client keys under {@code cluster.}: declared PASSWORD so Connect shows
+     * them as [hidden] in its logs and REST answers. Other cluster.* keys pass through as given.
+     */
+    public static final List<String> CLUSTER_SECRET_KEYS = List.of("sasl.jaas.config", "ssl.keystore.password",
+            "ssl.key.password", "ssl.truststore.password", "ssl.keystore.key", "ssl.keystore.certificate.chain",
+            "ssl.truststore.certificates", "sasl.oauthbearer.client.credentials.client.secret");
+    private static final String CLUSTER_SECRET_DOC = "Java Kafka client setting for kbackup's own connection "
+            + "to the cluster (with the cluster. prefix removed). Secret: shown as [hidden]. When no cluster.* "
+            + "security setting is given, the connector's consumer.override.* (sink) or producer.override.* "
+            + "(source) settings are used, so one set of credentials is enough.";
+
     public static final String OFFSETS_SYNC_INTERVAL_MS_CONFIG = "consumer.offsets.sync.interval.ms";
     private static final String OFFSETS_SYNC_INTERVAL_MS_DOC = "How often the committed offsets of consumer "
             + "groups are read for the backed-up partitions and changes appended to the backup's offsets log.";
@@ -64,7 +77,7 @@ public class BackupSinkConfig extends AbstractConfig {
     /** Set by the connector in each task config: the task's index, for the task id. */
     public static final String TASK_INDEX_CONFIG = "kbackup.task.index";
 
-    public static final ConfigDef CONFIG_DEF = new ConfigDef()
+    public static final ConfigDef CONFIG_DEF = withClusterSecrets(new ConfigDef())
             .define(TARGET_DIR_CONFIG, Type.STRING, ConfigDef.NO_DEFAULT_VALUE, new ConfigDef.NonEmptyString(),
                     Importance.HIGH, TARGET_DIR_DOC)
             .define(CLUSTER_BOOTSTRAP_SERVERS_CONFIG, Type.STRING, ConfigDef.NO_DEFAULT_VALUE,
@@ -86,9 +99,62 @@ public class BackupSinkConfig extends AbstractConfig {
         super(CONFIG_DEF, props);
     }
 
+    /** Declares the {@link #CLUSTER_SECRET_KEYS} (PASSWORD, optional) on {@code def}. */
+    static ConfigDef withClusterSecrets(ConfigDef def) {
+        for (String k : CLUSTER_SECRET_KEYS) {
+            def.define(CLUSTER_PREFIX + k, Type.PASSWORD, null, Importance.LOW, CLUSTER_SECRET_DOC);
+        }
+        return def;
+    }
+
     /** The {@code cluster.*} keys with the prefix removed, as strings. */
     public Map<String, String> clusterConfig() {
         return clusterConfig(originalsStrings());
+    }
+
+    /** The Java client properties of kbackup's own cluster client (see {@link #clientProps(Map, String)}). */
+    public Map<String, String> clientProps() {
+        return clientProps(originalsStrings(), "consumer.override.");
+    }
+
+    /**
+     * Java client properties for kbackup's own connection: the connector's client overrides
+     * ({@code fallbackPrefix}, e.g. consumer.override.) so one set of credentials is enough,
+     * then {@code admin.override.*}, then {@code cluster.*}, each winning over the one before.
+     */
+    static Map<String, String> clientProps(Map<String, String> props, String fallbackPrefix) {
+        Map<String, String> out = new LinkedHashMap<>();
+        for (String prefix : List.of(fallbackPrefix, "admin.override.", CLUSTER_PREFIX)) {
+            for (Map.Entry<String, String> e : props.entrySet()) {
+                if (e.getKey().startsWith(prefix) && e.getValue() != null) {
+                    out.put(e.getKey().substring(prefix.length()), e.getValue());
+                }
+            }
+        }
+        return out;
+    }
+
+    /** The key a client setting {@code name} came from under {@link #clientProps(Map, String)}'s rules. */
+    static String sourceKey(Map<String, String> props, String fallbackPrefix, String name) {
+        for (String prefix : List.of(CLUSTER_PREFIX, "admin.override.", fallbackPrefix)) {
+            if (props.get(prefix + name) != null) {
+                return prefix + name;
+            }
+        }
+        return CLUSTER_PREFIX + name;
+    }
+
+    /**
+     * What the core is told about the cluster: its bootstrap servers, nothing secret (every
+     * Kafka call of the core goes through {@link io.kbackup.connect.internal.ClusterClient}).
+     */
+    static Map<String, String> nativeCluster(Map<String, String> props) {
+        Map<String, String> out = new LinkedHashMap<>();
+        String servers = props.get(CLUSTER_BOOTSTRAP_SERVERS_CONFIG);
+        if (servers != null) {
+            out.put("bootstrap.servers", servers);
+        }
+        return out;
     }
 
     static Map<String, String> clusterConfig(Map<String, String> props) {
@@ -110,7 +176,7 @@ public class BackupSinkConfig extends AbstractConfig {
         m.put("max_segment_size_bytes", getLong(MAX_SEGMENT_SIZE_BYTES_CONFIG));
         m.put("max_segment_age_ms", getLong(MAX_SEGMENT_AGE_MS_CONFIG));
         m.put("index_interval_bytes", getInt(INDEX_INTERVAL_BYTES_CONFIG));
-        m.put("cluster", clusterConfig());
+        m.put("cluster", nativeCluster(originalsStrings()));
         m.put("consumer_group_id", "connect-" + connectorName);
         m.put("offsets_sync_interval_ms", getLong(OFFSETS_SYNC_INTERVAL_MS_CONFIG));
         m.put("groups_include", getString(GROUPS_INCLUDE_CONFIG));

@@ -1,5 +1,6 @@
 package io.kbackup.connect;
 
+import io.kbackup.connect.internal.ClusterClient;
 import io.kbackup.connect.internal.ConfigChecks;
 import io.kbackup.connect.internal.Native;
 import org.apache.kafka.common.config.Config;
@@ -12,6 +13,7 @@ import java.util.HashMap;
 import java.util.Arrays;
 import java.util.List;
 import java.util.Map;
+import java.util.function.Function;
 import java.util.stream.Collectors;
 
 /**
@@ -21,6 +23,7 @@ import java.util.stream.Collectors;
  */
 public class BackupSinkConnector extends SinkConnector {
     static final String ISOLATION_KEY = "consumer.override.isolation.level";
+    private static final String CONSUMER_OVERRIDE = "consumer.override.";
 
     private Map<String, String> props;
 
@@ -36,7 +39,9 @@ public class BackupSinkConnector extends SinkConnector {
         // Create the backup root (and its marker) once, here, before any task starts: tasks
         // starting together on a new directory would otherwise race to initialize it.
         Native.ensureLoaded();
-        Native.sinkClose(Native.sinkOpen(config.toNativeJson(name, name + "-connector")));
+        try (ClusterClient cluster = new ClusterClient(config.clientProps())) {
+            Native.sinkClose(Native.sinkOpen(config.toNativeJson(name, name + "-connector"), cluster));
+        }
         this.props = new HashMap<>(props);
     }
 
@@ -67,8 +72,8 @@ public class BackupSinkConnector extends SinkConnector {
 
     /** What validate() asks the backed-up cluster; unit tests without a broker replace it. */
     interface ClusterCheck {
-        Map<String, String> problems(Map<String, String> cluster, List<String> topics, String bootstrapKey,
-                                     String topicsKey);
+        Map<String, String> problems(Map<String, String> clientProps, Function<String, String> keyOf,
+                                     List<String> topics, String bootstrapKey, String topicsKey);
     }
 
     ClusterCheck clusterCheck = ConfigChecks::clusterProblems;
@@ -93,7 +98,8 @@ public class BackupSinkConnector extends SinkConnector {
             List<String> listed = topics.isEmpty() ? List.of()
                     : Arrays.stream(topics.split(",")).map(String::trim).filter(t -> !t.isEmpty())
                             .collect(Collectors.toUnmodifiableList());
-            clusterCheck.problems(BackupSinkConfig.clusterConfig(props), listed,
+            clusterCheck.problems(BackupSinkConfig.clientProps(props, CONSUMER_OVERRIDE),
+                    name -> BackupSinkConfig.sourceKey(props, CONSUMER_OVERRIDE, name), listed,
                     BackupSinkConfig.CLUSTER_BOOTSTRAP_SERVERS_CONFIG, "topics").forEach(errors::add);
         }
         ConfigChecks.requireByteArrayConverters(props, errors, "so the backup stores every key, value and header "

@@ -1,6 +1,7 @@
 package io.kbackup.connect;
 
 import io.kbackup.connect.internal.BatchCodec;
+import io.kbackup.connect.internal.ClusterClient;
 import io.kbackup.connect.internal.Native;
 import org.apache.kafka.clients.consumer.OffsetAndMetadata;
 import org.apache.kafka.common.TopicPartition;
@@ -24,6 +25,7 @@ public class BackupSinkTask extends SinkTask {
     private static final Logger log = LoggerFactory.getLogger(BackupSinkTask.class);
 
     private long handle;
+    private ClusterClient cluster;
     private final Set<TopicPartition> assigned = new HashSet<>();
 
     @Override
@@ -37,7 +39,8 @@ public class BackupSinkTask extends SinkTask {
         String name = props.getOrDefault("name", "kbackup-sink");
         String taskId = name + "-" + props.getOrDefault(BackupSinkConfig.TASK_INDEX_CONFIG, "0");
         Native.ensureLoaded();
-        handle = Native.sinkOpen(config.toNativeJson(name, taskId));
+        cluster = new ClusterClient(config.clientProps());
+        handle = Native.sinkOpen(config.toNativeJson(name, taskId), cluster);
         log.info("kbackup sink task {} started, writing to {} ({})", taskId,
                 config.getString(BackupSinkConfig.TARGET_DIR_CONFIG), Native.version());
     }
@@ -59,9 +62,8 @@ public class BackupSinkTask extends SinkTask {
 
     @Override
     public void put(Collection<SinkRecord> records) {
-        if (records.isEmpty()) {
-            return;
-        }
+        // Also when empty: the core then reports a group-offset capture that keeps failing,
+        // which fails the task instead of leaving it RUNNING without group positions.
         Native.sinkPut(handle, BatchCodec.encodeSinkBatch(records));
     }
 
@@ -91,8 +93,15 @@ public class BackupSinkTask extends SinkTask {
         long h = handle;
         handle = 0;
         assigned.clear();
-        if (h != 0) {
-            Native.sinkClose(h);
+        try {
+            if (h != 0) {
+                Native.sinkClose(h);
+            }
+        } finally {
+            if (cluster != null) {
+                cluster.close();
+                cluster = null;
+            }
         }
     }
 }

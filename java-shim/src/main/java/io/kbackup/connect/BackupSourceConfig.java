@@ -60,7 +60,7 @@ public class BackupSourceConfig extends AbstractConfig {
     /** Set by the connector in each task config: the task's index, for the task id. */
     public static final String TASK_INDEX_CONFIG = BackupSinkConfig.TASK_INDEX_CONFIG;
 
-    public static final ConfigDef CONFIG_DEF = new ConfigDef()
+    public static final ConfigDef CONFIG_DEF = BackupSinkConfig.withClusterSecrets(new ConfigDef())
             .define(SOURCE_DIR_CONFIG, Type.STRING, ConfigDef.NO_DEFAULT_VALUE, new ConfigDef.NonEmptyString(),
                     Importance.HIGH, SOURCE_DIR_DOC)
             .define(TOPICS_CONFIG, Type.LIST, ConfigDef.NO_DEFAULT_VALUE, Importance.HIGH, TOPICS_DOC)
@@ -128,6 +128,11 @@ public class BackupSourceConfig extends AbstractConfig {
         return BackupSinkConfig.clusterConfig(originalsStrings());
     }
 
+    /** The Java client properties of kbackup's own cluster client (producer overrides as fallback). */
+    public Map<String, String> clientProps() {
+        return BackupSinkConfig.clientProps(originalsStrings(), "producer.override.");
+    }
+
     /** The source config JSON of docs/jni.md. */
     public byte[] toNativeJson(String connectorName, String taskId) {
         Map<String, Object> m = new LinkedHashMap<>();
@@ -137,7 +142,7 @@ public class BackupSourceConfig extends AbstractConfig {
         m.put("topics", topics());
         m.put("topics_rename", renames());
         m.put("batch_size", getInt(BATCH_SIZE_CONFIG));
-        m.put("cluster", clusterConfig());
+        m.put("cluster", BackupSinkConfig.nativeCluster(originalsStrings()));
         String state = getString(RESTORE_STATE_DIR_CONFIG);
         m.put("restore_state_dir", state == null || state.isBlank() ? null : state);
         m.put("allow_non_empty_topics", getBoolean(ALLOW_NON_EMPTY_TOPICS_CONFIG));

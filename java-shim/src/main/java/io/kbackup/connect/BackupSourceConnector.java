@@ -1,6 +1,7 @@
 package io.kbackup.connect;
 
 import io.kbackup.connect.internal.BackupSummary;
+import io.kbackup.connect.internal.ClusterClient;
 import io.kbackup.connect.internal.ConfigChecks;
 import io.kbackup.connect.internal.Json;
 import io.kbackup.connect.internal.Native;
@@ -55,7 +56,9 @@ public class BackupSourceConnector extends SourceConnector {
                 parts.add(topic + ":" + p);
             }
         }
-        Native.sourcePrepare(config.toNativeJson(name, name + "-connector"));
+        try (ClusterClient cluster = new ClusterClient(config.clientProps())) {
+            Native.sourcePrepare(config.toNativeJson(name, name + "-connector"), cluster);
+        }
         this.props = new HashMap<>(props);
         this.assignments = parts;
         log.info("kbackup restore {} prepared: {} partitions of {} topics", name, parts.size(), config.topics().size());
@@ -116,6 +119,8 @@ public class BackupSourceConnector extends SourceConnector {
         return ExactlyOnceSupport.SUPPORTED;
     }
 
+    private static final String PRODUCER_OVERRIDE = "producer.override.";
+
     @Override
     public Config validate(Map<String, String> props) {
         ConfigChecks.Errors errors = new ConfigChecks.Errors(super.validate(props));
@@ -137,6 +142,12 @@ public class BackupSourceConnector extends SourceConnector {
                 + "the backed-up topics to restore, separated by commas (`kbackup inspect DIR` shows them)");
         ConfigChecks.requireByteArrayConverters(props, errors, "so restored keys, values and headers are the "
                 + "original bytes");
+        if (!errors.hasErrors(BackupSourceConfig.CLUSTER_BOOTSTRAP_SERVERS_CONFIG)) {
+            ConfigChecks.clusterProblems(BackupSinkConfig.clientProps(props, PRODUCER_OVERRIDE),
+                    name -> BackupSinkConfig.sourceKey(props, PRODUCER_OVERRIDE, name), List.of(),
+                    BackupSourceConfig.CLUSTER_BOOTSTRAP_SERVERS_CONFIG, BackupSourceConfig.TOPICS_CONFIG)
+                    .forEach(errors::add);
+        }
 
         Map<String, String> renames = Map.of();
         try {

@@ -1,6 +1,7 @@
 package io.kbackup.connect;
 
 import io.kbackup.connect.internal.BatchCodec;
+import io.kbackup.connect.internal.ClusterClient;
 import io.kbackup.connect.internal.BatchCodec.PolledHeader;
 import io.kbackup.connect.internal.BatchCodec.PolledRecord;
 import io.kbackup.connect.internal.Native;
@@ -51,6 +52,7 @@ public class BackupSourceTask extends SourceTask {
     static final long ACK_STALL_MS = 20;
 
     private volatile long handle;
+    private ClusterClient cluster;
     /** Guards draining the ack buffers and the handle's last use, between poll and stop. */
     private final Object drainLock = new Object();
     private volatile boolean stopping;
@@ -149,7 +151,8 @@ public class BackupSourceTask extends SourceTask {
             assignment.put(tp, o instanceof Number ? ((Number) o).longValue() : -1L);
         }
         Native.ensureLoaded();
-        handle = Native.sourceOpen(config.toNativeJson(name, taskId), BatchCodec.encodeOffsets(assignment));
+        cluster = new ClusterClient(config.clientProps());
+        handle = Native.sourceOpen(config.toNativeJson(name, taskId), BatchCodec.encodeOffsets(assignment), cluster);
         log.info("kbackup restore task {} started for {} partitions, resuming from {}", taskId, assigned.size(),
                 assignment);
     }
@@ -331,7 +334,14 @@ public class BackupSourceTask extends SourceTask {
             log.error("kbackup restore task {}: could not save the last acknowledgements before stopping; "
                     + "the next start reconciles them from the target topic", taskId, e);
         } finally {
-            Native.sourceClose(h);
+            try {
+                Native.sourceClose(h);
+            } finally {
+                if (cluster != null) {
+                    cluster.close();
+                    cluster = null;
+                }
+            }
         }
     }
 }

@@ -15,6 +15,7 @@ import java.util.List;
 import java.util.Map;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
@@ -71,7 +72,31 @@ class SinkConfigTest {
         assertEquals(".*", json.get("groups_include"));
         assertTrue(json.containsKey("groups_exclude"));
         assertNull(json.get("groups_exclude"));
-        assertEquals(c.clusterConfig(), json.get("cluster"));
+        // The core learns where the cluster is and nothing else: its Kafka calls go through Java.
+        assertEquals(Map.of("bootstrap.servers", "localhost:9092"), json.get("cluster"));
+        assertEquals("PLAINTEXT", c.clientProps().get("security.protocol"));
+    }
+
+    @Test
+    void clientPropsFallBackToConsumerOverridesAndNoSecretReachesTheCore() {
+        Map<String, String> p = valid(tmp);
+        p.remove("cluster.security.protocol");
+        p.put("consumer.override.security.protocol", "SASL_PLAINTEXT");
+        p.put("consumer.override.sasl.mechanism", "SCRAM-SHA-512");
+        p.put("consumer.override.sasl.jaas.config", "x required username=\"u\" password=\"s3cret-override\";");
+        p.put("cluster.sasl.mechanism", "PLAIN");
+        BackupSinkConfig c = new BackupSinkConfig(p);
+        Map<String, String> client = c.clientProps();
+        assertEquals("SASL_PLAINTEXT", client.get("security.protocol"));
+        assertEquals("PLAIN", client.get("sasl.mechanism"), "cluster.* wins over the override");
+        assertTrue(client.get("sasl.jaas.config").contains("s3cret-override"));
+        assertEquals("consumer.override.sasl.jaas.config",
+                BackupSinkConfig.sourceKey(p, "consumer.override.", "sasl.jaas.config"));
+        assertEquals("cluster.sasl.mechanism", BackupSinkConfig.sourceKey(p, "consumer.override.", "sasl.mechanism"));
+        String nativeJson = new String(c.toNativeJson("b1", "b1-0"), java.nio.charset.StandardCharsets.UTF_8);
+        assertFalse(nativeJson.contains("s3cret"), nativeJson);
+        assertEquals(org.apache.kafka.common.config.ConfigDef.Type.PASSWORD,
+                BackupSinkConfig.CONFIG_DEF.configKeys().get("cluster.sasl.jaas.config").type);
     }
 
     @Test
@@ -175,7 +200,7 @@ class SinkConfigTest {
      *  tests/integration/test_sink.py. */
     private static BackupSinkConnector offline() {
         BackupSinkConnector c = new BackupSinkConnector();
-        c.clusterCheck = (cluster, topics, bootstrapKey, topicsKey) -> Map.of();
+        c.clusterCheck = (cluster, keyOf, topics, bootstrapKey, topicsKey) -> Map.of();
         return c;
     }
 }

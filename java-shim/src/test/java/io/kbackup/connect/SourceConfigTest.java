@@ -70,7 +70,8 @@ class SourceConfigTest {
         assertEquals(List.of("a", "b"), json.get("topics"));
         assertEquals(Map.of("a", "a2"), json.get("topics_rename"));
         assertEquals(1000L, json.get("batch_size"));
-        assertEquals(Map.of("bootstrap.servers", "localhost:9092", "client.id", "x"), json.get("cluster"));
+        assertEquals(Map.of("bootstrap.servers", "localhost:9092"), json.get("cluster"));
+        assertEquals("x", c.clientProps().get("client.id"));
         assertTrue(json.containsKey("restore_state_dir"));
         assertNull(json.get("restore_state_dir"));
         assertEquals(false, json.get("allow_non_empty_topics"));

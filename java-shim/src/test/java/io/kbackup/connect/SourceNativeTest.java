@@ -3,6 +3,7 @@ package io.kbackup.connect;
 import io.kbackup.connect.internal.BackupSummary;
 import io.kbackup.connect.internal.BatchCodec;
 import io.kbackup.connect.internal.BatchCodecTest;
+import io.kbackup.connect.internal.ClusterClient;
 import io.kbackup.connect.internal.Json;
 import io.kbackup.connect.internal.Native;
 import org.apache.kafka.common.TopicPartition;
@@ -25,7 +26,7 @@ class SourceNativeTest {
 
     private void writeBackup() {
         long h = Native.sinkOpen(Json.write(Map.of("connector_name", "src-test", "task_id", "src-test-0",
-                "target_dir", tmp.toString(), "cluster", Map.of())));
+                "target_dir", tmp.toString(), "cluster", Map.of())), new ClusterClient(Map.of()));
         try {
             Native.sinkOpenPartitions(h, BatchCodec.encodePartitions(List.of(
                     new TopicPartition("orders", 0), new TopicPartition("orders", 1))));

@@ -11,9 +11,17 @@ import java.nio.file.Paths;
 import org.apache.kafka.clients.admin.Admin;
 import org.apache.kafka.clients.admin.AdminClientConfig;
 import org.apache.kafka.clients.admin.ListTopicsOptions;
+import org.apache.kafka.common.config.ConfigResource;
+import org.apache.kafka.common.config.SaslConfigs;
+import org.apache.kafka.common.config.SslConfigs;
+import org.apache.kafka.common.errors.AuthenticationException;
+import org.apache.kafka.common.errors.AuthorizationException;
+import org.apache.kafka.common.errors.SaslAuthenticationException;
+import org.apache.kafka.common.errors.SslAuthenticationException;
 
 import java.util.ArrayList;
-import java.util.Properties;
+import java.util.HashMap;
+import java.util.function.Function;
 import java.util.Set;
 import java.util.TreeSet;
 import java.util.concurrent.ExecutionException;
@@ -156,18 +164,19 @@ public final class ConfigChecks {
     private static final int CLUSTER_TIMEOUT_MS = 10_000;
 
     /**
-     * Connects to the cluster being backed up ({@code cluster.*} settings, prefix removed) and
-     * reports, per config key, what is wrong: the cluster does not answer
-     * ({@code bootstrapKey}), or topics listed in {@code topicsKey} do not exist there.
+     * Connects to the cluster with kbackup's own client properties ({@code clientProps}: Java
+     * client settings, prefix removed) and reports, per config key, what is wrong: the cluster
+     * does not answer ({@code bootstrapKey}), authentication fails (the key holding the
+     * credentials or store, found with {@code keyOf}), or topics listed in {@code topicsKey} do
+     * not exist there or may not be described (missing ACLs).
      */
-    public static Map<String, String> clusterProblems(Map<String, String> cluster, List<String> topics,
-                                                      String bootstrapKey, String topicsKey) {
-        Properties props = new Properties();
-        props.putAll(cluster);
+    public static Map<String, String> clusterProblems(Map<String, String> clientProps, Function<String, String> keyOf,
+                                                      List<String> topics, String bootstrapKey, String topicsKey) {
+        Map<String, Object> props = new HashMap<>(clientProps);
         props.put(AdminClientConfig.REQUEST_TIMEOUT_MS_CONFIG, CLUSTER_TIMEOUT_MS);
         props.put(AdminClientConfig.DEFAULT_API_TIMEOUT_MS_CONFIG, CLUSTER_TIMEOUT_MS);
         Map<String, String> problems = new LinkedHashMap<>();
-        String bootstrap = cluster.get(AdminClientConfig.BOOTSTRAP_SERVERS_CONFIG);
+        String bootstrap = clientProps.get(AdminClientConfig.BOOTSTRAP_SERVERS_CONFIG);
         try (Admin admin = Admin.create(props)) {
             Set<String> existing = admin.listTopics(new ListTopicsOptions().timeoutMs(CLUSTER_TIMEOUT_MS))
                     .names().get(CLUSTER_TIMEOUT_MS + 1000L, TimeUnit.MILLISECONDS);
@@ -175,18 +184,104 @@ public final class ConfigChecks {
             missing.removeAll(existing);
             if (!missing.isEmpty()) {
                 problems.put(topicsKey, "topic(s) " + String.join(", ", missing) + " do not exist on the cluster at "
-                        + bootstrap + ": create them first or fix " + topicsKey + " (topics.regex also picks up "
-                        + "topics created later)");
+                        + bootstrap + ", or the connector's principal may not DESCRIBE them: create them, fix "
+                        + topicsKey + " (topics.regex also picks up topics created later) or grant the ACLs in "
+                        + "docs/security.md");
+            }
+            List<String> present = new ArrayList<>(topics);
+            present.removeAll(missing);
+            if (!present.isEmpty()) {
+                List<ConfigResource> rs = new ArrayList<>();
+                present.forEach(t -> rs.add(new ConfigResource(ConfigResource.Type.TOPIC, t)));
+                admin.describeConfigs(rs).all().get(CLUSTER_TIMEOUT_MS + 1000L, TimeUnit.MILLISECONDS);
             }
         } catch (TimeoutException | ExecutionException | RuntimeException e) {
             Throwable cause = e instanceof ExecutionException && e.getCause() != null ? e.getCause() : e;
-            problems.put(bootstrapKey, "the cluster at " + bootstrap + " did not answer within "
-                    + CLUSTER_TIMEOUT_MS / 1000 + " s (" + cause.getClass().getSimpleName() + ": " + cause.getMessage()
-                    + "): check " + bootstrapKey + " and the cluster.* security settings");
+            String auth = authProblem(cause, keyOf);
+            if (auth != null) {
+                problems.put(keyOfProblem(cause, keyOf), auth);
+            } else if (cause instanceof AuthorizationException) {
+                problems.put(topicsKey, "the connector's principal lacks a permission on the cluster at " + bootstrap
+                        + " (" + cause.getMessage() + "): grant the ACLs listed in docs/security.md (topics: "
+                        + "DESCRIBE and DESCRIBE_CONFIGS)");
+            } else {
+                problems.put(bootstrapKey, "the cluster at " + bootstrap + " did not answer within "
+                        + CLUSTER_TIMEOUT_MS / 1000 + " s (" + cause.getClass().getSimpleName() + ": "
+                        + cause.getMessage() + "): check " + bootstrapKey + " and the cluster.* security settings");
+            }
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
             problems.put(bootstrapKey, "interrupted while checking the cluster at " + bootstrap);
         }
         return problems;
+    }
+
+    /** The config key a failed connection is about. */
+    private static String keyOfProblem(Throwable t, Function<String, String> keyOf) {
+        String text = chainText(t).toLowerCase(java.util.Locale.ROOT);
+        if (t instanceof SaslAuthenticationException || text.contains("jaas") || text.contains("sasl")) {
+            return keyOf.apply(SaslConfigs.SASL_JAAS_CONFIG);
+        }
+        if (text.contains("truststore") || text.contains("trust store") || text.contains("pkix")
+                || text.contains("certification path")) {
+            return keyOf.apply(SslConfigs.SSL_TRUSTSTORE_LOCATION_CONFIG);
+        }
+        if (text.contains("keystore") || text.contains("key store") || text.contains("bad_certificate")
+                || text.contains("certificate_required")) {
+            return keyOf.apply(SslConfigs.SSL_KEYSTORE_LOCATION_CONFIG);
+        }
+        return keyOf.apply(SslConfigs.SSL_TRUSTSTORE_LOCATION_CONFIG);
+    }
+
+    /**
+     * A clear message when {@code t} is an authentication or client-setup failure (bad
+     * credentials, a missing or unreadable store, a malformed JAAS line), else null. Never
+     * repeats a setting's value.
+     */
+    static String authProblem(Throwable t, Function<String, String> keyOf) {
+        Throwable c = t;
+        for (int i = 0; c != null && i < 10; i++, c = c.getCause()) {
+            if (c instanceof SaslAuthenticationException) {
+                return "authentication failed (" + c.getMessage() + "): fix the user name or password in "
+                        + keyOf.apply(SaslConfigs.SASL_JAAS_CONFIG) + " (and " + keyOf.apply(SaslConfigs.SASL_MECHANISM)
+                        + ")";
+            }
+            if (c instanceof SslAuthenticationException) {
+                return "the TLS handshake failed (" + c.getMessage() + "): check "
+                        + keyOf.apply(SslConfigs.SSL_TRUSTSTORE_LOCATION_CONFIG) + " (it must hold the CA of the "
+                        + "brokers' certificates) and, for mutual TLS, "
+                        + keyOf.apply(SslConfigs.SSL_KEYSTORE_LOCATION_CONFIG);
+            }
+            if (c instanceof java.nio.file.NoSuchFileException || c instanceof java.io.FileNotFoundException) {
+                return "a key or trust store file does not exist on this worker (" + c.getMessage() + "): fix "
+                        + keyOfProblem(t, keyOf) + " (the file must exist on every Connect worker)";
+            }
+            if (c instanceof AuthenticationException) {
+                return "authentication failed (" + c.getMessage() + "): fix the credentials in "
+                        + keyOf.apply(SaslConfigs.SASL_JAAS_CONFIG) + " or the cluster.ssl.* settings";
+            }
+            if (c instanceof org.apache.kafka.common.config.ConfigException
+                    || c instanceof IllegalArgumentException && chainText(c).toLowerCase(java.util.Locale.ROOT)
+                    .contains("jaas")) {
+                return "the client settings are not accepted (" + c.getClass().getSimpleName() + ": "
+                        + c.getMessage() + "): fix " + keyOfProblem(t, keyOf);
+            }
+        }
+        String text = chainText(t);
+        if (text.contains("Failed to load SSL keystore") || text.contains("Failed to create new KafkaAdminClient")) {
+            return "the Kafka client could not be created (" + text + "): fix " + keyOfProblem(t, keyOf);
+        }
+        return null;
+    }
+
+    private static String chainText(Throwable t) {
+        StringBuilder sb = new StringBuilder();
+        for (Throwable c = t; c != null && sb.length() < 2000; c = c.getCause()) {
+            if (sb.length() > 0) {
+                sb.append(" <- ");
+            }
+            sb.append(c.getClass().getSimpleName()).append(": ").append(c.getMessage());
+        }
+        return sb.toString();
     }
 }

@@ -35,7 +35,7 @@ public final class Native {
     public static native String version();
 
     /** Opens a sink (backup) writer for one task; answers its handle. */
-    public static native long sinkOpen(byte[] sinkConfigJson);
+    public static native long sinkOpen(byte[] sinkConfigJson, ClusterClient cluster);
 
     /** Opens partitions; answers an offsets buffer: next offset to fetch, or -1 when nothing is on disk. */
     public static native byte[] sinkOpenPartitions(long handle, byte[] partitions);
@@ -62,10 +62,10 @@ public final class Native {
     public static native byte[] sourceValidate(byte[] sourceConfigJson);
 
     /** Creates or checks the target topics (connector start). */
-    public static native void sourcePrepare(byte[] sourceConfigJson);
+    public static native void sourcePrepare(byte[] sourceConfigJson, ClusterClient cluster);
 
     /** Opens a restore reader for one task; {@code assignment} is an offsets buffer. */
-    public static native long sourceOpen(byte[] sourceConfigJson, byte[] assignment);
+    public static native long sourceOpen(byte[] sourceConfigJson, byte[] assignment, ClusterClient cluster);
 
     /** Hands over acknowledgements and answers the next batch (possibly empty, see flags). */
     public static native byte[] sourcePoll(long handle, byte[] acks, int maxRecords);

@@ -26,6 +26,9 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * NativeLoader) under -Xcheck:jni (surefire argLine), so any JNI misuse by the bridge fails here.
  */
 class NativeBridgeTest {
+    /** No cluster configured: the core makes no Kafka call through it. */
+    private static final ClusterClient NO_CLUSTER = new ClusterClient(java.util.Map.of());
+
     @TempDir
     Path tmp;
 
@@ -78,7 +81,7 @@ class NativeBridgeTest {
 
     @Test
     void closedAndUnknownHandlesThrowAndDoubleCloseIsANoOp() {
-        long h = Native.sinkOpen(sinkConfig(tmp));
+        long h = Native.sinkOpen(sinkConfig(tmp), NO_CLUSTER);
         assertNotEquals(0L, h);
         Native.sinkClose(h);
         Native.sinkClose(h); // no-op
@@ -96,10 +99,10 @@ class NativeBridgeTest {
     @Test
     void badInputIsAnExceptionNotACrash() {
         KbackupException cfg = assertThrows(KbackupException.class,
-                () -> Native.sinkOpen("{not json".getBytes(StandardCharsets.UTF_8)));
+                () -> Native.sinkOpen("{not json".getBytes(StandardCharsets.UTF_8), NO_CLUSTER));
         assertTrue(cfg.getMessage().contains("sink config JSON"), cfg.getMessage());
-        assertThrows(KbackupException.class, () -> Native.sinkOpen(null));
-        long h = Native.sinkOpen(sinkConfig(tmp));
+        assertThrows(KbackupException.class, () -> Native.sinkOpen(null, NO_CLUSTER));
+        long h = Native.sinkOpen(sinkConfig(tmp), NO_CLUSTER);
         try {
             assertThrows(KbackupException.class, () -> Native.sinkPut(h, new byte[] {0x4B, 1, 0, 0, 0, 0, 9}));
             assertThrows(KbackupException.class, () -> Native.sinkOpenPartitions(h, new byte[] {1}));
@@ -112,7 +115,7 @@ class NativeBridgeTest {
     void sinkRoundTripResumesFromTheFiles() throws Exception {
         TopicPartition p0 = new TopicPartition("orders", 0);
         TopicPartition p1 = new TopicPartition("orders", 1);
-        long h = Native.sinkOpen(sinkConfig(tmp));
+        long h = Native.sinkOpen(sinkConfig(tmp), NO_CLUSTER);
         try {
             Map<TopicPartition, Long> resume =
                     BatchCodec.decodeOffsets(Native.sinkOpenPartitions(h, BatchCodec.encodePartitions(List.of(p0, p1))));
@@ -136,7 +139,7 @@ class NativeBridgeTest {
             assertTrue(files.anyMatch(f -> f.toString().contains("orders")), "files were written under target.dir");
         }
 
-        long h2 = Native.sinkOpen(sinkConfig(tmp));
+        long h2 = Native.sinkOpen(sinkConfig(tmp), NO_CLUSTER);
         try {
             Map<TopicPartition, Long> resume =
                     BatchCodec.decodeOffsets(Native.sinkOpenPartitions(h2, BatchCodec.encodePartitions(List.of(p0, p1))));

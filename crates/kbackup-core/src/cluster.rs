@@ -1,0 +1,122 @@
+//! The cluster port: every Kafka call the core makes goes through [`ClusterClient`].
+//!
+//! The core keeps the rules (when to capture group offsets, what a manifest holds, which topics
+//! to create, where a group lands, what to commit) and leaves the talking to Kafka to whoever
+//! runs it:
+//! - the CLI uses [`crate::kafka::RdKafkaCluster`], librdkafka with librdkafka settings;
+//! - on the Connect path the JNI bridge passes a client that calls back into the Java shim,
+//!   which runs Kafka's own Java clients with the connector's Java client properties. So every
+//!   authentication a Connect worker supports (JAAS, JKS stores, OAuth and IAM callback
+//!   handlers, Kerberos, config providers) works for the core's calls too, and no secret ever
+//!   reaches the core.
+//!
+//! One call per cluster operation, never per record.
+
+use crate::error::Result;
+use crate::kafka::TopicDescription;
+use crate::reconcile::TargetRecord;
+use crate::record::TopicPartition;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+/// One group offset to commit: target topic, partition, offset, commit metadata.
+pub type GroupCommit = (String, i32, i64, String);
+
+/// Outcome of committing one group's offsets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommitOutcome {
+    /// Committed.
+    Done,
+    /// Not committed: the group has active members (kbackup never moves a live group).
+    ActiveMembers(String),
+    /// A transient failure (coordinator moving, broker unreachable): try again later.
+    Retry(String),
+    /// A permanent failure (authorization): retrying does not help.
+    Failed(String),
+}
+
+/// The Kafka operations of the core, against one cluster.
+///
+/// Offsets of "end" are the last stable offset (what a read_committed consumer sees), except
+/// in [`ClusterClient::settled_log_end`].
+pub trait ClusterClient: Send + Sync {
+    /// The bootstrap servers, for messages.
+    fn servers(&self) -> String;
+
+    /// Partition count and non-default configs of `topic`; `Ok(None)` when it does not exist.
+    fn describe_topic(&self, topic: &str, timeout: Duration) -> Result<Option<TopicDescription>>;
+
+    /// Log start and end offset of every partition of `topic`; `Error::NotFound` without it.
+    fn end_offsets(&self, topic: &str, timeout: Duration) -> Result<BTreeMap<i32, (i64, i64)>>;
+
+    /// Log start and end offset of each partition in `tps`.
+    fn watermarks(
+        &self,
+        tps: &[TopicPartition],
+        timeout: Duration,
+    ) -> Result<BTreeMap<TopicPartition, (i64, i64)>>;
+
+    /// The high watermark of a partition once no transaction is open on it (past the commit
+    /// marker of the last transaction), waiting up to `settle` for that.
+    fn settled_log_end(
+        &self,
+        topic: &str,
+        partition: i32,
+        timeout: Duration,
+        settle: Duration,
+    ) -> Result<i64>;
+
+    /// Creates `topic` with the broker's default replication factor and `configs`.
+    fn create_topic(
+        &self,
+        topic: &str,
+        partitions: i32,
+        configs: &BTreeMap<String, String>,
+        timeout: Duration,
+    ) -> Result<()>;
+
+    /// Sets `configs` on `topic` (incrementally: other configs stay as they are).
+    fn alter_topic_configs(
+        &self,
+        topic: &str,
+        configs: &BTreeMap<String, String>,
+        timeout: Duration,
+    ) -> Result<()>;
+
+    /// Ids of the consumer groups the principal may describe (not Connect's worker groups).
+    fn consumer_groups(&self, timeout: Duration) -> Result<Vec<String>>;
+
+    /// `group`'s committed offset and metadata on each partition of `tps` that has one.
+    fn group_offsets(
+        &self,
+        group: &str,
+        tps: &[TopicPartition],
+        timeout: Duration,
+    ) -> Result<BTreeMap<TopicPartition, (i64, String)>>;
+
+    /// Commits `offsets` for `group` as a non-member (never joins the group).
+    fn commit_group(
+        &self,
+        group: &str,
+        offsets: &[GroupCommit],
+        timeout: Duration,
+    ) -> CommitOutcome;
+
+    /// Calls `each` with every committed record of the partition from offset `from` to its
+    /// end (as of the call), in order, until `each` returns false.
+    fn scan(
+        &self,
+        topic: &str,
+        partition: i32,
+        from: i64,
+        timeout: Duration,
+        each: &mut dyn FnMut(TargetRecord) -> bool,
+    ) -> Result<()>;
+}
+
+impl fmt::Debug for dyn ClusterClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ClusterClient({})", self.servers())
+    }
+}
