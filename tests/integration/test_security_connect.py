@@ -16,21 +16,26 @@ import uuid
 
 import pytest
 
-from conftest import sink_config, unique, wait_backup_complete
+from conftest import failed_trace, sink_config, unique, wait_backup_complete
 from fixtures import source_config, wait_restore_finished
 from testbed.kafka import Cluster, validation_errors, wait_until
 from testbed.security import SCRAM_LOGIN, Security, prefixed, worker_client_overrides
 
 SINK = "io.kbackup.connect.BackupSinkConnector"
 SOURCE = "io.kbackup.connect.BackupSourceConnector"
+REAUTH_MS = 5000
 
 
 @pytest.fixture(scope="module")
 def secured(tmp_path_factory, plugin_dir):
     sec = Security(tmp_path_factory.mktemp("pki-connect"),
-                   users={"connect": "cn-" + uuid.uuid4().hex[:12]})
+                   users={"connect": "cn-" + uuid.uuid4().hex[:12],
+                          "capture": "cp-" + uuid.uuid4().hex[:12]})
     worker = worker_client_overrides(sec.java_sasl("connect"))
-    c = Cluster("secured-connect", plugin_path=plugin_dir, security=sec, worker_overrides=worker)
+    # Clients re-authenticate every few seconds, so a revoked credential bites at once.
+    broker = {"listener.name.sasl_plaintext.connections.max.reauth.ms": REAUTH_MS}
+    c = Cluster("secured-connect", plugin_path=plugin_dir, security=sec, worker_overrides=worker,
+                broker_overrides=broker)
     try:
         c.start()
         yield c, sec
@@ -118,6 +123,49 @@ def test_wrong_password_and_missing_truststore_fail_validation_on_the_key_to_fix
     cfg = sink_config(topic, tmp_path / "b2", sec.ssl_bootstrap, **prefixed("cluster.", ssl))
     errs = validation_errors(c.connect.validate(SINK, cfg))
     assert errs.get("cluster.ssl.truststore.location"), errs
+
+
+@pytest.mark.faults
+def test_capture_whose_credentials_are_revoked_fails_the_task_with_the_cause(
+        secured, kbackup, tmp_path):
+    """The sink's records flow with the `connect` user while kbackup's own client uses the
+    `capture` user (cluster.* wins over the consumer overrides). Revoking `capture` must not
+    leave a RUNNING task that silently stops backing up group positions: once captures have
+    failed for their whole window (60 s at a 1 s interval) the task FAILS naming the cause."""
+    from confluent_kafka.admin import AdminClient, ScramMechanism, UserScramCredentialDeletion
+
+    c, sec = secured
+    topic, group = unique("csec-revoke"), unique("csec-revoke-group")
+    c.kafka.create_topic(topic, 1)
+    c.kafka.produce(topic, [{"partition": 0, "key": b"k%d" % i, "value": b"v"} for i in range(5)])
+    c.kafka.commit_group_offsets(group, {(topic, 0): 2})
+    backup = tmp_path / "backup"
+    cfg = sink_config(topic, backup, sec.sasl_bootstrap,
+                      **prefixed("consumer.override.", client(sec.java_sasl("connect"))),
+                      **prefixed("cluster.", client(sec.java_sasl("capture"))),
+                      **{"consumer.override.bootstrap.servers": sec.sasl_bootstrap,
+                         "consumer.offsets.sync.interval.ms": 1000})
+    name = unique("csec-revoke-sink")
+    c.connect.create_connector(name, cfg)
+    wait_backup_complete(kbackup, backup, topic, {0: 5})
+
+    def captured():
+        out = json.loads(kbackup.run("offsets", backup, "--json").stdout)["offsets"]
+        return any(o["group"] == group for o in out)
+    wait_until(captured, 60, "the group captured before the revocation")
+
+    admin = AdminClient({"bootstrap.servers": c.bootstrap})
+    for f in admin.alter_user_scram_credentials(
+            [UserScramCredentialDeletion("capture", ScramMechanism.SCRAM_SHA_512)]).values():
+        f.result(30)
+    started = time.monotonic()
+    trace = failed_trace(c.connect, name, timeout=180)
+    waited = time.monotonic() - started
+    assert "capture consumer-group offsets" in trace, trace[:3000]
+    assert "uthentication" in trace, trace[:3000]
+    # Not at once (a broker hiccup is not a failure), and not never.
+    assert 50 <= waited <= 170, waited
+    c.connect.delete_connector(name)
 
 
 def test_no_secret_of_the_secured_runs_in_the_worker_log(secured):

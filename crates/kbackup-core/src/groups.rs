@@ -73,8 +73,9 @@ struct CaptureState {
     last: HashMap<TopicPartition, BTreeMap<String, i64>>,
     /// True while captures fail, so a broker outage logs one warning, not one per interval.
     failing: bool,
-    /// When the current run of failed captures began, and its last error.
-    failing_since: Option<(Instant, String)>,
+    /// When the current run of failed captures began, its last error, and whether that
+    /// error is transient (the cluster unreachable) rather than a refusal (credentials, ACLs).
+    failing_since: Option<(Instant, String, bool)>,
     /// Groups whose last read failed (warned once until they work again).
     failed_groups: HashSet<String>,
 }
@@ -136,6 +137,7 @@ impl Shared {
             .collect();
         let now = crate::manifest::now_ms();
         let mut changes: BTreeMap<TopicPartition, Vec<GroupOffsetEntry>> = BTreeMap::new();
+        let (mut read, mut last_error) = (0usize, None);
         for group in groups {
             if self.stopping() {
                 break;
@@ -147,6 +149,7 @@ impl Shared {
             {
                 Ok(c) => {
                     state.failed_groups.remove(&group);
+                    read += 1;
                     c
                 }
                 Err(e) => {
@@ -156,6 +159,7 @@ impl Shared {
                     } else {
                         log::debug!("skipping group {group:?} again: {e}");
                     }
+                    last_error = Some(e);
                     continue;
                 }
             };
@@ -180,6 +184,12 @@ impl Shared {
                 }
             }
         }
+        // Not one group readable is not "one unreadable group": the capture as a whole fails.
+        if read == 0 {
+            if let Some(e) = last_error {
+                return Err(e);
+            }
+        }
         let mut appended = 0;
         for (tp, entries) in changes {
             offsets_log::append(&layout::group_offsets_log(&self.cfg.root, &tp), &entries)?;
@@ -190,6 +200,14 @@ impl Shared {
             appended += entries.len();
         }
         Ok(appended)
+    }
+
+    /// Notes how the capture that began at `started` went: `None` worked, else its error and
+    /// whether that error is transient.
+    fn record(&self, started: Instant, failure: Option<(String, bool)>) {
+        let mut st = self.lock_state();
+        let since = st.failing_since.as_ref().map_or(started, |f| f.0);
+        st.failing_since = failure.map(|(e, transient)| (since, e, transient));
     }
 
     fn run(self: Arc<Self>) {
@@ -224,18 +242,13 @@ impl Shared {
                     log::info!("group offsets capture works again");
                 }
                 st.failing = failing;
-                match (&outcome, &st.failing_since) {
-                    (Ok(Ok(_)), _) => st.failing_since = None,
-                    (Ok(Err(e)), None) => st.failing_since = Some((started, e.to_string())),
-                    (Ok(Err(e)), Some((since, _))) => {
-                        st.failing_since = Some((*since, e.to_string()))
-                    }
-                    (Err(_), None) => {
-                        st.failing_since = Some((started, "the capture panicked".into()))
-                    }
-                    (Err(_), Some(_)) => {}
-                }
             }
+            let failure = match &outcome {
+                Ok(Ok(_)) => None,
+                Ok(Err(e)) => Some((e.to_string(), e.is_retriable())),
+                Err(_) => Some(("the capture panicked".into(), false)),
+            };
+            self.record(started, failure);
             let mut stop = self.stop.lock().unwrap_or_else(|p| p.into_inner());
             let deadline = started + interval;
             while !*stop {
@@ -305,23 +318,29 @@ impl GroupOffsetCapture {
         self.shared.capture_for(tps)
     }
 
-    /// `Err` once background captures have failed without a break for [`failure_window`]:
-    /// group positions are not being backed up, which must fail the task, not hide in a log.
+    /// `Err` once background captures have failed without a break for their failure window
+    /// ([`failure_window`]; ten times longer while the cluster is merely unreachable, when the
+    /// task's own consumer is stalled too): group positions are not being backed up, which
+    /// must fail the task, not hide in a log.
     pub fn health(&self) -> Result<()> {
         let st = self.shared.lock_state();
         let window = failure_window(self.shared.cfg.interval_ms);
         match &st.failing_since {
-            Some((since, last)) if since.elapsed() >= window => Err(Error::Kafka {
-                what: "capture consumer-group offsets".into(),
-                retriable: false,
-                detail: format!(
-                    "every capture for {}s failed, the last with: {last}. Group positions are not \
-                     being backed up; fix the cause (the cluster.* settings, or the principal \
-                     needs DESCRIBE on the groups and topics, see docs/security.md) and restart \
-                     the task",
-                    since.elapsed().as_secs()
-                ),
-            }),
+            Some((since, last, transient))
+                if since.elapsed() >= if *transient { window * 10 } else { window } =>
+            {
+                Err(Error::Kafka {
+                    what: "capture consumer-group offsets".into(),
+                    retriable: false,
+                    detail: format!(
+                        "every capture for {}s failed, the last with: {last}. Group positions \
+                         are not being backed up; fix the cause (the cluster.* settings, or the \
+                         principal needs DESCRIBE on the groups and topics, see \
+                         docs/security.md) and restart the task",
+                        since.elapsed().as_secs()
+                    ),
+                })
+            }
             _ => Ok(()),
         }
     }
@@ -391,6 +410,152 @@ mod tests {
     fn no_partitions_means_no_kafka_call() {
         let c = GroupOffsetCapture::start(cfg(None, None)).unwrap();
         assert_eq!(c.capture_now().unwrap(), 0);
+    }
+
+    /// A cluster port whose every call fails with `err` (no Kafka involved: this checks the
+    /// rule deciding when failed captures fail the task).
+    struct Refusing(Error);
+
+    impl ClusterClient for Refusing {
+        fn servers(&self) -> String {
+            "test:9092".into()
+        }
+        fn describe_topic(
+            &self,
+            _: &str,
+            _: Duration,
+        ) -> Result<Option<crate::kafka::TopicDescription>> {
+            Err(self.err())
+        }
+        fn end_offsets(&self, _: &str, _: Duration) -> Result<BTreeMap<i32, (i64, i64)>> {
+            Err(self.err())
+        }
+        fn watermarks(
+            &self,
+            _: &[TopicPartition],
+            _: Duration,
+        ) -> Result<BTreeMap<TopicPartition, (i64, i64)>> {
+            Err(self.err())
+        }
+        fn settled_log_end(&self, _: &str, _: i32, _: Duration, _: Duration) -> Result<i64> {
+            Err(self.err())
+        }
+        fn create_topic(
+            &self,
+            _: &str,
+            _: i32,
+            _: &BTreeMap<String, String>,
+            _: Duration,
+        ) -> Result<()> {
+            Err(self.err())
+        }
+        fn alter_topic_configs(
+            &self,
+            _: &str,
+            _: &BTreeMap<String, String>,
+            _: Duration,
+        ) -> Result<()> {
+            Err(self.err())
+        }
+        fn consumer_groups(&self, _: Duration) -> Result<Vec<String>> {
+            Err(self.err())
+        }
+        fn group_offsets(
+            &self,
+            _: &str,
+            _: &[TopicPartition],
+            _: Duration,
+        ) -> Result<BTreeMap<TopicPartition, (i64, String)>> {
+            Err(self.err())
+        }
+        fn commit_group(
+            &self,
+            _: &str,
+            _: &[crate::cluster::GroupCommit],
+            _: Duration,
+        ) -> crate::cluster::CommitOutcome {
+            crate::cluster::CommitOutcome::Failed(self.err().to_string())
+        }
+        fn scan(
+            &self,
+            _: &str,
+            _: i32,
+            _: i64,
+            _: Duration,
+            _: &mut dyn FnMut(crate::reconcile::TargetRecord) -> bool,
+        ) -> Result<()> {
+            Err(self.err())
+        }
+    }
+
+    impl Refusing {
+        fn err(&self) -> Error {
+            match &self.0 {
+                Error::Kafka {
+                    what,
+                    retriable,
+                    detail,
+                } => Error::Kafka {
+                    what: what.clone(),
+                    retriable: *retriable,
+                    detail: detail.clone(),
+                },
+                other => Error::State(other.to_string()),
+            }
+        }
+    }
+
+    fn refusing(retriable: bool) -> GroupOffsetCapture {
+        let mut c = cfg(None, None);
+        c.cluster = Arc::new(Refusing(Error::Kafka {
+            what: "list consumer groups".into(),
+            retriable,
+            detail: "SaslAuthenticationException: invalid credentials".into(),
+        }));
+        let cap = GroupOffsetCapture::start(c).unwrap();
+        cap.set_partitions(vec![TopicPartition::new("t", 0)]);
+        cap
+    }
+
+    #[test]
+    fn captures_refused_for_their_whole_window_fail_the_task_and_a_success_clears_it() {
+        let cap = refusing(false);
+        let s = &cap.shared;
+        let err = s.capture().unwrap_err();
+        let window = failure_window(0);
+        s.record(Instant::now(), Some((err.to_string(), err.is_retriable())));
+        assert!(
+            cap.health().is_ok(),
+            "one failed capture is not yet a failure"
+        );
+        s.record(Instant::now(), Some((err.to_string(), false)));
+        s.lock_state().failing_since.as_mut().unwrap().0 =
+            Instant::now() - window - Duration::from_secs(1);
+        let e = cap.health().unwrap_err();
+        assert!(!e.is_retriable(), "{e}");
+        let text = e.to_string();
+        assert!(
+            text.contains("invalid credentials") && text.contains("docs/security.md"),
+            "{text}"
+        );
+        s.record(Instant::now(), None);
+        assert!(
+            cap.health().is_ok(),
+            "a capture that works again clears the failure"
+        );
+    }
+
+    #[test]
+    fn an_unreachable_cluster_gets_ten_windows_before_failing_the_task() {
+        let cap = refusing(true);
+        let s = &cap.shared;
+        let err = s.capture().unwrap_err();
+        assert!(err.is_retriable());
+        let window = failure_window(0);
+        s.record(Instant::now() - window * 2, Some((err.to_string(), true)));
+        assert!(cap.health().is_ok());
+        s.lock_state().failing_since.as_mut().unwrap().0 = Instant::now() - window * 11;
+        assert!(cap.health().is_err());
     }
 
     #[test]
