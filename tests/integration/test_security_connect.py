@@ -32,6 +32,10 @@ def secured(tmp_path_factory, plugin_dir):
                    users={"connect": "cn-" + uuid.uuid4().hex[:12],
                           "capture": "cp-" + uuid.uuid4().hex[:12]})
     worker = worker_client_overrides(sec.java_sasl("connect"))
+    # Connectors may keep secrets out of their config with Kafka's file config provider.
+    worker.update({"config.providers": "file",
+                   "config.providers.file.class":
+                       "org.apache.kafka.common.config.provider.FileConfigProvider"})
     # Clients re-authenticate every few seconds, so a revoked credential bites at once.
     broker = {"listener.name.sasl_plaintext.connections.max.reauth.ms": REAUTH_MS}
     c = Cluster("secured-connect", plugin_path=plugin_dir, security=sec, worker_overrides=worker,
@@ -47,19 +51,25 @@ def client(props: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in props.items() if k != "bootstrap.servers"}
 
 
-def ways(sec: Security) -> dict[str, tuple[str, dict[str, str]]]:
+def ways(sec: Security, tmp_path) -> dict[str, tuple[str, dict[str, str]]]:
     """name -> (bootstrap, Java client settings) for each way the connectors authenticate."""
+    scram = client(sec.java_sasl("connect"))
+    secrets_file = tmp_path / "kafka-secrets.properties"
+    secrets_file.write_text("jaas=" + scram["sasl.jaas.config"].replace("\\", "\\\\") + "\n")
+    secrets_file.chmod(0o600)
     return {
-        "scram": (sec.sasl_bootstrap, client(sec.java_sasl("connect"))),
+        "scram": (sec.sasl_bootstrap, scram),
+        "scram-config-provider": (sec.sasl_bootstrap, {
+            **scram, "sasl.jaas.config": "${file:%s:jaas}" % secrets_file}),
         "mtls-jks": (sec.ssl_bootstrap, client(sec.java_ssl("JKS"))),
     }
 
 
-@pytest.mark.parametrize("way", ["scram", "mtls-jks"])
+@pytest.mark.parametrize("way", ["scram", "scram-config-provider", "mtls-jks"])
 def test_connect_backs_up_and_restores_data_and_groups_with_credentials_given_once(
         secured, kbackup, tmp_path, way):
     c, sec = secured
-    bootstrap, props = ways(sec)[way]
+    bootstrap, props = ways(sec, tmp_path)[way]
     topic, group = unique(f"csec-{way}"), unique("csec-group")
     c.kafka.create_topic(topic, 2)
     c.kafka.produce(topic, [{"partition": i % 2, "key": b"k%d" % i, "value": b"v%d" % i}

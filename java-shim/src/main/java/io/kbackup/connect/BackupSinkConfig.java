@@ -44,8 +44,9 @@ public class BackupSinkConfig extends AbstractConfig {
     public static final String CLUSTER_BOOTSTRAP_SERVERS_CONFIG = "cluster.bootstrap.servers";
     private static final String CLUSTER_BOOTSTRAP_SERVERS_DOC = "Bootstrap servers of the cluster being backed "
             + "up. kbackup connects there itself to record topic manifests (partition count, topic configs) and "
-            + "consumer-group offsets. Every other cluster.* key (for example cluster.security.protocol, "
-            + "cluster.sasl.mechanism) is passed to that client with the prefix removed.";
+            + "consumer-group offsets. Every other cluster.* key (Java client settings, for example "
+            + "cluster.security.protocol, cluster.sasl.jaas.config) is passed to that client with the prefix removed; "
+            + "without them the connector's consumer.override.* settings apply.";
 
     /**
      * The secret-bearing client keys under {@code cluster.}: declared PASSWORD so Connect shows

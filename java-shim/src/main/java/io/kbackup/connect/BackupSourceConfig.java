@@ -38,8 +38,9 @@ public class BackupSourceConfig extends AbstractConfig {
     public static final String CLUSTER_BOOTSTRAP_SERVERS_CONFIG = BackupSinkConfig.CLUSTER_BOOTSTRAP_SERVERS_CONFIG;
     private static final String CLUSTER_BOOTSTRAP_SERVERS_DOC = "Bootstrap servers of the cluster restored INTO "
             + "(the one this worker produces to). kbackup connects there itself to create the target topics and "
-            + "to commit the translated consumer-group offsets. Every other cluster.* key (for example "
-            + "cluster.security.protocol) is passed to that client with the prefix removed.";
+            + "to commit the translated consumer-group offsets. Every other cluster.* key (Java client "
+            + "settings, for example cluster.security.protocol) is passed to that client with the prefix removed; "
+            + "without them the connector's producer.override.* settings apply.";
 
     public static final String RESTORE_STATE_DIR_CONFIG = "restore.state.dir";
     private static final String RESTORE_STATE_DIR_DOC = "Optional directory for the restore's own progress "

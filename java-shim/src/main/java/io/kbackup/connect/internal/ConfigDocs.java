@@ -35,13 +35,16 @@ public final class ConfigDocs {
           .append("uncommitted data by default; a backup must not contain records of aborted transactions ")
           .append("(the worker's `connector.client.config.override.policy` must allow the override; the ")
           .append("default, `All`, does) |\n\n")
-          .append("Any other `cluster.*` key is passed, prefix removed, to kbackup's own Kafka client ")
-          .append("(for example `cluster.security.protocol`, `cluster.sasl.mechanism`).\n\n")
+          .append(clusterKeys("consumer.override.*"))
           .append("`target.dir` is checked (created if missing, then a probe file written and deleted) on the ")
           .append("worker that answers the validate request; every worker that may run a task must reach it.\n\n")
-          .append("`validate()` also connects to `cluster.bootstrap.servers` (with the `cluster.*` settings, ")
-          .append("10 s at most): a cluster that does not answer, or a topic listed in `topics` that does not ")
-          .append("exist there, is an error naming it. Use `topics.regex` for topics created later.\n\n")
+          .append("`validate()` also connects to `cluster.bootstrap.servers` (with kbackup's own client ")
+          .append("settings, 10 s at most): a cluster that does not answer, failed authentication (on the key ")
+          .append("holding the credentials or store), or a topic listed in `topics` that does not exist there or ")
+          .append("may not be described, is an error naming it. Use `topics.regex` for topics created later.\n\n")
+          .append("Group-offset capture that keeps failing fails the task with the cause (refused credentials ")
+          .append("or ACLs after ten capture intervals, at least 60 s; an unreachable cluster after ten times ")
+          .append("that): a RUNNING task is one whose group positions are being backed up.\n\n")
           .append("## Example\n\n```json\n")
           .append("{\n  \"name\": \"backup-orders\",\n  \"config\": {\n")
           .append("    \"connector.class\": \"io.kbackup.connect.BackupSinkConnector\",\n")
@@ -55,6 +58,17 @@ public final class ConfigDocs {
           .append("## Keys\n\n")
           .append(table(BackupSinkConfig.CONFIG_DEF));
         return sb.toString();
+    }
+
+    private static String clusterKeys(String fallback) {
+        return "kbackup's own Kafka calls (topic manifests, group offsets, topic creation, group commits) use "
+                + "Kafka's Java clients inside the worker, configured with Java client properties: the "
+                + "connector's `" + fallback + "` settings, then `admin.override.*`, then `cluster.*` (prefix "
+                + "removed), each winning over the one before. So credentials given once for the connector's own "
+                + "client are enough, and anything the worker's clients accept works (`sasl.jaas.config`, JKS or "
+                + "PKCS12 stores, OAuth/IAM callback handlers, Kerberos, `${file:...}` config providers). The "
+                + "secret-bearing `cluster.*` keys below are PASSWORD-typed: Connect shows them as [hidden]. "
+                + "docs/security.md lists the ACLs.\n\n";
     }
 
     /** docs/config-source.md */
@@ -73,7 +87,11 @@ public final class ConfigDocs {
           .append("cannot carry a timestamp type: the original timestamp is written with type CreateTime ")
           .append("(the topic is held at CreateTime during the restore; a backed-up LogAppendTime setting is ")
           .append("applied when the restore finishes, see docs/restore.md).\n\n")
-          .append("Any other `cluster.*` key is passed, prefix removed, to kbackup's own Kafka client.\n\n")
+          .append(clusterKeys("producer.override.*"))
+          .append("`validate()` connects to `cluster.bootstrap.servers` the same way and names the key of a ")
+          .append("failed authentication. A group commit refused for good (ACLs) fails the task with the cause; ")
+          .append("one failing with transient errors for 5 minutes does too. Restart the task after the fix: ")
+          .append("the commit is retried.\n\n")
           .append("## Example\n\n```json\n")
           .append("{\n  \"name\": \"restore-orders\",\n  \"config\": {\n")
           .append("    \"connector.class\": \"io.kbackup.connect.BackupSourceConnector\",\n")
