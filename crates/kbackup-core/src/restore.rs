@@ -1499,6 +1499,8 @@ impl RestoreSource {
                     self.topics_finished.insert(topic);
                 }
                 Ok(false) => {}
+                // A refusal (ACLs) would leave the held retention on the topic for good.
+                Err(e) if !e.is_retriable() => return Err(e),
                 Err(e) => log::warn!("{}: {e}", self.cfg.task_id),
             }
         }
