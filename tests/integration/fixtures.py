@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-from testbed.kafka import BYTE_ARRAY_CONVERTER, ConnectError, ConnectRest, Record
+from testbed.kafka import BYTE_ARRAY_CONVERTER, ConnectError, ConnectRest, Record, wait_until
 
 SOURCE = "io.kbackup.connect.BackupSourceConnector"
 MIB = 1024 * 1024
@@ -172,3 +172,27 @@ def assert_restored_equal(got: list[Record], want: list[Record], where: str,
     assert len(got) == len(want), (f"{where}: {len(got)} records restored, {len(want)} backed "
                                    f"up; first extra/missing: "
                                    f"{(got[len(want):] or want[len(got):])[:2]}")
+
+
+def captured_offsets(kb, backup: Path, group: str) -> dict[tuple[str, int], int]:
+    """{(topic, partition): offset} of `group` in the backup's offsets logs (`kbackup offsets`)."""
+    out = json.loads(kb.run("offsets", backup, "--json").stdout)["offsets"]
+    return {(o["topic"], o["partition"]): o["committed_offset"]
+            for o in out if o["group"] == group}
+
+
+def wait_captured(kb, backup: Path, group: str, want: dict[tuple[str, int], int],
+                  timeout: float = 60) -> None:
+    """Waits until the backup holds exactly `want` as `group`'s captured positions."""
+    wait_until(lambda: captured_offsets(kb, backup, group) == want, timeout,
+               f"group {group} captured at {want}")
+
+
+def wait_committed(kafka, group: str, want: dict[tuple[str, int], int],
+                   timeout: float = 60) -> None:
+    """Waits until `group`'s committed offsets on the cluster of `kafka` include `want`."""
+    def check():
+        got = kafka.group_offsets(group)
+        return all(tp in got for tp in want) and got
+    got = wait_until(check, timeout, f"group {group} committed")
+    assert {tp: got[tp] for tp in want} == want, got

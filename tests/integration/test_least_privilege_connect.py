@@ -14,7 +14,7 @@ import uuid
 import pytest
 
 from conftest import failed_trace, sink_config, unique, wait_backup_complete
-from fixtures import source_config, wait_restore_finished
+from fixtures import source_config, wait_captured, wait_committed, wait_restore_finished
 from testbed.kafka import Cluster, validation_errors, wait_until
 from testbed.security import Security, grant, prefixed
 
@@ -70,12 +70,7 @@ def backed_up(c: Cluster, sec: Security, kbackup, tmp_path, label: str):
     c.connect.create_connector(sink, cfg)
     wait_backup_complete(kbackup, backup, topic, {0: 10, 1: 10})
 
-    def captured():
-        out = json.loads(kbackup.run("offsets", backup, "--json").stdout)["offsets"]
-        got = {(o["topic"], o["partition"]): o["committed_offset"]
-               for o in out if o["group"] == group}
-        return got == positions
-    wait_until(captured, 60, "group captured with DESCRIBE on it")
+    wait_captured(kbackup, backup, group, positions)
     manifest = json.loads((backup / "topics" / topic / "topic.json").read_text())
     assert manifest["described"] and manifest["configs"].get("retention.ms") == "86400000", manifest
     c.connect.delete_connector(sink)
@@ -100,9 +95,7 @@ def test_backup_and_restore_work_with_exactly_the_documented_acls(locked, kbacku
     for p in (0, 1):
         assert ([(r.key, r.value) for r in c.kafka.consume_partition(target, p)]
                 == [(r.key, r.value) for r in c.kafka.consume_partition(topic, p)])
-    got = wait_until(lambda: (g := c.kafka.group_offsets(group)).get((target, 1)) is not None
-                     and g, 60, "group committed with READ on it")
-    assert got[(target, 0)] == 7 and got[(target, 1)] == 3, got
+    wait_committed(c.kafka, group, {(target, 0): 7, (target, 1): 3})
     # The held retention came off once the topic finished (ALTER_CONFIGS).
     wait_until(lambda: c.kafka.topic_config(target).get("retention.ms") == "86400000", 60,
                "backed-up retention.ms applied to the restored topic")

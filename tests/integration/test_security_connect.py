@@ -17,8 +17,8 @@ import uuid
 import pytest
 
 from conftest import failed_trace, sink_config, unique, wait_backup_complete
-from fixtures import source_config, wait_restore_finished
-from testbed.kafka import Cluster, validation_errors, wait_until
+from fixtures import source_config, wait_captured, wait_committed, wait_restore_finished
+from testbed.kafka import Cluster, validation_errors
 from testbed.security import SCRAM_LOGIN, Security, prefixed, worker_client_overrides
 
 SINK = "io.kbackup.connect.BackupSinkConnector"
@@ -85,12 +85,7 @@ def test_connect_backs_up_and_restores_data_and_groups_with_credentials_given_on
     c.connect.wait_for_task_state(sink, "RUNNING", timeout=90)
     wait_backup_complete(kbackup, backup, topic, {0: 20, 1: 20})
 
-    def captured():
-        out = json.loads(kbackup.run("offsets", backup, "--json").stdout)["offsets"]
-        got = {(o["topic"], o["partition"]): o["committed_offset"]
-               for o in out if o["group"] == group}
-        return got if got == positions else None
-    wait_until(captured, 60, f"group {group} captured by the sink over {way}")
+    wait_captured(kbackup, backup, group, positions)
     c.connect.delete_connector(sink)
     c.connect.wait_deleted(sink)
     # The manifest came from the Java admin client: partition count known.
@@ -108,10 +103,8 @@ def test_connect_backs_up_and_restores_data_and_groups_with_credentials_given_on
         orig = c.kafka.consume_partition(topic, p)
         again = c.kafka.consume_partition(restored, p)
         assert [(r.key, r.value) for r in again] == [(r.key, r.value) for r in orig]
-    got = wait_until(lambda: c.kafka.group_offsets(group).get((restored, 1)) is not None
-                     and c.kafka.group_offsets(group), 60, "translated group commit")
     # Same offsets here (a fresh topic, no gaps): the group reads exactly its unread records.
-    assert got[(restored, 0)] == 12 and got[(restored, 1)] == 5, got
+    wait_committed(c.kafka, group, {(restored, 0): 12, (restored, 1): 5})
     c.connect.delete_connector(source)
 
 
@@ -159,10 +152,7 @@ def test_capture_whose_credentials_are_revoked_fails_the_task_with_the_cause(
     c.connect.create_connector(name, cfg)
     wait_backup_complete(kbackup, backup, topic, {0: 5})
 
-    def captured():
-        out = json.loads(kbackup.run("offsets", backup, "--json").stdout)["offsets"]
-        return any(o["group"] == group for o in out)
-    wait_until(captured, 60, "the group captured before the revocation")
+    wait_captured(kbackup, backup, group, {(topic, 0): 2})
 
     admin = AdminClient({"bootstrap.servers": c.bootstrap})
     for f in admin.alter_user_scram_credentials(

@@ -120,3 +120,103 @@ impl fmt::Debug for dyn ClusterClient {
         write!(f, "ClusterClient({})", self.servers())
     }
 }
+
+/// Test doubles of the cluster port, for the rules that decide what a failed call means.
+#[cfg(test)]
+pub mod testing {
+    use super::*;
+    use crate::error::Error;
+
+    /// A cluster port whose every call fails with `err` (no Kafka involved: this checks the
+    /// rule deciding when failed captures fail the task).
+    pub struct Refusing(Error);
+
+    impl ClusterClient for Refusing {
+        fn servers(&self) -> String {
+            "test:9092".into()
+        }
+        fn describe_topic(&self, _: &str, _: Duration) -> Result<Option<TopicDescription>> {
+            Err(self.err())
+        }
+        fn end_offsets(&self, _: &str, _: Duration) -> Result<BTreeMap<i32, (i64, i64)>> {
+            Err(self.err())
+        }
+        fn watermarks(
+            &self,
+            _: &[TopicPartition],
+            _: Duration,
+        ) -> Result<BTreeMap<TopicPartition, (i64, i64)>> {
+            Err(self.err())
+        }
+        fn settled_log_end(&self, _: &str, _: i32, _: Duration, _: Duration) -> Result<i64> {
+            Err(self.err())
+        }
+        fn create_topic(
+            &self,
+            _: &str,
+            _: i32,
+            _: &BTreeMap<String, String>,
+            _: Duration,
+        ) -> Result<()> {
+            Err(self.err())
+        }
+        fn alter_topic_configs(
+            &self,
+            _: &str,
+            _: &BTreeMap<String, String>,
+            _: Duration,
+        ) -> Result<()> {
+            Err(self.err())
+        }
+        fn consumer_groups(&self, _: Duration) -> Result<Vec<String>> {
+            Err(self.err())
+        }
+        fn group_offsets(
+            &self,
+            _: &str,
+            _: &[TopicPartition],
+            _: Duration,
+        ) -> Result<BTreeMap<TopicPartition, (i64, String)>> {
+            Err(self.err())
+        }
+        fn commit_group(&self, _: &str, _: &[GroupCommit], _: Duration) -> CommitOutcome {
+            CommitOutcome::Failed(self.err().to_string())
+        }
+        fn scan(
+            &self,
+            _: &str,
+            _: i32,
+            _: i64,
+            _: Duration,
+            _: &mut dyn FnMut(TargetRecord) -> bool,
+        ) -> Result<()> {
+            Err(self.err())
+        }
+    }
+
+    impl Refusing {
+        /// Every call fails with an `Error::Kafka` carrying `detail`.
+        pub fn new(retriable: bool, detail: &str) -> Refusing {
+            Refusing(Error::Kafka {
+                what: "a cluster call".into(),
+                retriable,
+                detail: detail.into(),
+            })
+        }
+
+        fn err(&self) -> Error {
+            match &self.0 {
+                Error::Kafka {
+                    what,
+                    retriable,
+                    detail,
+                } => Error::Kafka {
+                    what: what.clone(),
+                    retriable: *retriable,
+                    detail: detail.clone(),
+                },
+                other => Error::State(other.to_string()),
+            }
+        }
+    }
+}

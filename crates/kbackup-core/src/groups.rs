@@ -370,6 +370,7 @@ impl Drop for GroupOffsetCapture {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::testing::Refusing;
 
     fn cfg(include: Option<&str>, exclude: Option<&str>) -> CaptureConfig {
         CaptureConfig {
@@ -412,106 +413,12 @@ mod tests {
         assert_eq!(c.capture_now().unwrap(), 0);
     }
 
-    /// A cluster port whose every call fails with `err` (no Kafka involved: this checks the
-    /// rule deciding when failed captures fail the task).
-    struct Refusing(Error);
-
-    impl ClusterClient for Refusing {
-        fn servers(&self) -> String {
-            "test:9092".into()
-        }
-        fn describe_topic(
-            &self,
-            _: &str,
-            _: Duration,
-        ) -> Result<Option<crate::kafka::TopicDescription>> {
-            Err(self.err())
-        }
-        fn end_offsets(&self, _: &str, _: Duration) -> Result<BTreeMap<i32, (i64, i64)>> {
-            Err(self.err())
-        }
-        fn watermarks(
-            &self,
-            _: &[TopicPartition],
-            _: Duration,
-        ) -> Result<BTreeMap<TopicPartition, (i64, i64)>> {
-            Err(self.err())
-        }
-        fn settled_log_end(&self, _: &str, _: i32, _: Duration, _: Duration) -> Result<i64> {
-            Err(self.err())
-        }
-        fn create_topic(
-            &self,
-            _: &str,
-            _: i32,
-            _: &BTreeMap<String, String>,
-            _: Duration,
-        ) -> Result<()> {
-            Err(self.err())
-        }
-        fn alter_topic_configs(
-            &self,
-            _: &str,
-            _: &BTreeMap<String, String>,
-            _: Duration,
-        ) -> Result<()> {
-            Err(self.err())
-        }
-        fn consumer_groups(&self, _: Duration) -> Result<Vec<String>> {
-            Err(self.err())
-        }
-        fn group_offsets(
-            &self,
-            _: &str,
-            _: &[TopicPartition],
-            _: Duration,
-        ) -> Result<BTreeMap<TopicPartition, (i64, String)>> {
-            Err(self.err())
-        }
-        fn commit_group(
-            &self,
-            _: &str,
-            _: &[crate::cluster::GroupCommit],
-            _: Duration,
-        ) -> crate::cluster::CommitOutcome {
-            crate::cluster::CommitOutcome::Failed(self.err().to_string())
-        }
-        fn scan(
-            &self,
-            _: &str,
-            _: i32,
-            _: i64,
-            _: Duration,
-            _: &mut dyn FnMut(crate::reconcile::TargetRecord) -> bool,
-        ) -> Result<()> {
-            Err(self.err())
-        }
-    }
-
-    impl Refusing {
-        fn err(&self) -> Error {
-            match &self.0 {
-                Error::Kafka {
-                    what,
-                    retriable,
-                    detail,
-                } => Error::Kafka {
-                    what: what.clone(),
-                    retriable: *retriable,
-                    detail: detail.clone(),
-                },
-                other => Error::State(other.to_string()),
-            }
-        }
-    }
-
     fn refusing(retriable: bool) -> GroupOffsetCapture {
         let mut c = cfg(None, None);
-        c.cluster = Arc::new(Refusing(Error::Kafka {
-            what: "list consumer groups".into(),
+        c.cluster = Arc::new(Refusing::new(
             retriable,
-            detail: "SaslAuthenticationException: invalid credentials".into(),
-        }));
+            "SaslAuthenticationException: invalid credentials",
+        ));
         let cap = GroupOffsetCapture::start(c).unwrap();
         cap.set_partitions(vec![TopicPartition::new("t", 0)]);
         cap

@@ -1585,6 +1585,7 @@ impl RestoreSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::testing::Refusing;
 
     fn target(group: &str, r: Option<i64>) -> GroupTarget {
         GroupTarget {
@@ -1957,14 +1958,40 @@ mod tests {
     }
 
     fn open_fake(cfg: &SourceConfig, committed: i64, target: &mut FakeTarget) -> RestoreSource {
+        open_fake_on(
+            cfg,
+            committed,
+            target,
+            Arc::new(RdKafkaCluster::new(&cfg.cluster)),
+        )
+    }
+
+    fn open_fake_on(
+        cfg: &SourceConfig,
+        committed: i64,
+        target: &mut FakeTarget,
+        cluster: Arc<dyn ClusterClient>,
+    ) -> RestoreSource {
         RestoreSource::open_with(
             cfg.clone(),
             &[TopicPartitionOffset::new("t", 0, committed)],
-            Arc::new(RdKafkaCluster::new(&cfg.cluster)),
+            cluster,
             target,
             true,
         )
         .unwrap()
+    }
+
+    fn held_t2(cfg: &SourceConfig) {
+        TopicState {
+            topic: "t".into(),
+            target_topic: "t2".into(),
+            created_by_restore: true,
+            final_configs: [("retention.ms".to_string(), "1000".to_string())].into(),
+            configs_restored: false,
+        }
+        .save(&cfg.state_dir())
+        .unwrap();
     }
 
     #[test]
@@ -2114,22 +2141,33 @@ mod tests {
         write_backup(dir.path(), &[3]);
         let cfg = engine_cfg(dir.path(), false);
         // The restore created t2 with retention held off; lifting it needs the cluster, which
-        // is unreachable here, so the configs stay held.
-        TopicState {
-            topic: "t".into(),
-            target_topic: "t2".into(),
-            created_by_restore: true,
-            final_configs: [("retention.ms".to_string(), "1000".to_string())].into(),
-            configs_restored: false,
-        }
-        .save(&cfg.state_dir())
-        .unwrap();
-        let mut src = open_fake(&cfg, -1, &mut FakeTarget::default());
+        // is unreachable here (a transient error), so the configs stay held and it retries.
+        held_t2(&cfg);
+        let unreachable = Arc::new(Refusing::new(true, "AllBrokersDown"));
+        let mut src = open_fake_on(&cfg, -1, &mut FakeTarget::default(), unreachable);
         src.poll(&[], 10).unwrap();
         let (flags, _) = src.poll(&[ack(3, 0)], 10).unwrap();
         assert_eq!(flags & FLAG_FINISHED, 0, "retention.ms is still held at -1");
         assert!(!src.status().finished);
         assert!(!read_status(&cfg.state_dir()).unwrap().finished);
+    }
+
+    #[test]
+    fn held_configs_refused_for_good_fail_the_task_naming_the_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        write_backup(dir.path(), &[3]);
+        let cfg = engine_cfg(dir.path(), false);
+        held_t2(&cfg);
+        let refusing = Arc::new(Refusing::new(
+            false,
+            "TopicAuthorizationException: ALTER_CONFIGS",
+        ));
+        let mut src = open_fake_on(&cfg, -1, &mut FakeTarget::default(), refusing);
+        src.poll(&[], 10).unwrap();
+        let err = src.poll(&[ack(3, 0)], 10).unwrap_err();
+        assert!(!err.is_retriable(), "{err}");
+        assert!(err.to_string().contains("ALTER_CONFIGS"), "{err}");
+        assert!(!src.status().finished);
     }
 
     #[test]
