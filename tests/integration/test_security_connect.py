@@ -168,6 +168,47 @@ def test_capture_whose_credentials_are_revoked_fails_the_task_with_the_cause(
     c.connect.delete_connector(name)
 
 
+@pytest.fixture(scope="module")
+def ssl_worker(tmp_path_factory, plugin_dir):
+    """A worker whose OWN clients use mutual TLS with JKS stores (the other fixture's worker
+    uses SCRAM)."""
+    sec = Security(tmp_path_factory.mktemp("pki-ssl-worker"))
+    worker = worker_client_overrides(sec.java_ssl("JKS"))
+    c = Cluster("ssl-worker", plugin_path=plugin_dir, security=sec, worker_overrides=worker)
+    try:
+        c.start()
+        yield c, sec
+    finally:
+        c.cleanup()
+
+
+def test_worker_on_mutual_tls_backs_up_and_restores_data_and_groups(ssl_worker, kbackup,
+                                                                    tmp_path):
+    c, sec = ssl_worker
+    props = client(sec.java_ssl("JKS"))
+    topic, group = unique("cssl"), unique("cssl-group")
+    c.kafka.create_topic(topic, 1)
+    c.kafka.produce(topic, [{"partition": 0, "key": b"k%d" % i, "value": b"v"} for i in range(10)])
+    c.kafka.commit_group_offsets(group, {(topic, 0): 6})
+    backup = tmp_path / "backup"
+    sink = unique("cssl-sink")
+    c.connect.create_connector(sink, sink_config(topic, backup, sec.ssl_bootstrap,
+                                                 **prefixed("consumer.override.", props)))
+    wait_backup_complete(kbackup, backup, topic, {0: 10})
+    wait_captured(kbackup, backup, group, {(topic, 0): 6})
+    c.connect.delete_connector(sink)
+    c.connect.wait_deleted(sink)
+    restored, source = topic + "-r", unique("cssl-src")
+    c.connect.create_connector(source, source_config(
+        topic, backup, sec.ssl_bootstrap, **{"topics.rename": f"{topic}:{restored}"},
+        **prefixed("producer.override.", props)))
+    wait_restore_finished(kbackup, backup, c.connect, source, [(topic, 0)])
+    assert ([(r.key, r.value) for r in c.kafka.consume_partition(restored, 0)]
+            == [(r.key, r.value) for r in c.kafka.consume_partition(topic, 0)])
+    wait_committed(c.kafka, group, {(restored, 0): 6})
+    c.connect.delete_connector(source)
+
+
 def test_no_secret_of_the_secured_runs_in_the_worker_log(secured):
     c, sec = secured
     # Runs after the tests above in this module (pytest keeps file order).
