@@ -42,6 +42,8 @@ pub struct CaptureConfig {
     pub own_group: Option<String>,
     /// Pause between background captures in ms; 0 disables the background thread.
     pub interval_ms: u64,
+    /// Modes of the offsets logs (and directories) a capture creates.
+    pub perms: crate::perms::Perms,
 }
 
 /// Periodic capture of group offsets, running on its own thread.
@@ -228,7 +230,8 @@ impl Shared {
         }
         let mut appended = 0;
         for (tp, entries) in changes {
-            offsets_log::append(&layout::group_offsets_log(&self.cfg.root, &tp), &entries)?;
+            let log = layout::group_offsets_log(&self.cfg.root, &tp);
+            offsets_log::append(&log, &entries, self.cfg.perms)?;
             let known = state.last.entry(tp).or_default();
             for e in &entries {
                 known.insert(e.group.clone(), e.committed_offset);
@@ -374,6 +377,7 @@ mod tests {
             exclude: exclude.map(String::from),
             own_group: Some("connect-backup".into()),
             interval_ms: 0,
+            perms: crate::perms::OWNER_ONLY,
         }
     }
 

@@ -539,11 +539,12 @@ impl PartitionState {
         self.updated_ms = manifest::now_ms();
         let path = Self::path(state_dir, &self.topic, self.partition)?;
         let dir = path.parent().unwrap_or(state_dir);
-        std::fs::create_dir_all(dir)
+        STATE_PERMS
+            .create_dir_all(dir)
             .map_err(|e| Error::io(e, "create restore state directory", dir))?;
         let json = serde_json::to_vec_pretty(self)
             .map_err(|e| Error::State(format!("cannot serialise restore state: {e}")))?;
-        layout::write_atomic(&path, &json)
+        layout::write_atomic(&path, &json, STATE_PERMS)
     }
 
     /// Reads a partition's state file; `None` if the restore never saved it.
@@ -605,11 +606,12 @@ impl TopicState {
     fn save(&self, state_dir: &Path) -> Result<()> {
         let path = Self::path(state_dir, &self.topic)?;
         let dir = path.parent().unwrap_or(state_dir);
-        std::fs::create_dir_all(dir)
+        STATE_PERMS
+            .create_dir_all(dir)
             .map_err(|e| Error::io(e, "create restore state directory", dir))?;
         let json = serde_json::to_vec_pretty(self)
             .map_err(|e| Error::State(format!("cannot serialise topic state: {e}")))?;
-        layout::write_atomic(&path, &json)
+        layout::write_atomic(&path, &json, STATE_PERMS)
     }
 
     fn load(state_dir: &Path, topic: &str) -> Result<Option<TopicState>> {
@@ -623,9 +625,12 @@ struct ConnectorFile {
     created_ms: i64,
 }
 
+/// Restore state names topics, groups and positions: owner only, like the backup's default.
+const STATE_PERMS: crate::perms::Perms = crate::perms::OWNER_ONLY;
+
 /// Creates the state directory and records (or checks) whose it is.
 fn claim_state_dir(state_dir: &Path, connector: &str) -> Result<()> {
-    std::fs::create_dir_all(state_dir).map_err(|e| {
+    STATE_PERMS.create_dir_all(state_dir).map_err(|e| {
         Error::io(
             e,
             "create restore state directory (set restore.state.dir to a writable directory if the backup is read-only)",
@@ -647,7 +652,7 @@ fn claim_state_dir(state_dir: &Path, connector: &str) -> Result<()> {
                 created_ms: manifest::now_ms(),
             };
             let json = serde_json::to_vec_pretty(&f).map_err(|e| Error::State(e.to_string()))?;
-            layout::write_atomic(&path, &json)
+            layout::write_atomic(&path, &json, STATE_PERMS)
         }
     }
 }
@@ -2042,6 +2047,7 @@ mod tests {
         offsets_log::append(
             &log,
             &[e("gap", 3), e("ahead", 100), e("first", 0), e("gap", 4)],
+            crate::perms::OWNER_ONLY,
         )
         .unwrap();
         let plan = plan(root, &["t".to_string()]).unwrap();
@@ -2216,5 +2222,22 @@ mod tests {
         let mut again = open_fake(&cfg, 4, &mut FakeTarget::default());
         let (flags, b) = again.poll(&[], 10).unwrap();
         assert_eq!((flags, b.len()), (FLAG_FINISHED, 0));
+    }
+
+    #[test]
+    fn restore_state_is_owner_only_under_a_permissive_umask() {
+        use crate::perms::tests::{not_owner_only, with_open_umask};
+        with_open_umask(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let root = dir.path().join("b");
+            write_backup(&root, &[3, 4]);
+            let cfg = engine_cfg(&root, false);
+            let mut src = open_fake(&cfg, -1, &mut FakeTarget::default());
+            src.poll(&[], 10).unwrap();
+            src.poll(&[ack(3, 0), ack(4, 1)], 10).unwrap();
+            src.close().unwrap();
+            assert!(cfg.state_dir().join("connector.json").exists());
+            assert_eq!(not_owner_only(&root), Vec::<String>::new());
+        });
     }
 }

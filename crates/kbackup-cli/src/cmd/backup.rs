@@ -174,6 +174,11 @@ pub struct BackupArgs {
     /// like for `prune --older-than`.
     #[arg(long = "max-segment-age", value_name = "DURATION", value_parser = super::prune::parse_duration_ms)]
     pub max_segment_age: Option<i64>,
+    /// Octal mode of the files the backup creates, like chmod's (default 0600: the backup
+    /// holds every record, so only its owner may read it). Directories get the same bits plus
+    /// search where read is allowed (0640 -> 0750).
+    #[arg(long = "file-mode", value_name = "MODE")]
+    pub file_mode: Option<String>,
     /// Print a JSON summary on stdout at the end.
     #[arg(long)]
     pub json: bool,
@@ -195,6 +200,7 @@ struct PartState {
 
 /// Runs `kbackup backup`.
 pub fn run(args: &BackupArgs) -> Result<()> {
+    kbackup_core::perms::Perms::parse(args.file_mode.as_deref(), "--file-mode")?;
     let cluster = args.cluster.cluster()?;
     let available = list_topics(&cluster)?;
     let topics = select_topics(args, &available, &cluster)?;
@@ -219,6 +225,8 @@ pub fn run(args: &BackupArgs) -> Result<()> {
     if let Some(ms) = args.max_segment_age {
         sink_cfg.max_segment_age_ms = ms;
     }
+    sink_cfg.file_mode = args.file_mode.clone();
+    let perms = sink_cfg.perms();
     let mut sink = BackupSink::open(sink_cfg)?;
 
     let tps: Vec<TopicPartition> = topics
@@ -301,6 +309,7 @@ pub fn run(args: &BackupArgs) -> Result<()> {
             exclude: None,
             own_group: Some(CLI_GROUP.to_string()),
             interval_ms: if args.continuous { CAPTURE_EVERY_MS } else { 0 },
+            perms,
         })?;
         c.set_partitions(tps.clone());
         Some(c)
