@@ -68,11 +68,53 @@ pub fn kafka_error(cluster: &BTreeMap<String, String>, what: &str, e: &KafkaErro
     map_code(cluster, what, retriable, e.to_string())
 }
 
+/// True for the errors a broker answers when the principal lacks an ACL.
+pub fn is_authorization(code: RDKafkaErrorCode) -> bool {
+    use RDKafkaErrorCode::*;
+    matches!(
+        code,
+        TopicAuthorizationFailed
+            | GroupAuthorizationFailed
+            | ClusterAuthorizationFailed
+            | TransactionalIdAuthorizationFailed
+            | DelegationTokenAuthorizationFailed
+    )
+}
+
+/// Like [`kafka_error`], but an authorization failure gets `fix` (the ACL to grant) instead of
+/// the generic pointer to docs/security.md.
+pub fn acl_error(
+    cluster: &BTreeMap<String, String>,
+    what: &str,
+    e: &KafkaError,
+    fix: &str,
+) -> Error {
+    let auth = e.rdkafka_error_code().is_some_and(is_authorization)
+        || e.to_string().contains("uthorization failed");
+    if !auth {
+        return kafka_error(cluster, what, e);
+    }
+    Error::Kafka {
+        what: what.to_string(),
+        retriable: false,
+        detail: format!(
+            "{e}: {fix} (cluster {}; docs/security.md)",
+            servers(cluster)
+        ),
+    }
+}
+
 fn map_code(cluster: &BTreeMap<String, String>, what: &str, retriable: bool, err: String) -> Error {
     let detail = if retriable {
         format!(
             "{err}; could not reach the cluster at {}: check bootstrap.servers, that the \
              brokers are up and reachable from this host, and the security settings",
+            servers(cluster)
+        )
+    } else if err.contains("uthorization failed") || err.contains("AuthorizationFailed") {
+        format!(
+            "{err}: the principal lacks an ACL for this; docs/security.md lists the ACLs each \
+             operation needs (cluster {})",
             servers(cluster)
         )
     } else {
@@ -144,6 +186,21 @@ pub fn describe_topic(
     for r in res {
         let r =
             r.map_err(|code| map_code(cluster, &what, code_is_retriable(code), code.to_string()))?;
+        // A described topic lists every config, defaults included. rdkafka 0.39 drops the
+        // per-topic error (a missing DESCRIBE_CONFIGS ACL, say) and answers no entries: taking
+        // that for "no configs" would restore a compacted topic as a deleting one.
+        if r.entries.is_empty() {
+            return Err(Error::Kafka {
+                what,
+                retriable: false,
+                detail: format!(
+                    "the broker returned no configs for topic {topic} (TopicAuthorizationFailed \
+                     is the usual cause): grant DESCRIBE_CONFIGS on topic {topic} (cluster {}; \
+                     docs/security.md)",
+                    servers(cluster)
+                ),
+            });
+        }
         for e in r.entries {
             if e.source == ConfigSource::DynamicTopic && !e.is_sensitive {
                 if let Some(v) = e.value {
@@ -182,6 +239,16 @@ pub fn create_topic(
         if let Err((name, code)) = r {
             let err = if code == RDKafkaErrorCode::TopicAlreadyExists {
                 format!("topic {name} already exists")
+            } else if is_authorization(code) {
+                return Err(Error::Kafka {
+                    what,
+                    retriable: false,
+                    detail: format!(
+                        "{code}: grant CREATE on topic {name} (or create it before the restore) \
+                         (cluster {}; docs/security.md)",
+                        servers(cluster)
+                    ),
+                });
             } else {
                 format!("{name}: {code}")
             };

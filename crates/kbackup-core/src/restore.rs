@@ -957,20 +957,46 @@ fn alter_topic_configs(
     let opts = AdminOptions::new().operation_timeout(Some(KAFKA_TIMEOUT));
     let results = futures_executor::block_on(admin.alter_configs([&ac], &opts))
         .map_err(|e| kafka::kafka_error(cluster, &format!("alter configs of topic {topic}"), &e))?;
+    let by_hand = format!(
+        "set them by hand: kafka-configs --alter --entity-type topics --entity-name {topic} \
+         --add-config {}",
+        configs
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
     for r in results {
         if let Err((_, code)) = r {
             return Err(Error::Kafka {
                 what: format!("alter configs of topic {topic}"),
                 retriable: false,
-                detail: format!(
-                    "broker refused with {code:?}; set them by hand: kafka-configs --alter --entity-type \
-                     topics --entity-name {topic} --add-config {}",
-                    configs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
-                ),
+                detail: format!("broker refused with {code:?}; {by_hand}"),
             });
         }
     }
-    Ok(())
+    // rdkafka 0.39 drops the per-topic error of AlterConfigs (a missing ALTER_CONFIGS ACL, say)
+    // and reports success: read the configs back (the broker's view may lag for a moment).
+    let mut last = String::new();
+    for _ in 0..10 {
+        match kafka::describe_topic(cluster, topic, KAFKA_TIMEOUT) {
+            Ok(Some(d)) if configs.iter().all(|(k, v)| d.configs.get(k) == Some(v)) => {
+                return Ok(())
+            }
+            Ok(d) => last = format!("the topic's configs are {:?}", d.map(|d| d.configs)),
+            Err(e) if e.is_retriable() => last = e.to_string(),
+            Err(_) => last = "its configs cannot be read back either".into(),
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    Err(Error::Kafka {
+        what: format!("alter configs of topic {topic}"),
+        retriable: false,
+        detail: format!(
+            "the broker did not apply {configs:?} ({last}); the usual cause is a missing ACL: \
+             grant ALTER_CONFIGS on topic {topic} (docs/security.md), or {by_hand}"
+        ),
+    })
 }
 
 /// Outcome of one group's commit.
@@ -1039,18 +1065,30 @@ fn commit_group(
             }
         }
     }
+    let topics: BTreeSet<&str> = offsets.iter().map(|o| o.0.as_str()).collect();
+    let outcome = |e: rdkafka::error::KafkaError| match e.rdkafka_error_code() {
+        Some(c) if is_active_member_error(c) => {
+            CommitOutcome::ActiveMembers(format!("the broker refused the commit with {c:?}"))
+        }
+        Some(c) if kafka::is_authorization(c) => CommitOutcome::Failed(format!(
+            "{e}: grant the principal READ on group {group:?} and on topic {}",
+            topics.iter().copied().collect::<Vec<_>>().join(", ")
+        )),
+        _ => CommitOutcome::Retry(e.to_string()),
+    };
+    // A consumer without READ on the group is refused its coordinator, and a synchronous
+    // commit then waits for one forever (a hang): an offset fetch bounded in time goes first,
+    // and the refusal is waiting in the consumer's queue when it times out.
+    if let Err(e) = consumer.committed_offsets(tpl.clone(), Duration::from_secs(5)) {
+        let refused = std::iter::from_fn(|| consumer.poll(Duration::ZERO))
+            .take(100)
+            .filter_map(|m| m.err())
+            .find(|e| e.rdkafka_error_code().is_some_and(kafka::is_authorization));
+        return outcome(refused.unwrap_or(e));
+    }
     match consumer.commit(&tpl, CommitMode::Sync) {
         Ok(()) => CommitOutcome::Done,
-        Err(e) => match e.rdkafka_error_code() {
-            Some(c) if is_active_member_error(c) => {
-                CommitOutcome::ActiveMembers(format!("the broker refused the commit with {c:?}"))
-            }
-            Some(RDKafkaErrorCode::GroupAuthorizationFailed)
-            | Some(RDKafkaErrorCode::TopicAuthorizationFailed) => CommitOutcome::Failed(format!(
-                "{e}: grant the principal READ on group {group:?} and the topic"
-            )),
-            _ => CommitOutcome::Retry(e.to_string()),
-        },
+        Err(e) => outcome(e),
     }
 }
 
@@ -1197,7 +1235,14 @@ impl RestoreSource {
             let mut reader = open_reader(&backup, &a.topic, a.partition)?;
             let saved = PartitionState::load(&state_dir, &a.topic, a.partition)?;
             let mut state = match saved {
-                Some(s) => {
+                Some(mut s) => {
+                    // A failed group commit (a missing ACL, say) is tried again by the next
+                    // run: its cause may be fixed. Refused ones are not (the group has members).
+                    for g in s.groups.iter_mut() {
+                        if matches!(g.commit, CommitState::Failed { .. }) {
+                            g.commit = CommitState::Pending;
+                        }
+                    }
                     if a.offset < 0 && s.last_acked_original >= 0 && !s.done {
                         log::info!(
                             "{}: Connect has no committed offset for {tp} but the restore state in \
@@ -1318,7 +1363,7 @@ impl RestoreSource {
             ));
         }
         self.apply_acks(acks)?;
-        self.commit_finished();
+        self.commit_finished()?;
         self.save(false)?;
 
         let max = if max_records == 0 {
@@ -1426,7 +1471,9 @@ impl RestoreSource {
     }
 
     /// Commits groups of finished partitions and lifts held topic configs of finished topics.
-    fn commit_finished(&mut self) {
+    /// Fails only when a topic's final configs cannot be applied for good (a missing ACL):
+    /// the restore would otherwise wait for them forever.
+    fn commit_finished(&mut self) -> Result<()> {
         let now = Instant::now();
         // group -> (target topic, partition, offset, metadata), for partitions ready now.
         let mut by_group: BTreeMap<String, Vec<(String, i32, i64, String)>> = BTreeMap::new();
@@ -1560,7 +1607,7 @@ impl RestoreSource {
             .collect();
         // Other tasks' partitions are checked through their state files: not on every poll.
         if done_topics.is_empty() || self.topic_check_at.is_some_and(|t| now < t) {
-            return;
+            return Ok(());
         }
         self.topic_check_at = Some(now + TOPIC_CHECK_INTERVAL);
         for topic in done_topics {
@@ -1569,9 +1616,15 @@ impl RestoreSource {
                     self.topics_finished.insert(topic);
                 }
                 Ok(false) => {}
+                Err(
+                    e @ Error::Kafka {
+                        retriable: false, ..
+                    },
+                ) => return Err(e),
                 Err(e) => log::warn!("{}: {e}", self.cfg.task_id),
             }
         }
+        Ok(())
     }
 
     /// Applies the final configs of a topic the restore created once all its partitions are done.
