@@ -2293,4 +2293,50 @@ mod tests {
             assert_eq!(not_owner_only(&root), Vec::<String>::new());
         });
     }
+
+    #[test]
+    fn a_failed_group_commit_is_tried_again_when_the_restore_is_opened_again() {
+        let dir = tempfile::tempdir().unwrap();
+        write_backup(dir.path(), &[3, 4]);
+        let e = |g: &str| offsets_log::GroupOffsetEntry {
+            capture_time_ms: 1,
+            group: g.into(),
+            committed_offset: 4,
+            metadata: String::new(),
+        };
+        let log = layout::group_offsets_log(dir.path(), &TopicPartition::new("t", 0));
+        offsets_log::append(&log, &[e("failed"), e("refused")], crate::perms::OWNER_ONLY).unwrap();
+        let cfg = engine_cfg(dir.path(), true);
+        open_fake(&cfg, -1, &mut FakeTarget::default())
+            .close()
+            .unwrap();
+        let mut s = PartitionState::load(&cfg.state_dir(), "t", 0)
+            .unwrap()
+            .unwrap();
+        for g in s.groups.iter_mut() {
+            g.commit = if g.group == "failed" {
+                CommitState::Failed {
+                    reason: "GroupAuthorizationFailed".into(),
+                }
+            } else {
+                CommitState::Refused {
+                    offset: 1,
+                    reason: "members".into(),
+                }
+            };
+        }
+        s.save(&cfg.state_dir()).unwrap();
+        let again = open_fake(&cfg, -1, &mut FakeTarget::default());
+        let commits: BTreeMap<String, CommitState> = again.status().partitions[0]
+            .groups
+            .iter()
+            .map(|g| (g.group.clone(), g.commit.clone()))
+            .collect();
+        assert_eq!(
+            commits["failed"],
+            CommitState::Pending,
+            "its cause may be fixed"
+        );
+        assert!(matches!(commits["refused"], CommitState::Refused { .. }));
+    }
 }
