@@ -20,10 +20,13 @@ from typing import Any, Callable, Iterator, Optional
 
 import pytest
 
+from testbed import security
 from testbed.kafka import (
     BYTE_ARRAY_CONVERTER,
+    DEFAULT_WORK,
     Cluster,
     TestbedError,
+    _run_id,
     leaked_processes,
     wait_until,
 )
@@ -107,6 +110,9 @@ def dist_dir() -> Path:
     return DIST
 
 
+_cli_runs = itertools.count(1)
+
+
 class Kbackup:
     """The `kbackup` CLI from dist/, with parsed outputs."""
 
@@ -116,6 +122,10 @@ class Kbackup:
     def run(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
         proc = subprocess.run([str(self.path), *map(str, args)], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, timeout=timeout)
+        # every output goes through the end-of-session secret check
+        where = f"`kbackup {args[0] if args else ''}` (CLI run {next(_cli_runs)})"
+        security.record_leaks(security.leaks_in_text(proc.stdout, f"{where} stdout")
+                              + security.leaks_in_text(proc.stderr, f"{where} stderr"))
         if check and proc.returncode != 0:
             raise AssertionError(f"kbackup {' '.join(map(str, args))} exited {proc.returncode}:\n"
                                  f"stderr: {proc.stderr[-4000:]}\nstdout: {proc.stdout[-2000:]}")
@@ -255,6 +265,23 @@ def pytest_sessionfinish(session, exitstatus):
               + ", ".join(f"{p.name} pid {p.pid}" for p in leftovers))
         for p in leftovers:
             p.stop(timeout=10)
+        session.exitstatus = 1
+    check_no_secret_leaked(session)
+
+
+def check_no_secret_leaked(session) -> None:
+    """Issue 14: no password, key or JAAS line in any log or output of the run. Every secret
+    the bed made (testbed.security registers them) is looked for in every broker and worker log
+    and stdout (grepped when each cluster is cleaned up, and here for what is left) and in every
+    `kbackup` output; a hit fails the session naming the file and line, never the value."""
+    run_dir = Path(os.environ.get("KBACKUP_TESTBED_DIR") or DEFAULT_WORK / _run_id())
+    found = security.recorded_leaks()
+    if run_dir.is_dir():
+        found += security.leaks_in_tree(run_dir)
+    found = list(dict.fromkeys(found))
+    if found:
+        print(f"\nERROR: test secrets found in {len(found)} log/output lines "
+              "(file:line: which secret):\n  " + "\n  ".join(found[:50]))
         session.exitstatus = 1
 
 

@@ -91,6 +91,10 @@ def test_connect_backs_up_and_restores_data_and_groups_with_credentials_given_on
     # The manifest came from the Java admin client: partition count known.
     manifest = json.loads((backup / "topics" / topic / "topic.json").read_text())
     assert manifest["partitions"] == 2 and manifest["described"] is True, manifest
+    # The backup holds every record: owner-only by default (docs/security.md).
+    loose = [(str(p), oct(p.stat().st_mode & 0o777)) for p in backup.rglob("*")
+             if p.stat().st_mode & 0o077]
+    assert not loose, loose[:10]
 
     restored = topic + "-r"
     source = unique(f"csec-src-{way}")

@@ -1074,6 +1074,11 @@ class Cluster:
     def cleanup(self) -> None:
         """Stops everything and removes the cluster dir unless KBACKUP_KEEP_TESTBED=1."""
         self.stop()
+        from testbed import security
+
+        # the logs go with the dir: grep them for the run's secrets first (tests/conftest.py
+        # reports what was found at the end of the session)
+        security.record_leaks(security.leaks_in_tree(self.root))
         if os.environ.get("KBACKUP_KEEP_TESTBED") != "1":
             shutil.rmtree(self.root, ignore_errors=True)
             try:

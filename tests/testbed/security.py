@@ -13,16 +13,94 @@ its principal (`User:ANONYMOUS`) is a super user, as are the controller's and `a
 
 from __future__ import annotations
 
+import fnmatch
+import os
 import secrets
 import subprocess
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
 SCRAM_MECHANISM = "SCRAM-SHA-512"
 STANDARD_AUTHORIZER = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
 SCRAM_LOGIN = "org.apache.kafka.common.security.scram.ScramLoginModule"
 PLAIN_LOGIN = "org.apache.kafka.common.security.plain.PlainLoginModule"
+
+
+# ---------------------------------------------------------------------------------------------
+# Every secret the bed makes is registered here, so one check at the end of the session
+# (tests/conftest.py) can grep every log and output of the run for all of them, including
+# secrets of tests written later: they get theirs from Security/Pki, which register them.
+
+_SECRETS: dict[str, str] = {}  # secret value -> what it is (printed instead of the value)
+_LEAKS: list[str] = []  # "file:line: what" found in logs removed before the session ended
+_LOCK = threading.Lock()
+# Logs and outputs the bed writes (Kafka's own storage under data/ is not a log: skipped).
+LOG_PATTERNS = ("*.log", "*.stdout", "*.stderr", "*.out", "*.log.bind-failed-*")
+_SKIP_DIRS = {"data", "pki"}
+
+
+def register_secret(value: Optional[str], what: str) -> None:
+    """Registers a secret for the end-of-session leak check; `what` names it in reports (the
+    value itself is never printed). Values under 6 characters would match by chance: refused."""
+    if not value:
+        return
+    if len(value) < 6:
+        raise ValueError(f"secret {what!r} is too short to grep for: use 6 characters or more")
+    with _LOCK:
+        _SECRETS.setdefault(value, what)
+
+
+def registered_secrets() -> dict[str, str]:
+    """value -> description of every secret registered so far."""
+    with _LOCK:
+        return dict(_SECRETS)
+
+
+def leaks_in_text(text: str, where: str) -> list[str]:
+    """`where:line: <what>` for each line of `text` holding a registered secret."""
+    found = []
+    known = registered_secrets()
+    if not known or not any(v in text for v in known):
+        return found
+    for n, line in enumerate(text.splitlines(), 1):
+        for value, what in known.items():
+            if value in line:
+                found.append(f"{where}:{n}: {what}")
+    return found
+
+
+def log_files(root: Path) -> Iterable[Path]:
+    """The log and output files under `root` (see LOG_PATTERNS)."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if d not in _SKIP_DIRS]
+        for name in filenames:
+            if any(fnmatch.fnmatch(name, p) for p in LOG_PATTERNS):
+                yield Path(dirpath) / name
+
+
+def leaks_in_tree(root: Path) -> list[str]:
+    """Every registered secret found in the log and output files under `root`."""
+    found: list[str] = []
+    for f in log_files(root):
+        try:
+            text = f.read_text(errors="replace")
+        except OSError:
+            continue
+        found += leaks_in_text(text, str(f))
+    return found
+
+
+def record_leaks(found: list[str]) -> None:
+    """Keeps leaks for the end-of-session report (e.g. from a directory about to be removed)."""
+    with _LOCK:
+        _LEAKS.extend(found)
+
+
+def recorded_leaks() -> list[str]:
+    with _LOCK:
+        return list(_LEAKS)
 
 
 def _run(argv: list[str], cwd: Path) -> None:
@@ -91,6 +169,12 @@ class Pki:
         key_pk8 = dir / "client.pk8.pem"
         _run(["openssl", "pkcs8", "-topk8", "-nocrypt", "-in", str(c_key), "-out",
               str(key_pk8)], dir)
+        register_secret(pw, f"the key/trust store password of the test PKI in {dir}")
+        for name, key in (("broker", b_key), ("client", c_key), ("client PKCS#8", key_pk8)):
+            # a line of the private key's body: enough to recognise the key in a log
+            body = [ln for ln in key.read_text().splitlines() if not ln.startswith("-----")]
+            register_secret(body[1] if len(body) > 1 else None,
+                            f"a line of the {name} private key in {dir}")
         return Pki(dir, pw, ca_pem, broker_p12, client_p12, client_jks, trust_jks, trust_p12,
                    c_crt, key_pk8, client_cn)
 
@@ -116,6 +200,7 @@ class Security:
 
         if self.pki is None:
             self.pki = Pki.make(self.work_dir / "pki")
+        self._register()
         if not self.sasl_port:
             self.sasl_port, self.ssl_port = free_port(), free_port()
 
@@ -228,8 +313,13 @@ class Security:
             "ssl.key.location": str(pki.client_key_pem),
         }
 
+    def _register(self) -> None:
+        for user, pw in self.users.items():
+            register_secret(pw, f"the SASL password of user {user!r}")
+
     def secret_values(self) -> list[str]:
         """Every secret this bed made, for tests that grep logs for leaks."""
+        self._register()  # users added after construction too
         return [*self.users.values(), self.pki.password]
 
 

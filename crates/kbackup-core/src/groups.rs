@@ -46,6 +46,8 @@ pub struct CaptureConfig {
     pub own_group: Option<String>,
     /// Pause between background captures in ms; 0 disables the background thread.
     pub interval_ms: u64,
+    /// Modes of the offsets logs (and directories) a capture creates.
+    pub perms: crate::perms::Perms,
 }
 
 /// Periodic capture of group offsets, running on its own thread.
@@ -91,6 +93,26 @@ fn whole_match(key: &str, re: &Option<String>) -> Result<Option<Regex>> {
             ))
         }),
     }
+}
+
+/// Appends each partition's changes to its log and answers how many entries the logs took:
+/// a log drops what it already holds (another capture of the same backup wrote it first), and
+/// those are not changes this capture made.
+fn append_changes(
+    cfg: &CaptureConfig,
+    state: &mut CaptureState,
+    changes: BTreeMap<TopicPartition, Vec<GroupOffsetEntry>>,
+) -> Result<usize> {
+    let mut appended = 0;
+    for (tp, entries) in changes {
+        let log = layout::group_offsets_log(&cfg.root, &tp);
+        appended += offsets_log::append(&log, &entries, cfg.perms)?;
+        let known = state.last.entry(tp).or_default();
+        for e in &entries {
+            known.insert(e.group.clone(), e.committed_offset);
+        }
+    }
+    Ok(appended)
 }
 
 impl Shared {
@@ -190,16 +212,7 @@ impl Shared {
                 return Err(e);
             }
         }
-        let mut appended = 0;
-        for (tp, entries) in changes {
-            offsets_log::append(&layout::group_offsets_log(&self.cfg.root, &tp), &entries)?;
-            let known = state.last.entry(tp).or_default();
-            for e in &entries {
-                known.insert(e.group.clone(), e.committed_offset);
-            }
-            appended += entries.len();
-        }
-        Ok(appended)
+        append_changes(&self.cfg, &mut state, changes)
     }
 
     /// Notes how the capture that began at `started` went: `None` worked, else its error and
@@ -380,6 +393,7 @@ mod tests {
             exclude: exclude.map(String::from),
             own_group: Some("connect-backup".into()),
             interval_ms: 0,
+            perms: crate::perms::OWNER_ONLY,
         }
     }
 
@@ -473,5 +487,31 @@ mod tests {
         let t = Instant::now();
         cap.stop();
         assert!(t.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn captured_change_count_is_what_the_logs_took_not_what_was_offered() {
+        let d = tempfile::tempdir().unwrap();
+        let mut c = cfg(None, None);
+        c.root = d.path().to_path_buf();
+        let tp = TopicPartition::new("t", 0);
+        let entry = |t: i64, o: i64| GroupOffsetEntry {
+            capture_time_ms: t,
+            group: "g".into(),
+            committed_offset: o,
+            metadata: String::new(),
+        };
+        // Two captures of one backup (a rebalance's old and new task, or the CLI beside the
+        // connector): this one last saw offset 4; the other already logged the move to 7.
+        let log = layout::group_offsets_log(&c.root, &tp);
+        offsets_log::append(&log, &[entry(1, 4), entry(2, 7)], c.perms).unwrap();
+        let mut state = CaptureState::default();
+        state.last.insert(tp.clone(), [("g".to_string(), 4)].into());
+        let changes = [(tp.clone(), vec![entry(3, 7)])].into();
+        assert_eq!(append_changes(&c, &mut state, changes).unwrap(), 0);
+        assert_eq!(offsets_log::read_all(&log).unwrap().len(), 2);
+        assert_eq!(state.last[&tp]["g"], 7, "it knows the log's position now");
+        let changes = [(tp.clone(), vec![entry(4, 9)])].into();
+        assert_eq!(append_changes(&c, &mut state, changes).unwrap(), 1);
     }
 }

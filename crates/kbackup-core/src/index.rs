@@ -288,8 +288,15 @@ pub fn rebuild(segment_path: &Path) -> Result<()> {
         scan.header.index_interval_bytes,
         &scan.indexes,
     );
-    layout::write_atomic(&layout::offset_index_path(segment_path), &files.0)?;
-    layout::write_atomic(&layout::time_index_path(segment_path), &files.1)
+    write_files(segment_path, &files)
+}
+
+/// Replaces both index files; a new index gets the mode of its segment (derived data is as
+/// readable as the data it derives from, no more).
+pub fn write_files(segment_path: &Path, files: &(Vec<u8>, Vec<u8>)) -> Result<()> {
+    let perms = crate::perms::Perms::of_file(segment_path)?;
+    layout::write_atomic(&layout::offset_index_path(segment_path), &files.0, perms)?;
+    layout::write_atomic(&layout::time_index_path(segment_path), &files.1, perms)
 }
 
 /// Rebuilds the index files only when they are missing or disagree with the segment; answers
@@ -308,8 +315,7 @@ pub fn ensure_scanned(segment_path: &Path, scan: &segment::SegmentScan) -> Resul
     if compare(segment_path, &files)? == IndexState::Valid {
         return Ok(false);
     }
-    layout::write_atomic(&layout::offset_index_path(segment_path), &files.0)?;
-    layout::write_atomic(&layout::time_index_path(segment_path), &files.1)?;
+    write_files(segment_path, &files)?;
     Ok(true)
 }
 

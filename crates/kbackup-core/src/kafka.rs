@@ -73,11 +73,53 @@ pub fn kafka_error(cluster: &BTreeMap<String, String>, what: &str, e: &KafkaErro
     map_code(cluster, what, retriable, e.to_string())
 }
 
+/// True for the errors a broker answers when the principal lacks an ACL.
+pub fn is_authorization(code: RDKafkaErrorCode) -> bool {
+    use RDKafkaErrorCode::*;
+    matches!(
+        code,
+        TopicAuthorizationFailed
+            | GroupAuthorizationFailed
+            | ClusterAuthorizationFailed
+            | TransactionalIdAuthorizationFailed
+            | DelegationTokenAuthorizationFailed
+    )
+}
+
+/// Like [`kafka_error`], but an authorization failure gets `fix` (the ACL to grant) instead of
+/// the generic pointer to docs/security.md.
+pub fn acl_error(
+    cluster: &BTreeMap<String, String>,
+    what: &str,
+    e: &KafkaError,
+    fix: &str,
+) -> Error {
+    let auth = e.rdkafka_error_code().is_some_and(is_authorization)
+        || e.to_string().contains("uthorization failed");
+    if !auth {
+        return kafka_error(cluster, what, e);
+    }
+    Error::Kafka {
+        what: what.to_string(),
+        retriable: false,
+        detail: format!(
+            "{e}: {fix} (cluster {}; docs/security.md)",
+            servers(cluster)
+        ),
+    }
+}
+
 fn map_code(cluster: &BTreeMap<String, String>, what: &str, retriable: bool, err: String) -> Error {
     let detail = if retriable {
         format!(
             "{err}; could not reach the cluster at {}: check bootstrap.servers, that the \
              brokers are up and reachable from this host, and the security settings",
+            servers(cluster)
+        )
+    } else if err.contains("uthorization failed") || err.contains("AuthorizationFailed") {
+        format!(
+            "{err}: the principal lacks an ACL for this; docs/security.md lists the ACLs each \
+             operation needs (cluster {})",
             servers(cluster)
         )
     } else {
@@ -149,6 +191,21 @@ pub fn describe_topic(
     for r in res {
         let r =
             r.map_err(|code| map_code(cluster, &what, code_is_retriable(code), code.to_string()))?;
+        // A described topic lists every config, defaults included. rdkafka 0.39 drops the
+        // per-topic error (a missing DESCRIBE_CONFIGS ACL, say) and answers no entries: taking
+        // that for "no configs" would restore a compacted topic as a deleting one.
+        if r.entries.is_empty() {
+            return Err(Error::Kafka {
+                what,
+                retriable: false,
+                detail: format!(
+                    "the broker returned no configs for topic {topic} (TopicAuthorizationFailed \
+                     is the usual cause): grant DESCRIBE_CONFIGS on topic {topic} (cluster {}; \
+                     docs/security.md)",
+                    servers(cluster)
+                ),
+            });
+        }
         for e in r.entries {
             if e.source == ConfigSource::DynamicTopic && !e.is_sensitive {
                 if let Some(v) = e.value {
@@ -187,6 +244,16 @@ pub fn create_topic(
         if let Err((name, code)) = r {
             let err = if code == RDKafkaErrorCode::TopicAlreadyExists {
                 format!("topic {name} already exists")
+            } else if is_authorization(code) {
+                return Err(Error::Kafka {
+                    what,
+                    retriable: false,
+                    detail: format!(
+                        "{code}: grant CREATE on topic {name} (or create it before the restore) \
+                         (cluster {}; docs/security.md)",
+                        servers(cluster)
+                    ),
+                });
             } else {
                 format!("{name}: {code}")
             };
@@ -394,24 +461,46 @@ impl ClusterClient for RdKafkaCluster {
         let opts = AdminOptions::new().operation_timeout(Some(timeout));
         let results = block_on(admin.alter_configs([&ac], &opts))
             .map_err(|e| kafka_error(&self.cluster, &what, &e))?;
+        let by_hand = format!(
+            "set them by hand: kafka-configs --alter --entity-type topics --entity-name {topic} \
+             --add-config {}",
+            configs
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
         for r in results {
             if let Err((_, code)) = r {
                 return Err(Error::Kafka {
                     what,
                     retriable: false,
-                    detail: format!(
-                        "broker refused with {code:?}; set them by hand: kafka-configs --alter \
-                         --entity-type topics --entity-name {topic} --add-config {}",
-                        configs
-                            .iter()
-                            .map(|(k, v)| format!("{k}={v}"))
-                            .collect::<Vec<_>>()
-                            .join(",")
-                    ),
+                    detail: format!("broker refused with {code:?}; {by_hand}"),
                 });
             }
         }
-        Ok(())
+        // rdkafka 0.39 drops the per-topic error of AlterConfigs (a missing ALTER_CONFIGS ACL,
+        // say) and reports success: read the configs back (the broker's view may lag a moment).
+        let mut last = String::new();
+        for _ in 0..10 {
+            match describe_topic(&self.cluster, topic, timeout) {
+                Ok(Some(d)) if configs.iter().all(|(k, v)| d.configs.get(k) == Some(v)) => {
+                    return Ok(())
+                }
+                Ok(d) => last = format!("the topic's configs are {:?}", d.map(|d| d.configs)),
+                Err(e) if e.is_retriable() => last = e.to_string(),
+                Err(_) => last = "its configs cannot be read back either".into(),
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        Err(Error::Kafka {
+            what,
+            retriable: false,
+            detail: format!(
+                "the broker did not apply {configs:?} ({last}); the usual cause is a missing \
+                 ACL: grant ALTER_CONFIGS on topic {topic} (docs/security.md), or {by_hand}"
+            ),
+        })
     }
 
     fn consumer_groups(&self, timeout: Duration) -> Result<Vec<String>> {
@@ -500,18 +589,32 @@ impl ClusterClient for RdKafkaCluster {
                 }
             }
         }
+        let topics: std::collections::BTreeSet<&str> =
+            offsets.iter().map(|o| o.0.as_str()).collect();
+        let outcome = |e: KafkaError| match e.rdkafka_error_code() {
+            Some(c) if is_active_member_error(c) => {
+                CommitOutcome::ActiveMembers(format!("the broker refused the commit with {c:?}"))
+            }
+            Some(c) if is_authorization(c) => CommitOutcome::Failed(format!(
+                "{e}: grant the principal READ on group {group:?} and on topic {}",
+                topics.iter().copied().collect::<Vec<_>>().join(", ")
+            )),
+            _ => CommitOutcome::Retry(e.to_string()),
+        };
+        // A consumer without READ on the group is refused its coordinator, and a synchronous
+        // commit then waits for one forever (a hang): an offset fetch bounded in time goes
+        // first, and the refusal is waiting in the consumer's queue when it times out.
+        if let Err(e) = consumer.committed_offsets(tpl.clone(), timeout.min(Duration::from_secs(5)))
+        {
+            let refused = std::iter::from_fn(|| consumer.poll(Duration::ZERO))
+                .take(100)
+                .filter_map(|m| m.err())
+                .find(|e| e.rdkafka_error_code().is_some_and(is_authorization));
+            return outcome(refused.unwrap_or(e));
+        }
         match consumer.commit(&tpl, CommitMode::Sync) {
             Ok(()) => CommitOutcome::Done,
-            Err(e) => match e.rdkafka_error_code() {
-                Some(c) if is_active_member_error(c) => CommitOutcome::ActiveMembers(format!(
-                    "the broker refused the commit with {c:?}"
-                )),
-                Some(RDKafkaErrorCode::GroupAuthorizationFailed)
-                | Some(RDKafkaErrorCode::TopicAuthorizationFailed) => CommitOutcome::Failed(
-                    format!("{e}: grant the principal READ on group {group:?} and the topic"),
-                ),
-                _ => CommitOutcome::Retry(e.to_string()),
-            },
+            Err(e) => outcome(e),
         }
     }
 

@@ -5,6 +5,7 @@
 //! names are parsed strictly, and free text (group ids) never becomes a path.
 
 use crate::error::{Error, Result};
+use crate::perms::Perms;
 use crate::record::TopicPartition;
 use std::path::{Path, PathBuf};
 
@@ -162,8 +163,9 @@ pub fn fsync_dir(dir: &Path) -> Result<()> {
         .map_err(|e| Error::io(e, "fsync directory", dir))
 }
 
-/// Writes `bytes` to `path` atomically: temp file, fsync, rename, fsync the directory.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+/// Writes `bytes` to `path` atomically: temp file, fsync, rename, fsync the directory. A new
+/// file gets `perms`; a replaced one keeps its mode ([`Perms::for_replacement`]).
+pub fn write_atomic(path: &Path, bytes: &[u8], perms: Perms) -> Result<()> {
     use std::io::Write;
     let dir = path.parent().unwrap_or(Path::new("."));
     // Unique per writer: tasks in one JVM (and other processes) may write the same manifest
@@ -174,8 +176,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     tmp_name.push(format!(".tmp-{}-{n}", std::process::id()));
     let tmp = dir.join(tmp_name);
     {
-        let mut f =
-            std::fs::File::create(&tmp).map_err(|e| Error::io(e, "create temporary file", &tmp))?;
+        let mut f = perms
+            .for_replacement(path)
+            .create_new(&tmp)
+            .map_err(|e| Error::io(e, "create temporary file", &tmp))?;
         f.write_all(bytes)
             .map_err(|e| Error::io(e, "write temporary file", &tmp))?;
         f.sync_all()

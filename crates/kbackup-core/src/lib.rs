@@ -17,6 +17,7 @@ pub mod kafka;
 pub mod layout;
 pub mod manifest;
 pub mod offsets_log;
+pub mod perms;
 pub mod prune;
 pub mod reader;
 pub mod reconcile;

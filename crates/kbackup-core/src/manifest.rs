@@ -6,6 +6,7 @@
 
 use crate::error::{Error, Result};
 use crate::layout;
+use crate::perms::Perms;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -117,7 +118,7 @@ pub fn check_version(path: &Path, version: u16) -> Result<()> {
 /// Creates `root` (and its marker) if needed, or checks that an existing directory is a backup.
 /// An existing non-empty directory without a marker is refused, so a typo cannot scatter
 /// backup files into an unrelated directory.
-pub fn init_root(root: &Path) -> Result<RootMarker> {
+pub fn init_root(root: &Path, perms: Perms) -> Result<RootMarker> {
     if layout::root_marker(root).exists() {
         return read_root_marker(root);
     }
@@ -147,7 +148,9 @@ pub fn init_root(root: &Path) -> Result<RootMarker> {
             )));
         }
     } else {
-        std::fs::create_dir_all(root).map_err(|e| Error::io(e, "create target directory", root))?;
+        perms
+            .create_dir_all(root)
+            .map_err(|e| Error::io(e, "create target directory", root))?;
     }
     let marker = RootMarker {
         format: FORMAT_NAME.to_string(),
@@ -157,9 +160,11 @@ pub fn init_root(root: &Path) -> Result<RootMarker> {
     };
     let mut json = serde_json::to_vec_pretty(&marker).expect("marker serialises");
     json.push(b'\n');
-    layout::write_atomic(&layout::root_marker(root), &json)?;
+    layout::write_atomic(&layout::root_marker(root), &json, perms)?;
     let topics = layout::topics_dir(root);
-    std::fs::create_dir_all(&topics).map_err(|e| Error::io(e, "create directory", &topics))?;
+    perms
+        .create_dir_all(&topics)
+        .map_err(|e| Error::io(e, "create directory", &topics))?;
     layout::fsync_dir(root)?;
     Ok(marker)
 }
@@ -193,32 +198,35 @@ pub fn read_topic_manifest(root: &Path, topic: &str) -> Result<Option<TopicManif
 }
 
 /// Writes a topic manifest atomically (temp file, fsync, rename, fsync directory).
-pub fn write_topic_manifest(root: &Path, m: &TopicManifest) -> Result<()> {
+pub fn write_topic_manifest(root: &Path, m: &TopicManifest, perms: Perms) -> Result<()> {
     let dir = layout::topic_dir(root, &m.topic)?;
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io(e, "create topic directory", &dir))?;
+    perms
+        .create_dir_all(&dir)
+        .map_err(|e| Error::io(e, "create topic directory", &dir))?;
     let mut json = serde_json::to_vec_pretty(m).expect("manifest serialises");
     json.push(b'\n');
-    layout::write_atomic(&dir.join(layout::TOPIC_MANIFEST), &json)
+    layout::write_atomic(&dir.join(layout::TOPIC_MANIFEST), &json, perms)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::perms::OWNER_ONLY;
 
     #[test]
     fn init_root_creates_marker_and_refuses_foreign_dirs() {
         let d = tempfile::tempdir().unwrap();
         let root = d.path().join("b");
-        let m = init_root(&root).unwrap();
+        let m = init_root(&root, OWNER_ONLY).unwrap();
         assert_eq!(m.version, FORMAT_VERSION);
         assert_eq!(read_root_marker(&root).unwrap(), m);
         // Second open accepts it.
-        init_root(&root).unwrap();
+        init_root(&root, OWNER_ONLY).unwrap();
 
         let foreign = d.path().join("f");
         std::fs::create_dir(&foreign).unwrap();
         std::fs::write(foreign.join("x"), b"x").unwrap();
-        let e = init_root(&foreign).unwrap_err().to_string();
+        let e = init_root(&foreign, OWNER_ONLY).unwrap_err().to_string();
         assert!(e.contains("not empty") && e.contains("kbackup.json"), "{e}");
         let e = read_root_marker(&foreign).unwrap_err().to_string();
         assert!(e.contains("not a kbackup backup"), "{e}");
@@ -243,7 +251,7 @@ mod tests {
     #[test]
     fn topic_manifest_round_trips() {
         let d = tempfile::tempdir().unwrap();
-        init_root(d.path()).unwrap();
+        init_root(d.path(), OWNER_ONLY).unwrap();
         assert_eq!(read_topic_manifest(d.path(), "t").unwrap(), None);
         let m = TopicManifest {
             topic: "t".into(),
@@ -253,7 +261,7 @@ mod tests {
             created_ms: 1,
             updated_ms: 2,
         };
-        write_topic_manifest(d.path(), &m).unwrap();
+        write_topic_manifest(d.path(), &m, OWNER_ONLY).unwrap();
         assert_eq!(read_topic_manifest(d.path(), "t").unwrap(), Some(m));
         assert!(!d.path().join("topics/t/topic.json.tmp").exists());
     }

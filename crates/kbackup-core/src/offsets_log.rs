@@ -25,8 +25,9 @@
 
 use crate::error::{Error, Result};
 use crate::frame;
+use crate::perms::Perms;
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -376,13 +377,10 @@ pub fn lock_path(path: &Path) -> PathBuf {
 
 /// Takes the exclusive append lock of a log, waiting up to [`LOCK_WAIT`] for another writer.
 /// The kernel drops the lock when its holder exits, so a crash never leaves it stale.
-fn lock(path: &Path) -> Result<File> {
+fn lock(path: &Path, perms: Perms) -> Result<File> {
     let lpath = lock_path(path);
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lpath)
+    let file = perms
+        .open_write(&lpath)
         .map_err(|e| Error::io(e, "open the group-offsets lock file", &lpath))?;
     let started = std::time::Instant::now();
     loop {
@@ -415,7 +413,7 @@ fn lock(path: &Path) -> Result<File> {
 }
 
 /// Appends entries durably (fsync), creating the file and its directory if needed; answers how
-/// many were appended.
+/// many were appended. A new file or directory gets `perms`.
 ///
 /// One writer at a time: the append holds the log's lock while it reads, extends and fsyncs
 /// it. Entries that add nothing to what the file already holds are dropped: the same offset and
@@ -424,15 +422,17 @@ fn lock(path: &Path) -> Result<File> {
 /// A torn tail left by an earlier crash is cut off first; damage anywhere is an error and
 /// nothing is written. A version 1 file is rewritten as the current version (temporary file,
 /// fsync, rename, directory fsync) with the new entries.
-pub fn append(path: &Path, entries: &[GroupOffsetEntry]) -> Result<usize> {
+pub fn append(path: &Path, entries: &[GroupOffsetEntry], perms: Perms) -> Result<usize> {
     if entries.is_empty() {
         return Ok(0);
     }
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
     if let Some(dir) = dir {
-        fs::create_dir_all(dir).map_err(|e| Error::io(e, "create directory", dir))?;
+        perms
+            .create_dir_all(dir)
+            .map_err(|e| Error::io(e, "create directory", dir))?;
     }
-    let _lock = lock(path)?;
+    let _lock = lock(path, perms)?;
     let existing = read_image(path)?;
     let scan = existing.as_deref().map(|d| scan(d, path)).transpose()?;
     let mut latest: BTreeMap<&str, &GroupOffsetEntry> = BTreeMap::new();
@@ -475,16 +475,13 @@ pub fn append(path: &Path, entries: &[GroupOffsetEntry]) -> Result<usize> {
             path.display(),
             old_version.unwrap_or_default()
         );
-        crate::layout::write_atomic(path, &encode(path, &all)?)?;
+        crate::layout::write_atomic(path, &encode(path, &all)?, perms)?;
         return Ok(fresh.len());
     }
     let valid_len = scan.as_ref().map_or(0, |s| s.valid_len);
     let created = existing.is_none();
-    let mut f = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
+    let mut f = perms
+        .open_write(path)
         .map_err(|e| Error::io(e, "open group-offsets log for writing", path))?;
     if let Some((pos, why)) = scan.as_ref().and_then(|s| s.torn.as_ref()) {
         log::warn!(
@@ -519,6 +516,7 @@ pub fn append(path: &Path, entries: &[GroupOffsetEntry]) -> Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::perms::OWNER_ONLY;
 
     fn entry(group: &str, offset: i64) -> GroupOffsetEntry {
         GroupOffsetEntry {
@@ -570,8 +568,8 @@ mod tests {
     fn round_trips_and_keeps_append_order() {
         let d = dir();
         let p = d.path().join("sub").join("group-offsets.log");
-        append(&p, &[entry("a", 1), entry("b", 2)]).unwrap();
-        append(&p, &[entry("a", 5)]).unwrap();
+        append(&p, &[entry("a", 1), entry("b", 2)], OWNER_ONLY).unwrap();
+        append(&p, &[entry("a", 5)], OWNER_ONLY).unwrap();
         assert_eq!(
             read_all(&p).unwrap(),
             vec![entry("a", 1), entry("b", 2), entry("a", 5)]
@@ -608,7 +606,7 @@ mod tests {
             .enumerate()
             .map(|(i, g)| entry(g, i as i64))
             .collect();
-        append(&p, &entries).unwrap();
+        append(&p, &entries, OWNER_ONLY).unwrap();
         assert_eq!(read_all(&p).unwrap(), entries);
         // Nothing but the log and its lock file was created.
         let mut names: Vec<String> = std::fs::read_dir(d.path())
@@ -623,7 +621,7 @@ mod tests {
     fn torn_tail_is_ignored_on_read_and_cut_on_append() {
         let d = dir();
         let p = d.path().join("log");
-        append(&p, &[entry("g", 1), entry("g", 2)]).unwrap();
+        append(&p, &[entry("g", 1), entry("g", 2)], OWNER_ONLY).unwrap();
         let full = std::fs::read(&p).unwrap();
         let last = *frame_positions(&full).last().unwrap();
         for cut in 1..full.len() - last {
@@ -633,7 +631,7 @@ mod tests {
             let s = check(&p).unwrap().unwrap();
             assert_eq!(s.torn.unwrap().0, last as u64);
         }
-        append(&p, &[entry("g", 3)]).unwrap();
+        append(&p, &[entry("g", 3)], OWNER_ONLY).unwrap();
         assert_eq!(read_all(&p).unwrap(), vec![entry("g", 1), entry("g", 3)]);
     }
 
@@ -641,13 +639,13 @@ mod tests {
     fn zero_fill_after_the_last_entry_is_a_torn_tail() {
         let d = dir();
         let p = d.path().join("log");
-        append(&p, &[entry("g", 1)]).unwrap();
+        append(&p, &[entry("g", 1)], OWNER_ONLY).unwrap();
         let mut data = std::fs::read(&p).unwrap();
         let end = data.len() as u64;
         data.extend_from_slice(&[0; 300]);
         std::fs::write(&p, &data).unwrap();
         assert_eq!(check(&p).unwrap().unwrap().torn.unwrap().0, end);
-        append(&p, &[entry("g", 2)]).unwrap();
+        append(&p, &[entry("g", 2)], OWNER_ONLY).unwrap();
         assert_eq!(read_all(&p).unwrap(), vec![entry("g", 1), entry("g", 2)]);
     }
 
@@ -656,7 +654,7 @@ mod tests {
     fn bit_flip_in_the_last_entry_is_corruption_not_a_torn_tail() {
         let d = dir();
         let p = d.path().join("log");
-        append(&p, &[entry("g", 1), entry("g", 2)]).unwrap();
+        append(&p, &[entry("g", 1), entry("g", 2)], OWNER_ONLY).unwrap();
         let mut data = std::fs::read(&p).unwrap();
         let last = *frame_positions(&data).last().unwrap();
         let n = data.len();
@@ -664,7 +662,7 @@ mod tests {
         std::fs::write(&p, &data).unwrap();
         assert_eq!(corrupt_at(read_all(&p)), last as u64);
         assert!(matches!(
-            append(&p, &[entry("g", 3)]),
+            append(&p, &[entry("g", 3)], OWNER_ONLY),
             Err(Error::Corrupt { .. })
         ));
         assert_eq!(
@@ -680,7 +678,7 @@ mod tests {
         let p = d.path().join("log");
         std::fs::write(&p, b"KB").unwrap();
         assert!(read_all(&p).unwrap().is_empty());
-        append(&p, &[entry("g", 9)]).unwrap();
+        append(&p, &[entry("g", 9)], OWNER_ONLY).unwrap();
         assert_eq!(read_all(&p).unwrap(), vec![entry("g", 9)]);
     }
 
@@ -688,7 +686,7 @@ mod tests {
     fn bit_flip_in_the_middle_is_corruption_with_position() {
         let d = dir();
         let p = d.path().join("log");
-        append(&p, &[entry("g", 1), entry("g", 2)]).unwrap();
+        append(&p, &[entry("g", 1), entry("g", 2)], OWNER_ONLY).unwrap();
         let mut data = std::fs::read(&p).unwrap();
         data[12 + frame::PREFIX_LEN + 3] ^= 0x10; // inside the first body
         std::fs::write(&p, &data).unwrap();
@@ -707,7 +705,7 @@ mod tests {
         }
         // Appending to a damaged log refuses instead of burying the damage.
         assert!(matches!(
-            append(&p, &[entry("g", 3)]),
+            append(&p, &[entry("g", 3)], OWNER_ONLY),
             Err(Error::Corrupt { .. })
         ));
     }
@@ -718,7 +716,12 @@ mod tests {
     fn defect8_damaged_length_is_detected_and_never_truncates_later_entries() {
         let d = dir();
         let p = d.path().join("log");
-        append(&p, &[entry("a", 1), entry("b", 2), entry("c", 3)]).unwrap();
+        append(
+            &p,
+            &[entry("a", 1), entry("b", 2), entry("c", 3)],
+            OWNER_ONLY,
+        )
+        .unwrap();
         let good = std::fs::read(&p).unwrap();
         let second = frame_positions(&good)[1];
         for at in second..second + 8 {
@@ -731,7 +734,7 @@ mod tests {
                     second as u64,
                     "byte {at} bit {bit}"
                 );
-                assert!(append(&p, &[entry("d", 4)]).is_err());
+                assert!(append(&p, &[entry("d", 4)], OWNER_ONLY).is_err());
                 assert_eq!(std::fs::read(&p).unwrap(), data, "byte {at} bit {bit}");
             }
         }
@@ -755,13 +758,13 @@ mod tests {
             data[at] ^= mask;
             std::fs::write(&p, &data).unwrap();
             assert_eq!(corrupt_at(read_all(&p)), second as u64, "byte {at}");
-            assert!(append(&p, &[entry("d", 4)]).is_err());
+            assert!(append(&p, &[entry("d", 4)], OWNER_ONLY).is_err());
             assert_eq!(std::fs::read(&p).unwrap(), data);
         }
         // A really torn last append of a version 1 file is still cut, and the file becomes v2.
         std::fs::write(&p, &good[..good.len() - 5]).unwrap();
         assert_eq!(read_all(&p).unwrap(), entries[..2]);
-        assert_eq!(append(&p, &[entry("d", 4)]).unwrap(), 1);
+        assert_eq!(append(&p, &[entry("d", 4)], OWNER_ONLY).unwrap(), 1);
         let after = std::fs::read(&p).unwrap();
         assert_eq!(&after[4..6], &[0, 2]);
         assert_eq!(
@@ -776,7 +779,7 @@ mod tests {
         let p = d.path().join("log");
         let old = [entry("a", 1), entry("b", 2)];
         std::fs::write(&p, v1_image(&old)).unwrap();
-        assert_eq!(append(&p, &[entry("a", 7)]).unwrap(), 1);
+        assert_eq!(append(&p, &[entry("a", 7)], OWNER_ONLY).unwrap(), 1);
         let want = [old[0].clone(), old[1].clone(), entry("a", 7)];
         assert_eq!(std::fs::read(&p).unwrap(), encode(&p, &want).unwrap());
         assert_eq!(check(&p).unwrap().unwrap().version, Some(2));
@@ -786,7 +789,7 @@ mod tests {
     fn header_damage_and_unknown_versions_are_corruption() {
         let d = dir();
         let p = d.path().join("log");
-        append(&p, &[entry("g", 1)]).unwrap();
+        append(&p, &[entry("g", 1)], OWNER_ONLY).unwrap();
         let good = std::fs::read(&p).unwrap();
         for at in 0..12 {
             for bit in 0..8 {
@@ -819,7 +822,7 @@ mod tests {
                 std::thread::spawn(move || {
                     for i in 0..50 {
                         let g = format!("group-{w}");
-                        append(&p, &[entry(&g, i)]).unwrap();
+                        append(&p, &[entry(&g, i)], OWNER_ONLY).unwrap();
                     }
                 })
             })
@@ -844,11 +847,11 @@ mod tests {
     fn a_second_writer_waits_for_the_lock() {
         let d = dir();
         let p = d.path().join("log");
-        append(&p, &[entry("g", 1)]).unwrap();
-        let held = lock(&p).unwrap();
+        append(&p, &[entry("g", 1)], OWNER_ONLY).unwrap();
+        let held = lock(&p, OWNER_ONLY).unwrap();
         let p2 = p.clone();
         let started = std::time::Instant::now();
-        let t = std::thread::spawn(move || append(&p2, &[entry("g", 2)]).unwrap());
+        let t = std::thread::spawn(move || append(&p2, &[entry("g", 2)], OWNER_ONLY).unwrap());
         std::thread::sleep(Duration::from_millis(300));
         assert_eq!(
             read_all(&p).unwrap().len(),
@@ -865,7 +868,7 @@ mod tests {
     fn stale_and_repeated_captures_are_not_appended() {
         let d = dir();
         let p = d.path().join("log");
-        append(&p, &[entry("g", 10)]).unwrap();
+        append(&p, &[entry("g", 10)], OWNER_ONLY).unwrap();
         // Another capture of the same position, and an older capture losing the race.
         let same = GroupOffsetEntry {
             capture_time_ms: entry("g", 10).capture_time_ms + 5,
@@ -875,8 +878,8 @@ mod tests {
             capture_time_ms: entry("g", 10).capture_time_ms - 1,
             ..entry("g", 9)
         };
-        assert_eq!(append(&p, &[same, stale]).unwrap(), 0);
+        assert_eq!(append(&p, &[same, stale], OWNER_ONLY).unwrap(), 0);
         assert_eq!(read_all(&p).unwrap(), vec![entry("g", 10)]);
-        assert_eq!(append(&p, &[entry("g", 11)]).unwrap(), 1);
+        assert_eq!(append(&p, &[entry("g", 11)], OWNER_ONLY).unwrap(), 1);
     }
 }

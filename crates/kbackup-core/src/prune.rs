@@ -232,6 +232,7 @@ mod tests {
                     created_ms: 0,
                     topic: topic.into(),
                 },
+                crate::perms::OWNER_ONLY,
             )
             .unwrap();
             for &(offset, timestamp) in recs.iter() {
@@ -264,7 +265,7 @@ mod tests {
     #[test]
     fn drops_only_an_old_prefix_and_never_the_last_segment() {
         let d = tempfile::tempdir().unwrap();
-        manifest::init_root(d.path()).unwrap();
+        manifest::init_root(d.path(), crate::perms::OWNER_ONLY).unwrap();
         // Segment 2 is old again but follows a new one: it must stay (no holes).
         let dir = write_partition(
             d.path(),
@@ -324,7 +325,7 @@ mod tests {
     #[test]
     fn nothing_newer_than_the_cutoff_is_touched() {
         let d = tempfile::tempdir().unwrap();
-        manifest::init_root(d.path()).unwrap();
+        manifest::init_root(d.path(), crate::perms::OWNER_ONLY).unwrap();
         let dir = write_partition(d.path(), "t", 3, &[&[(10, 1000)], &[(11, 1001)]]);
         let r = prune(d.path(), 1000, false).unwrap();
         assert!(r.removed.is_empty());
@@ -335,7 +336,7 @@ mod tests {
     #[test]
     fn a_damaged_candidate_stops_prune_with_file_and_position() {
         let d = tempfile::tempdir().unwrap();
-        manifest::init_root(d.path()).unwrap();
+        manifest::init_root(d.path(), crate::perms::OWNER_ONLY).unwrap();
         let dir = write_partition(d.path(), "t", 0, &[&[(0, 1), (1, 2)], &[(2, 3)]]);
         let seg = layout::segment_path(&dir, 0);
         let mut bytes = std::fs::read(&seg).unwrap();

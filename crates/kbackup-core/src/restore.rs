@@ -538,11 +538,12 @@ impl PartitionState {
         self.updated_ms = manifest::now_ms();
         let path = Self::path(state_dir, &self.topic, self.partition)?;
         let dir = path.parent().unwrap_or(state_dir);
-        std::fs::create_dir_all(dir)
+        STATE_PERMS
+            .create_dir_all(dir)
             .map_err(|e| Error::io(e, "create restore state directory", dir))?;
         let json = serde_json::to_vec_pretty(self)
             .map_err(|e| Error::State(format!("cannot serialise restore state: {e}")))?;
-        layout::write_atomic(&path, &json)
+        layout::write_atomic(&path, &json, STATE_PERMS)
     }
 
     /// Reads a partition's state file; `None` if the restore never saved it.
@@ -604,11 +605,12 @@ impl TopicState {
     fn save(&self, state_dir: &Path) -> Result<()> {
         let path = Self::path(state_dir, &self.topic)?;
         let dir = path.parent().unwrap_or(state_dir);
-        std::fs::create_dir_all(dir)
+        STATE_PERMS
+            .create_dir_all(dir)
             .map_err(|e| Error::io(e, "create restore state directory", dir))?;
         let json = serde_json::to_vec_pretty(self)
             .map_err(|e| Error::State(format!("cannot serialise topic state: {e}")))?;
-        layout::write_atomic(&path, &json)
+        layout::write_atomic(&path, &json, STATE_PERMS)
     }
 
     fn load(state_dir: &Path, topic: &str) -> Result<Option<TopicState>> {
@@ -622,9 +624,12 @@ struct ConnectorFile {
     created_ms: i64,
 }
 
+/// Restore state names topics, groups and positions: owner only, like the backup's default.
+const STATE_PERMS: crate::perms::Perms = crate::perms::OWNER_ONLY;
+
 /// Creates the state directory and records (or checks) whose it is.
 fn claim_state_dir(state_dir: &Path, connector: &str) -> Result<()> {
-    std::fs::create_dir_all(state_dir).map_err(|e| {
+    STATE_PERMS.create_dir_all(state_dir).map_err(|e| {
         Error::io(
             e,
             "create restore state directory (set restore.state.dir to a writable directory if the backup is read-only)",
@@ -646,7 +651,7 @@ fn claim_state_dir(state_dir: &Path, connector: &str) -> Result<()> {
                 created_ms: manifest::now_ms(),
             };
             let json = serde_json::to_vec_pretty(&f).map_err(|e| Error::State(e.to_string()))?;
-            layout::write_atomic(&path, &json)
+            layout::write_atomic(&path, &json, STATE_PERMS)
         }
     }
 }
@@ -1089,7 +1094,14 @@ impl RestoreSource {
             let mut reader = open_reader(&backup, &a.topic, a.partition)?;
             let saved = PartitionState::load(&state_dir, &a.topic, a.partition)?;
             let mut state = match saved {
-                Some(s) => {
+                Some(mut s) => {
+                    // A failed group commit (a missing ACL, say) is tried again by the next
+                    // run: its cause may be fixed. Refused ones are not (the group has members).
+                    for g in s.groups.iter_mut() {
+                        if matches!(g.commit, CommitState::Failed { .. }) {
+                            g.commit = CommitState::Pending;
+                        }
+                    }
                     if a.offset < 0 && s.last_acked_original >= 0 && !s.done {
                         log::info!(
                             "{}: Connect has no committed offset for {tp} but the restore state in \
@@ -1320,8 +1332,9 @@ impl RestoreSource {
     }
 
     /// Commits groups of finished partitions and lifts held topic configs of finished topics.
-    /// `Err` when a group commit failed for good (authorization) or for [`COMMIT_GIVE_UP`]:
-    /// the task must fail with the cause, not run on with a group silently not restored.
+    /// `Err` when a group commit failed for good (authorization) or for [`COMMIT_GIVE_UP`], or
+    /// a topic's final configs cannot be applied for good (a missing ACL): the task must fail
+    /// with the cause, not run on with a group or a topic config silently not restored.
     fn commit_finished(&mut self) -> Result<()> {
         let now = Instant::now();
         // group -> (target topic, partition, offset, metadata), for partitions ready now.
@@ -2009,6 +2022,7 @@ mod tests {
         offsets_log::append(
             &log,
             &[e("gap", 3), e("ahead", 100), e("first", 0), e("gap", 4)],
+            crate::perms::OWNER_ONLY,
         )
         .unwrap();
         let plan = plan(root, &["t".to_string()]).unwrap();
@@ -2194,5 +2208,68 @@ mod tests {
         let mut again = open_fake(&cfg, 4, &mut FakeTarget::default());
         let (flags, b) = again.poll(&[], 10).unwrap();
         assert_eq!((flags, b.len()), (FLAG_FINISHED, 0));
+    }
+
+    #[test]
+    fn restore_state_is_owner_only_under_a_permissive_umask() {
+        use crate::perms::tests::{not_owner_only, with_open_umask};
+        with_open_umask(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let root = dir.path().join("b");
+            write_backup(&root, &[3, 4]);
+            let cfg = engine_cfg(&root, false);
+            let mut src = open_fake(&cfg, -1, &mut FakeTarget::default());
+            src.poll(&[], 10).unwrap();
+            src.poll(&[ack(3, 0), ack(4, 1)], 10).unwrap();
+            src.close().unwrap();
+            assert!(cfg.state_dir().join("connector.json").exists());
+            assert_eq!(not_owner_only(&root), Vec::<String>::new());
+        });
+    }
+
+    #[test]
+    fn a_failed_group_commit_is_tried_again_when_the_restore_is_opened_again() {
+        let dir = tempfile::tempdir().unwrap();
+        write_backup(dir.path(), &[3, 4]);
+        let e = |g: &str| offsets_log::GroupOffsetEntry {
+            capture_time_ms: 1,
+            group: g.into(),
+            committed_offset: 4,
+            metadata: String::new(),
+        };
+        let log = layout::group_offsets_log(dir.path(), &TopicPartition::new("t", 0));
+        offsets_log::append(&log, &[e("failed"), e("refused")], crate::perms::OWNER_ONLY).unwrap();
+        let cfg = engine_cfg(dir.path(), true);
+        open_fake(&cfg, -1, &mut FakeTarget::default())
+            .close()
+            .unwrap();
+        let mut s = PartitionState::load(&cfg.state_dir(), "t", 0)
+            .unwrap()
+            .unwrap();
+        for g in s.groups.iter_mut() {
+            g.commit = if g.group == "failed" {
+                CommitState::Failed {
+                    reason: "GroupAuthorizationFailed".into(),
+                }
+            } else {
+                CommitState::Refused {
+                    offset: 1,
+                    reason: "members".into(),
+                }
+            };
+        }
+        s.save(&cfg.state_dir()).unwrap();
+        let again = open_fake(&cfg, -1, &mut FakeTarget::default());
+        let commits: BTreeMap<String, CommitState> = again.status().partitions[0]
+            .groups
+            .iter()
+            .map(|g| (g.group.clone(), g.commit.clone()))
+            .collect();
+        assert_eq!(
+            commits["failed"],
+            CommitState::Pending,
+            "its cause may be fixed"
+        );
+        assert!(matches!(commits["refused"], CommitState::Refused { .. }));
     }
 }

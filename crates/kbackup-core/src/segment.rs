@@ -11,6 +11,7 @@ use crate::frame;
 use crate::index::{self, IndexBuilder, Indexes};
 use crate::layout;
 use crate::manifest::FORMAT_VERSION;
+use crate::perms::Perms;
 use crate::record::Record;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
@@ -571,21 +572,29 @@ pub fn truncate_segment(path: &Path, len: u64) -> Result<()> {
 
 impl SegmentWriter {
     /// Creates a new segment (and its indexes) in `partition_dir`; fails if it already exists.
-    /// The caller fsyncs the directory before reporting the segment's records durable.
-    pub fn create(partition_dir: &Path, header: SegmentHeader) -> Result<SegmentWriter> {
+    /// The caller fsyncs the directory before reporting the segment's records durable. The
+    /// files get `perms`.
+    pub fn create(
+        partition_dir: &Path,
+        header: SegmentHeader,
+        perms: Perms,
+    ) -> Result<SegmentWriter> {
         let path = layout::segment_path(partition_dir, header.base_offset);
-        let f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
+        let f = perms
+            .create_new(&path)
             .map_err(|e| Error::io(e, "create segment", &path))?;
         // A half-created segment must not stay behind: its name may not match what comes next.
-        SegmentWriter::create_files(path.clone(), f, header).inspect_err(|_| {
+        SegmentWriter::create_files(path.clone(), f, header, perms).inspect_err(|_| {
             let _ = remove_segment_files(&path);
         })
     }
 
-    fn create_files(path: PathBuf, f: File, header: SegmentHeader) -> Result<SegmentWriter> {
+    fn create_files(
+        path: PathBuf,
+        f: File,
+        header: SegmentHeader,
+        perms: Perms,
+    ) -> Result<SegmentWriter> {
         let bytes = header.encode();
         let mut out = SegFile {
             file: f,
@@ -598,7 +607,9 @@ impl SegmentWriter {
             (layout::offset_index_path(&path), index::OFFSET_INDEX_MAGIC),
             (layout::time_index_path(&path), index::TIME_INDEX_MAGIC),
         ] {
-            let f = File::create(&ipath).map_err(|e| Error::io(e, "create index", &ipath))?;
+            let f = perms
+                .create(&ipath)
+                .map_err(|e| Error::io(e, "create index", &ipath))?;
             let mut f = SegFile {
                 file: f,
                 path: ipath.clone(),
@@ -649,8 +660,7 @@ impl SegmentWriter {
                 "{}: rebuilding index files from the segment",
                 path.display()
             );
-            layout::write_atomic(&layout::offset_index_path(path), &files.0)?;
-            layout::write_atomic(&layout::time_index_path(path), &files.1)?;
+            index::write_files(path, &files)?;
         }
         // Continue the index where the files end (the scan saw every valid record).
         let builder = scan.builder.clone();
@@ -806,7 +816,7 @@ mod tests {
     }
 
     fn write(dir: &Path, offsets: &[i64]) -> PathBuf {
-        let mut w = SegmentWriter::create(dir, header(offsets[0])).unwrap();
+        let mut w = SegmentWriter::create(dir, header(offsets[0]), Perms::default()).unwrap();
         for &o in offsets {
             w.append(o, o * 10, &body(o)).unwrap();
         }

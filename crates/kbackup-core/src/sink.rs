@@ -14,6 +14,7 @@ use crate::index::DEFAULT_INDEX_INTERVAL_BYTES;
 use crate::kafka::RdKafkaCluster;
 use crate::layout;
 use crate::manifest::{self, TopicManifest, FORMAT_VERSION};
+use crate::perms::Perms;
 use crate::record::{TopicPartition, TopicPartitionOffset};
 use crate::segment::{self, SegmentHeader, SegmentWriter, FRAME_PREFIX_LEN};
 use serde::Deserialize;
@@ -77,6 +78,9 @@ pub struct SinkConfig {
     /// Regex of groups not to capture.
     #[serde(default)]
     pub groups_exclude: Option<String>,
+    /// Octal mode of the files the backup creates (`file.mode`; `None`: 0600, owner only).
+    #[serde(default)]
+    pub file_mode: Option<String>,
 }
 
 impl SinkConfig {
@@ -94,6 +98,7 @@ impl SinkConfig {
             offsets_sync_interval_ms: default_sync_interval(),
             groups_include: None,
             groups_exclude: None,
+            file_mode: None,
         }
     }
 
@@ -119,7 +124,13 @@ impl SinkConfig {
                 "index.interval.bytes must be at least 1".into(),
             ));
         }
+        Perms::parse(self.file_mode.as_deref(), "file.mode")?;
         Ok(())
+    }
+
+    /// The modes of the files and directories the backup creates (checked by `validate`).
+    pub fn perms(&self) -> Perms {
+        Perms::parse(self.file_mode.as_deref(), "file.mode").unwrap_or_default()
     }
 }
 
@@ -203,6 +214,8 @@ pub struct BackupSink {
     /// configured and `offsets_sync_interval_ms` > 0.
     capture: Option<GroupOffsetCapture>,
     closed: bool,
+    /// Modes of everything the sink creates (`file.mode`, parsed once).
+    perms: Perms,
 }
 
 impl BackupSink {
@@ -234,12 +247,14 @@ impl BackupSink {
         cluster: Arc<dyn ClusterClient>,
     ) -> Result<BackupSink> {
         config.validate()?;
-        manifest::init_root(&config.target_dir)?;
+        manifest::init_root(&config.target_dir, config.perms())?;
         // Probe writability now so a read-only target fails at start, not at the first put.
         let probe = config
             .target_dir
             .join(format!(".write-probe-{}", std::process::id()));
-        std::fs::write(&probe, b"")
+        config
+            .perms()
+            .create(&probe)
             .map_err(|e| Error::io(e, "write to the target directory", &config.target_dir))?;
         let _ = std::fs::remove_file(&probe);
         let capture = if config.cluster.contains_key("bootstrap.servers")
@@ -252,6 +267,7 @@ impl BackupSink {
                 exclude: config.groups_exclude.clone(),
                 own_group: config.consumer_group_id.clone(),
                 interval_ms: config.offsets_sync_interval_ms,
+                perms: config.perms(),
             })?)
         } else {
             None
@@ -263,6 +279,7 @@ impl BackupSink {
             config.target_dir.display()
         );
         Ok(BackupSink {
+            perms: config.perms(),
             config,
             cluster,
             clock,
@@ -481,14 +498,15 @@ impl BackupSink {
         let root = self.config.target_dir.clone();
         let dir = layout::partition_dir(&root, tp)?;
         if !dir.is_dir() {
-            std::fs::create_dir_all(&dir)
+            self.perms
+                .create_dir_all(&dir)
                 .map_err(|e| Error::io(e, "create partition directory", &dir))?;
             self.dirs_to_sync.insert(layout::topics_dir(&root));
             self.dirs_to_sync
                 .insert(layout::topic_dir(&root, &tp.topic)?);
             self.dirs_to_sync.insert(dir.clone());
         }
-        let lock = lock_partition(&dir, tp)?;
+        let lock = lock_partition(&dir, tp, self.perms)?;
         let mut segments = layout::list_segments(&dir)?;
         let mut seg = None;
         let mut prev_segment_last = None;
@@ -647,6 +665,7 @@ impl BackupSink {
         let max_size = self.config.max_segment_size_bytes;
         let max_age = self.config.max_segment_age_ms;
         let interval = self.config.index_interval_bytes;
+        let perms = self.perms;
         let st = self.partition(topic, partition)?;
         if let Some(seg) = &st.seg {
             let too_big = seg.len() + (FRAME_PREFIX_LEN + body.len()) as u64 > max_size;
@@ -673,7 +692,7 @@ impl BackupSink {
                 created_ms: now,
                 topic: topic.to_string(),
             };
-            let w = SegmentWriter::create(&st.dir, header)?;
+            let w = SegmentWriter::create(&st.dir, header, perms)?;
             // Noted before the first append: its directory entry is owed an fsync whatever
             // happens to the records.
             st.unreported.push(w.path().to_path_buf());
@@ -946,7 +965,7 @@ impl BackupSink {
             o.partitions == m.partitions && o.configs == m.configs && o.described == m.described
         });
         if !unchanged {
-            if let Err(e) = manifest::write_topic_manifest(&root, &m) {
+            if let Err(e) = manifest::write_topic_manifest(&root, &m, self.perms) {
                 log::warn!(
                     "topic {topic}: could not write its manifest ({e}); retrying at the next flush"
                 );
@@ -965,13 +984,10 @@ const LOCK_WAIT: Duration = Duration::from_secs(30);
 
 /// Takes the exclusive writer lock of a partition directory, waiting up to [`LOCK_WAIT`].
 /// The kernel drops the lock when its holder exits, so a crash never leaves it stale.
-fn lock_partition(dir: &Path, tp: &TopicPartition) -> Result<std::fs::File> {
+fn lock_partition(dir: &Path, tp: &TopicPartition, perms: Perms) -> Result<std::fs::File> {
     let path = dir.join(layout::WRITER_LOCK);
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
+    let file = perms
+        .open_write(&path)
         .map_err(|e| Error::io(e, "open the partition lock file", &path))?;
     let started = std::time::Instant::now();
     loop {

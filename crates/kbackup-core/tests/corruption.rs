@@ -201,7 +201,7 @@ impl Fixture {
                 metadata: String::new(),
             })
             .collect();
-        offsets_log::append(&f.log(), &entries).unwrap();
+        offsets_log::append(&f.log(), &entries, kbackup_core::perms::OWNER_ONLY).unwrap();
         f
     }
 
@@ -421,7 +421,7 @@ fn check_case(f: &Fixture, file: &Path, expect: &Expect) -> Result<(), String> {
                 committed_offset: 5,
                 metadata: String::new(),
             };
-            if offsets_log::append(file, &[e]).is_ok() {
+            if offsets_log::append(file, &[e], kbackup_core::perms::OWNER_ONLY).is_ok() {
                 return Err("append to a damaged log succeeded".into());
             }
             unchanged("append")?;

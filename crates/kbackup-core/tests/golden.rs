@@ -209,9 +209,9 @@ fn regenerate_golden_group_offsets_v2() {
     let p = golden_offsets_log(2);
     let _ = std::fs::remove_file(&p);
     let all = expected_group_offsets();
-    offsets_log::append(&p, &all[..2]).unwrap();
-    offsets_log::append(&p, &all[2..4]).unwrap();
-    offsets_log::append(&p, &all[4..]).unwrap();
+    offsets_log::append(&p, &all[..2], kbackup_core::perms::OWNER_ONLY).unwrap();
+    offsets_log::append(&p, &all[2..4], kbackup_core::perms::OWNER_ONLY).unwrap();
+    offsets_log::append(&p, &all[4..], kbackup_core::perms::OWNER_ONLY).unwrap();
     let _ = std::fs::remove_file(offsets_log::lock_path(&p));
 }
 
@@ -250,7 +250,12 @@ fn golden_group_offsets_v1_is_rewritten_as_the_current_version_on_append() {
         metadata: String::new(),
     };
     assert_eq!(
-        offsets_log::append(&p, std::slice::from_ref(&next)).unwrap(),
+        offsets_log::append(
+            &p,
+            std::slice::from_ref(&next),
+            kbackup_core::perms::OWNER_ONLY
+        )
+        .unwrap(),
         1
     );
     let mut want = expected_group_offsets();

@@ -79,6 +79,7 @@ fn capture_appends_only_changes_and_keeps_odd_group_ids() {
         exclude: Some("other-.*".into()),
         own_group: Some("connect-own".into()),
         interval_ms: 0,
+        perms: kbackup_core::perms::OWNER_ONLY,
     })
     .unwrap();
     cap.set_partitions(vec![TopicPartition::new(topic.clone(), 0)]);
@@ -100,6 +101,7 @@ fn capture_appends_only_changes_and_keeps_odd_group_ids() {
         exclude: None,
         own_group: None,
         interval_ms: 0,
+        perms: kbackup_core::perms::OWNER_ONLY,
     })
     .unwrap();
     cap.set_partitions(vec![TopicPartition::new(topic.clone(), 0)]);
@@ -142,7 +144,8 @@ fn restore_commits_translated_offsets_and_refuses_active_groups() {
         .unwrap_or_else(|| panic!("sink wrote no manifest"));
     m.configs.insert("retention.ms".into(), "86400000".into());
     m.configs.insert("segment.bytes".into(), "1048576".into());
-    kbackup_core::manifest::write_topic_manifest(root.path(), &m).unwrap();
+    kbackup_core::manifest::write_topic_manifest(root.path(), &m, kbackup_core::perms::OWNER_ONLY)
+        .unwrap();
 
     let (free, active, ahead) = (unique("free"), unique("active"), unique("ahead"));
     let log = layout::group_offsets_log(root.path(), &TopicPartition::new(source, 0));
@@ -152,7 +155,12 @@ fn restore_commits_translated_offsets_and_refuses_active_groups() {
         committed_offset: o,
         metadata: "m".into(),
     };
-    offsets_log::append(&log, &[e(&free, 4), e(&active, 6), e(&ahead, 50)]).unwrap();
+    offsets_log::append(
+        &log,
+        &[e(&free, 4), e(&active, 6), e(&ahead, 50)],
+        kbackup_core::perms::OWNER_ONLY,
+    )
+    .unwrap();
 
     let cfg = SourceConfig {
         connector_name: unique("restore"),

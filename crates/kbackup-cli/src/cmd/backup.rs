@@ -174,6 +174,11 @@ pub struct BackupArgs {
     /// like for `prune --older-than`.
     #[arg(long = "max-segment-age", value_name = "DURATION", value_parser = super::prune::parse_duration_ms)]
     pub max_segment_age: Option<i64>,
+    /// Octal mode of the files the backup creates, like chmod's (default 0600: the backup
+    /// holds every record, so only its owner may read it). Directories get the same bits plus
+    /// search where read is allowed (0640 -> 0750).
+    #[arg(long = "file-mode", value_name = "MODE")]
+    pub file_mode: Option<String>,
     /// Print a JSON summary on stdout at the end.
     #[arg(long)]
     pub json: bool,
@@ -195,6 +200,7 @@ struct PartState {
 
 /// Runs `kbackup backup`.
 pub fn run(args: &BackupArgs) -> Result<()> {
+    kbackup_core::perms::Perms::parse(args.file_mode.as_deref(), "--file-mode")?;
     let cluster = args.cluster.cluster()?;
     let available = list_topics(&cluster)?;
     let topics = select_topics(args, &available, &cluster)?;
@@ -219,6 +225,8 @@ pub fn run(args: &BackupArgs) -> Result<()> {
     if let Some(ms) = args.max_segment_age {
         sink_cfg.max_segment_age_ms = ms;
     }
+    sink_cfg.file_mode = args.file_mode.clone();
+    let perms = sink_cfg.perms();
     let mut sink = BackupSink::open(sink_cfg)?;
 
     let tps: Vec<TopicPartition> = topics
@@ -301,6 +309,7 @@ pub fn run(args: &BackupArgs) -> Result<()> {
             exclude: None,
             own_group: Some(CLI_GROUP.to_string()),
             interval_ms: if args.continuous { CAPTURE_EVERY_MS } else { 0 },
+            perms,
         })?;
         c.set_partitions(tps.clone());
         Some(c)
@@ -355,7 +364,16 @@ pub fn run(args: &BackupArgs) -> Result<()> {
                 }
                 Some(Err(KafkaError::PartitionEOF(_))) => check_now = true,
                 Some(Err(e)) => {
-                    let err = kafka::kafka_error(&cluster, "fetch records", &e);
+                    let err = kafka::acl_error(
+                        &cluster,
+                        "fetch records",
+                        &e,
+                        &format!(
+                            "grant READ on the backed-up topics and DESCRIBE on consumer group \
+                             {CLI_GROUP} (the backup's consumer carries that group id; it never \
+                             joins the group or commits)"
+                        ),
+                    );
                     if !err.is_retriable() {
                         return Err(err);
                     }
@@ -423,6 +441,18 @@ pub fn run(args: &BackupArgs) -> Result<()> {
     let durable = durable?;
     closed?;
     let captured = captured.transpose()?;
+    let groups = if args.group_offsets {
+        Some(groups_held(&args.dir, &tps)?)
+    } else {
+        None
+    };
+    if groups == Some(0) {
+        log::warn!(
+            "--group-offsets: the backup holds no consumer-group offsets for these partitions. \
+             Kafka lists to a principal only the groups it may DESCRIBE: if groups consume these \
+             topics, grant DESCRIBE on them (docs/security.md) and run the backup again"
+        );
+    }
 
     let secs = progress.elapsed_secs();
     let summary = format!(
@@ -464,10 +494,46 @@ pub fn run(args: &BackupArgs) -> Result<()> {
             "end_offsets_at_start": if until { serde_json::to_value(ends).unwrap_or_default() } else { serde_json::Value::Null },
             "next_offsets": next,
             "group_offset_changes": captured,
+            "groups": groups,
         });
         super::print_json(&out)?;
     }
-    Ok(())
+    undescribed_topics_error(&args.dir, &topics)
+}
+
+/// How many consumer groups the backup holds offsets of on these partitions.
+fn groups_held(dir: &std::path::Path, tps: &[TopicPartition]) -> Result<usize> {
+    let mut groups = std::collections::BTreeSet::new();
+    for tp in tps {
+        let log = kbackup_core::layout::group_offsets_log(dir, tp);
+        groups.extend(kbackup_core::offsets_log::latest_per_group(&log)?.into_keys());
+    }
+    Ok(groups.len())
+}
+
+/// The records are on disk, but a topic whose partition count and configs could not be read
+/// would be re-created without its configs (a compacted topic as a deleting one): exit 3, so a
+/// cron job notices, with the ACL to grant.
+fn undescribed_topics_error(dir: &std::path::Path, topics: &[String]) -> Result<()> {
+    let mut missing = Vec::new();
+    for t in topics {
+        if !kbackup_core::manifest::read_topic_manifest(dir, t)?.is_some_and(|m| m.described) {
+            missing.push(t.as_str());
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Kafka {
+        what: "describe the backed-up topics".into(),
+        retriable: false,
+        detail: format!(
+            "the records are backed up, but the partition count and configs of {} could not be \
+             read (see the warning above), so a restore would create the topics without their \
+             configs: grant DESCRIBE_CONFIGS on them (docs/security.md) and run the backup again",
+            missing.join(", ")
+        ),
+    })
 }
 
 /// The topics named by --topics (each must exist) or matched by --topics-regex (at least one).
@@ -507,6 +573,7 @@ fn select_topics(
         }
         kbackup_core::layout::validate_topic_name(t)?;
         if !available.contains_key(t) {
+            check_topic_authorized(cluster, t)?;
             return Err(Error::NotFound(format!(
                 "topic {t} does not exist on the cluster at {servers}; check the name in --topics"
             )));
@@ -521,6 +588,37 @@ fn select_topics(
         ));
     }
     Ok(out)
+}
+
+/// A topic the principal may not DESCRIBE is left out of the full topic list, exactly like a
+/// missing one; asked for by name, the broker says which it is.
+fn check_topic_authorized(cluster: &BTreeMap<String, String>, topic: &str) -> Result<()> {
+    let mut cfg = quiet_client_config(cluster);
+    cfg.set("allow.auto.create.topics", "false");
+    let Ok(consumer) = cfg.create_with_context::<_, BaseConsumer<QuietContext>>(QuietContext)
+    else {
+        return Ok(());
+    };
+    let Ok(md) = consumer.fetch_metadata(Some(topic), CONNECT_TIMEOUT) else {
+        return Ok(());
+    };
+    let denied = md.topics().iter().any(|t| {
+        t.name() == topic
+            && t.error().is_some_and(|e| {
+                RDKafkaErrorCode::from(e) == RDKafkaErrorCode::TopicAuthorizationFailed
+            })
+    });
+    if denied {
+        return Err(Error::Kafka {
+            what: format!("read topic {topic}"),
+            retriable: false,
+            detail: format!(
+                "TopicAuthorizationFailed: the principal may not see topic {topic}: grant it READ \
+                 and DESCRIBE_CONFIGS on topic {topic} (docs/security.md)"
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// A consumed message as the core's record, byte for byte (null stays distinct from empty).

@@ -222,14 +222,17 @@ pub fn run(args: &RestoreArgs) -> Result<()> {
     // Before reading the target back: fences a killed run's producer and aborts its open
     // transaction, so read_committed shows exactly what was written for good.
     producer.init_transactions(TXN_TIMEOUT).map_err(|e| {
-        kafka::kafka_error(
+        kafka::acl_error(
             &cluster,
             &format!(
-                "initialise the restore's transactions (transactional.id {}; the principal needs \
-                 WRITE and DESCRIBE on that transactional id, and the cluster transactions)",
+                "initialise the restore's transactions (transactional.id {})",
                 cfg.transactional_id()
             ),
             &e,
+            &format!(
+                "grant WRITE on transactional id {} (or on the prefix kbackup-restore-)",
+                cfg.transactional_id()
+            ),
         )
     })?;
     let client: Arc<dyn ClusterClient> = Arc::new(RdKafkaCluster::new(&cluster));
@@ -277,7 +280,38 @@ pub fn run(args: &RestoreArgs) -> Result<()> {
             "the restore was interrupted by a signal; run the same command again to resume".into(),
         ));
     }
-    Ok(())
+    failed_group_commits(&status.partitions)
+}
+
+/// A group commit that failed (a missing ACL, say) is not a finished restore: the records are
+/// in place, but the group would not resume where it stood. A re-run retries only the commits.
+fn failed_group_commits(partitions: &[PartitionState]) -> Result<()> {
+    let mut failed: BTreeMap<&str, (Vec<String>, &str)> = BTreeMap::new();
+    for p in partitions {
+        for g in &p.groups {
+            if let restore::CommitState::Failed { reason } = &g.commit {
+                let e = failed.entry(&g.group).or_insert((Vec::new(), reason));
+                e.0.push(format!("{}-{}", p.target_topic, p.partition));
+            }
+        }
+    }
+    if failed.is_empty() {
+        return Ok(());
+    }
+    let each: Vec<String> = failed
+        .iter()
+        .map(|(g, (tps, reason))| format!("group {g:?} on {}: {reason}", tps.join(", ")))
+        .collect();
+    Err(Error::Kafka {
+        what: "commit the translated consumer-group offsets".into(),
+        retriable: false,
+        detail: format!(
+            "every record is restored, but {} group commit(s) failed: {}; fix that and run the \
+             same command again (it only retries the group commits)",
+            failed.len(),
+            each.join("; ")
+        ),
+    })
 }
 
 /// Polls the engine and produces, one transaction per batch, until it says finished (true) or
@@ -311,9 +345,15 @@ fn pump(
         for r in &records {
             send(cfg, producer, r)?;
         }
-        producer
-            .commit_transaction(TXN_TIMEOUT)
-            .map_err(|e| kafka::kafka_error(&cfg.cluster, "commit a restore transaction", &e))?;
+        producer.commit_transaction(TXN_TIMEOUT).map_err(|e| {
+            let targets: Vec<&str> = cfg.topics.iter().map(|t| cfg.target_topic(t)).collect();
+            kafka::acl_error(
+                &cfg.cluster,
+                "commit a restore transaction",
+                &e,
+                &format!("grant WRITE on topic {}", targets.join(", ")),
+            )
+        })?;
         producer.poll(Duration::ZERO);
         if let Some((e, what)) = producer
             .context()

@@ -75,6 +75,13 @@ public class BackupSinkConfig extends AbstractConfig {
             + "NOT backed up, applied after groups.include. Empty: exclude none. The connector's own group "
             + "(connect-<name>) is never backed up.";
 
+    public static final String FILE_MODE_CONFIG = "file.mode";
+    private static final String FILE_MODE_DOC = "Mode of the files kbackup creates in the backup, in octal like "
+            + "chmod (directories get the same bits plus search where read is allowed). The default keeps the "
+            + "backup owner-only: it holds every record of the backed-up topics. Must include owner read and "
+            + "write, no execute or special bits, for example 0640 to let the owner's group read.";
+    public static final String FILE_MODE_DEFAULT = "0600";
+
     /** Set by the connector in each task config: the task's index, for the task id. */
     public static final String TASK_INDEX_CONFIG = "kbackup.task.index";
 
@@ -94,7 +101,9 @@ public class BackupSinkConfig extends AbstractConfig {
             .define(GROUPS_INCLUDE_CONFIG, Type.STRING, GROUPS_INCLUDE_DEFAULT, new RegexValidator(),
                     Importance.MEDIUM, GROUPS_INCLUDE_DOC)
             .define(GROUPS_EXCLUDE_CONFIG, Type.STRING, "", new RegexValidator(), Importance.MEDIUM,
-                    GROUPS_EXCLUDE_DOC);
+                    GROUPS_EXCLUDE_DOC)
+            .define(FILE_MODE_CONFIG, Type.STRING, FILE_MODE_DEFAULT, new FileModeValidator(), Importance.MEDIUM,
+                    FILE_MODE_DOC);
 
     public BackupSinkConfig(Map<String, String> props) {
         super(CONFIG_DEF, props);
@@ -183,7 +192,35 @@ public class BackupSinkConfig extends AbstractConfig {
         m.put("groups_include", getString(GROUPS_INCLUDE_CONFIG));
         String exclude = getString(GROUPS_EXCLUDE_CONFIG);
         m.put("groups_exclude", exclude == null || exclude.isEmpty() ? null : exclude);
+        m.put("file_mode", getString(FILE_MODE_CONFIG));
         return Json.write(m);
+    }
+
+    /** Accepts what the core accepts as a file mode (checked again there, naming the key). */
+    static final class FileModeValidator implements ConfigDef.Validator {
+        @Override
+        public void ensureValid(String name, Object value) {
+            String v = value == null ? "" : value.toString().trim();
+            if (v.startsWith("0o")) {
+                v = v.substring(2);
+            }
+            int mode;
+            try {
+                mode = Integer.parseInt(v, 8);
+            } catch (NumberFormatException e) {
+                throw new ConfigException(name, value, "not an octal file mode; write it like chmod does, for "
+                        + "example 0600 (owner only, the default) or 0640 (owner and group may read)");
+            }
+            if ((mode & ~0666) != 0 || (mode & 0600) != 0600) {
+                throw new ConfigException(name, value, "not a usable file mode: it must include owner read and "
+                        + "write (0600) and no execute or special bits, for example 0600 or 0640");
+            }
+        }
+
+        @Override
+        public String toString() {
+            return "an octal file mode such as 0600 or 0640";
+        }
     }
 
     /** Accepts a Java regular expression (the core's regex crate accepts the common subset). */

@@ -78,6 +78,22 @@ class SinkConfigTest {
     }
 
     @Test
+    void fileModeDefaultsToOwnerOnlyAndRejectsUnusableModes() {
+        BackupSinkConfig c = new BackupSinkConfig(valid(tmp));
+        @SuppressWarnings("unchecked")
+        Map<String, Object> json = (Map<String, Object>) Json.parse(c.toNativeJson("b1", "b1-0"));
+        assertEquals("0600", json.get("file_mode"));
+        Map<String, String> p = valid(tmp);
+        p.put("file.mode", "0640");
+        assertEquals("0640", new BackupSinkConfig(p).getString("file.mode"));
+        for (String bad : new String[] {"0755", "0400", "rw-r-----", "4600"}) {
+            p.put("file.mode", bad);
+            ConfigException e = assertThrows(ConfigException.class, () -> new BackupSinkConfig(p), bad);
+            assertTrue(e.getMessage().contains("file.mode"), e.getMessage());
+        }
+    }
+
+    @Test
     void clientPropsFallBackToConsumerOverridesAndNoSecretReachesTheCore() {
         Map<String, String> p = valid(tmp);
         p.remove("cluster.security.protocol");
