@@ -15,6 +15,7 @@ pub mod index;
 pub mod kafka;
 pub mod layout;
 pub mod manifest;
+pub mod metrics;
 pub mod offsets_log;
 pub mod prune;
 pub mod reader;

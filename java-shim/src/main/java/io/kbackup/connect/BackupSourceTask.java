@@ -4,6 +4,7 @@ import io.kbackup.connect.internal.BatchCodec;
 import io.kbackup.connect.internal.BatchCodec.PolledHeader;
 import io.kbackup.connect.internal.BatchCodec.PolledRecord;
 import io.kbackup.connect.internal.Native;
+import io.kbackup.connect.internal.TaskMetrics;
 import org.apache.kafka.clients.producer.RecordMetadata;
 import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.connect.data.Schema;
@@ -11,6 +12,7 @@ import org.apache.kafka.connect.data.SchemaAndValue;
 import org.apache.kafka.connect.header.ConnectHeaders;
 import org.apache.kafka.connect.source.SourceRecord;
 import org.apache.kafka.connect.source.SourceTask;
+import org.apache.kafka.connect.source.SourceTaskContext;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -51,6 +53,8 @@ public class BackupSourceTask extends SourceTask {
     static final long ACK_STALL_MS = 20;
 
     private volatile long handle;
+    /** Plugin metrics (null on workers without KIP-877); gauges read the core on JMX threads. */
+    private volatile TaskMetrics metrics;
     /** Guards draining the ack buffers and the handle's last use, between poll and stop. */
     private final Object drainLock = new Object();
     private volatile boolean stopping;
@@ -150,6 +154,13 @@ public class BackupSourceTask extends SourceTask {
         }
         Native.ensureLoaded();
         handle = Native.sourceOpen(config.toNativeJson(name, taskId), BatchCodec.encodeOffsets(assignment));
+        metrics = TaskMetrics.create(SourceTaskContext.class, context, () -> {
+            long h = handle;
+            return h == 0 ? null : Native.sourceMetrics(h);
+        }, TaskMetrics.SOURCE_TASK, TaskMetrics.SOURCE_PARTITION);
+        if (metrics != null) {
+            metrics.partitionsOpened(assigned);
+        }
         log.info("kbackup restore task {} started for {} partitions, resuming from {}", taskId, assigned.size(),
                 assignment);
     }
@@ -315,6 +326,11 @@ public class BackupSourceTask extends SourceTask {
     @Override
     public void stop() {
         stopping = true;
+        TaskMetrics m = metrics;
+        metrics = null;
+        if (m != null) {
+            m.close();
+        }
         long h;
         byte[] last;
         synchronized (drainLock) {

@@ -1,0 +1,131 @@
+"""Metrics an on-call engineer can trust, read the way a monitoring system reads them.
+
+Connector metrics are KIP-877 plugin metrics: they are read over JMX from the real worker with
+Kafka's own JmxTool (a client we did not write), while a backup runs: the record counts match
+what was produced, the lag falls to 0 when the backup caught up and rises while the connector
+is paused and a producer writes. The restore's metrics count what was restored and say when it
+finished.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Optional
+
+from conftest import sink_config, unique
+from fixtures import source_config
+from testbed.kafka import TestbedError, wait_until
+
+JMX_TOOL = "org.apache.kafka.tools.JmxTool"
+
+
+def read_jmx(cluster, connector: str) -> dict[tuple, dict[str, float]]:
+    """Every plugin metric of `connector` as {(task, topic, partition): {name: value}}; topic and
+    partition are None for task-level metrics."""
+    proc = cluster.run_tool(JMX_TOOL, "--jmx-url", cluster.worker.jmx_url, "--object-name",
+                            f"kafka.connect:type=plugins,connector={connector},*",
+                            "--one-time", "true", "--report-format", "properties", timeout=60,
+                            check=False)
+    out: dict[tuple, dict[str, float]] = {}
+    if proc.returncode != 0:  # no MBean of the connector (yet): JmxTool exits 1
+        return {"error": {"jmxtool": proc.stderr[-300:]}}
+    for line in proc.stdout.splitlines():
+        if not line.startswith("kafka.connect:") or "=" not in line:
+            continue
+        key, value = line.rsplit("=", 1)
+        name, attr = key.rsplit(":", 1)
+        props = dict(kv.split("=", 1) for kv in name.split(":", 1)[1].split(","))
+        part = props.get("partition")
+        ident = (props["task"], props.get("topic"), None if part is None else int(part))
+        out.setdefault(ident, {})[attr] = float(value)
+    return out
+
+
+def wait_jmx(cluster, connector: str, pred: Callable[[dict], bool], what: str,
+             timeout: float = 90) -> dict:
+    """Reads the connector's metrics until `pred` holds; the failure shows the last reading."""
+    last: list[Optional[dict]] = [None]
+
+    def check():
+        last[0] = read_jmx(cluster, connector)
+        return last[0] if pred(last[0]) else None
+
+    try:
+        return wait_until(check, timeout, what, interval=1.0)
+    except TestbedError as e:
+        raise AssertionError(f"{e}; last JMX reading: {last[0]}") from None
+
+
+def test_connector_metrics_over_jmx_count_records_and_follow_the_lag_while_paused(cluster, workdir):
+    topic = unique("metrics")
+    cluster.kafka.create_topic(topic, 2)
+    produced = cluster.kafka.produce(topic, [{"partition": i % 2, "value": b"v" * 100}
+                                             for i in range(30)])
+    assert len(produced) == 30
+    group = unique("metrics-app")
+    cluster.kafka.commit_group_offsets(group, {(topic, 0): 5, (topic, 1): 7})
+    name = unique("sink-metrics")
+    target = workdir / "backup"
+    cluster.connect.create_connector(name, sink_config(
+        topic, target, cluster.bootstrap, **{"consumer.offsets.sync.interval.ms": 1000}))
+    try:
+        cluster.connect.wait_for_task_state(name, "RUNNING")
+        task, p0, p1 = ("0", None, None), ("0", topic, 0), ("0", topic, 1)
+
+        def caught_up(m, records):
+            return (m.get(task, {}).get("records-written") == records
+                    and all(m.get(p, {}).get("lag-records") == 0 for p in (p0, p1)))
+
+        m = wait_jmx(cluster, name, lambda m: caught_up(m, 30), "30 records written, lag 0")
+        assert m[p0]["records-written"] == m[p1]["records-written"] == 15
+        assert m[p0]["durable-offset"] == m[p1]["durable-offset"] == 14
+        assert m[p0]["end-offset"] == 15 and m[p0]["lag-ms"] == 0
+        assert m[task]["bytes-written"] >= 30 * 100
+        assert m[task]["partitions"] == 2 and m[task]["errors"] == 0
+        assert m[task]["flushes"] >= 1 and m[task]["fsync-avg-ms"] >= 0
+        # the group-offset capture ran and saw the group
+        m = wait_jmx(cluster, name, lambda m: m[task].get("groups-captured", 0) >= 1,
+                     "a group-offset capture")
+        assert m[task]["group-captures"] >= 1
+        assert m[task]["group-capture-last-success-ms"] > time.time() * 1000 - 60_000
+
+        cluster.connect.pause(name)
+        cluster.connect.wait_for_task_state(name, "PAUSED")
+        time.sleep(2)  # a put already in flight lands before the pause takes hold
+        cluster.kafka.produce(topic, [{"partition": i % 2, "value": b"late"} for i in range(20)])
+        m = wait_jmx(cluster, name,
+                     lambda m: all(m.get(p, {}).get("lag-records") == 10 for p in (p0, p1)),
+                     "lag of 10 records per partition while paused")
+        assert m[task]["lag-records"] == 20 and m[task]["records-written"] == 30
+        time.sleep(1.5)
+        m = read_jmx(cluster, name)
+        assert m[p0]["lag-ms"] > 0 and m[task]["lag-ms"] >= m[p0]["lag-ms"], m
+
+        cluster.connect.resume(name)
+        m = wait_jmx(cluster, name, lambda m: caught_up(m, 50), "caught up again after resume")
+        assert m[p0]["durable-offset"] == m[p1]["durable-offset"] == 24
+        assert m[task]["lag-ms"] == 0
+    finally:
+        cluster.connect.delete_connector(name)
+
+    # The restore's metrics, from the backup just made, into a renamed topic.
+    restored = unique("metrics-restored")
+    rname = unique("source-metrics")
+    cluster.connect.create_connector(rname, source_config(
+        topic, target, cluster.bootstrap, **{"topics.rename": f"{topic}:{restored}"}))
+    try:
+        task = ("0", None, None)
+        m = wait_jmx(cluster, rname, lambda m: m.get(task, {}).get("finished") == 1,
+                     "the restore to finish")
+        assert m[task]["records-restored"] == 50
+        assert m[task]["partitions"] == m[task]["partitions-done"] == 2
+        assert m[task]["bytes-restored"] == 30 * 100 + 20 * 4
+        # the captured group, translated and committed on each of its two partitions
+        assert (m[task]["groups-committed"], m[task]["groups-pending"]) == (2, 0), m[task]
+        for p in (0, 1):
+            pm = m[("0", topic, p)]
+            assert (pm["records-restored"], pm["done"], pm["remaining-offsets"]) == (25, 1, 0), pm
+            assert pm["acked-offset"] == pm["last-offset"] == 24
+        assert sum(len(v) for v in cluster.kafka.consume_topic(restored).values()) == 50
+    finally:
+        cluster.connect.delete_connector(rname)
