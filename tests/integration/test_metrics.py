@@ -9,6 +9,7 @@ finished.
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Callable, Optional
 
@@ -129,3 +130,135 @@ def test_connector_metrics_over_jmx_count_records_and_follow_the_lag_while_pause
         assert sum(len(v) for v in cluster.kafka.consume_topic(restored).values()) == 50
     finally:
         cluster.connect.delete_connector(rname)
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI: --metrics-addr
+
+
+def scrape(port: int) -> Optional[dict[tuple, float]]:
+    """The CLI's Prometheus page as {(name, topic, partition): value}, or None while nothing
+    answers. Parsed by prometheus_client's own parser when installed, else line by line."""
+    import requests
+
+    try:
+        r = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
+    except requests.ConnectionError:
+        return None
+    assert r.status_code == 200, r.text
+    assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    out: dict[tuple, float] = {}
+    for line in r.text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name_labels, value = line.rsplit(" ", 1)
+        labels: dict[str, str] = {}
+        name = name_labels
+        if "{" in name_labels:
+            name, rest = name_labels.split("{", 1)
+            for kv in rest.rstrip("}").split(","):
+                k, v = kv.split("=", 1)
+                labels[k] = v.strip('"')
+        part = labels.get("partition")
+        out[(name, labels.get("topic"), None if part is None else int(part))] = float(value)
+    return out
+
+
+def wait_scrape(port: int, proc, pred: Callable[[dict], bool], what: str, timeout: float = 60,
+                interval: float = 0.5) -> dict:
+    last: list[Optional[dict]] = [None]
+
+    def check():
+        if proc.poll() is not None:
+            raise AssertionError(f"the CLI exited {proc.returncode} before {what}: "
+                                 f"{proc.stderr.read()[-2000:]}")
+        last[0] = scrape(port)
+        return last[0] if last[0] is not None and pred(last[0]) else None
+
+    try:
+        return wait_until(check, timeout, what, interval=interval)
+    except TestbedError as e:
+        raise AssertionError(f"{e}; last scrape: {last[0]}") from None
+
+
+def test_cli_metrics_addr_serves_backup_and_restore_figures(cluster, kbackup, workdir):
+    import signal
+    import subprocess
+
+    from testbed.kafka import free_port
+
+    topic = unique("cli-metrics")
+    cluster.kafka.create_topic(topic, 2)
+    n, size = 40000, 100
+    cluster.kafka.produce(topic, [{"partition": i % 2, "value": b"m" * size} for i in range(n)])
+    target = workdir / "backup"
+    port = free_port()
+    backup = subprocess.Popen(
+        [str(kbackup.path), "backup", "--bootstrap-server", cluster.bootstrap, "--dir", str(target),
+         "--topics", topic, "--continuous", "--metrics-addr", f"127.0.0.1:{port}", "-q"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        def caught_up(m, records):
+            return (m.get(("kbackup_sink_records_written_total", None, None)) == records
+                    and all(m.get(("kbackup_sink_partition_lag_records", topic, p)) == 0
+                            for p in (0, 1)))
+
+        m = wait_scrape(port, backup, lambda m: caught_up(m, n), f"{n} records backed up, lag 0")
+        half = n // 2
+        for p in (0, 1):
+            assert m[("kbackup_sink_partition_records_written_total", topic, p)] == half
+            assert m[("kbackup_sink_partition_durable_offset", topic, p)] == half - 1
+            assert m[("kbackup_sink_partition_end_offset", topic, p)] == half
+            assert m[("kbackup_sink_partition_lag_seconds", topic, p)] == 0
+        assert m[("kbackup_sink_bytes_written_total", None, None)] > n * size
+        assert m[("kbackup_sink_lag_records", None, None)] == 0
+        assert m[("kbackup_sink_partitions", None, None)] == 2
+        assert m[("kbackup_sink_errors_total", None, None)] == 0
+        assert m[("kbackup_sink_flushes_total", None, None)] >= 1
+
+        cluster.kafka.produce(topic, [{"partition": 1, "value": b"late%d" % i} for i in range(10)])
+        m = wait_scrape(port, backup, lambda m: caught_up(m, n + 10), "10 more backed up, lag 0")
+        assert m[("kbackup_sink_partition_durable_offset", topic, 1)] == half + 9
+        backup.send_signal(signal.SIGTERM)
+        assert backup.wait(30) == 0, backup.stderr.read()
+    finally:
+        if backup.poll() is None:
+            backup.kill()
+            backup.wait()
+
+    # The restore: 40,000 records in transactions of 2000 take a few seconds, and the page
+    # is renewed every second, so a scrape sees it in progress.
+    restored = unique("cli-metrics-restored")
+    port = free_port()
+    restore = subprocess.Popen(
+        [str(kbackup.path), "restore", "--bootstrap-server", cluster.bootstrap, "--dir", str(target),
+         "--topics", topic, "--rename", f"{topic}:{restored}",
+         "--metrics-addr", f"127.0.0.1:{port}", "--json", "-q"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    total = n + 10
+    seen: list[dict] = []
+    try:
+        def record(m):
+            seen.append(m)
+            done = m.get(("kbackup_source_records_restored_total", None, None), 0)
+            return 0 < done < total
+
+        m = wait_scrape(port, restore, record, "a restore in progress", interval=0.2)
+        assert m[("kbackup_source_finished", None, None)] == 0
+        assert m[("kbackup_source_partitions", None, None)] == 2
+        parts = sum(m[("kbackup_source_partition_records_restored_total", topic, p)] for p in (0, 1))
+        assert parts == m[("kbackup_source_records_restored_total", None, None)]
+        assert sum(m[("kbackup_source_partition_remaining_offsets", topic, p)] for p in (0, 1)) > 0
+        assert m[("kbackup_source_bytes_restored_total", None, None)] > 0
+        out, err = restore.communicate(timeout=120)
+        assert restore.returncode == 0, err
+    finally:
+        if restore.poll() is None:
+            restore.kill()
+            restore.wait()
+    summary = json.loads(out)
+    assert summary["finished"] and summary["records_sent"] == total
+    # every figure scraped along the way only grew, and never past what was restored
+    counts = [s.get(("kbackup_source_records_restored_total", None, None), 0) for s in seen]
+    assert counts == sorted(counts) and counts[-1] <= total, counts
+    assert sum(len(v) for v in cluster.kafka.consume_topic(restored).values()) == total

@@ -2210,11 +2210,17 @@ mod tests {
         assert_eq!(m.partition_metrics[0].remaining_offsets, 9, "{m:?}");
         src.poll(&[ack(3, 0), ack(4, 1)], 10).unwrap();
         let p = &src.metrics().partition_metrics[0];
-        assert_eq!((p.records_restored, p.acked_offset, p.last_offset), (2, 4, 8));
+        assert_eq!(
+            (p.records_restored, p.acked_offset, p.last_offset),
+            (2, 4, 8)
+        );
         assert_eq!(p.remaining_offsets, 4);
         src.poll(&[ack(8, 2)], 10).unwrap();
         let m = src.metrics();
-        assert_eq!((m.records_restored, m.partitions_done, m.finished), (3, 1, 1));
+        assert_eq!(
+            (m.records_restored, m.partitions_done, m.finished),
+            (3, 1, 1)
+        );
         assert_eq!(m.partition_metrics[0].remaining_offsets, 0);
     }
 

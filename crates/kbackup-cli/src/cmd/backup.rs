@@ -6,6 +6,7 @@
 //! (the default) stops at the end offsets seen at start: a consistent snapshot per partition.
 
 pub use super::cluster::ClusterArgs;
+use super::metrics::MetricsServer;
 use super::progress::Progress;
 use clap::Args;
 use kbackup_core::codec::BatchRecord;
@@ -174,12 +175,45 @@ pub struct BackupArgs {
     /// like for `prune --older-than`.
     #[arg(long = "max-segment-age", value_name = "DURATION", value_parser = super::prune::parse_duration_ms)]
     pub max_segment_age: Option<i64>,
+    /// Serve Prometheus metrics on http://HOST:PORT/metrics while the backup runs (records
+    /// and bytes written, backup lag per partition, fsync time, group captures; see
+    /// docs/operations.md).
+    #[arg(long = "metrics-addr", value_name = "HOST:PORT")]
+    pub metrics_addr: Option<String>,
     /// Print a JSON summary on stdout at the end.
     #[arg(long)]
     pub json: bool,
     /// No progress output (errors are still printed).
     #[arg(long, short = 'q')]
     pub quiet: bool,
+}
+
+/// How old the end offsets behind the lag metrics may get (one request per partition).
+const END_OFFSETS_MAX_AGE_MS: i64 = 5_000;
+
+/// Renders the backup's metrics for the scrape endpoint: the sink's snapshot with fresh end
+/// offsets (read at most every few seconds) and the CLI's own group-offset capture.
+fn publish_metrics(
+    server: &mut MetricsServer,
+    sink: &mut BackupSink,
+    capture: Option<&GroupOffsetCapture>,
+) {
+    let now = kbackup_core::manifest::now_ms();
+    if let Some((cluster, tps)) = sink.end_offsets_due(now, END_OFFSETS_MAX_AGE_MS) {
+        match kafka::partition_watermarks(&cluster, &tps, Duration::from_secs(3)) {
+            Ok(marks) => sink.note_end_offsets(&marks, now),
+            Err(e) => log::debug!("metrics: could not read end offsets for the lag: {e}"),
+        }
+    }
+    let mut m = sink.metrics(kbackup_core::manifest::now_ms());
+    if let Some(c) = capture {
+        let st = c.stats();
+        m.group_captures = st.captures;
+        m.group_capture_errors = st.errors;
+        m.group_capture_last_success_ms = st.last_success_ms;
+        m.groups_captured = st.groups;
+    }
+    server.publish(super::metrics::render_sink(&m));
 }
 
 /// Per-partition bookkeeping of one run.
@@ -198,6 +232,11 @@ pub fn run(args: &BackupArgs) -> Result<()> {
     let cluster = args.cluster.cluster()?;
     let available = list_topics(&cluster)?;
     let topics = select_topics(args, &available, &cluster)?;
+    let mut server = args
+        .metrics_addr
+        .as_deref()
+        .map(MetricsServer::start)
+        .transpose()?;
 
     // SIGINT/SIGTERM set a flag; the loop flushes and exits cleanly.
     let stop = Arc::new(AtomicBool::new(false));
@@ -373,6 +412,9 @@ pub fn run(args: &BackupArgs) -> Result<()> {
             if last_flush.elapsed() >= FLUSH_EVERY {
                 sink.flush()?;
                 last_flush = Instant::now();
+            }
+            if let Some(s) = server.as_mut().filter(|s| s.due()) {
+                publish_metrics(s, &mut sink, capture.as_ref());
             }
             // Transaction markers and aborted records move the position without a message.
             if until && (check_now || last_check.elapsed() >= Duration::from_secs(1)) {

@@ -8,6 +8,7 @@ pub mod backup;
 pub mod cat;
 pub mod cluster;
 pub mod inspect;
+pub mod metrics;
 pub mod offsets;
 pub mod progress;
 pub mod prune;
