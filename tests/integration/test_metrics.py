@@ -233,7 +233,7 @@ def test_cli_metrics_addr_serves_backup_and_restore_figures(cluster, kbackup, wo
     restore = subprocess.Popen(
         [str(kbackup.path), "restore", "--bootstrap-server", cluster.bootstrap, "--dir", str(target),
          "--topics", topic, "--rename", f"{topic}:{restored}",
-         "--metrics-addr", f"127.0.0.1:{port}", "--json", "-q"],
+         "--metrics-addr", f"127.0.0.1:{port}", "--json-progress", "-q"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     total = n + 10
     seen: list[dict] = []
@@ -256,7 +256,13 @@ def test_cli_metrics_addr_serves_backup_and_restore_figures(cluster, kbackup, wo
         if restore.poll() is None:
             restore.kill()
             restore.wait()
-    summary = json.loads(out)
+    # --json-progress: one JSON object per line, progress events, then the summary
+    events = [json.loads(line) for line in out.splitlines()]
+    progress = [e for e in events if e["event"] == "progress"]
+    summary = events[-1]
+    assert summary["event"] == "summary" and all(e["event"] == "progress" for e in events[:-1])
+    assert progress and progress[-1]["done"] == total and progress[-1]["total"] == total
+    assert [e["done"] for e in progress] == sorted(e["done"] for e in progress)
     assert summary["finished"] and summary["records_sent"] == total
     # every figure scraped along the way only grew, and never past what was restored
     counts = [s.get(("kbackup_source_records_restored_total", None, None), 0) for s in seen]

@@ -183,6 +183,10 @@ pub struct BackupArgs {
     /// Print a JSON summary on stdout at the end.
     #[arg(long)]
     pub json: bool,
+    /// Print progress for scripts: one JSON object per line on stdout, a progress event every
+    /// second and the summary as the last line (docs/cli.md, "Progress events").
+    #[arg(long = "json-progress")]
+    pub json_progress: bool,
     /// No progress output (errors are still printed).
     #[arg(long, short = 'q')]
     pub quiet: bool,
@@ -352,7 +356,8 @@ pub fn run(args: &BackupArgs) -> Result<()> {
         .values()
         .map(|s| (s.end - s.start).max(0) as u64)
         .sum();
-    let mut progress = Progress::new("backup", "offsets", until.then_some(total), args.quiet);
+    let mut progress = Progress::new("backup", "offsets", until.then_some(total), args.quiet)
+        .with_json_events(args.json_progress);
     if until {
         for s in state.values_mut() {
             s.done = s.pos >= s.end;
@@ -482,7 +487,7 @@ pub fn run(args: &BackupArgs) -> Result<()> {
         }
     );
     progress.finish(&summary);
-    if args.json {
+    if args.json || args.json_progress {
         let next: BTreeMap<String, BTreeMap<i32, i64>> =
             durable.iter().fold(BTreeMap::new(), |mut m, o| {
                 m.entry(o.topic.clone())
@@ -507,7 +512,7 @@ pub fn run(args: &BackupArgs) -> Result<()> {
             "next_offsets": next,
             "group_offset_changes": captured,
         });
-        super::print_json(&out)?;
+        super::print_summary(out, args.json_progress)?;
     }
     Ok(())
 }

@@ -75,6 +75,10 @@ pub struct RestoreArgs {
     /// Print a JSON summary on stdout at the end.
     #[arg(long)]
     pub json: bool,
+    /// Print progress for scripts: one JSON object per line on stdout, a progress event every
+    /// second and the summary as the last line (docs/cli.md, "Progress events").
+    #[arg(long = "json-progress")]
+    pub json_progress: bool,
     /// No progress output (errors are still printed).
     #[arg(long, short = 'q')]
     pub quiet: bool,
@@ -244,7 +248,8 @@ pub fn run(args: &RestoreArgs) -> Result<()> {
     let mut target_log = KafkaTargetLog::new(&cluster, TXN_TIMEOUT);
     let mut source = RestoreSource::open_with(cfg.clone(), &assignment, &mut target_log, true)?;
 
-    let mut progress = Progress::new("restore", "records", Some(total), args.quiet);
+    let mut progress = Progress::new("restore", "records", Some(total), args.quiet)
+        .with_json_events(args.json_progress);
     let result = pump(
         &cfg,
         &mut source,
@@ -277,14 +282,14 @@ pub fn run(args: &RestoreArgs) -> Result<()> {
         )
     };
     progress.finish(&summary);
-    if args.json {
+    if args.json || args.json_progress {
         let out = serde_json::json!({
             "finished": finished,
             "state_dir": status.state_dir,
             "records_sent": restored,
             "partitions": status.partitions,
         });
-        super::print_json(&out)?;
+        super::print_summary(out, args.json_progress)?;
     }
     if !finished {
         return Err(Error::State(
