@@ -10,14 +10,23 @@ finished.
 from __future__ import annotations
 
 import json
+import re
+import shutil
+import subprocess
 import time
 from typing import Callable, Optional
 
-from conftest import sink_config, unique
+import pytest
+import yaml
+
+from conftest import REPO, sink_config, unique
 from fixtures import source_config
 from testbed.kafka import TestbedError, wait_until
 
 JMX_TOOL = "org.apache.kafka.tools.JmxTool"
+ALERTS = REPO / "docs" / "examples" / "kbackup-alerts.yml"
+# Every metric family (`# TYPE` line) a CLI scrape in this module showed.
+SCRAPED_FAMILIES: set[str] = set()
 
 
 def read_jmx(cluster, connector: str) -> dict[tuple, dict[str, float]]:
@@ -149,6 +158,8 @@ def scrape(port: int) -> Optional[dict[tuple, float]]:
     assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
     out: dict[tuple, float] = {}
     for line in r.text.splitlines():
+        if line.startswith("# TYPE "):
+            SCRAPED_FAMILIES.add(line.split()[2])
         if not line or line.startswith("#"):
             continue
         name_labels, value = line.rsplit(" ", 1)
@@ -183,7 +194,6 @@ def wait_scrape(port: int, proc, pred: Callable[[dict], bool], what: str, timeou
 
 def test_cli_metrics_addr_serves_backup_and_restore_figures(cluster, kbackup, workdir):
     import signal
-    import subprocess
 
     from testbed.kafka import free_port
 
@@ -268,3 +278,32 @@ def test_cli_metrics_addr_serves_backup_and_restore_figures(cluster, kbackup, wo
     counts = [s.get(("kbackup_source_records_restored_total", None, None), 0) for s in seen]
     assert counts == sorted(counts) and counts[-1] <= total, counts
     assert sum(len(v) for v in cluster.kafka.consume_topic(restored).values()) == total
+    check_alert_rules_name_exported_metrics(SCRAPED_FAMILIES)
+
+
+def check_alert_rules_name_exported_metrics(families: set[str]) -> None:
+    """docs/examples/kbackup-alerts.yml parses as Prometheus rule groups, and every kbackup_*
+    name its expressions use is one the CLI exported in the scrapes above."""
+    doc = yaml.safe_load(ALERTS.read_text())
+    rules = [r for g in doc["groups"] for r in g["rules"]]
+    assert len(rules) >= 8
+    used: set[str] = set()
+    for r in rules:
+        assert r["alert"].startswith("Kbackup") and r["labels"]["severity"] in ("page", "warning")
+        assert r["annotations"]["summary"] and r["annotations"]["description"]
+        used |= set(re.findall(r"\bkbackup_[a-z0-9_]+", r["expr"]))
+    assert {"kbackup_sink_partition_lag_seconds", "kbackup_source_finished"} <= used
+    assert any(f.startswith("kbackup_sink_") for f in families), families
+    assert any(f.startswith("kbackup_source_") for f in families), families
+    unknown = sorted(used - families)
+    assert not unknown, f"alert rules use metrics the CLI does not export: {unknown}"
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None,
+                    reason="promtool not installed (Debian: apt-get install prometheus); the "
+                           "rules are still parsed and name-checked by the CLI metrics test")
+def test_alert_rules_pass_promtool_check_and_unit_tests():
+    for args in (["check", "rules", ALERTS.name], ["test", "rules", "kbackup-alerts.test.yml"]):
+        proc = subprocess.run(["promtool", *args], cwd=ALERTS.parent, capture_output=True,
+                              text=True, timeout=60)
+        assert proc.returncode == 0, f"promtool {' '.join(args)}:\n{proc.stdout}\n{proc.stderr}"
