@@ -170,12 +170,20 @@ def log_errors(path: Path, limit: int = 20) -> str:
 
 def _bind_failed(log_file: Path) -> bool:
     """True if the JVM logged that a port it was given is taken; the log is set aside so a
-    retry starts with a clean one."""
+    retry starts with a clean one. The JMX agent says so on the JVM's stdout (`*.stdout`
+    beside the log) before any logging starts."""
     try:
         failed = "Address already in use" in log_file.read_text(errors="replace")
     except OSError:
-        return False
-    if failed:
+        failed = False
+    for out in log_file.parent.glob("*.stdout"):
+        try:
+            if "Port already in use" in out.read_text(errors="replace"):
+                out.rename(out.with_name(out.name + f".bind-failed-{time.time_ns()}"))
+                failed = True
+        except OSError:
+            pass
+    if failed and log_file.exists():
         log_file.rename(log_file.with_name(log_file.name + f".bind-failed-{time.time_ns()}"))
     return failed
 
