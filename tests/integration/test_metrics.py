@@ -103,16 +103,20 @@ def test_connector_metrics_over_jmx_count_records_and_follow_the_lag_while_pause
         cluster.connect.wait_for_task_state(name, "PAUSED")
         time.sleep(2)  # a put already in flight lands before the pause takes hold
         cluster.kafka.produce(topic, [{"partition": i % 2, "value": b"late"} for i in range(20)])
+        t_paused = time.monotonic()
         m = wait_jmx(cluster, name,
                      lambda m: all(m.get(p, {}).get("lag-records") == 10 for p in (p0, p1)),
                      "lag of 10 records per partition while paused")
         assert m[task]["lag-records"] == 20 and m[task]["records-written"] == 30
+        print(f"JMX lag visible {time.monotonic() - t_paused:.1f}s after the writes (paused)")
         time.sleep(1.5)
         m = read_jmx(cluster, name)
         assert m[p0]["lag-ms"] > 0 and m[task]["lag-ms"] >= m[p0]["lag-ms"], m
 
         cluster.connect.resume(name)
+        t_resumed = time.monotonic()
         m = wait_jmx(cluster, name, lambda m: caught_up(m, 50), "caught up again after resume")
+        print(f"JMX lag back to 0 {time.monotonic() - t_resumed:.1f}s after resume")
         assert m[p0]["durable-offset"] == m[p1]["durable-offset"] == 24
         assert m[task]["lag-ms"] == 0
     finally:
@@ -199,7 +203,7 @@ def test_cli_metrics_addr_serves_backup_and_restore_figures(cluster, kbackup, wo
 
     topic = unique("cli-metrics")
     cluster.kafka.create_topic(topic, 2)
-    n, size = 40000, 100
+    n, size = 6000, 100
     cluster.kafka.produce(topic, [{"partition": i % 2, "value": b"m" * size} for i in range(n)])
     target = workdir / "backup"
     port = free_port()
@@ -227,7 +231,9 @@ def test_cli_metrics_addr_serves_backup_and_restore_figures(cluster, kbackup, wo
         assert m[("kbackup_sink_flushes_total", None, None)] >= 1
 
         cluster.kafka.produce(topic, [{"partition": 1, "value": b"late%d" % i} for i in range(10)])
+        t_more = time.monotonic()
         m = wait_scrape(port, backup, lambda m: caught_up(m, n + 10), "10 more backed up, lag 0")
+        print(f"CLI lag back to 0 {time.monotonic() - t_more:.1f}s after 10 more records")
         assert m[("kbackup_sink_partition_durable_offset", topic, 1)] == half + 9
         backup.send_signal(signal.SIGTERM)
         assert backup.wait(30) == 0, backup.stderr.read()
@@ -236,36 +242,45 @@ def test_cli_metrics_addr_serves_backup_and_restore_figures(cluster, kbackup, wo
             backup.kill()
             backup.wait()
 
-    # The restore: 40,000 records in transactions of 2000 take a few seconds, and the page
-    # is renewed every second, so a scrape sees it in progress.
+    # The restore, paced so it runs long enough to be scraped: one record per produce request
+    # and one request in flight (some 4 s for 6000 records here), and the page is renewed
+    # every 250 ms. Records count as restored once their transaction (2000 records) commits.
     restored = unique("cli-metrics-restored")
     port = free_port()
     restore = subprocess.Popen(
         [str(kbackup.path), "restore", "--bootstrap-server", cluster.bootstrap, "--dir", str(target),
          "--topics", topic, "--rename", f"{topic}:{restored}",
+         "--config", "batch.num.messages=1", "--config", "max.in.flight.requests.per.connection=1",
          "--metrics-addr", f"127.0.0.1:{port}", "--json-progress", "-q"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     total = n + 10
     seen: list[dict] = []
     try:
-        def record(m):
+        def in_progress(m):
             seen.append(m)
-            done = m.get(("kbackup_source_records_restored_total", None, None), 0)
-            return 0 < done < total
+            return 0 < m.get(("kbackup_source_records_restored_total", None, None), 0) < total
 
-        m = wait_scrape(port, restore, record, "a restore in progress", interval=0.2)
+        m = wait_scrape(port, restore, in_progress, "a restore in progress", interval=0.1)
         assert m[("kbackup_source_finished", None, None)] == 0
         assert m[("kbackup_source_partitions", None, None)] == 2
-        parts = sum(m[("kbackup_source_partition_records_restored_total", topic, p)] for p in (0, 1))
-        assert parts == m[("kbackup_source_records_restored_total", None, None)]
-        assert sum(m[("kbackup_source_partition_remaining_offsets", topic, p)] for p in (0, 1)) > 0
-        assert m[("kbackup_source_bytes_restored_total", None, None)] > 0
+        done = m[("kbackup_source_records_restored_total", None, None)]
+        assert done % 2000 == 0, "records count once their transaction committed"
+        parts = {p: m[("kbackup_source_partition_records_restored_total", topic, p)] for p in (0, 1)}
+        assert sum(parts.values()) == done
+        remaining = {p: m[("kbackup_source_partition_remaining_offsets", topic, p)] for p in (0, 1)}
+        last = {p: m[("kbackup_source_partition_last_offset", topic, p)] for p in (0, 1)}
+        assert last == {0: n // 2 - 1, 1: n // 2 + 9}
+        for p in (0, 1):  # no gaps in the offsets: remaining = records not yet acknowledged
+            assert remaining[p] == last[p] + 1 - parts[p], (remaining, parts)
+        assert m[("kbackup_source_bytes_restored_total", None, None)] >= done * size
         out, err = restore.communicate(timeout=120)
         assert restore.returncode == 0, err
     finally:
         if restore.poll() is None:
             restore.kill()
             restore.wait()
+    counts = [s.get(("kbackup_source_records_restored_total", None, None), 0) for s in seen]
+    assert counts == sorted(counts), f"restored count went down: {counts}"
     # --json-progress: one JSON object per line, progress events, then the summary
     events = [json.loads(line) for line in out.splitlines()]
     progress = [e for e in events if e["event"] == "progress"]
@@ -274,9 +289,6 @@ def test_cli_metrics_addr_serves_backup_and_restore_figures(cluster, kbackup, wo
     assert progress and progress[-1]["done"] == total and progress[-1]["total"] == total
     assert [e["done"] for e in progress] == sorted(e["done"] for e in progress)
     assert summary["finished"] and summary["records_sent"] == total
-    # every figure scraped along the way only grew, and never past what was restored
-    counts = [s.get(("kbackup_source_records_restored_total", None, None), 0) for s in seen]
-    assert counts == sorted(counts) and counts[-1] <= total, counts
     assert sum(len(v) for v in cluster.kafka.consume_topic(restored).values()) == total
     check_alert_rules_name_exported_metrics(SCRAPED_FAMILIES)
 

@@ -3,7 +3,7 @@
 //! The figures are the core's snapshots ([`kbackup_core::metrics`]), the same the connector
 //! exports over JMX, renamed by Prometheus conventions (`kbackup_sink_records_written_total`
 //! for JMX `records-written`, ms as `_seconds`). The main loop publishes a rendered page at
-//! most once a second; a std `TcpListener` thread answers `GET /metrics` with the last page.
+//! most every 250 ms; a std `TcpListener` thread answers `GET /metrics` with the last page.
 //! One GET of one text page needs no HTTP crate, and the scrape never touches the writer.
 
 use kbackup_core::metrics::{SinkMetrics, SourceMetrics};
@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How often the main loop renders a new page.
-pub const PUBLISH_EVERY: Duration = Duration::from_secs(1);
+pub const PUBLISH_EVERY: Duration = Duration::from_millis(250);
 
 /// Prometheus type of a metric.
 #[derive(Clone, Copy, PartialEq, Eq)]
