@@ -130,7 +130,7 @@ def test_ports_taken_before_the_bind_are_replaced(tmp_path):
     from testbed.kafka import Cluster
 
     held = []
-    for _ in range(2):
+    for _ in range(3):
         s = socket.socket()
         s.bind(("127.0.0.1", 0))
         s.listen()
@@ -138,10 +138,12 @@ def test_ports_taken_before_the_bind_are_replaced(tmp_path):
     c = Cluster("portrace", work_dir=tmp_path, plugin_path=tmp_path)
     c.broker.port = held[0].getsockname()[1]
     c.worker.rest_port = held[1].getsockname()[1]
+    c.worker.jmx_port = held[2].getsockname()[1]
     try:
         c.start()
         assert c.broker.port != held[0].getsockname()[1]
         assert c.worker.rest_port != held[1].getsockname()[1]
+        assert c.worker.jmx_port != held[2].getsockname()[1]
         assert c.worker.bootstrap == c.bootstrap
         assert isinstance(c.connect.connectors(), list)
         c.kafka.create_topic(unique("moved"), 1)

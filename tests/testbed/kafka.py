@@ -170,12 +170,20 @@ def log_errors(path: Path, limit: int = 20) -> str:
 
 def _bind_failed(log_file: Path) -> bool:
     """True if the JVM logged that a port it was given is taken; the log is set aside so a
-    retry starts with a clean one."""
+    retry starts with a clean one. The JMX agent says so on the JVM's stdout (`*.stdout`
+    beside the log) before any logging starts."""
     try:
         failed = "Address already in use" in log_file.read_text(errors="replace")
     except OSError:
-        return False
-    if failed:
+        failed = False
+    for out in log_file.parent.glob("*.stdout"):
+        try:
+            if "Port already in use" in out.read_text(errors="replace"):
+                out.rename(out.with_name(out.name + f".bind-failed-{time.time_ns()}"))
+                failed = True
+        except OSError:
+            pass
+    if failed and log_file.exists():
         log_file.rename(log_file.with_name(log_file.name + f".bind-failed-{time.time_ns()}"))
     return failed
 
@@ -374,6 +382,18 @@ class JavaProcess:
                 _REGISTRY.remove(self)
 
 
+def jmx_flags(port: int) -> list[str]:
+    """JVM flags for a remote JMX endpoint on loopback `port` (registry and RMI on the same
+    port, no authentication or TLS: test beds only)."""
+    return ["-Dcom.sun.management.jmxremote",
+            f"-Dcom.sun.management.jmxremote.port={port}",
+            f"-Dcom.sun.management.jmxremote.rmi.port={port}",
+            "-Dcom.sun.management.jmxremote.host=127.0.0.1",
+            "-Djava.rmi.server.hostname=127.0.0.1",
+            "-Dcom.sun.management.jmxremote.authenticate=false",
+            "-Dcom.sun.management.jmxremote.ssl=false"]
+
+
 def java_argv(libs: Path, main_class: str, args: list[str], heap: str = "512m",
               log4j: Optional[Path] = None, extra_jvm: Iterable[str] = ()) -> list[str]:
     java = os.environ.get("JAVA", "java")
@@ -542,6 +562,8 @@ class ConnectWorker:
         self.bootstrap = bootstrap
         self.plugin_path = Path(plugin_path)
         self.rest_port = free_port()
+        # JMX on loopback, no auth/TLS: tests read the plugin metrics with Kafka's JmxTool.
+        self.jmx_port = free_port()
         self.exactly_once = exactly_once
         self.overrides = overrides or {}
         self.die_with_parent = die_with_parent
@@ -591,7 +613,12 @@ class ConnectWorker:
 
     def _new_ports(self) -> None:
         self.rest_port = free_port()
+        self.jmx_port = free_port()
         self.rest = ConnectRest(self.url)
+
+    @property
+    def jmx_url(self) -> str:
+        return f"service:jmx:rmi:///jndi/rmi://127.0.0.1:{self.jmx_port}/jmxrmi"
 
     def _start_once(self, timeout: float) -> None:
         if self.process and self.process.running():
@@ -605,7 +632,8 @@ class ConnectWorker:
             "org.eclipse.jetty", "org.glassfish", "org.apache.kafka.connect.runtime.isolation",
         ])
         argv = java_argv(self.libs, CONNECT_DISTRIBUTED, [str(self.props_file)], heap="512m",
-                         log4j=self.log4j, extra_jvm=[f"-Dkafka.logs.dir={self.dir}"])
+                         log4j=self.log4j, extra_jvm=[f"-Dkafka.logs.dir={self.dir}",
+                                                      *jmx_flags(self.jmx_port)])
         self.process = JavaProcess(self.name, argv, self.log_file, self.dir / "connect.stdout",
                                    die_with_parent=self.die_with_parent)
         self.process.start_and_wait(self._ready, timeout, f"Connect worker REST at {self.url}")

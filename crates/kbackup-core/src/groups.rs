@@ -13,6 +13,7 @@
 use crate::cluster::ClusterClient;
 use crate::error::{Error, Result};
 use crate::layout;
+use crate::metrics::CaptureStats;
 use crate::offsets_log::{self, GroupOffsetEntry};
 use crate::record::TopicPartition;
 use regex::Regex;
@@ -67,6 +68,8 @@ struct Shared {
     state: Mutex<CaptureState>,
     stop: Mutex<bool>,
     wake: Condvar,
+    /// Monitoring counters, apart from `state` so reading them never waits for a capture.
+    stats: Mutex<CaptureStats>,
 }
 
 #[derive(Default)]
@@ -134,6 +137,17 @@ impl Shared {
 
     fn lock_state(&self) -> MutexGuard<'_, CaptureState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts a capture's outcome for the metrics.
+    fn count(&self, ok: bool) {
+        let mut st = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+        if ok {
+            st.captures += 1;
+            st.last_success_ms = crate::manifest::now_ms();
+        } else {
+            st.errors += 1;
+        }
     }
 
     fn capture(&self) -> Result<usize> {
@@ -212,6 +226,7 @@ impl Shared {
                 return Err(e);
             }
         }
+        self.stats.lock().unwrap_or_else(|p| p.into_inner()).groups = read as u64;
         append_changes(&self.cfg, &mut state, changes)
     }
 
@@ -229,6 +244,7 @@ impl Shared {
             let started = Instant::now();
             // A panic must not take the worker down; it is logged and the next round retries.
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.capture()));
+            self.count(matches!(outcome, Ok(Ok(_))));
             let failing = match &outcome {
                 Ok(Ok(n)) => {
                     log::debug!("group offsets capture appended {n} entries");
@@ -296,6 +312,7 @@ impl GroupOffsetCapture {
             state: Mutex::new(CaptureState::default()),
             stop: Mutex::new(false),
             wake: Condvar::new(),
+            stats: Mutex::new(CaptureStats::new()),
         });
         let thread = if interval_ms > 0 {
             let s = Arc::clone(&shared);
@@ -323,12 +340,21 @@ impl GroupOffsetCapture {
 
     /// Captures once, now, on the calling thread; returns how many entries were appended.
     pub fn capture_now(&self) -> Result<usize> {
-        self.shared.capture()
+        let res = self.shared.capture();
+        self.shared.count(res.is_ok());
+        res
     }
 
     /// Captures once, now, for `tps` only (partitions about to be released).
     pub fn capture_partitions(&self, tps: &[TopicPartition]) -> Result<usize> {
-        self.shared.capture_for(tps)
+        let res = self.shared.capture_for(tps);
+        self.shared.count(res.is_ok());
+        res
+    }
+
+    /// Capture counters for the metrics.
+    pub fn stats(&self) -> CaptureStats {
+        *self.shared.stats.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// `Err` once background captures have failed without a break for their failure window

@@ -16,6 +16,7 @@ pub mod index;
 pub mod kafka;
 pub mod layout;
 pub mod manifest;
+pub mod metrics;
 pub mod offsets_log;
 pub mod perms;
 pub mod prune;

@@ -18,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::kafka::RdKafkaCluster;
 use crate::layout;
 use crate::manifest;
+use crate::metrics::{SourceMetrics, SourcePartitionMetrics};
 use crate::offsets_log;
 use crate::reader::{Backup, PartitionReader};
 use crate::reconcile::{self, KafkaTargetLog, TargetLog};
@@ -1039,6 +1040,8 @@ pub struct RestoreSource {
     /// Since when group commits fail with transient errors (`None`: the last one worked).
     commit_failing_since: Option<Instant>,
     closed: bool,
+    /// Monitoring: key, value and header bytes of the records handed out.
+    bytes_handed_out: u64,
 }
 
 impl RestoreSource {
@@ -1213,6 +1216,7 @@ impl RestoreSource {
             topic_check_at: None,
             commit_failing_since: None,
             closed: false,
+            bytes_handed_out: 0,
         })
     }
 
@@ -1251,6 +1255,7 @@ impl RestoreSource {
                     Some(record) => {
                         run.next = Some(record.offset + 1);
                         run.queue.handed_out(record.offset);
+                        self.bytes_handed_out += record_bytes(&record);
                         out.push(BatchRecord {
                             topic: tp.topic.clone(),
                             partition: tp.partition,
@@ -1563,6 +1568,48 @@ impl RestoreSource {
         }
     }
 
+    /// A snapshot of the task's progress for monitoring (see [`crate::metrics`]).
+    pub fn metrics(&self) -> SourceMetrics {
+        let mut m = SourceMetrics {
+            bytes_restored: self.bytes_handed_out,
+            finished: u64::from(self.finished()),
+            ..SourceMetrics::default()
+        };
+        for run in self.runs.values() {
+            let s = &run.state;
+            let count = |f: fn(&CommitState) -> bool| {
+                s.groups.iter().filter(|g| f(&g.commit)).count() as u64
+            };
+            let last = s.last_offset.unwrap_or(-1);
+            let p = SourcePartitionMetrics {
+                topic: s.topic.clone(),
+                partition: s.partition,
+                records_restored: s.records_restored,
+                acked_offset: s.last_acked_original,
+                last_offset: last,
+                remaining_offsets: if s.done {
+                    0
+                } else {
+                    (last - s.last_acked_original).max(0)
+                },
+                done: u64::from(s.done),
+                groups_committed: count(|c| matches!(c, CommitState::Committed { .. })),
+                groups_pending: count(|c| matches!(c, CommitState::Pending)),
+                groups_refused: count(|c| matches!(c, CommitState::Refused { .. })),
+                groups_failed: count(|c| matches!(c, CommitState::Failed { .. })),
+            };
+            m.records_restored += p.records_restored;
+            m.partitions += 1;
+            m.partitions_done += p.done;
+            m.groups_committed += p.groups_committed;
+            m.groups_pending += p.groups_pending;
+            m.groups_refused += p.groups_refused;
+            m.groups_failed += p.groups_failed;
+            m.partition_metrics.push(p);
+        }
+        m
+    }
+
     /// Finished as `restore-status` means it: every assigned partition settled AND the final
     /// configs of their topics applied (until then a created topic's retention is held off).
     fn finished(&self) -> bool {
@@ -1593,6 +1640,17 @@ impl RestoreSource {
         self.runs.clear();
         result
     }
+}
+
+/// Key, value and header bytes of a record (what the restore moves, for the metrics).
+fn record_bytes(r: &crate::record::Record) -> u64 {
+    let kv = r.key.as_ref().map_or(0, Vec::len) + r.value.as_ref().map_or(0, Vec::len);
+    let h: usize = r
+        .headers
+        .iter()
+        .map(|h| h.key.len() + h.value.as_ref().map_or(0, Vec::len))
+        .sum();
+    (kv + h) as u64
 }
 
 #[cfg(test)]
@@ -2117,6 +2175,34 @@ mod tests {
         let (flags, _) = src.poll(&[ack(3, 0)], 10).unwrap();
         assert_eq!(flags, FLAG_FINISHED);
         assert_eq!(src.status().partitions[0].new_log_end, 2);
+    }
+
+    #[test]
+    fn metrics_follow_acknowledgements_to_finished() {
+        let dir = tempfile::tempdir().unwrap();
+        write_backup(dir.path(), &[3, 4, 8]);
+        let cfg = engine_cfg(dir.path(), false);
+        let mut src = open_fake(&cfg, -1, &mut FakeTarget::default());
+        let (_, batch) = src.poll(&[], 10).unwrap();
+        let m = src.metrics();
+        assert_eq!((m.partitions, m.partitions_done, m.finished), (1, 0, 0));
+        let bytes: u64 = batch.iter().map(|r| record_bytes(&r.record)).sum();
+        assert!(bytes > 0 && m.bytes_restored == bytes, "{m:?}");
+        assert_eq!(m.partition_metrics[0].remaining_offsets, 9, "{m:?}");
+        src.poll(&[ack(3, 0), ack(4, 1)], 10).unwrap();
+        let p = &src.metrics().partition_metrics[0];
+        assert_eq!(
+            (p.records_restored, p.acked_offset, p.last_offset),
+            (2, 4, 8)
+        );
+        assert_eq!(p.remaining_offsets, 4);
+        src.poll(&[ack(8, 2)], 10).unwrap();
+        let m = src.metrics();
+        assert_eq!(
+            (m.records_restored, m.partitions_done, m.finished),
+            (3, 1, 1)
+        );
+        assert_eq!(m.partition_metrics[0].remaining_offsets, 0);
     }
 
     #[test]

@@ -14,6 +14,7 @@ use crate::index::DEFAULT_INDEX_INTERVAL_BYTES;
 use crate::kafka::RdKafkaCluster;
 use crate::layout;
 use crate::manifest::{self, TopicManifest, FORMAT_VERSION};
+use crate::metrics::{self, SinkMetrics, SinkPartitionMetrics};
 use crate::perms::Perms;
 use crate::record::{TopicPartition, TopicPartitionOffset};
 use crate::segment::{self, SegmentHeader, SegmentWriter, FRAME_PREFIX_LEN};
@@ -161,6 +162,53 @@ struct PartitionState {
     rewind_to: Option<i64>,
     /// The last record handed was a re-delivery (skipped).
     skipping: bool,
+    /// Monitoring counters; carried over when the partition is reopened after an error.
+    counters: PartitionCounters,
+}
+
+/// Per-partition monitoring counters (see [`crate::metrics`]).
+#[derive(Debug, Clone)]
+struct PartitionCounters {
+    records: u64,
+    bytes: u64,
+    rolled: u64,
+    errors: u64,
+    /// Highest timestamp appended, and the same as of the last successful flush (-1: none).
+    max_ts_written: i64,
+    max_ts_durable: i64,
+}
+
+impl Default for PartitionCounters {
+    fn default() -> PartitionCounters {
+        PartitionCounters {
+            records: 0,
+            bytes: 0,
+            rolled: 0,
+            errors: 0,
+            max_ts_written: -1,
+            max_ts_durable: -1,
+        }
+    }
+}
+
+/// Task-wide monitoring counters (records and bytes are also per partition).
+#[derive(Debug, Default)]
+struct SinkTotals {
+    records: u64,
+    bytes: u64,
+    rolled: u64,
+    errors: u64,
+    flushes: u64,
+    flush_last_ms: f64,
+    flush_total_ms: f64,
+}
+
+/// A partition's log start and end offsets on the cluster and when they were read (ms).
+#[derive(Debug, Clone, Copy)]
+struct EndOffset {
+    start: i64,
+    end: i64,
+    read_ms: i64,
 }
 
 impl PartitionState {
@@ -175,6 +223,7 @@ impl PartitionState {
         if let Some(seg) = self.seg.take() {
             seg.abandon();
         }
+        self.counters.errors += 1;
         let mut cut = Ok(());
         for p in self.unreported.drain(..) {
             cut = cut.and(segment::remove_segment_files(&p));
@@ -216,6 +265,10 @@ pub struct BackupSink {
     closed: bool,
     /// Modes of everything the sink creates (`file.mode`, parsed once).
     perms: Perms,
+    /// Monitoring: task-wide counters, the cluster's end offsets and when they were last asked.
+    totals: SinkTotals,
+    ends: HashMap<TopicPartition, EndOffset>,
+    ends_asked_ms: i64,
 }
 
 impl BackupSink {
@@ -289,6 +342,9 @@ impl BackupSink {
             scratch: Vec::with_capacity(4096),
             capture,
             closed: false,
+            totals: SinkTotals::default(),
+            ends: HashMap::new(),
+            ends_asked_ms: i64::MIN,
         })
     }
 
@@ -333,6 +389,9 @@ impl BackupSink {
             last.push(st.last_written);
         }
         let marks = self.watermarks(tps);
+        if let Some(m) = &marks {
+            self.note_end_offsets(m, (self.clock)());
+        }
         let mut out = Vec::with_capacity(tps.len());
         for (tp, last) in tps.iter().zip(last) {
             let next = match (last, marks.as_ref().map(|m| m.get(tp))) {
@@ -447,6 +506,7 @@ impl BackupSink {
             return Ok(());
         };
         let first_appended = old.first_appended;
+        let counters = old.counters.clone();
         drop(old); // releases the writer lock
         let tp = TopicPartition::new(topic, partition);
         match self.open_partition(&tp) {
@@ -458,6 +518,7 @@ impl BackupSink {
                 );
                 st.rewind_to = st.last_written.map(|l| l + 1).or(first_appended);
                 st.first_appended = first_appended;
+                st.counters = counters;
                 self.parts
                     .entry(topic.to_string())
                     .or_default()
@@ -560,6 +621,7 @@ impl BackupSink {
             first_appended: None,
             rewind_to: None,
             skipping: false,
+            counters: PartitionCounters::default(),
         })
     }
 
@@ -648,6 +710,7 @@ impl BackupSink {
             {
                 st.poison(&format!("{topic}-{partition}"), e);
             }
+            self.totals.errors += 1;
         }
         res
     }
@@ -667,6 +730,7 @@ impl BackupSink {
         let interval = self.config.index_interval_bytes;
         let perms = self.perms;
         let st = self.partition(topic, partition)?;
+        let mut rolled = false;
         if let Some(seg) = &st.seg {
             let too_big = seg.len() + (FRAME_PREFIX_LEN + body.len()) as u64 > max_size;
             let too_old = max_age > 0 && now - seg.header().created_ms >= max_age;
@@ -679,6 +743,8 @@ impl BackupSink {
                     if too_big { "size" } else { "age" }
                 );
                 seg.finish()?;
+                st.counters.rolled += 1;
+                rolled = true;
             }
         }
         if st.seg.is_none() {
@@ -707,6 +773,14 @@ impl BackupSink {
             .append(offset, timestamp, body)?;
         st.last_written = Some(offset);
         st.first_appended.get_or_insert(offset);
+        let bytes = (FRAME_PREFIX_LEN + body.len()) as u64;
+        let c = &mut st.counters;
+        c.records += 1;
+        c.bytes += bytes;
+        c.max_ts_written = c.max_ts_written.max(timestamp);
+        self.totals.records += 1;
+        self.totals.bytes += bytes;
+        self.totals.rolled += u64::from(rolled);
         Ok(())
     }
 
@@ -718,6 +792,7 @@ impl BackupSink {
     /// reopened from its files here, so what is reported is what its files hold.
     pub fn flush(&mut self) -> Result<Vec<TopicPartitionOffset>> {
         self.check_open()?;
+        let started = std::time::Instant::now();
         let poisoned: Vec<(String, i32)> = self
             .parts
             .iter()
@@ -758,11 +833,17 @@ impl BackupSink {
             first_err.get_or_insert(e);
         }
         if let Some(e) = first_err {
+            self.totals.errors += 1;
             return Err(e);
         }
+        let took_ms = started.elapsed().as_secs_f64() * 1000.0;
+        self.totals.flushes += 1;
+        self.totals.flush_last_ms = took_ms;
+        self.totals.flush_total_ms += took_ms;
         let mut out = Vec::new();
         for (topic, m) in &mut self.parts {
             for (p, st) in m.iter_mut() {
+                st.counters.max_ts_durable = st.counters.max_ts_written;
                 st.last_durable = st.last_written;
                 st.unreported.clear();
                 st.checkpoint = st.seg.as_ref().map(|s| (s.path().to_path_buf(), s.len()));
@@ -975,6 +1056,120 @@ impl BackupSink {
         }
         // Still owed: a description from a cluster that was configured but not reachable.
         ts.pending = has_cluster && described.is_none();
+    }
+}
+
+/// Monitoring (see [`crate::metrics`]): nothing here touches the files or the write path.
+impl BackupSink {
+    /// The cluster and open partitions whose end offsets are due for a refresh: none without
+    /// a cluster, or when they were asked less than `max_age_ms` ago. The caller reads them
+    /// ([`ClusterClient::watermarks`]) without holding the sink, then hands them to
+    /// [`BackupSink::note_end_offsets`]: a slow cluster never stalls `put`.
+    pub fn end_offsets_due(
+        &mut self,
+        now_ms: i64,
+        max_age_ms: i64,
+    ) -> Option<(Arc<dyn ClusterClient>, Vec<TopicPartition>)> {
+        if !self.config.cluster.contains_key("bootstrap.servers")
+            || now_ms.saturating_sub(self.ends_asked_ms) < max_age_ms
+        {
+            return None;
+        }
+        let mut tps: Vec<TopicPartition> = self
+            .parts
+            .iter()
+            .flat_map(|(t, m)| m.keys().map(|p| TopicPartition::new(t.clone(), *p)))
+            .collect();
+        if tps.is_empty() {
+            return None;
+        }
+        tps.sort();
+        // Asked now, answered or not: a cluster that does not answer is asked again later.
+        self.ends_asked_ms = now_ms;
+        Some((Arc::clone(&self.cluster), tps))
+    }
+
+    /// Records log start and end offsets read from the cluster at `now_ms`.
+    pub fn note_end_offsets(&mut self, marks: &BTreeMap<TopicPartition, (i64, i64)>, now_ms: i64) {
+        for (tp, &(start, end)) in marks {
+            self.ends.insert(
+                tp.clone(),
+                EndOffset {
+                    start,
+                    end,
+                    read_ms: now_ms,
+                },
+            );
+        }
+    }
+
+    /// A snapshot of the counters and the backup lag of every open partition.
+    pub fn metrics(&self, now_ms: i64) -> SinkMetrics {
+        let t = &self.totals;
+        let mut parts = Vec::new();
+        for (topic, m) in &self.parts {
+            for (p, st) in m {
+                let c = &st.counters;
+                let durable = st.last_durable.unwrap_or(-1);
+                let known = self.ends.get(&TopicPartition::new(topic.clone(), *p));
+                let (end, read_ms, next) = match known {
+                    Some(e) => (e.end, e.read_ms, st.last_durable.map_or(e.start, |d| d + 1)),
+                    None => (-1, -1, -1),
+                };
+                let (lag_records, lag_ms) =
+                    metrics::partition_lag(end, next, c.max_ts_durable, now_ms);
+                parts.push(SinkPartitionMetrics {
+                    topic: topic.clone(),
+                    partition: *p,
+                    records_written: c.records,
+                    bytes_written: c.bytes,
+                    segments_rolled: c.rolled,
+                    errors: c.errors,
+                    durable_offset: durable,
+                    end_offset: end,
+                    end_offset_read_ms: read_ms,
+                    lag_records,
+                    lag_ms,
+                    newest_durable_timestamp_ms: c.max_ts_durable,
+                });
+            }
+        }
+        parts.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+        let known: Vec<&SinkPartitionMetrics> =
+            parts.iter().filter(|p| p.lag_records >= 0).collect();
+        let lag_records = if known.is_empty() {
+            -1
+        } else {
+            known.iter().map(|p| p.lag_records).sum()
+        };
+        let lag_ms = known.iter().map(|p| p.lag_ms).max().unwrap_or(-1);
+        let cap = self
+            .capture
+            .as_ref()
+            .map(GroupOffsetCapture::stats)
+            .unwrap_or_default();
+        SinkMetrics {
+            records_written: t.records,
+            bytes_written: t.bytes,
+            segments_rolled: t.rolled,
+            errors: t.errors,
+            flushes: t.flushes,
+            fsync_last_ms: t.flush_last_ms,
+            fsync_avg_ms: if t.flushes == 0 {
+                0.0
+            } else {
+                t.flush_total_ms / t.flushes as f64
+            },
+            fsync_time_ms_total: t.flush_total_ms,
+            partitions: parts.len() as u64,
+            lag_records,
+            lag_ms,
+            group_captures: cap.captures,
+            group_capture_errors: cap.errors,
+            group_capture_last_success_ms: cap.last_success_ms,
+            groups_captured: cap.groups,
+            partition_metrics: parts,
+        }
     }
 }
 

@@ -158,6 +158,50 @@ pub extern "system" fn Java_io_kbackup_connect_internal_Native_sinkClose<'l>(
     })
 }
 
+/// How old the cluster end offsets behind the lag metrics may get before a scrape reads them
+/// again (one request per partition per refresh, never per record).
+const END_OFFSETS_MAX_AGE_MS: i64 = 5_000;
+/// Bound on that read, so a scrape never hangs on an unreachable cluster.
+const END_OFFSETS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// `byte[] sinkMetrics(long h)` -> JSON `kbackup_core::metrics::SinkMetrics`. Refreshes the
+/// cluster end offsets behind the lag when they are older than a few seconds, without holding
+/// the sink while the cluster answers.
+#[no_mangle]
+pub extern "system" fn Java_io_kbackup_connect_internal_Native_sinkMetrics<'l>(
+    mut env: JNIEnv<'l>,
+    class: JClass<'l>,
+    handle: jlong,
+) -> jbyteArray {
+    run(&mut env, &class, "sinkMetrics", NO_ARRAY, |env| {
+        let sink = SINKS.get(handle)?;
+        let now = kbackup_core::manifest::now_ms();
+        let due = lock("sink", handle, &sink)?.end_offsets_due(now, END_OFFSETS_MAX_AGE_MS);
+        if let Some((cluster, tps)) = due {
+            match cluster.watermarks(&tps, END_OFFSETS_TIMEOUT) {
+                Ok(marks) => lock("sink", handle, &sink)?.note_end_offsets(&marks, now),
+                Err(e) => log::debug!("metrics: could not read end offsets for the lag: {e}"),
+            }
+        }
+        let metrics = lock("sink", handle, &sink)?.metrics(kbackup_core::manifest::now_ms());
+        bytes_result(env, &to_json("sink metrics", &metrics)?)
+    })
+}
+
+/// `byte[] sourceMetrics(long h)` -> JSON `kbackup_core::metrics::SourceMetrics`.
+#[no_mangle]
+pub extern "system" fn Java_io_kbackup_connect_internal_Native_sourceMetrics<'l>(
+    mut env: JNIEnv<'l>,
+    class: JClass<'l>,
+    handle: jlong,
+) -> jbyteArray {
+    run(&mut env, &class, "sourceMetrics", NO_ARRAY, |env| {
+        let source = SOURCES.get(handle)?;
+        let metrics = lock("source", handle, &source)?.metrics();
+        bytes_result(env, &to_json("restore metrics", &metrics)?)
+    })
+}
+
 /// `byte[] inspect(byte[] dirUtf8)` -> JSON summary of a backup.
 #[no_mangle]
 pub extern "system" fn Java_io_kbackup_connect_internal_Native_listPartitions<'l>(

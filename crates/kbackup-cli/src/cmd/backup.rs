@@ -6,6 +6,7 @@
 //! (the default) stops at the end offsets seen at start: a consistent snapshot per partition.
 
 pub use super::cluster::ClusterArgs;
+use super::metrics::MetricsServer;
 use super::progress::Progress;
 use clap::Args;
 use kbackup_core::codec::BatchRecord;
@@ -179,12 +180,49 @@ pub struct BackupArgs {
     /// search where read is allowed (0640 -> 0750).
     #[arg(long = "file-mode", value_name = "MODE")]
     pub file_mode: Option<String>,
+    /// Serve Prometheus metrics on http://HOST:PORT/metrics while the backup runs (records
+    /// and bytes written, backup lag per partition, fsync time, group captures; see
+    /// docs/operations.md).
+    #[arg(long = "metrics-addr", value_name = "HOST:PORT")]
+    pub metrics_addr: Option<String>,
     /// Print a JSON summary on stdout at the end.
     #[arg(long)]
     pub json: bool,
+    /// Print progress for scripts: one JSON object per line on stdout, a progress event every
+    /// second and the summary as the last line (docs/cli.md, "Progress events").
+    #[arg(long = "json-progress")]
+    pub json_progress: bool,
     /// No progress output (errors are still printed).
     #[arg(long, short = 'q')]
     pub quiet: bool,
+}
+
+/// How old the end offsets behind the lag metrics may get (one request per partition).
+const END_OFFSETS_MAX_AGE_MS: i64 = 5_000;
+
+/// Renders the backup's metrics for the scrape endpoint: the sink's snapshot with fresh end
+/// offsets (read at most every few seconds) and the CLI's own group-offset capture.
+fn publish_metrics(
+    server: &mut MetricsServer,
+    sink: &mut BackupSink,
+    capture: Option<&GroupOffsetCapture>,
+) {
+    let now = kbackup_core::manifest::now_ms();
+    if let Some((cluster, tps)) = sink.end_offsets_due(now, END_OFFSETS_MAX_AGE_MS) {
+        match cluster.watermarks(&tps, Duration::from_secs(3)) {
+            Ok(marks) => sink.note_end_offsets(&marks, now),
+            Err(e) => log::debug!("metrics: could not read end offsets for the lag: {e}"),
+        }
+    }
+    let mut m = sink.metrics(kbackup_core::manifest::now_ms());
+    if let Some(c) = capture {
+        let st = c.stats();
+        m.group_captures = st.captures;
+        m.group_capture_errors = st.errors;
+        m.group_capture_last_success_ms = st.last_success_ms;
+        m.groups_captured = st.groups;
+    }
+    server.publish(super::metrics::render_sink(&m));
 }
 
 /// Per-partition bookkeeping of one run.
@@ -204,6 +242,11 @@ pub fn run(args: &BackupArgs) -> Result<()> {
     let cluster = args.cluster.cluster()?;
     let available = list_topics(&cluster)?;
     let topics = select_topics(args, &available, &cluster)?;
+    let mut server = args
+        .metrics_addr
+        .as_deref()
+        .map(MetricsServer::start)
+        .transpose()?;
 
     // SIGINT/SIGTERM set a flag; the loop flushes and exits cleanly.
     let stop = Arc::new(AtomicBool::new(false));
@@ -322,7 +365,8 @@ pub fn run(args: &BackupArgs) -> Result<()> {
         .values()
         .map(|s| (s.end - s.start).max(0) as u64)
         .sum();
-    let mut progress = Progress::new("backup", "offsets", until.then_some(total), args.quiet);
+    let mut progress = Progress::new("backup", "offsets", until.then_some(total), args.quiet)
+        .with_json_events(args.json_progress);
     if until {
         for s in state.values_mut() {
             s.done = s.pos >= s.end;
@@ -391,6 +435,9 @@ pub fn run(args: &BackupArgs) -> Result<()> {
             if last_flush.elapsed() >= FLUSH_EVERY {
                 sink.flush()?;
                 last_flush = Instant::now();
+            }
+            if let Some(s) = server.as_mut().filter(|s| s.due()) {
+                publish_metrics(s, &mut sink, capture.as_ref());
             }
             // Transaction markers and aborted records move the position without a message.
             if until && (check_now || last_check.elapsed() >= Duration::from_secs(1)) {
@@ -470,7 +517,7 @@ pub fn run(args: &BackupArgs) -> Result<()> {
         }
     );
     progress.finish(&summary);
-    if args.json {
+    if args.json || args.json_progress {
         let next: BTreeMap<String, BTreeMap<i32, i64>> =
             durable.iter().fold(BTreeMap::new(), |mut m, o| {
                 m.entry(o.topic.clone())
@@ -496,7 +543,7 @@ pub fn run(args: &BackupArgs) -> Result<()> {
             "group_offset_changes": captured,
             "groups": groups,
         });
-        super::print_json(&out)?;
+        super::print_summary(out, args.json_progress)?;
     }
     undescribed_topics_error(&args.dir, &topics)
 }

@@ -8,6 +8,7 @@ pub mod backup;
 pub mod cat;
 pub mod cluster;
 pub mod inspect;
+pub mod metrics;
 pub mod offsets;
 pub mod progress;
 pub mod prune;
@@ -36,6 +37,28 @@ pub fn print_json<T: serde::Serialize>(value: &T) -> kbackup_core::Result<()> {
     write_stdout(&mut out, s.as_bytes())?;
     out.flush()
         .map_err(|e| Error::io(e, "write to standard output", "-"))
+}
+
+/// Prints a value as ONE line of JSON (`--json-progress` streams).
+pub fn print_json_line<T: serde::Serialize>(value: &T) -> kbackup_core::Result<()> {
+    let mut s = serde_json::to_string(value).expect("report types serialise");
+    s.push('\n');
+    let mut out = std::io::stdout().lock();
+    write_stdout(&mut out, s.as_bytes())?;
+    out.flush()
+        .map_err(|e| Error::io(e, "write to standard output", "-"))
+}
+
+/// Prints the `--json` summary: pretty, or as the last line of a `--json-progress` stream
+/// (`"event": "summary"`).
+pub fn print_summary(mut value: serde_json::Value, as_event: bool) -> kbackup_core::Result<()> {
+    if !as_event {
+        return print_json(&value);
+    }
+    if let Some(obj) = value.as_object_mut() {
+        obj.insert("event".into(), "summary".into());
+    }
+    print_json_line(&value)
 }
 
 /// The entries of a comma-separated list option (`--topics a,b`), trimmed, empties dropped.

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 /// Seconds between two plain log lines when stderr is not a terminal.
 const LOG_EVERY: Duration = Duration::from_secs(5);
+/// Seconds between two `--json-progress` events.
+const EVENT_EVERY: Duration = Duration::from_secs(1);
 
 /// A progress display counting `unit`s (records, bytes) towards an optional total.
 pub struct Progress {
@@ -22,6 +24,9 @@ pub struct Progress {
     started: Instant,
     last_log: Instant,
     quiet: bool,
+    /// `--json-progress`: one JSON object per line on stdout, every [`EVENT_EVERY`].
+    events: bool,
+    last_event: Instant,
 }
 
 impl Progress {
@@ -57,12 +62,41 @@ impl Progress {
             started: now,
             last_log: now,
             quiet,
+            events: false,
+            last_event: now,
         }
+    }
+
+    /// Also prints `--json-progress` events on stdout (docs/cli.md, "Progress events").
+    pub fn with_json_events(mut self, on: bool) -> Progress {
+        self.events = on;
+        self
+    }
+
+    /// `{"event":"progress","verb":..,"unit":..,"done":..,"total":..,"elapsed_seconds":..,
+    /// "rate_per_second":..}` as one line on stdout.
+    fn emit_event(&mut self) {
+        self.last_event = Instant::now();
+        let secs = self.elapsed_secs();
+        let ev = serde_json::json!({
+            "event": "progress",
+            "verb": self.label,
+            "unit": self.unit,
+            "done": self.done,
+            "total": self.total,
+            "elapsed_seconds": (secs * 1000.0).round() / 1000.0,
+            "rate_per_second": (self.done as f64 / secs.max(0.001)).round(),
+        });
+        // A closed stdout (a script that stopped reading) is not a reason to stop the work.
+        let _ = super::print_json_line(&ev);
     }
 
     /// Counts `n` more units done.
     pub fn inc(&mut self, n: u64) {
         self.done += n;
+        if self.events && self.last_event.elapsed() >= EVENT_EVERY {
+            self.emit_event();
+        }
         if let Some(b) = &self.bar {
             b.inc(n);
         } else if !self.quiet && self.last_log.elapsed() >= LOG_EVERY {
@@ -82,7 +116,10 @@ impl Progress {
     }
 
     /// Removes the bar and prints one closing line (`summary`) to stderr unless quiet.
-    pub fn finish(self, summary: &str) {
+    pub fn finish(mut self, summary: &str) {
+        if self.events {
+            self.emit_event();
+        }
         if let Some(b) = &self.bar {
             b.finish_and_clear();
         }

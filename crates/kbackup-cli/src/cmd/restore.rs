@@ -15,6 +15,7 @@
 //! aborted is counted.
 
 use super::backup::{list_topics, quiet_client_config, ClusterArgs};
+use super::metrics::MetricsServer;
 use super::progress::Progress;
 use clap::Args;
 use kbackup_core::cluster::ClusterClient;
@@ -68,9 +69,18 @@ pub struct RestoreArgs {
     /// target cluster and topic list, so a rerun after a crash resumes).
     #[arg(long = "state-dir", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Serve Prometheus metrics on http://HOST:PORT/metrics while the restore runs (records
+    /// and bytes restored, progress per partition, group commits, finished; see
+    /// docs/operations.md).
+    #[arg(long = "metrics-addr", value_name = "HOST:PORT")]
+    pub metrics_addr: Option<String>,
     /// Print a JSON summary on stdout at the end.
     #[arg(long)]
     pub json: bool,
+    /// Print progress for scripts: one JSON object per line on stdout, a progress event every
+    /// second and the summary as the last line (docs/cli.md, "Progress events").
+    #[arg(long = "json-progress")]
+    pub json_progress: bool,
     /// No progress output (errors are still printed).
     #[arg(long, short = 'q')]
     pub quiet: bool,
@@ -179,6 +189,11 @@ pub fn run(args: &RestoreArgs) -> Result<()> {
             .collect();
         return Err(Error::Config(lines.join("\n")));
     }
+    let mut server = args
+        .metrics_addr
+        .as_deref()
+        .map(MetricsServer::start)
+        .transpose()?;
     // Bounded connection check first: an unreachable cluster fails in 10 s with one line.
     list_topics(&cluster)?;
     restore::prepare(&cfg)?;
@@ -240,8 +255,16 @@ pub fn run(args: &RestoreArgs) -> Result<()> {
     let mut source =
         RestoreSource::open_with(cfg.clone(), &assignment, client, &mut target_log, true)?;
 
-    let mut progress = Progress::new("restore", "records", Some(total), args.quiet);
-    let result = pump(&cfg, &mut source, &producer, &mut progress, &stop);
+    let mut progress = Progress::new("restore", "records", Some(total), args.quiet)
+        .with_json_events(args.json_progress);
+    let result = pump(
+        &cfg,
+        &mut source,
+        &producer,
+        &mut progress,
+        &stop,
+        server.as_mut(),
+    );
     if result.is_err() {
         // Nothing of the failed transaction may become visible; the re-run reads the target.
         let _ = producer.abort_transaction(TXN_TIMEOUT);
@@ -266,14 +289,14 @@ pub fn run(args: &RestoreArgs) -> Result<()> {
         )
     };
     progress.finish(&summary);
-    if args.json {
+    if args.json || args.json_progress {
         let out = serde_json::json!({
             "finished": finished,
             "state_dir": status.state_dir,
             "records_sent": restored,
             "partitions": status.partitions,
         });
-        super::print_json(&out)?;
+        super::print_summary(out, args.json_progress)?;
     }
     if !finished {
         return Err(Error::State(
@@ -323,11 +346,17 @@ fn pump(
     producer: &BaseProducer<AckContext>,
     progress: &mut Progress,
     stop: &AtomicBool,
+    mut server: Option<&mut MetricsServer>,
 ) -> Result<bool> {
     let mut committed: Vec<Ack> = Vec::new();
     loop {
         let (flags, records) = source.poll(&committed, POLL_BATCH)?;
         committed.clear();
+        if let Some(s) = server.as_deref_mut() {
+            if s.due() || flags & FLAG_FINISHED != 0 {
+                s.publish(super::metrics::render_source(&source.metrics()));
+            }
+        }
         if flags & FLAG_FINISHED != 0 {
             return Ok(true);
         }

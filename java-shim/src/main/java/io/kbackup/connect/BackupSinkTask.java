@@ -3,10 +3,12 @@ package io.kbackup.connect;
 import io.kbackup.connect.internal.BatchCodec;
 import io.kbackup.connect.internal.ClusterClient;
 import io.kbackup.connect.internal.Native;
+import io.kbackup.connect.internal.TaskMetrics;
 import org.apache.kafka.clients.consumer.OffsetAndMetadata;
 import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.connect.sink.SinkRecord;
 import org.apache.kafka.connect.sink.SinkTask;
+import org.apache.kafka.connect.sink.SinkTaskContext;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -24,8 +26,10 @@ import java.util.Set;
 public class BackupSinkTask extends SinkTask {
     private static final Logger log = LoggerFactory.getLogger(BackupSinkTask.class);
 
-    private long handle;
+    private volatile long handle;
     private ClusterClient cluster;
+    /** Plugin metrics (null on workers without KIP-877); gauges read the core on JMX threads. */
+    private TaskMetrics metrics;
     private final Set<TopicPartition> assigned = new HashSet<>();
 
     @Override
@@ -41,6 +45,10 @@ public class BackupSinkTask extends SinkTask {
         Native.ensureLoaded();
         cluster = new ClusterClient(config.clientProps());
         handle = Native.sinkOpen(config.toNativeJson(name, taskId), cluster);
+        metrics = TaskMetrics.create(SinkTaskContext.class, context, () -> {
+            long h = handle;
+            return h == 0 ? null : Native.sinkMetrics(h);
+        }, TaskMetrics.SINK_TASK, TaskMetrics.SINK_PARTITION);
         log.info("kbackup sink task {} started, writing to {} ({})", taskId,
                 config.getString(BackupSinkConfig.TARGET_DIR_CONFIG), Native.version());
     }
@@ -53,6 +61,9 @@ public class BackupSinkTask extends SinkTask {
         Map<TopicPartition, Long> resume =
                 BatchCodec.decodeOffsets(Native.sinkOpenPartitions(handle, BatchCodec.encodePartitions(partitions)));
         assigned.addAll(partitions);
+        if (metrics != null) {
+            metrics.partitionsOpened(partitions);
+        }
         for (Map.Entry<TopicPartition, Long> e : resume.entrySet()) {
             if (e.getValue() >= 0) {
                 context.offset(e.getKey(), e.getValue());
@@ -85,6 +96,9 @@ public class BackupSinkTask extends SinkTask {
             return;
         }
         assigned.removeAll(partitions);
+        if (metrics != null) {
+            metrics.partitionsClosed(partitions);
+        }
         Native.sinkClosePartitions(handle, BatchCodec.encodePartitions(partitions));
     }
 
@@ -93,6 +107,10 @@ public class BackupSinkTask extends SinkTask {
         long h = handle;
         handle = 0;
         assigned.clear();
+        if (metrics != null) {
+            metrics.close();
+            metrics = null;
+        }
         try {
             if (h != 0) {
                 Native.sinkClose(h);

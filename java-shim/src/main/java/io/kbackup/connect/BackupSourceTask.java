@@ -5,6 +5,7 @@ import io.kbackup.connect.internal.ClusterClient;
 import io.kbackup.connect.internal.BatchCodec.PolledHeader;
 import io.kbackup.connect.internal.BatchCodec.PolledRecord;
 import io.kbackup.connect.internal.Native;
+import io.kbackup.connect.internal.TaskMetrics;
 import org.apache.kafka.clients.producer.RecordMetadata;
 import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.connect.data.Schema;
@@ -12,6 +13,7 @@ import org.apache.kafka.connect.data.SchemaAndValue;
 import org.apache.kafka.connect.header.ConnectHeaders;
 import org.apache.kafka.connect.source.SourceRecord;
 import org.apache.kafka.connect.source.SourceTask;
+import org.apache.kafka.connect.source.SourceTaskContext;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -53,6 +55,8 @@ public class BackupSourceTask extends SourceTask {
 
     private volatile long handle;
     private ClusterClient cluster;
+    /** Plugin metrics (null on workers without KIP-877); gauges read the core on JMX threads. */
+    private volatile TaskMetrics metrics;
     /** Guards draining the ack buffers and the handle's last use, between poll and stop. */
     private final Object drainLock = new Object();
     private volatile boolean stopping;
@@ -153,6 +157,13 @@ public class BackupSourceTask extends SourceTask {
         Native.ensureLoaded();
         cluster = new ClusterClient(config.clientProps());
         handle = Native.sourceOpen(config.toNativeJson(name, taskId), BatchCodec.encodeOffsets(assignment), cluster);
+        metrics = TaskMetrics.create(SourceTaskContext.class, context, () -> {
+            long h = handle;
+            return h == 0 ? null : Native.sourceMetrics(h);
+        }, TaskMetrics.SOURCE_TASK, TaskMetrics.SOURCE_PARTITION);
+        if (metrics != null) {
+            metrics.partitionsOpened(assigned);
+        }
         log.info("kbackup restore task {} started for {} partitions, resuming from {}", taskId, assigned.size(),
                 assignment);
     }
@@ -318,6 +329,11 @@ public class BackupSourceTask extends SourceTask {
     @Override
     public void stop() {
         stopping = true;
+        TaskMetrics m = metrics;
+        metrics = null;
+        if (m != null) {
+            m.close();
+        }
         long h;
         byte[] last;
         synchronized (drainLock) {

@@ -49,6 +49,12 @@ public final class Native {
     /** Closes the writers of these partitions. */
     public static native void sinkClosePartitions(long handle, byte[] partitions);
 
+    /**
+     * Monitoring snapshot of a sink task as JSON (docs/operations.md); refreshes the cluster
+     * end offsets behind the lag when they are a few seconds old.
+     */
+    public static native byte[] sinkMetrics(long handle);
+
     /** Closes the sink; safe twice. */
     public static native void sinkClose(long handle);
 
@@ -75,6 +81,9 @@ public final class Native {
 
     /** Restore progress, as JSON. */
     public static native byte[] sourceStatus(long handle);
+
+    /** Monitoring snapshot of a source task as JSON (docs/operations.md). */
+    public static native byte[] sourceMetrics(long handle);
 
     /** Closes the restore reader; safe twice. */
     public static native void sourceClose(long handle);

@@ -151,6 +151,49 @@ class NativeBridgeTest {
     }
 
     @Test
+    void sinkMetricsCountWhatWasWrittenInOneNativeCallPerSnapshot() {
+        TopicPartition p0 = new TopicPartition("orders", 0);
+        long h = Native.sinkOpen(sinkConfig(tmp), NO_CLUSTER);
+        Map<String, java.util.function.DoubleSupplier> gauges = new java.util.concurrent.ConcurrentHashMap<>();
+        java.util.concurrent.atomic.AtomicInteger calls = new java.util.concurrent.atomic.AtomicInteger();
+        TaskMetrics.Registry registry = new TaskMetrics.Registry() {
+            @Override
+            public void add(String name, String description, java.util.LinkedHashMap<String, String> tags,
+                            java.util.function.DoubleSupplier value) {
+                assertTrue(gauges.put(name + tags, value) == null, "registered twice: " + name + tags);
+            }
+
+            @Override
+            public void remove(String name, java.util.LinkedHashMap<String, String> tags) {
+                gauges.remove(name + tags);
+            }
+        };
+        TaskMetrics m = TaskMetrics.withRegistry(registry, () -> {
+            calls.incrementAndGet();
+            return Native.sinkMetrics(h);
+        }, TaskMetrics.SINK_TASK, TaskMetrics.SINK_PARTITION);
+        try {
+            Native.sinkOpenPartitions(h, BatchCodec.encodePartitions(List.of(p0)));
+            m.partitionsOpened(List.of(p0));
+            Native.sinkPut(h, BatchCodec.encodeSinkBatch(List.of(rec("orders", 0, 5, "a"), rec("orders", 0, 6, "b"))));
+            Native.sinkFlush(h);
+            String part = "{topic=orders, partition=0}";
+            assertEquals(2.0, gauges.get("records-written{}").getAsDouble());
+            assertEquals(6.0, gauges.get("durable-offset" + part).getAsDouble());
+            assertEquals(2.0, gauges.get("records-written" + part).getAsDouble());
+            assertEquals(1.0, gauges.get("flushes{}").getAsDouble());
+            assertEquals(-1.0, gauges.get("lag-records" + part).getAsDouble(), "no cluster: lag unknown");
+            assertEquals(1, calls.get(), "one native call serves every gauge read within the cache time");
+            m.partitionsClosed(List.of(p0));
+            assertTrue(gauges.keySet().stream().noneMatch(k -> k.contains("topic=")), gauges.keySet().toString());
+        } finally {
+            m.close();
+            Native.sinkClose(h);
+        }
+        assertTrue(gauges.isEmpty(), gauges.keySet().toString());
+    }
+
+    @Test
     void inspectOfAMissingDirectoryNamesIt() {
         Path missing = tmp.resolve("no-backup-here");
         KbackupException e = assertThrows(KbackupException.class,
