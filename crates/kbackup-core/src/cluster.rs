@@ -39,7 +39,7 @@ pub enum CommitOutcome {
 /// The Kafka operations of the core, against one cluster.
 ///
 /// Offsets of "end" are the last stable offset (what a read_committed consumer sees), except
-/// in [`ClusterClient::settled_log_end`].
+/// in [`ClusterClient::log_end`] with `read_committed` false.
 pub trait ClusterClient: Send + Sync {
     /// The bootstrap servers, for messages.
     fn servers(&self) -> String;
@@ -57,14 +57,14 @@ pub trait ClusterClient: Send + Sync {
         timeout: Duration,
     ) -> Result<BTreeMap<TopicPartition, (i64, i64)>>;
 
-    /// The high watermark of a partition once no transaction is open on it (past the commit
-    /// marker of the last transaction), waiting up to `settle` for that.
-    fn settled_log_end(
+    /// The end of one partition: the last stable offset with `read_committed`, else the high
+    /// watermark.
+    fn log_end(
         &self,
         topic: &str,
         partition: i32,
+        read_committed: bool,
         timeout: Duration,
-        settle: Duration,
     ) -> Result<i64>;
 
     /// Creates `topic` with the broker's default replication factor and `configs`.
@@ -115,6 +115,39 @@ pub trait ClusterClient: Send + Sync {
     ) -> Result<()>;
 }
 
+/// The end of partition `topic`-`partition` once no transaction is open on it: the high
+/// watermark read at a moment the last stable offset equals it, so it lies past the commit
+/// marker of the last transaction. The transaction coordinator writes that marker after the
+/// producer's commit has returned, so right after a transactional write the high watermark can
+/// still be short of it. Waits up to `settle`; if a transaction is still open then (another
+/// producer's), returns the high watermark as it is.
+pub fn settled_log_end(
+    cluster: &dyn ClusterClient,
+    topic: &str,
+    partition: i32,
+    timeout: Duration,
+    settle: Duration,
+) -> Result<i64> {
+    let deadline = std::time::Instant::now() + settle;
+    loop {
+        // Stable end first: both only grow, so equal values read in this order mean no
+        // transaction was open at the moment between the two reads.
+        let stable = cluster.log_end(topic, partition, true, timeout)?;
+        let high = cluster.log_end(topic, partition, false, timeout)?;
+        if stable == high {
+            return Ok(high);
+        }
+        if std::time::Instant::now() >= deadline {
+            log::warn!(
+                "{topic}-{partition}: a transaction is still open at offset {stable} after \
+                 {settle:?}; using the high watermark {high}"
+            );
+            return Ok(high);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 impl fmt::Debug for dyn ClusterClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "ClusterClient({})", self.servers())
@@ -148,7 +181,7 @@ pub mod testing {
         ) -> Result<BTreeMap<TopicPartition, (i64, i64)>> {
             Err(self.err())
         }
-        fn settled_log_end(&self, _: &str, _: i32, _: Duration, _: Duration) -> Result<i64> {
+        fn log_end(&self, _: &str, _: i32, _: bool, _: Duration) -> Result<i64> {
             Err(self.err())
         }
         fn create_topic(

@@ -312,55 +312,34 @@ pub fn partition_watermarks(
     Ok(out)
 }
 
-/// The end of partition `topic`-`partition` once no transaction is open on it: the high
-/// watermark read at a moment the last stable offset equals it, so it lies past the commit
-/// marker of the last transaction. The transaction coordinator writes that marker after the
-/// producer's commit has returned, so right after a transactional write the high watermark can
-/// still be short of it. Waits up to `settle`; if a transaction is still open then (another
-/// producer's), returns the high watermark as it is.
-pub fn settled_log_end(
+/// The end of partition `topic`-`partition`: the last stable offset with `read_committed`,
+/// else the high watermark.
+pub fn log_end(
     cluster: &BTreeMap<String, String>,
     topic: &str,
     partition: i32,
+    read_committed: bool,
     timeout: Duration,
-    settle: Duration,
 ) -> Result<i64> {
     let what = format!("read the end offset of {topic}-{partition}");
-    let client = |isolation: &str| -> Result<BaseConsumer> {
-        let mut cfg = client_config(cluster);
-        cfg.set("allow.auto.create.topics", "false");
-        cfg.set("isolation.level", isolation);
-        cfg.create().map_err(|e| {
-            Error::Config(format!(
-                "the cluster settings are not accepted by the Kafka client: {e}; fix the \
-                 cluster.* / --config entries"
-            ))
-        })
+    let mut cfg = client_config(cluster);
+    cfg.set("allow.auto.create.topics", "false");
+    let isolation = if read_committed {
+        "read_committed"
+    } else {
+        "read_uncommitted"
     };
-    let (committed, uncommitted) = (client("read_committed")?, client("read_uncommitted")?);
-    let deadline = Instant::now() + settle;
-    loop {
-        let end = |c: &BaseConsumer| {
-            c.fetch_watermarks(topic, partition, timeout)
-                .map(|(_, high)| high)
-                .map_err(|e| kafka_error(cluster, &what, &e))
-        };
-        // Stable end first: both only grow, so equal values read in this order mean no
-        // transaction was open at the moment between the two reads.
-        let stable = end(&committed)?;
-        let high = end(&uncommitted)?;
-        if stable == high {
-            return Ok(high);
-        }
-        if Instant::now() >= deadline {
-            log::warn!(
-                "{topic}-{partition}: a transaction is still open at offset {stable} after \
-                 {settle:?}; using the high watermark {high}"
-            );
-            return Ok(high);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    cfg.set("isolation.level", isolation);
+    let consumer: BaseConsumer = cfg.create().map_err(|e| {
+        Error::Config(format!(
+            "the cluster settings are not accepted by the Kafka client: {e}; fix the \
+             cluster.* / --config entries"
+        ))
+    })?;
+    consumer
+        .fetch_watermarks(topic, partition, timeout)
+        .map(|(_, high)| high)
+        .map_err(|e| kafka_error(cluster, &what, &e))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -426,14 +405,14 @@ impl ClusterClient for RdKafkaCluster {
         partition_watermarks(&self.cluster, tps, timeout)
     }
 
-    fn settled_log_end(
+    fn log_end(
         &self,
         topic: &str,
         partition: i32,
+        read_committed: bool,
         timeout: Duration,
-        settle: Duration,
     ) -> Result<i64> {
-        settled_log_end(&self.cluster, topic, partition, timeout, settle)
+        log_end(&self.cluster, topic, partition, read_committed, timeout)
     }
 
     fn create_topic(

@@ -1364,10 +1364,13 @@ impl RestoreSource {
                 // last transaction (exactly-once, the CLI), so the group shows no lag, and the
                 // end at all when nothing was restored here.
                 let (topic, p) = (&run.state.target_topic, run.state.partition);
-                match self
-                    .cluster
-                    .settled_log_end(topic, p, KAFKA_TIMEOUT, SETTLE)
-                {
+                match crate::cluster::settled_log_end(
+                    self.cluster.as_ref(),
+                    topic,
+                    p,
+                    KAFKA_TIMEOUT,
+                    SETTLE,
+                ) {
                     Ok(high) => log_end = log_end.max(high),
                     Err(e) => {
                         log::warn!(

@@ -235,18 +235,18 @@ impl ClusterClient for JavaCluster {
         Ok(out)
     }
 
-    fn settled_log_end(
+    fn log_end(
         &self,
         topic: &str,
         partition: i32,
+        read_committed: bool,
         timeout: Duration,
-        settle: Duration,
     ) -> Result<i64> {
-        let op = "settled_log_end";
+        let op = "log_end";
         let v = self.call_json(
             op,
-            &json!({"topic": topic, "partition": partition, "timeout_ms": ms(timeout),
-                    "settle_ms": ms(settle)}),
+            &json!({"topic": topic, "partition": partition, "read_committed": read_committed,
+                    "timeout_ms": ms(timeout)}),
         )?;
         int(&v["end"], op)
     }

@@ -117,9 +117,9 @@ public final class ClusterClient implements AutoCloseable {
                     return ok(endOffsets(str(a.get("topic")), timeoutMs));
                 case "watermarks":
                     return ok(Map.of("watermarks", watermarks(tps(a.get("tps")), timeoutMs)));
-                case "settled_log_end":
-                    return ok(Map.of("end", settledLogEnd(str(a.get("topic")), (int) num(a.get("partition")),
-                            timeoutMs, num(a.get("settle_ms")))));
+                case "log_end":
+                    return ok(Map.of("end", logEnd(str(a.get("topic")), (int) num(a.get("partition")),
+                            Boolean.TRUE.equals(a.get("read_committed")), timeoutMs)));
                 case "create_topic":
                     createTopic(str(a.get("topic")), (int) num(a.get("partitions")), strings(a.get("configs")),
                             timeoutMs);
@@ -213,18 +213,10 @@ public final class ClusterClient implements AutoCloseable {
         return out;
     }
 
-    private long settledLogEnd(String topic, int partition, long timeoutMs, long settleMs) throws Exception {
+    private long logEnd(String topic, int partition, boolean readCommitted, long timeoutMs) throws Exception {
         TopicPartition tp = new TopicPartition(topic, partition);
-        long deadline = System.currentTimeMillis() + settleMs;
-        while (true) {
-            // Stable end first: both only grow, so equal values mean no transaction was open.
-            long stable = offsets(List.of(tp), OffsetSpec.latest(), IsolationLevel.READ_COMMITTED, timeoutMs).get(tp);
-            long high = offsets(List.of(tp), OffsetSpec.latest(), IsolationLevel.READ_UNCOMMITTED, timeoutMs).get(tp);
-            if (stable == high || System.currentTimeMillis() >= deadline) {
-                return high;
-            }
-            Thread.sleep(50);
-        }
+        IsolationLevel iso = readCommitted ? IsolationLevel.READ_COMMITTED : IsolationLevel.READ_UNCOMMITTED;
+        return offsets(List.of(tp), OffsetSpec.latest(), iso, timeoutMs).get(tp);
     }
 
     private void createTopic(String topic, int partitions, Map<String, String> configs, long timeoutMs)
