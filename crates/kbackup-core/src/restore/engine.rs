@@ -1,0 +1,511 @@
+//! The engine: reads batches for the task, takes acknowledgements, tracks progress.
+
+use super::*;
+use super::{config::*, plan::*, state::*};
+use crate::cluster::ClusterClient;
+use crate::codec::{Ack, BatchRecord, FLAG_FINISHED, FLAG_WAITING_FOR_ACKS};
+use crate::error::{Error, Result};
+use crate::kafka::RdKafkaCluster;
+use crate::metrics::{SourceMetrics, SourcePartitionMetrics};
+use crate::reader::{Backup, PartitionReader};
+use crate::reconcile::{KafkaTargetLog, TargetLog};
+use crate::record::{TopicPartition, TopicPartitionOffset};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The records of one partition handed out and not yet part of the acknowledged prefix.
+///
+/// Acknowledgements arrive out of order (a record dropped by a transform is acknowledged on the
+/// task thread before the producer callbacks of earlier records), but the records were handed
+/// out in order, so the prefix only moves over records that are all acknowledged.
+#[derive(Debug, Default)]
+pub struct AckQueue {
+    /// (original offset, new offset once acknowledged; -1 = not written), in original order.
+    items: std::collections::VecDeque<(i64, Option<i64>)>,
+}
+
+impl AckQueue {
+    /// A record was handed out (in increasing original order).
+    pub fn handed_out(&mut self, original: i64) {
+        self.items.push_back((original, None));
+    }
+
+    /// Records an acknowledgement; false if the record was not handed out by this queue.
+    pub fn ack(&mut self, original: i64, new: i64) -> bool {
+        let (a, b) = self.items.as_slices();
+        let found = match a.binary_search_by_key(&original, |x| x.0) {
+            Ok(i) => Some(i),
+            Err(_) => b
+                .binary_search_by_key(&original, |x| x.0)
+                .ok()
+                .map(|i| i + a.len()),
+        };
+        match found.and_then(|i| self.items.get_mut(i)) {
+            Some(item) => {
+                item.1 = Some(new);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Takes the acknowledged records at the front, in order: the prefix can move over them.
+    pub fn take_prefix(&mut self) -> Vec<(i64, i64)> {
+        let mut out = Vec::new();
+        while let Some(&(o, Some(n))) = self.items.front() {
+            out.push((o, n));
+            self.items.pop_front();
+        }
+        out
+    }
+
+    /// Records handed out and not yet in the prefix.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Nothing is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+}
+
+pub(super) struct PartitionRun {
+    pub(super) state: PartitionState,
+    pub(super) reader: Option<PartitionReader>,
+    /// Handed-out records waiting to join the acknowledged prefix.
+    pub(super) queue: AckQueue,
+    /// Original offset to read next; `None` once everything has been sent.
+    pub(super) next: Option<i64>,
+    pub(super) dirty: bool,
+    pub(super) commit_retry_at: Option<Instant>,
+}
+
+/// Status of one task's restore, returned by `sourceStatus` as JSON.
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreStatus {
+    /// Connector name.
+    pub connector_name: String,
+    /// Task id.
+    pub task_id: String,
+    /// The restore state directory.
+    pub state_dir: PathBuf,
+    /// Every assigned partition is restored, acknowledged and its groups settled, and the
+    /// final configs of their topics are applied.
+    pub finished: bool,
+    /// Per assigned partition.
+    pub partitions: Vec<PartitionState>,
+}
+
+/// One task's restore: reads batches, takes acknowledgements, commits group offsets.
+pub struct RestoreSource {
+    pub(super) cfg: SourceConfig,
+    /// Every Kafka call of the engine goes through here.
+    pub(super) cluster: Arc<dyn ClusterClient>,
+    pub(super) state_dir: PathBuf,
+    pub(super) runs: BTreeMap<TopicPartition, PartitionRun>,
+    /// Round-robin position so every partition makes progress.
+    pub(super) cursor: usize,
+    pub(super) last_save: Instant,
+    pub(super) finished_logged: bool,
+    /// Topics whose final configs are applied (or not ours to apply).
+    pub(super) topics_finished: BTreeSet<String>,
+    /// Earliest time to look at other tasks' partitions of done topics again.
+    pub(super) topic_check_at: Option<Instant>,
+    /// Since when group commits fail with transient errors (`None`: the last one worked).
+    pub(super) commit_failing_since: Option<Instant>,
+    pub(super) closed: bool,
+    /// Monitoring: key, value and header bytes of the records handed out.
+    pub(super) bytes_handed_out: u64,
+}
+
+impl RestoreSource {
+    /// Opens the assigned partitions; `offset` of each is the last original offset Connect
+    /// committed (-1: none).
+    /// Kafka calls go through librdkafka with `cfg.cluster`.
+    pub fn open(cfg: SourceConfig, assignment: &[TopicPartitionOffset]) -> Result<RestoreSource> {
+        let cluster: Arc<dyn ClusterClient> = Arc::new(RdKafkaCluster::new(&cfg.cluster));
+        Self::open_on(cfg, assignment, cluster)
+    }
+
+    /// Like [`RestoreSource::open`], with every Kafka call going through `cluster` (the
+    /// Connect path: Java clients).
+    pub fn open_on(
+        cfg: SourceConfig,
+        assignment: &[TopicPartitionOffset],
+        cluster: Arc<dyn ClusterClient>,
+    ) -> Result<RestoreSource> {
+        let mut target = KafkaTargetLog::new(Arc::clone(&cluster), KAFKA_TIMEOUT);
+        Self::open_with(cfg, assignment, cluster, &mut target, false)
+    }
+
+    /// [`RestoreSource::open`] reading the target partitions through `target`.
+    ///
+    /// Per partition: the saved state is the truth (Connect's committed offset can lag it);
+    /// the target partition is then read after the last record the state knows, and the
+    /// copies found there count as acknowledged ([`crate::reconcile`]); a committed offset
+    /// still further on is taken as acknowledged too ([`PartitionState::skip_to`]). Reading
+    /// resumes after all that, so no record proven written is written again. With `strict`
+    /// (the CLI, whose only record of progress is the state and the target) a failure to read
+    /// the target fails the open instead of resuming from the state alone.
+    pub fn open_with(
+        cfg: SourceConfig,
+        assignment: &[TopicPartitionOffset],
+        cluster: Arc<dyn ClusterClient>,
+        target_log: &mut dyn TargetLog,
+        strict: bool,
+    ) -> Result<RestoreSource> {
+        let state_dir = cfg.state_dir();
+        claim_state_dir(&state_dir, &cfg.connector_name)?;
+        let backup = Backup::open(&cfg.source_dir)?;
+        let mut runs = BTreeMap::new();
+        for a in assignment {
+            if !cfg.topics.contains(&a.topic) {
+                return Err(Error::Config(format!(
+                    "task {} was assigned {}-{}, which is not in topics; restart the connector so \
+                     Connect recomputes the assignment",
+                    cfg.task_id, a.topic, a.partition
+                )));
+            }
+            let tp = a.topic_partition();
+            let target = cfg.target_topic(&a.topic).to_string();
+            let mut reader = open_reader(&backup, &a.topic, a.partition)?;
+            let saved = PartitionState::load(&state_dir, &a.topic, a.partition)?;
+            let mut state = match saved {
+                Some(mut s) => {
+                    // A failed group commit (a missing ACL, say) is tried again by the next
+                    // run: its cause may be fixed. Refused ones are not (the group has members).
+                    for g in s.groups.iter_mut() {
+                        if matches!(g.commit, CommitState::Failed { .. }) {
+                            g.commit = CommitState::Pending;
+                        }
+                    }
+                    if a.offset < 0 && s.last_acked_original >= 0 && !s.done {
+                        log::info!(
+                            "{}: Connect has no committed offset for {tp} but the restore state in \
+                             {} has progress up to original offset {}: resuming from it (delete \
+                             that directory to restore the partition again from the start)",
+                            cfg.task_id,
+                            state_dir.display(),
+                            s.last_acked_original
+                        );
+                    }
+                    s
+                }
+                None => {
+                    let (first, last) = match &reader {
+                        Some(r) => (r.first_offset()?, r.last_offset()?),
+                        None => (None, None),
+                    };
+                    let groups = if cfg.restore_group_offsets {
+                        group_targets(&cfg.source_dir, &tp, reader.as_mut())?
+                    } else {
+                        Vec::new()
+                    };
+                    let mut s =
+                        PartitionState::new(&a.topic, &target, a.partition, first, last, groups);
+                    if !cfg.restore_group_offsets {
+                        s.groups
+                            .iter_mut()
+                            .for_each(|g| g.commit = CommitState::Skipped);
+                    }
+                    if !s.done {
+                        match target_log.end_offset(&target, a.partition) {
+                            Ok(end) => s.target_start = Some(end),
+                            Err(e) if strict => return Err(e),
+                            Err(e) => log::warn!(
+                                "{}: {e}; a crash before the first acknowledgement of {tp} will \
+                                 restore what was written again",
+                                cfg.task_id
+                            ),
+                        }
+                    }
+                    s.save(&state_dir)?;
+                    s
+                }
+            };
+            if !state.done {
+                let before = state.last_acked_original;
+                match reconcile_partition(&mut state, reader.as_mut(), target_log) {
+                    Ok(0) => {}
+                    Ok(n) => log::info!(
+                        "{}: {n} records of {tp} after original offset {before} were found \
+                         in {target} (their acknowledgements were lost): not restored again",
+                        cfg.task_id
+                    ),
+                    Err(e) if strict => return Err(e),
+                    Err(e) => log::warn!(
+                        "{}: could not read back {target}-{} to reconcile ({e}); resuming \
+                         from the saved state and Connect's committed offset",
+                        cfg.task_id,
+                        a.partition
+                    ),
+                }
+                if a.offset > state.last_acked_original {
+                    log::info!(
+                        "{}: Connect committed {tp} up to original offset {} while the restore \
+                         state proves {}: taking the records between as written",
+                        cfg.task_id,
+                        a.offset,
+                        state.last_acked_original
+                    );
+                    state.skip_to(a.offset);
+                    if state.done {
+                        if let Ok(end) = target_log.end_offset(&target, a.partition) {
+                            state.new_log_end = state.new_log_end.max(end);
+                        }
+                    }
+                }
+                state.save(&state_dir)?;
+            }
+            let next = state.resume_from();
+            if let (Some(n), Some(r)) = (next, reader.as_mut()) {
+                r.seek(n)?;
+            }
+            log::info!(
+                "{}: restoring {tp} into {target} from original offset {}",
+                cfg.task_id,
+                next.map_or("(done)".to_string(), |n| n.to_string())
+            );
+            runs.insert(
+                tp,
+                PartitionRun {
+                    state,
+                    reader,
+                    queue: AckQueue::default(),
+                    next,
+                    dirty: false,
+                    commit_retry_at: None,
+                },
+            );
+        }
+        Ok(RestoreSource {
+            cfg,
+            cluster,
+            state_dir,
+            runs,
+            cursor: 0,
+            last_save: Instant::now(),
+            finished_logged: false,
+            topics_finished: BTreeSet::new(),
+            topic_check_at: None,
+            commit_failing_since: None,
+            closed: false,
+            bytes_handed_out: 0,
+        })
+    }
+
+    /// Takes acknowledgements, commits finished partitions' groups, returns the next batch.
+    pub fn poll(&mut self, acks: &[Ack], max_records: usize) -> Result<(u8, Vec<BatchRecord>)> {
+        if self.closed {
+            return Err(Error::State(
+                "poll after close: the task was already stopped".into(),
+            ));
+        }
+        self.apply_acks(acks)?;
+        self.commit_finished()?;
+        self.save(false)?;
+
+        let max = if max_records == 0 {
+            self.cfg.batch_size.max(1)
+        } else {
+            max_records
+        };
+        let mut out = Vec::new();
+        let keys: Vec<TopicPartition> = self.runs.keys().cloned().collect();
+        let n = keys.len();
+        for i in 0..n {
+            if out.len() >= max {
+                break;
+            }
+            let tp = &keys[(self.cursor + i) % n];
+            let Some(run) = self.runs.get_mut(tp) else {
+                continue;
+            };
+            let (Some(_), Some(reader)) = (run.next, run.reader.as_mut()) else {
+                continue;
+            };
+            while out.len() < max {
+                match reader.next_record()? {
+                    Some(record) => {
+                        run.next = Some(record.offset + 1);
+                        run.queue.handed_out(record.offset);
+                        self.bytes_handed_out += record_bytes(&record);
+                        out.push(BatchRecord {
+                            topic: tp.topic.clone(),
+                            partition: tp.partition,
+                            record,
+                        });
+                    }
+                    None => {
+                        run.next = None;
+                        break;
+                    }
+                }
+            }
+        }
+        if n > 0 {
+            self.cursor = (self.cursor + 1) % n;
+        }
+        let finished = self.finished();
+        let mut flags = 0;
+        if finished {
+            flags |= FLAG_FINISHED;
+            if !self.finished_logged {
+                log::info!(
+                    "{}: restore finished: every assigned partition is restored and acknowledged, \
+                     its groups settled and its topics' configs restored; state in {}",
+                    self.cfg.task_id,
+                    self.state_dir.display()
+                );
+                self.finished_logged = true;
+            }
+        } else if out.is_empty() {
+            flags |= FLAG_WAITING_FOR_ACKS;
+        }
+        Ok((flags, out))
+    }
+
+    pub(super) fn apply_acks(&mut self, acks: &[Ack]) -> Result<()> {
+        let mut urgent = false;
+        // Acks come partition by partition: look each partition up once per run, not per ack.
+        for same in acks.chunk_by(|x, y| x.partition == y.partition && x.topic == y.topic) {
+            let tp = TopicPartition::new(same[0].topic.clone(), same[0].partition);
+            let Some(run) = self.runs.get_mut(&tp) else {
+                log::debug!("ignoring acknowledgement for {tp}, not assigned to this task");
+                continue;
+            };
+            for a in same {
+                if !run.queue.ack(a.original_offset, a.new_offset) {
+                    log::debug!(
+                        "ignoring acknowledgement of {tp}@{}: not handed out by this task",
+                        a.original_offset
+                    );
+                }
+            }
+            for (o, n) in run.queue.take_prefix() {
+                if run.state.advance(o, n) {
+                    urgent = true;
+                }
+            }
+            run.dirty = true;
+        }
+        if urgent {
+            self.save(true)?;
+        }
+        Ok(())
+    }
+
+    /// Writes dirty partition states: at once when `force`, else at most once per interval.
+    pub(super) fn save(&mut self, force: bool) -> Result<()> {
+        if !force && self.last_save.elapsed() < PROGRESS_SAVE_INTERVAL {
+            return Ok(());
+        }
+        for run in self.runs.values_mut() {
+            if run.dirty {
+                run.state.save(&self.state_dir)?;
+                run.dirty = false;
+            }
+        }
+        self.last_save = Instant::now();
+        Ok(())
+    }
+
+    /// The task's progress (also in the state directory, see [`read_status`]).
+    pub fn status(&self) -> RestoreStatus {
+        RestoreStatus {
+            connector_name: self.cfg.connector_name.clone(),
+            task_id: self.cfg.task_id.clone(),
+            state_dir: self.state_dir.clone(),
+            finished: self.finished(),
+            partitions: self.runs.values().map(|r| r.state.clone()).collect(),
+        }
+    }
+
+    /// A snapshot of the task's progress for monitoring (see [`crate::metrics`]).
+    pub fn metrics(&self) -> SourceMetrics {
+        let mut m = SourceMetrics {
+            bytes_restored: self.bytes_handed_out,
+            finished: u64::from(self.finished()),
+            ..SourceMetrics::default()
+        };
+        for run in self.runs.values() {
+            let s = &run.state;
+            let count = |f: fn(&CommitState) -> bool| {
+                s.groups.iter().filter(|g| f(&g.commit)).count() as u64
+            };
+            let last = s.last_offset.unwrap_or(-1);
+            let p = SourcePartitionMetrics {
+                topic: s.topic.clone(),
+                partition: s.partition,
+                records_restored: s.records_restored,
+                acked_offset: s.last_acked_original,
+                last_offset: last,
+                remaining_offsets: if s.done {
+                    0
+                } else {
+                    (last - s.last_acked_original).max(0)
+                },
+                done: u64::from(s.done),
+                groups_committed: count(|c| matches!(c, CommitState::Committed { .. })),
+                groups_pending: count(|c| matches!(c, CommitState::Pending)),
+                groups_refused: count(|c| matches!(c, CommitState::Refused { .. })),
+                groups_failed: count(|c| matches!(c, CommitState::Failed { .. })),
+            };
+            m.records_restored += p.records_restored;
+            m.partitions += 1;
+            m.partitions_done += p.done;
+            m.groups_committed += p.groups_committed;
+            m.groups_pending += p.groups_pending;
+            m.groups_refused += p.groups_refused;
+            m.groups_failed += p.groups_failed;
+            m.partition_metrics.push(p);
+        }
+        m
+    }
+
+    /// Finished as `restore-status` means it: every assigned partition settled AND the final
+    /// configs of their topics applied (until then a created topic's retention is held off).
+    pub(super) fn finished(&self) -> bool {
+        self.runs
+            .values()
+            .all(|r| r.state.settled() && self.topics_finished.contains(&r.state.topic))
+    }
+
+    /// Applies acknowledgements and saves the state at once (a task handing over its last
+    /// acknowledgements before it stops).
+    pub fn ack(&mut self, acks: &[Ack]) -> Result<()> {
+        if self.closed {
+            return Err(Error::State(
+                "acknowledgements after close: the task was already stopped".into(),
+            ));
+        }
+        self.apply_acks(acks)?;
+        self.save(true)
+    }
+
+    /// Saves progress and releases the readers; safe to call twice.
+    pub fn close(&mut self) -> Result<()> {
+        if self.closed {
+            return Ok(());
+        }
+        self.closed = true;
+        let result = self.save(true);
+        self.runs.clear();
+        result
+    }
+}
+
+/// Key, value and header bytes of a record (what the restore moves, for the metrics).
+pub(super) fn record_bytes(r: &crate::record::Record) -> u64 {
+    let kv = r.key.as_ref().map_or(0, Vec::len) + r.value.as_ref().map_or(0, Vec::len);
+    let h: usize = r
+        .headers
+        .iter()
+        .map(|h| h.key.len() + h.value.as_ref().map_or(0, Vec::len))
+        .sum();
+    (kv + h) as u64
+}

@@ -1,0 +1,45 @@
+//! The restore engine behind the source connector (and the CLI restore).
+//!
+//! It reads backed-up records partition by partition for the Java task, learns from the
+//! acknowledgements which new offset each original offset received, and, once a partition is
+//! fully restored and acknowledged, commits every captured consumer group's translated offset
+//! (see [`crate::translate`]) to the target cluster.
+//!
+//! Everything needed to finish that job after a crash lives in the restore state directory
+//! (default `<source_dir>/restore-state/<digest of the connector name>/`, docs/restore.md):
+//! one small JSON file per partition, written atomically, holding the backed-up position of each
+//! group, the new offset its target record received (the FIRST one when the restore wrote a
+//! record twice) and whether the group was committed. The same files are the restore status the
+//! CLI shows. The connector name is stored inside `connector.json`, never used as a path.
+
+/// Timeout of each Kafka call made by the restore.
+const KAFKA_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often progress (not translation data, which is saved at once) is written to disk.
+const PROGRESS_SAVE_INTERVAL: Duration = Duration::from_secs(1);
+/// Pause between checks whether the other partitions of a topic are done.
+const TOPIC_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+/// Wait before retrying a group commit that failed for a retriable reason.
+const COMMIT_RETRY_INTERVAL: Duration = Duration::from_secs(10);
+/// How long a log-end group waits for the last transaction's commit marker to land.
+const SETTLE: Duration = Duration::from_secs(30);
+/// How long group commits may keep failing with transient errors before the task fails.
+const COMMIT_GIVE_UP: Duration = Duration::from_secs(300);
+
+use std::time::Duration;
+
+mod commit;
+mod config;
+mod engine;
+mod plan;
+mod state;
+mod target;
+#[cfg(test)]
+mod tests;
+
+pub use config::{validate, SourceConfig};
+pub use engine::{AckQueue, RestoreSource, RestoreStatus};
+pub use plan::{group_targets, plan};
+pub use state::{
+    read_status, CommitState, GroupTarget, PartitionState, StateDirStatus, TopicState,
+};
+pub use target::{prepare, prepare_on, CARRIED_CONFIGS};
