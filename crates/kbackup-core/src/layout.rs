@@ -156,6 +156,70 @@ pub fn list_segments(partition_dir: &Path) -> Result<Vec<(i64, PathBuf)>> {
     Ok(out)
 }
 
+// ---------------------------------------------------------------------------------------------
+// Listing a backup: the one walk of its directories (reader, restore, prune and the CLI use it).
+
+/// The sub-directories of `dir` as (name, path), sorted by name; a missing `dir` is empty.
+fn sub_dirs(dir: &Path, what: &'static str) -> Result<Vec<(String, PathBuf)>> {
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(e, what, dir)),
+    };
+    let mut out = Vec::new();
+    for entry in rd {
+        let entry = entry.map_err(|e| Error::io(e, what, dir))?;
+        let path = entry.path();
+        if let (Some(name), true) = (entry.file_name().to_str(), path.is_dir()) {
+            out.push((name.to_string(), path));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The backed-up topics, sorted: directories under `topics/` named like a topic. Anything else
+/// there is not part of the format (`verify` reports it).
+pub fn list_topics(root: &Path) -> Result<Vec<String>> {
+    Ok(sub_dirs(&topics_dir(root), "list topics of backup")?
+        .into_iter()
+        .filter(|(name, _)| validate_topic_name(name).is_ok())
+        .map(|(name, _)| name)
+        .collect())
+}
+
+/// The backed-up partitions of `topic`, sorted: its directories named by a canonical number.
+pub fn list_partitions(root: &Path, topic: &str) -> Result<Vec<i32>> {
+    let mut out: Vec<i32> = sub_dirs(&topic_dir(root, topic)?, "list partitions of")?
+        .into_iter()
+        .filter_map(|(name, _)| parse_partition_dir_name(&name))
+        .collect();
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// Every backed-up partition as (topic, partition, directory), sorted.
+pub fn list_partition_dirs(root: &Path) -> Result<Vec<(String, i32, PathBuf)>> {
+    let mut out = Vec::new();
+    for topic in list_topics(root)? {
+        for p in list_partitions(root, &topic)? {
+            let dir = partition_dir(root, &TopicPartition::new(topic.clone(), p))?;
+            out.push((topic.clone(), p, dir));
+        }
+    }
+    Ok(out)
+}
+
+/// The restore state directories kept in the backup (`restore-state/*/`), sorted.
+pub fn list_restore_states(root: &Path) -> Result<Vec<PathBuf>> {
+    Ok(
+        sub_dirs(&restore_state_dir(root), "list restore states in")?
+            .into_iter()
+            .map(|(_, path)| path)
+            .collect(),
+    )
+}
+
 /// Fsyncs a directory so that entries created or renamed in it survive a crash.
 pub fn fsync_dir(dir: &Path) -> Result<()> {
     let f = std::fs::File::open(dir).map_err(|e| Error::io(e, "open directory for fsync", dir))?;

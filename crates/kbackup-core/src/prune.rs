@@ -102,7 +102,7 @@ pub fn prune(root: &Path, cutoff_ms: i64, dry_run: bool) -> Result<PruneReport> 
         kept_segments: 0,
         partitions: 0,
     };
-    for (topic, partition, dir) in partition_dirs(root)? {
+    for (topic, partition, dir) in layout::list_partition_dirs(root)? {
         report.partitions += 1;
         let segments = layout::list_segments(&dir)?;
         let mut doomed = Vec::new();
@@ -162,44 +162,6 @@ fn remove_segment(path: &Path) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Every `(topic, partition, directory)` of the backup, sorted; directories whose names are
-/// not a valid topic or partition are skipped (they are not part of the format).
-fn partition_dirs(root: &Path) -> Result<Vec<(String, i32, PathBuf)>> {
-    let topics = layout::topics_dir(root);
-    let mut out = Vec::new();
-    let rd = match std::fs::read_dir(&topics) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(Error::io(e, "list topics directory", &topics)),
-    };
-    for t in rd {
-        let t = t.map_err(|e| Error::io(e, "list topics directory", &topics))?;
-        let Some(topic) = t.file_name().to_str().map(str::to_owned) else {
-            continue;
-        };
-        if layout::validate_topic_name(&topic).is_err() || !t.path().is_dir() {
-            continue;
-        }
-        let tdir = t.path();
-        let prd =
-            std::fs::read_dir(&tdir).map_err(|e| Error::io(e, "list topic directory", &tdir))?;
-        for p in prd {
-            let p = p.map_err(|e| Error::io(e, "list topic directory", &tdir))?;
-            let part = p
-                .file_name()
-                .to_str()
-                .and_then(layout::parse_partition_dir_name);
-            if let Some(part) = part {
-                if p.path().is_dir() {
-                    out.push((topic.clone(), part, p.path()));
-                }
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
 }
 
 #[cfg(test)]

@@ -190,15 +190,7 @@ impl Backup {
 
     /// Backed-up topics, sorted by name.
     pub fn topics(&self) -> Result<Vec<String>> {
-        let dir = layout::topics_dir(&self.root);
-        if !dir.is_dir() {
-            return Ok(Vec::new());
-        }
-        Ok(list_dir(&dir)?
-            .into_iter()
-            .filter(|(name, _, is_dir)| *is_dir && layout::validate_topic_name(name).is_ok())
-            .map(|(name, _, _)| name)
-            .collect())
+        layout::list_topics(&self.root)
     }
 
     fn topic_dir(&self, topic: &str) -> Result<PathBuf> {
@@ -220,14 +212,8 @@ impl Backup {
 
     /// Backed-up partition numbers of `topic`, sorted.
     pub fn partitions(&self, topic: &str) -> Result<Vec<i32>> {
-        let dir = self.topic_dir(topic)?;
-        let mut out: Vec<i32> = list_dir(&dir)?
-            .into_iter()
-            .filter(|(_, _, is_dir)| *is_dir)
-            .filter_map(|(name, _, _)| layout::parse_partition_dir_name(&name))
-            .collect();
-        out.sort_unstable();
-        Ok(out)
+        self.topic_dir(topic)?;
+        layout::list_partitions(&self.root, topic)
     }
 
     /// A reader over one partition, positioned at its first record.

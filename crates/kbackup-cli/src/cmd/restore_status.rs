@@ -40,7 +40,7 @@ pub fn run(args: &RestoreStatusArgs) -> Result<()> {
     manifest::read_root_marker(&args.dir)?;
     let dirs = match &args.state_dir {
         Some(d) => vec![d.clone()],
-        None => state_dirs(&args.dir)?,
+        None => layout::list_restore_states(&args.dir)?,
     };
     if dirs.is_empty() {
         return Err(Error::NotFound(format!(
@@ -66,24 +66,6 @@ pub fn run(args: &RestoreStatusArgs) -> Result<()> {
         print_status(&mut out, d, s);
     }
     super::write_stdout(&mut std::io::stdout().lock(), out.as_bytes())
-}
-
-fn state_dirs(root: &Path) -> Result<Vec<PathBuf>> {
-    let base = layout::restore_state_dir(root);
-    let rd = match std::fs::read_dir(&base) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Error::io(e, "list restore states in", &base)),
-    };
-    let mut out = Vec::new();
-    for e in rd {
-        let e = e.map_err(|e| Error::io(e, "list restore states in", &base))?;
-        if e.path().is_dir() {
-            out.push(e.path());
-        }
-    }
-    out.sort();
-    Ok(out)
 }
 
 fn print_status(out: &mut String, dir: &Path, s: &StateDirStatus) {

@@ -1,9 +1,10 @@
 //! Group commits and final topic configs, once partitions are restored.
 
 use super::*;
-use super::{config::*, engine::*, state::*};
+use super::{engine::*, state::*};
 use crate::cluster::CommitOutcome;
 use crate::error::{Error, Result};
+use crate::layout;
 use crate::record::TopicPartition;
 use crate::translate::{self, Target};
 use std::collections::{BTreeMap, BTreeSet};
@@ -211,7 +212,7 @@ impl RestoreSource {
         if !ts.created_by_restore || ts.configs_restored {
             return Ok(true);
         }
-        for p in backup_partitions(&self.cfg.source_dir, topic)? {
+        for p in layout::list_partitions(&self.cfg.source_dir, topic)? {
             // Partitions of other tasks: their state files say whether they are done.
             let done = match self.runs.get(&TopicPartition::new(topic, p)) {
                 Some(run) => run.state.done,

@@ -5,7 +5,7 @@ use crate::layout;
 use crate::manifest;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 pub(super) fn default_batch_size() -> usize {
     1000
@@ -97,49 +97,6 @@ pub(super) fn name_digest(name: &str) -> String {
     format!("{h:016x}")
 }
 
-/// Topics present in a backup (directory names under `topics/`).
-pub(super) fn backup_topics(root: &Path) -> Result<BTreeSet<String>> {
-    let dir = layout::topics_dir(root);
-    let mut out = BTreeSet::new();
-    let rd = match std::fs::read_dir(&dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(Error::io(e, "list topics of backup", &dir)),
-    };
-    for entry in rd {
-        let entry = entry.map_err(|e| Error::io(e, "list topics of backup", &dir))?;
-        if let Some(name) = entry.file_name().to_str() {
-            if layout::validate_topic_name(name).is_ok() && entry.path().is_dir() {
-                out.insert(name.to_string());
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// Backed-up partitions of a topic (directory names under the topic directory).
-pub(super) fn backup_partitions(root: &Path, topic: &str) -> Result<Vec<i32>> {
-    let dir = layout::topic_dir(root, topic)?;
-    let mut out = Vec::new();
-    let rd = match std::fs::read_dir(&dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(Error::io(e, "list partitions of", &dir)),
-    };
-    for entry in rd {
-        let entry = entry.map_err(|e| Error::io(e, "list partitions of", &dir))?;
-        if let Some(p) = entry
-            .file_name()
-            .to_str()
-            .and_then(layout::parse_partition_dir_name)
-        {
-            out.push(p);
-        }
-    }
-    out.sort_unstable();
-    Ok(out)
-}
-
 /// Checks a source config without touching Kafka; each problem is (config key, message + fix).
 pub fn validate(cfg: &SourceConfig) -> Vec<(String, String)> {
     let mut problems = Vec::new();
@@ -166,8 +123,8 @@ pub fn validate(cfg: &SourceConfig) -> Vec<(String, String)> {
             format!("source.dir {} is not a kbackup backup: {e}", dir.display()),
         );
     } else {
-        match backup_topics(dir) {
-            Ok(t) => in_backup = Some(t),
+        match layout::list_topics(dir) {
+            Ok(t) => in_backup = Some(t.into_iter().collect::<BTreeSet<_>>()),
             Err(e) => bad("source.dir", e.to_string()),
         }
     }

@@ -1,6 +1,6 @@
 //! Planning: which record each captured group resumes at.
 
-use super::{config::*, state::*};
+use super::state::*;
 use crate::error::{Error, Result};
 use crate::layout;
 use crate::offsets_log;
@@ -51,7 +51,7 @@ pub fn plan(root: &Path, topics: &[String]) -> Result<Vec<(TopicPartition, Vec<G
     let backup = Backup::open(root)?;
     let mut out = Vec::new();
     for topic in topics {
-        for p in backup_partitions(root, topic)? {
+        for p in layout::list_partitions(root, topic)? {
             let tp = TopicPartition::new(topic.clone(), p);
             let mut reader = open_reader(&backup, topic, p)?;
             out.push((tp.clone(), group_targets(root, &tp, reader.as_mut())?));

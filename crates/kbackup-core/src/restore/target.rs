@@ -5,6 +5,7 @@ use super::{config::*, state::*};
 use crate::cluster::ClusterClient;
 use crate::error::{Error, Result};
 use crate::kafka::RdKafkaCluster;
+use crate::layout;
 use crate::manifest;
 use std::collections::BTreeMap;
 
@@ -58,7 +59,7 @@ pub fn prepare_on(cfg: &SourceConfig, cluster: &dyn ClusterClient) -> Result<()>
     for topic in &cfg.topics {
         let target = cfg.target_topic(topic);
         let m = manifest::read_topic_manifest(&cfg.source_dir, topic)?;
-        let have = backup_partitions(&cfg.source_dir, topic)?;
+        let have = layout::list_partitions(&cfg.source_dir, topic)?;
         let needed = m
             .as_ref()
             .map(|m| m.partitions)
