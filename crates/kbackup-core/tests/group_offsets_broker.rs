@@ -4,10 +4,10 @@
 //! test_core_against_broker.py runs them with `KBACKUP_TEST_BOOTSTRAP` naming the test bed's
 //! broker.
 
-use kbackup_core::codec::{Ack, BatchRecord, FLAG_FINISHED};
+use kbackup_core::codec::{Ack, BatchRecord};
 use kbackup_core::groups::{CaptureConfig, GroupOffsetCapture};
 use kbackup_core::record::{Record, TimestampType, TopicPartition, TopicPartitionOffset};
-use kbackup_core::restore::{self, CommitState, RestoreSource, SourceConfig};
+use kbackup_core::restore::{self, CommitState, Polled, RestoreSource, SourceConfig};
 use kbackup_core::sink::{BackupSink, SinkConfig};
 use kbackup_core::translate::Target;
 use kbackup_core::{kafka, layout, offsets_log};
@@ -204,7 +204,7 @@ fn restore_commits_translated_offsets_and_refuses_active_groups() {
     let producer: BaseProducer = kafka::client_config(&cluster).create().unwrap();
     let mut src =
         RestoreSource::open(cfg.clone(), &[TopicPartitionOffset::new(source, 0, -1)]).unwrap();
-    let (_, batch) = src.poll(&[], 100).unwrap();
+    let batch = src.poll(&[], 100).unwrap().into_records();
     assert_eq!(batch.len(), originals.len());
     // Produce one at a time so the new offsets are known: 0..6.
     let mut acks = Vec::new();
@@ -222,8 +222,8 @@ fn restore_commits_translated_offsets_and_refuses_active_groups() {
             new_offset: i as i64,
         });
     }
-    let (flags, _) = src.poll(&acks, 100).unwrap();
-    assert_eq!(flags, FLAG_FINISHED);
+    let polled = src.poll(&acks, 100).unwrap();
+    assert!(matches!(polled, Polled::Finished), "{polled:?}");
     let st = src.status();
     let groups: BTreeMap<_, _> = st.partitions[0]
         .groups

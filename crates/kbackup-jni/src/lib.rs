@@ -17,7 +17,7 @@ use jni::sys::{jbyteArray, jint, jlong, jstring};
 use jni::JNIEnv;
 use kbackup_core::cluster::ClusterClient;
 use kbackup_core::codec;
-use kbackup_core::restore::{self, RestoreSource, SourceConfig};
+use kbackup_core::restore::{self, Polled, RestoreSource, SourceConfig};
 use kbackup_core::sink::{BackupSink, SinkConfig};
 use kbackup_core::Error;
 use std::sync::Arc;
@@ -290,8 +290,12 @@ pub extern "system" fn Java_io_kbackup_connect_internal_Native_sourcePoll<'l>(
         let acks = codec::decode_acks(&bytes_arg(env, &acks, "acks")?)?;
         let max = usize::try_from(max_records).unwrap_or(0).max(1);
         let source = SOURCES.get(handle)?;
-        let (flags, records) = lock("source", handle, &source)?.poll(&acks, max)?;
-        bytes_result(env, &codec::encode_batch(flags, &records))
+        let buf = match lock("source", handle, &source)?.poll(&acks, max)? {
+            Polled::Records(records) => codec::encode_batch(0, &records),
+            Polled::Waiting => codec::encode_batch(codec::FLAG_WAITING_FOR_ACKS, &[]),
+            Polled::Finished => codec::encode_batch(codec::FLAG_FINISHED, &[]),
+        };
+        bytes_result(env, &buf)
     })
 }
 

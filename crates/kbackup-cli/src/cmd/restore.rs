@@ -19,13 +19,13 @@ use super::metrics::MetricsServer;
 use super::progress::Progress;
 use clap::Args;
 use kbackup_core::cluster::ClusterClient;
-use kbackup_core::codec::{Ack, BatchRecord, FLAG_FINISHED};
+use kbackup_core::codec::{Ack, BatchRecord};
 use kbackup_core::kafka;
 use kbackup_core::kafka::RdKafkaCluster;
 use kbackup_core::reader::Backup;
 use kbackup_core::reconcile::KafkaTargetLog;
 use kbackup_core::record::TopicPartitionOffset;
-use kbackup_core::restore::{self, PartitionState, RestoreSource, SourceConfig};
+use kbackup_core::restore::{self, PartitionState, Polled, RestoreSource, SourceConfig};
 use kbackup_core::{Error, Result};
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
@@ -350,16 +350,18 @@ fn pump(
 ) -> Result<bool> {
     let mut committed: Vec<Ack> = Vec::new();
     loop {
-        let (flags, records) = source.poll(&committed, POLL_BATCH)?;
+        let polled = source.poll(&committed, POLL_BATCH)?;
         committed.clear();
+        let finished = matches!(polled, Polled::Finished);
         if let Some(s) = server.as_deref_mut() {
-            if s.due() || flags & FLAG_FINISHED != 0 {
+            if s.due() || finished {
                 s.publish(super::metrics::render_source(&source.metrics()));
             }
         }
-        if flags & FLAG_FINISHED != 0 {
+        if finished {
             return Ok(true);
         }
+        let records = polled.into_records();
         if stop.load(Ordering::Relaxed) {
             return Ok(false);
         }

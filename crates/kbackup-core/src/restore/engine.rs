@@ -3,7 +3,7 @@
 use super::*;
 use super::{config::*, plan::*, state::*};
 use crate::cluster::ClusterClient;
-use crate::codec::{Ack, BatchRecord, FLAG_FINISHED, FLAG_WAITING_FOR_ACKS};
+use crate::codec::{Ack, BatchRecord};
 use crate::error::{Error, Result};
 use crate::kafka::RdKafkaCluster;
 use crate::metrics::{SourceMetrics, SourcePartitionMetrics};
@@ -82,6 +82,29 @@ pub(super) struct PartitionRun {
     pub(super) next: Option<i64>,
     pub(super) dirty: bool,
     pub(super) commit_retry_at: Option<Instant>,
+}
+
+/// What one [`RestoreSource::poll`] yields (the JNI bridge turns it into the flags of
+/// docs/jni.md; the CLI's pump matches on it).
+#[derive(Debug)]
+pub enum Polled {
+    /// The next records to write, in original order per partition.
+    Records(Vec<BatchRecord>),
+    /// Nothing to hand out now: records wait for acknowledgements, or group commits for a retry.
+    Waiting,
+    /// Every assigned partition is restored, acknowledged and settled, and the final configs
+    /// of its topics are applied.
+    Finished,
+}
+
+impl Polled {
+    /// The records handed out (none when waiting or finished).
+    pub fn into_records(self) -> Vec<BatchRecord> {
+        match self {
+            Polled::Records(r) => r,
+            Polled::Waiting | Polled::Finished => Vec::new(),
+        }
+    }
 }
 
 /// Status of one task's restore, returned by `sourceStatus` as JSON.
@@ -299,7 +322,7 @@ impl RestoreSource {
     }
 
     /// Takes acknowledgements, commits finished partitions' groups, returns the next batch.
-    pub fn poll(&mut self, acks: &[Ack], max_records: usize) -> Result<(u8, Vec<BatchRecord>)> {
+    pub fn poll(&mut self, acks: &[Ack], max_records: usize) -> Result<Polled> {
         if self.closed {
             return Err(Error::State(
                 "poll after close: the task was already stopped".into(),
@@ -350,10 +373,7 @@ impl RestoreSource {
         if n > 0 {
             self.cursor = (self.cursor + 1) % n;
         }
-        let finished = self.finished();
-        let mut flags = 0;
-        if finished {
-            flags |= FLAG_FINISHED;
+        if self.finished() {
             if !self.finished_logged {
                 log::info!(
                     "{}: restore finished: every assigned partition is restored and acknowledged, \
@@ -363,10 +383,13 @@ impl RestoreSource {
                 );
                 self.finished_logged = true;
             }
-        } else if out.is_empty() {
-            flags |= FLAG_WAITING_FOR_ACKS;
+            return Ok(Polled::Finished);
         }
-        Ok((flags, out))
+        Ok(if out.is_empty() {
+            Polled::Waiting
+        } else {
+            Polled::Records(out)
+        })
     }
 
     pub(super) fn apply_acks(&mut self, acks: &[Ack]) -> Result<()> {

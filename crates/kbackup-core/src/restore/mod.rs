@@ -37,7 +37,7 @@ mod target;
 mod tests;
 
 pub use config::{validate, SourceConfig};
-pub use engine::{AckQueue, RestoreSource, RestoreStatus};
+pub use engine::{AckQueue, Polled, RestoreSource, RestoreStatus};
 pub use plan::{group_targets, plan};
 pub use state::{
     read_status, CommitState, GroupTarget, PartitionState, StateDirStatus, TopicState,

@@ -4,6 +4,22 @@ use super::engine::*;
 use super::plan::*;
 use super::state::*;
 use super::*;
+
+/// A poll as the (flags, records) pair of the JNI buffer (docs/jni.md), so these assertions
+/// read like the contract the Java task sees.
+trait PollFlags {
+    fn poll_flags(&mut self, acks: &[Ack], max: usize) -> Result<(u8, Vec<BatchRecord>)>;
+}
+
+impl PollFlags for RestoreSource {
+    fn poll_flags(&mut self, acks: &[Ack], max: usize) -> Result<(u8, Vec<BatchRecord>)> {
+        Ok(match self.poll(acks, max)? {
+            Polled::Records(r) => (0, r),
+            Polled::Waiting => (FLAG_WAITING_FOR_ACKS, Vec::new()),
+            Polled::Finished => (FLAG_FINISHED, Vec::new()),
+        })
+    }
+}
 use crate::cluster::testing::Refusing;
 use crate::cluster::ClusterClient;
 use crate::codec::{Ack, BatchRecord, FLAG_FINISHED, FLAG_WAITING_FOR_ACKS};
@@ -459,19 +475,21 @@ fn engine_plans_groups_and_resumes_after_a_crash() {
     let cfg = engine_cfg(root, true);
     let mut target = FakeTarget::default();
     let mut src = open_fake(&cfg, -1, &mut target);
-    let (flags, b) = src.poll(&[], 4).unwrap();
+    let (flags, b) = src.poll_flags(&[], 4).unwrap();
     assert_eq!((flags, offsets(&b)), (0, vec![0, 1, 2, 5]));
     assert_eq!(b[0].topic, "t", "batches carry the ORIGINAL topic");
-    let (flags, b) = src.poll(&[ack(0, 0), ack(1, 1), ack(2, 2)], 4).unwrap();
+    let (flags, b) = src
+        .poll_flags(&[ack(0, 0), ack(1, 1), ack(2, 2)], 4)
+        .unwrap();
     assert_eq!((flags, offsets(&b)), (0, vec![6, 9]));
-    let (flags, b) = src.poll(&[], 4).unwrap();
+    let (flags, b) = src.poll_flags(&[], 4).unwrap();
     assert_eq!((flags, b.len()), (FLAG_WAITING_FOR_ACKS, 0));
     // SIGKILL: 5 and 6 were written (new offsets 3 and 4), their acks never reached the
     // core; Connect committed up to 6.
     drop(src);
     target.write(&[(0, 0), (1, 1), (2, 2), (5, 3), (6, 4)]);
     let mut src = open_fake(&cfg, 6, &mut target);
-    let (_, b) = src.poll(&[], 10).unwrap();
+    let (_, b) = src.poll_flags(&[], 10).unwrap();
     assert_eq!(
         offsets(&b),
         vec![9],
@@ -503,14 +521,14 @@ fn reconcile_without_a_connect_offset_resumes_exactly_after_the_target() {
     let cfg = engine_cfg(dir.path(), false);
     let mut target = FakeTarget::default();
     let mut src = open_fake(&cfg, -1, &mut target);
-    src.poll(&[], 10).unwrap();
-    src.poll(&[ack(0, 0), ack(1, 1)], 10).unwrap();
+    src.poll_flags(&[], 10).unwrap();
+    src.poll_flags(&[ack(0, 0), ack(1, 1)], 10).unwrap();
     drop(src);
     target.write(&[(0, 0), (1, 1), (2, 2), (5, 3), (6, 4)]);
     let mut src = open_fake(&cfg, -1, &mut target);
-    let (_, b) = src.poll(&[], 10).unwrap();
+    let (_, b) = src.poll_flags(&[], 10).unwrap();
     assert_eq!(offsets(&b), vec![9]);
-    let (flags, _) = src.poll(&[ack(9, 5)], 10).unwrap();
+    let (flags, _) = src.poll_flags(&[ack(9, 5)], 10).unwrap();
     assert_eq!(flags, FLAG_FINISHED);
 }
 
@@ -520,18 +538,18 @@ fn defect2_partition_is_not_done_while_earlier_records_are_unacknowledged() {
     write_backup(dir.path(), &[3, 4, 8]);
     let cfg = engine_cfg(dir.path(), false);
     let mut src = open_fake(&cfg, -1, &mut FakeTarget::default());
-    src.poll(&[], 10).unwrap();
+    src.poll_flags(&[], 10).unwrap();
     // The last record was dropped by a transform: acknowledged at once on the task
     // thread, before the producer callbacks of 3 and 4.
-    let (flags, _) = src.poll(&[ack(8, -1)], 10).unwrap();
+    let (flags, _) = src.poll_flags(&[ack(8, -1)], 10).unwrap();
     assert_eq!(
         flags, FLAG_WAITING_FOR_ACKS,
         "3 and 4 are not acknowledged yet"
     );
     assert!(!src.status().partitions[0].done);
-    let (flags, _) = src.poll(&[ack(4, 1)], 10).unwrap();
+    let (flags, _) = src.poll_flags(&[ack(4, 1)], 10).unwrap();
     assert_eq!(flags, FLAG_WAITING_FOR_ACKS);
-    let (flags, _) = src.poll(&[ack(3, 0)], 10).unwrap();
+    let (flags, _) = src.poll_flags(&[ack(3, 0)], 10).unwrap();
     assert_eq!(flags, FLAG_FINISHED);
     assert_eq!(src.status().partitions[0].new_log_end, 2);
 }
@@ -542,20 +560,20 @@ fn metrics_follow_acknowledgements_to_finished() {
     write_backup(dir.path(), &[3, 4, 8]);
     let cfg = engine_cfg(dir.path(), false);
     let mut src = open_fake(&cfg, -1, &mut FakeTarget::default());
-    let (_, batch) = src.poll(&[], 10).unwrap();
+    let (_, batch) = src.poll_flags(&[], 10).unwrap();
     let m = src.metrics();
     assert_eq!((m.partitions, m.partitions_done, m.finished), (1, 0, 0));
     let bytes: u64 = batch.iter().map(|r| record_bytes(&r.record)).sum();
     assert!(bytes > 0 && m.bytes_restored == bytes, "{m:?}");
     assert_eq!(m.partition_metrics[0].remaining_offsets, 9, "{m:?}");
-    src.poll(&[ack(3, 0), ack(4, 1)], 10).unwrap();
+    src.poll_flags(&[ack(3, 0), ack(4, 1)], 10).unwrap();
     let p = &src.metrics().partition_metrics[0];
     assert_eq!(
         (p.records_restored, p.acked_offset, p.last_offset),
         (2, 4, 8)
     );
     assert_eq!(p.remaining_offsets, 4);
-    src.poll(&[ack(8, 2)], 10).unwrap();
+    src.poll_flags(&[ack(8, 2)], 10).unwrap();
     let m = src.metrics();
     assert_eq!(
         (m.records_restored, m.partitions_done, m.finished),
@@ -570,7 +588,7 @@ fn defect1_stop_hands_acks_to_the_core_and_restart_is_done() {
     write_backup(dir.path(), &[3, 4, 8]);
     let cfg = engine_cfg(dir.path(), false);
     let mut src = open_fake(&cfg, -1, &mut FakeTarget::default());
-    src.poll(&[], 10).unwrap();
+    src.poll_flags(&[], 10).unwrap();
     // stop(): the acks still in the Java buffers are handed over before the close.
     src.ack(&[ack(3, 0), ack(4, 1), ack(8, 2)]).unwrap();
     src.close().unwrap();
@@ -583,10 +601,10 @@ fn defect1_stop_hands_acks_to_the_core_and_restart_is_done() {
     write_backup(dir.path(), &[3, 4, 8]);
     let cfg = engine_cfg(dir.path(), false);
     let mut src = open_fake(&cfg, -1, &mut FakeTarget::default());
-    src.poll(&[], 10).unwrap();
+    src.poll_flags(&[], 10).unwrap();
     drop(src);
     let mut src = open_fake(&cfg, 8, &mut FakeTarget::default());
-    let (flags, b) = src.poll(&[], 10).unwrap();
+    let (flags, b) = src.poll_flags(&[], 10).unwrap();
     assert_eq!(
         (flags, b.len()),
         (FLAG_FINISHED, 0),
@@ -604,8 +622,8 @@ fn defect7_not_finished_before_held_topic_configs_are_restored() {
     held_t2(&cfg);
     let unreachable = Arc::new(Refusing::new(true, "AllBrokersDown"));
     let mut src = open_fake_on(&cfg, -1, &mut FakeTarget::default(), unreachable);
-    src.poll(&[], 10).unwrap();
-    let (flags, _) = src.poll(&[ack(3, 0)], 10).unwrap();
+    src.poll_flags(&[], 10).unwrap();
+    let (flags, _) = src.poll_flags(&[ack(3, 0)], 10).unwrap();
     assert_eq!(flags & FLAG_FINISHED, 0, "retention.ms is still held at -1");
     assert!(!src.status().finished);
     assert!(!read_status(&cfg.state_dir()).unwrap().finished);
@@ -622,8 +640,8 @@ fn held_configs_refused_for_good_fail_the_task_naming_the_cause() {
         "TopicAuthorizationException: ALTER_CONFIGS",
     ));
     let mut src = open_fake_on(&cfg, -1, &mut FakeTarget::default(), refusing);
-    src.poll(&[], 10).unwrap();
-    let err = src.poll(&[ack(3, 0)], 10).unwrap_err();
+    src.poll_flags(&[], 10).unwrap();
+    let err = src.poll_flags(&[ack(3, 0)], 10).unwrap_err();
     assert!(!err.is_retriable(), "{err}");
     assert!(err.to_string().contains("ALTER_CONFIGS"), "{err}");
     assert!(!src.status().finished);
@@ -635,23 +653,26 @@ fn engine_finishes_once_everything_is_acknowledged() {
     write_backup(dir.path(), &[3, 4, 8]);
     let cfg = engine_cfg(dir.path(), false);
     let mut src = open_fake(&cfg, -1, &mut FakeTarget::default());
-    let (_, b) = src.poll(&[], 0).unwrap();
+    let (_, b) = src.poll_flags(&[], 0).unwrap();
     assert_eq!(
         offsets(&b),
         vec![3, 4, 8],
         "max_records 0 falls back to batch_size"
     );
-    let (flags, _) = src.poll(&[ack(3, 0), ack(4, 1)], 10).unwrap();
+    let (flags, _) = src.poll_flags(&[ack(3, 0), ack(4, 1)], 10).unwrap();
     assert_eq!(flags, FLAG_WAITING_FOR_ACKS);
-    let (flags, b) = src.poll(&[ack(8, 2)], 10).unwrap();
+    let (flags, b) = src.poll_flags(&[ack(8, 2)], 10).unwrap();
     assert_eq!((flags, b.len()), (FLAG_FINISHED, 0));
     assert!(src.status().finished);
     src.close().unwrap();
     src.close().unwrap();
-    assert!(src.poll(&[], 1).is_err(), "poll after close is refused");
+    assert!(
+        src.poll_flags(&[], 1).is_err(),
+        "poll after close is refused"
+    );
     // A restart after the end sends nothing, even if Connect's offsets lag.
     let mut again = open_fake(&cfg, 4, &mut FakeTarget::default());
-    let (flags, b) = again.poll(&[], 10).unwrap();
+    let (flags, b) = again.poll_flags(&[], 10).unwrap();
     assert_eq!((flags, b.len()), (FLAG_FINISHED, 0));
 }
 
@@ -664,8 +685,8 @@ fn restore_state_is_owner_only_under_a_permissive_umask() {
         write_backup(&root, &[3, 4]);
         let cfg = engine_cfg(&root, false);
         let mut src = open_fake(&cfg, -1, &mut FakeTarget::default());
-        src.poll(&[], 10).unwrap();
-        src.poll(&[ack(3, 0), ack(4, 1)], 10).unwrap();
+        src.poll_flags(&[], 10).unwrap();
+        src.poll_flags(&[ack(3, 0), ack(4, 1)], 10).unwrap();
         src.close().unwrap();
         assert!(cfg.state_dir().join("connector.json").exists());
         assert_eq!(not_owner_only(&root), Vec::<String>::new());
