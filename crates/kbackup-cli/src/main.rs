@@ -89,8 +89,8 @@ fn is_broken_pipe(e: &Error) -> bool {
 
 fn init_logging(verbose: u8) {
     let level = match verbose {
-        // librdkafka's own lines (through rdkafka's default client context, in the core's
-        // clients) only with -v: a failure is ONE error line, which names the fix
+        // librdkafka's own lines (kbackup_core::kafka's client context) and rdkafka's only
+        // with -v: a failure is ONE error line, which names the fix
         0 => "warn,librdkafka=off,rdkafka=off",
         1 => "info",
         2 => "debug",

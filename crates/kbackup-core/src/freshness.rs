@@ -18,7 +18,7 @@ use crate::layout;
 use crate::offsets_log;
 use crate::reader::Backup;
 use crate::record::TopicPartition;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
@@ -214,15 +214,15 @@ fn count_behind(
         return Ok(out);
     }
     let what = format!("count records of {tp} not backed up");
-    let consumer: BaseConsumer = kafka::client_config(&opts.cluster)
-        .set("group.id", "kbackup-status")
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("isolation.level", "read_committed")
-        .set("enable.partition.eof", "true")
-        .set("allow.auto.create.topics", "false")
-        .create()
-        .map_err(|e| kafka::kafka_error(&opts.cluster, &what, &e))?;
+    let consumer = kafka::consumer(
+        &opts.cluster,
+        &what,
+        &[
+            ("group.id", "kbackup-status"),
+            ("isolation.level", "read_committed"),
+            ("enable.partition.eof", "true"),
+        ],
+    )?;
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(start))
         .map_err(|e| kafka::kafka_error(&opts.cluster, &what, &e))?;
@@ -273,12 +273,7 @@ fn moved_groups(
     let mut out = Vec::new();
     for (group, e) in latest {
         let what = format!("read committed offset of group {group:?} on {tp}");
-        let consumer: BaseConsumer = kafka::client_config(cluster)
-            .set("group.id", &group)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .create()
-            .map_err(|e| kafka::kafka_error(cluster, &what, &e))?;
+        let consumer = kafka::consumer(cluster, &what, &[("group.id", &group)])?;
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition(&tp.topic, tp.partition);
         let committed = consumer

@@ -1,48 +1,26 @@
 //! `kbackup restore`: the restore without Kafka Connect.
 //!
-//! [`RestoreSource`] (the engine behind the source connector) decides everything: which topics
-//! to create, what to read, how group offsets translate and when the restore is finished. The
-//! CLI plays Connect's part: a transactional rdkafka producer writes each record to the same
-//! partition with its key, value, headers and timestamp, one transaction per engine batch, and
-//! once a transaction commits its delivery reports become the (original offset -> new offset)
-//! acknowledgements the next poll hands to the engine.
-//!
-//! Exactly once across kills: the target's committed records are the restore position. A re-run
-//! first initialises the producer with the same `transactional.id` (which fences the killed
-//! run's producer and aborts its open transaction), then opens the engine, which reads the
-//! target after the last record its state knows and takes the copies found there as
-//! acknowledged ([`kbackup_core::reconcile`]): nothing committed is written again, nothing
-//! aborted is counted.
+//! [`RestoreSource`](kbackup_core::restore::RestoreSource) (the engine behind the source
+//! connector) decides everything, and the core's standalone driver
+//! ([`kbackup_core::standalone::restore`]) plays Connect's part with a transactional producer,
+//! exactly once across kills. This command builds the config from the flags, shows progress,
+//! serves metrics and prints the summary.
 
-use super::backup::{list_topics, quiet_client_config, ClusterArgs};
+use super::cluster::ClusterArgs;
 use super::metrics::MetricsServer;
 use super::progress::Progress;
 use clap::Args;
-use kbackup_core::cluster::ClusterClient;
-use kbackup_core::codec::{Ack, BatchRecord};
-use kbackup_core::kafka;
-use kbackup_core::kafka::RdKafkaCluster;
 use kbackup_core::reader::Backup;
-use kbackup_core::reconcile::KafkaTargetLog;
-use kbackup_core::record::TopicPartitionOffset;
-use kbackup_core::restore::{self, PartitionState, Polled, RestoreSource, SourceConfig};
+use kbackup_core::restore::{self, RestoreSource, SourceConfig};
+use kbackup_core::standalone::restore::{self as driver, RestoreObserver};
 use kbackup_core::{Error, Result};
-use rdkafka::client::ClientContext;
-use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
-use rdkafka::Message;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
 /// Records asked from the engine per poll.
 const POLL_BATCH: usize = 2000;
-/// Bound on each transaction call (init, commit, abort) and on reading the target back.
-const TXN_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// `kbackup restore`.
 #[derive(Args, Debug)]
@@ -112,53 +90,38 @@ fn restore_name(bootstrap: &str, topics: &[String], renames: &BTreeMap<String, S
     format!("cli-restore {bootstrap} {}", mapping.join(","))
 }
 
-/// Where a produced record came from: (original topic, partition, original offset).
-type Origin = (String, i32, i64);
-
-/// Collects delivery reports as acknowledgements (called on our thread, inside `poll`).
-#[derive(Default)]
-struct AckContext {
-    acks: Mutex<Vec<Ack>>,
-    failure: Mutex<Option<(KafkaError, String)>>,
+/// The CLI's side of a running restore: signals, progress and the metrics endpoint.
+struct Cli<'a> {
+    args: &'a RestoreArgs,
+    stop: Arc<AtomicBool>,
+    progress: Option<Progress>,
+    server: Option<MetricsServer>,
 }
 
-impl ClientContext for AckContext {
-    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
-        super::backup::client_log(level, fac, message);
+impl RestoreObserver for Cli<'_> {
+    fn planned(&mut self, total: u64) {
+        self.progress = Some(
+            Progress::new("restore", "records", Some(total), self.args.quiet)
+                .with_json_events(self.args.json_progress),
+        );
     }
 
-    /// Transient client errors surface as the failed delivery or call; details with `-v`.
-    fn error(&self, error: KafkaError, reason: &str) {
-        log::info!("Kafka client: {error}: {reason}");
+    fn progressed(&mut self, records: u64) {
+        if let Some(p) = self.progress.as_mut() {
+            p.inc(records);
+        }
     }
-}
 
-impl ProducerContext for AckContext {
-    type DeliveryOpaque = Box<Origin>;
-
-    fn delivery(&self, result: &DeliveryResult<'_>, opaque: Self::DeliveryOpaque) {
-        let (topic, partition, original_offset) = *opaque;
-        match result {
-            Ok(m) => self
-                .acks
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(Ack {
-                    topic,
-                    partition,
-                    original_offset,
-                    new_offset: m.offset(),
-                }),
-            Err((e, _)) => {
-                let mut f = self.failure.lock().unwrap_or_else(|p| p.into_inner());
-                if f.is_none() {
-                    *f = Some((
-                        e.clone(),
-                        format!("record {topic}-{partition}@{original_offset} was not written"),
-                    ));
-                }
+    fn tick(&mut self, source: &RestoreSource, finished: bool) {
+        if let Some(s) = self.server.as_mut() {
+            if s.due() || finished {
+                s.publish(super::metrics::render_source(&source.metrics()));
             }
         }
+    }
+
+    fn stop_requested(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
     }
 }
 
@@ -174,7 +137,7 @@ pub fn run(args: &RestoreArgs) -> Result<()> {
         topics: topics.clone(),
         topics_rename: renames,
         batch_size: POLL_BATCH,
-        cluster: cluster.clone(),
+        cluster,
         restore_state_dir: args.state_dir.clone(),
         allow_non_empty_topics: args.allow_non_empty,
         restore_group_offsets: args.group_offsets,
@@ -189,93 +152,30 @@ pub fn run(args: &RestoreArgs) -> Result<()> {
             .collect();
         return Err(Error::Config(lines.join("\n")));
     }
-    let mut server = args
+    let server = args
         .metrics_addr
         .as_deref()
         .map(MetricsServer::start)
         .transpose()?;
-    // Bounded connection check first: an unreachable cluster fails in 10 s with one line.
-    list_topics(&cluster)?;
-    restore::prepare(&cfg)?;
-
-    // Resume where the acknowledged records end (the state files are the truth, as Connect's
-    // committed source offsets are for the connector).
-    let state_dir = cfg.state_dir();
-    let backup = Backup::open(&args.dir)?;
-    let mut assignment = Vec::new();
-    let mut total = 0u64;
-    for t in &topics {
-        for p in backup.partitions(t)? {
-            let saved = PartitionState::load(&state_dir, t, p)?;
-            // No Connect offsets here: the state and the target say where to resume.
-            assignment.push(TopicPartitionOffset::new(t.clone(), p, -1));
-            let reader = backup.partition(t, p)?;
-            let count = reader.record_count()?;
-            let done = saved.as_ref().map_or(0, |s| s.records_restored);
-            total += count.saturating_sub(done);
-        }
-    }
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop))
             .map_err(|e| Error::io(e, "install a signal handler for", &args.dir))?;
     }
+    let mut cli = Cli {
+        args,
+        stop,
+        progress: None,
+        server,
+    };
+    let out = driver::run_restore(&cfg, &mut cli)?;
+    let progress = cli
+        .progress
+        .unwrap_or_else(|| Progress::new("restore", "records", None, true));
 
-    let mut pcfg = quiet_client_config(&cluster);
-    pcfg.set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("linger.ms", "5")
-        .set("transactional.id", cfg.transactional_id())
-        .set("message.max.bytes", "1000000000");
-    let producer: BaseProducer<AckContext> = pcfg
-        .create_with_context(AckContext::default())
-        .map_err(|e| {
-            Error::Config(format!(
-                "the Kafka client settings are not accepted: {e}; fix the --config / --config-file entries"
-            ))
-        })?;
-    // Before reading the target back: fences a killed run's producer and aborts its open
-    // transaction, so read_committed shows exactly what was written for good.
-    producer.init_transactions(TXN_TIMEOUT).map_err(|e| {
-        kafka::acl_error(
-            &cluster,
-            &format!(
-                "initialise the restore's transactions (transactional.id {})",
-                cfg.transactional_id()
-            ),
-            &e,
-            &format!(
-                "grant WRITE on transactional id {} (or on the prefix kbackup-restore-)",
-                cfg.transactional_id()
-            ),
-        )
-    })?;
-    let client: Arc<dyn ClusterClient> = Arc::new(RdKafkaCluster::new(&cluster));
-    let mut target_log = KafkaTargetLog::new(Arc::clone(&client), TXN_TIMEOUT);
-    let mut source =
-        RestoreSource::open_with(cfg.clone(), &assignment, client, &mut target_log, true)?;
-
-    let mut progress = Progress::new("restore", "records", Some(total), args.quiet)
-        .with_json_events(args.json_progress);
-    let result = pump(
-        &cfg,
-        &mut source,
-        &producer,
-        &mut progress,
-        &stop,
-        server.as_mut(),
-    );
-    if result.is_err() {
-        // Nothing of the failed transaction may become visible; the re-run reads the target.
-        let _ = producer.abort_transaction(TXN_TIMEOUT);
-    }
-    let status = source.status();
-    let closed = source.close();
-    let finished = result?;
-    closed?;
-
+    let status = &out.status;
     let restored: u64 = status.partitions.iter().map(|p| p.records_restored).sum();
-    let summary = if finished {
+    let summary = if out.finished {
         format!(
             "finished: {} partitions restored ({} records acknowledged in total, {:.1}s)",
             status.partitions.len(),
@@ -290,179 +190,20 @@ pub fn run(args: &RestoreArgs) -> Result<()> {
     };
     progress.finish(&summary);
     if args.json || args.json_progress {
-        let out = serde_json::json!({
-            "finished": finished,
+        let json = serde_json::json!({
+            "finished": out.finished,
             "state_dir": status.state_dir,
             "records_sent": restored,
             "partitions": status.partitions,
         });
-        super::print_summary(out, args.json_progress)?;
+        super::print_summary(json, args.json_progress)?;
     }
-    if !finished {
+    if !out.finished {
         return Err(Error::State(
             "the restore was interrupted by a signal; run the same command again to resume".into(),
         ));
     }
-    failed_group_commits(&status.partitions)
-}
-
-/// A group commit that failed (a missing ACL, say) is not a finished restore: the records are
-/// in place, but the group would not resume where it stood. A re-run retries only the commits.
-fn failed_group_commits(partitions: &[PartitionState]) -> Result<()> {
-    let mut failed: BTreeMap<&str, (Vec<String>, &str)> = BTreeMap::new();
-    for p in partitions {
-        for g in &p.groups {
-            if let restore::CommitState::Failed { reason } = &g.commit {
-                let e = failed.entry(&g.group).or_insert((Vec::new(), reason));
-                e.0.push(format!("{}-{}", p.target_topic, p.partition));
-            }
-        }
-    }
-    if failed.is_empty() {
-        return Ok(());
-    }
-    let each: Vec<String> = failed
-        .iter()
-        .map(|(g, (tps, reason))| format!("group {g:?} on {}: {reason}", tps.join(", ")))
-        .collect();
-    Err(Error::Kafka {
-        what: "commit the translated consumer-group offsets".into(),
-        retriable: false,
-        detail: format!(
-            "every record is restored, but {} group commit(s) failed: {}; fix that and run the \
-             same command again (it only retries the group commits)",
-            failed.len(),
-            each.join("; ")
-        ),
-    })
-}
-
-/// Polls the engine and produces, one transaction per batch, until it says finished (true) or
-/// a signal arrives (false). A batch's acknowledgements reach the engine only after its
-/// transaction committed: the state never counts a record a kill could still abort.
-fn pump(
-    cfg: &SourceConfig,
-    source: &mut RestoreSource,
-    producer: &BaseProducer<AckContext>,
-    progress: &mut Progress,
-    stop: &AtomicBool,
-    mut server: Option<&mut MetricsServer>,
-) -> Result<bool> {
-    let mut committed: Vec<Ack> = Vec::new();
-    loop {
-        let polled = source.poll(&committed, POLL_BATCH)?;
-        committed.clear();
-        let finished = matches!(polled, Polled::Finished);
-        if let Some(s) = server.as_deref_mut() {
-            if s.due() || finished {
-                s.publish(super::metrics::render_source(&source.metrics()));
-            }
-        }
-        if finished {
-            return Ok(true);
-        }
-        let records = polled.into_records();
-        if stop.load(Ordering::Relaxed) {
-            return Ok(false);
-        }
-        if records.is_empty() {
-            // Waiting for a group-commit retry or the other partitions of a topic.
-            std::thread::sleep(Duration::from_millis(100));
-            continue;
-        }
-        producer
-            .begin_transaction()
-            .map_err(|e| kafka::kafka_error(&cfg.cluster, "begin a restore transaction", &e))?;
-        for r in &records {
-            send(cfg, producer, r)?;
-        }
-        producer.commit_transaction(TXN_TIMEOUT).map_err(|e| {
-            let targets: Vec<&str> = cfg.topics.iter().map(|t| cfg.target_topic(t)).collect();
-            kafka::acl_error(
-                &cfg.cluster,
-                "commit a restore transaction",
-                &e,
-                &format!("grant WRITE on topic {}", targets.join(", ")),
-            )
-        })?;
-        producer.poll(Duration::ZERO);
-        if let Some((e, what)) = producer
-            .context()
-            .failure
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        {
-            return Err(kafka::kafka_error(
-                &cfg.cluster,
-                &format!("restore ({what})"),
-                &e,
-            ));
-        }
-        committed = std::mem::take(
-            &mut *producer
-                .context()
-                .acks
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()),
-        );
-        if committed.len() != records.len() {
-            return Err(Error::State(format!(
-                "a restore transaction committed {} records but {} delivery reports came; \
-                 run the same command again (it resumes from what the target holds)",
-                records.len(),
-                committed.len()
-            )));
-        }
-        progress.inc(committed.len() as u64);
-    }
-}
-
-/// Sends one record to the same partition of the (renamed) topic, exactly as backed up.
-fn send(cfg: &SourceConfig, producer: &BaseProducer<AckContext>, r: &BatchRecord) -> Result<()> {
-    let target = cfg.target_topic(&r.topic);
-    let mut headers = OwnedHeaders::new_with_capacity(r.record.headers.len());
-    for h in &r.record.headers {
-        headers = headers.insert(Header {
-            key: &h.key,
-            value: h.value.as_deref(),
-        });
-    }
-    let mut rec: BaseRecord<'_, [u8], [u8], Box<Origin>> = BaseRecord::with_opaque_to(
-        target,
-        Box::new((r.topic.clone(), r.partition, r.record.offset)),
-    )
-    .partition(r.partition)
-    .headers(headers);
-    if let Some(k) = r.record.key.as_deref() {
-        rec = rec.key(k);
-    }
-    if let Some(v) = r.record.value.as_deref() {
-        rec = rec.payload(v);
-    }
-    // No timestamp (-1): the producer stamps the record, as Kafka's Java producer does.
-    if r.record.timestamp >= 0 {
-        rec = rec.timestamp(r.record.timestamp);
-    }
-    loop {
-        match producer.send(rec) {
-            Ok(()) => return Ok(()),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                rec = back;
-                producer.poll(Duration::from_millis(50));
-            }
-            Err((e, _)) => {
-                return Err(kafka::kafka_error(
-                    &cfg.cluster,
-                    &format!(
-                        "produce {}-{}@{} to {target}",
-                        r.topic, r.partition, r.record.offset
-                    ),
-                    &e,
-                ))
-            }
-        }
-    }
+    driver::failed_group_commits(&status.partitions)
 }
 
 /// The CLI option behind a connector config key named in a validation problem.
