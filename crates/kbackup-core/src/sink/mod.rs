@@ -1,0 +1,545 @@
+//! The backup writer behind the sink connector and the CLI `backup` verb.
+//!
+//! It owns one segment writer per assigned partition and keeps the files, not Connect's
+//! committed offsets, as the truth: `open_partitions` repairs a torn tail and answers where to
+//! resume, `put` skips what is already on disk, and `flush` answers only what is durable. It
+//! also keeps each topic's manifest up to date without ever letting a manifest problem block
+//! data.
+
+mod config;
+mod manifests;
+mod monitoring;
+mod partition;
+
+pub use config::SinkConfig;
+use manifests::*;
+use partition::*;
+
+use crate::cluster::ClusterClient;
+use crate::codec::{self, BatchRecord};
+use crate::error::{Error, Result};
+use crate::groups::{CaptureConfig, GroupOffsetCapture};
+use crate::kafka::RdKafkaCluster;
+use crate::manifest::{self, FORMAT_VERSION};
+use crate::perms::Perms;
+use crate::record::{TopicPartition, TopicPartitionOffset};
+use crate::segment::{SegmentHeader, SegmentWriter, FRAME_PREFIX_LEN};
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a manifest refresh may wait for the cluster.
+const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long reading the log start and end offsets at open may take.
+const WATERMARK_TIMEOUT: Duration = Duration::from_secs(15);
+/// Minimum pause between two manifest refresh attempts of a topic after a failure.
+const DESCRIBE_RETRY_MS: i64 = 30_000;
+
+/// The sink engine. Create with [`BackupSink::open`]; finish with [`BackupSink::close`].
+pub struct BackupSink {
+    config: SinkConfig,
+    /// Every Kafka call of the sink goes through here.
+    cluster: Arc<dyn ClusterClient>,
+    clock: Arc<dyn Fn() -> i64 + Send + Sync>,
+    parts: HashMap<String, HashMap<i32, PartitionState>>,
+    topics: HashMap<String, TopicState>,
+    /// Directories with new entries that must be fsynced before data is reported durable.
+    dirs_to_sync: BTreeSet<PathBuf>,
+    scratch: Vec<u8>,
+    /// Background capture of consumer-group offsets for the open partitions, when a cluster is
+    /// configured and `offsets_sync_interval_ms` > 0.
+    capture: Option<GroupOffsetCapture>,
+    closed: bool,
+    /// Modes of everything the sink creates (`file.mode`, parsed once).
+    perms: Perms,
+    /// Monitoring: task-wide counters, the cluster's end offsets and when they were last asked.
+    totals: SinkTotals,
+    ends: HashMap<TopicPartition, EndOffset>,
+    ends_asked_ms: i64,
+}
+
+impl BackupSink {
+    /// Opens the sink: creates or checks the target directory and its root marker.
+    /// Kafka calls go through librdkafka with `config.cluster`.
+    pub fn open(config: SinkConfig) -> Result<BackupSink> {
+        let cluster = Arc::new(RdKafkaCluster::new(&config.cluster));
+        BackupSink::build(config, Arc::new(manifest::now_ms), cluster)
+    }
+
+    /// Like [`BackupSink::open`], with every Kafka call going through `cluster` (the Connect
+    /// path: Java clients). `config.cluster` then only says whether a cluster is configured.
+    pub fn open_on(config: SinkConfig, cluster: Arc<dyn ClusterClient>) -> Result<BackupSink> {
+        BackupSink::build(config, Arc::new(manifest::now_ms), cluster)
+    }
+
+    /// Like [`BackupSink::open`] with an injected clock (ms), for deterministic roll tests.
+    pub fn open_with_clock(
+        config: SinkConfig,
+        clock: Arc<dyn Fn() -> i64 + Send + Sync>,
+    ) -> Result<BackupSink> {
+        let cluster = Arc::new(RdKafkaCluster::new(&config.cluster));
+        BackupSink::build(config, clock, cluster)
+    }
+
+    fn build(
+        config: SinkConfig,
+        clock: Arc<dyn Fn() -> i64 + Send + Sync>,
+        cluster: Arc<dyn ClusterClient>,
+    ) -> Result<BackupSink> {
+        config.validate()?;
+        manifest::init_root(&config.target_dir, config.perms())?;
+        // Probe writability now so a read-only target fails at start, not at the first put.
+        let probe = config
+            .target_dir
+            .join(format!(".write-probe-{}", std::process::id()));
+        config
+            .perms()
+            .create(&probe)
+            .map_err(|e| Error::io(e, "write to the target directory", &config.target_dir))?;
+        let _ = std::fs::remove_file(&probe);
+        let capture = if config.cluster.contains_key("bootstrap.servers")
+            && config.offsets_sync_interval_ms > 0
+        {
+            Some(GroupOffsetCapture::start(CaptureConfig {
+                root: config.target_dir.clone(),
+                cluster: Arc::clone(&cluster),
+                include: config.groups_include.clone(),
+                exclude: config.groups_exclude.clone(),
+                own_group: config.consumer_group_id.clone(),
+                interval_ms: config.offsets_sync_interval_ms,
+                perms: config.perms(),
+            })?)
+        } else {
+            None
+        };
+        log::info!(
+            "backup sink {} {} writing to {} (format version {FORMAT_VERSION})",
+            config.connector_name,
+            config.task_id,
+            config.target_dir.display()
+        );
+        Ok(BackupSink {
+            perms: config.perms(),
+            config,
+            cluster,
+            clock,
+            parts: HashMap::new(),
+            topics: HashMap::new(),
+            dirs_to_sync: BTreeSet::new(),
+            scratch: Vec::with_capacity(4096),
+            capture,
+            closed: false,
+            totals: SinkTotals::default(),
+            ends: HashMap::new(),
+            ends_asked_ms: i64::MIN,
+        })
+    }
+
+    /// The configuration the sink was opened with.
+    pub fn config(&self) -> &SinkConfig {
+        &self.config
+    }
+
+    /// Fails once group-offset captures have been failing for their whole failure window:
+    /// a task that backs up records but no group positions must not look healthy.
+    fn check_capture(&self) -> Result<()> {
+        match &self.capture {
+            Some(c) => c.health(),
+            None => Ok(()),
+        }
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.closed {
+            return Err(Error::State(
+                "the backup sink is closed; open a new one".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Opens partitions for writing: repairs a torn tail and answers, per partition, the next
+    /// offset to fetch: last offset in the files + 1; for a partition without files, its log
+    /// start offset on the cluster (or -1 when no cluster is configured, 0 when it cannot be
+    /// reached: Connect then starts at the log start through `auto.offset.reset=earliest`).
+    ///
+    /// The files are the truth in both directions: an empty or emptied backup never defers to
+    /// the offsets Connect committed for an earlier backup. And a cluster whose log ends below
+    /// what the files hold (a re-created topic, another cluster behind the same address) is
+    /// an error, never a reason to skip records as re-deliveries.
+    pub fn open_partitions(&mut self, tps: &[TopicPartition]) -> Result<Vec<TopicPartitionOffset>> {
+        self.check_open()?;
+        let mut last = Vec::with_capacity(tps.len());
+        for tp in tps {
+            self.reopen_if_poisoned(&tp.topic, tp.partition)?;
+            let st = self.partition(&tp.topic, tp.partition)?;
+            last.push(st.last_written);
+        }
+        let marks = self.watermarks(tps);
+        if let Some(m) = &marks {
+            self.note_end_offsets(m, (self.clock)());
+        }
+        let mut out = Vec::with_capacity(tps.len());
+        for (tp, last) in tps.iter().zip(last) {
+            let next = match (last, marks.as_ref().map(|m| m.get(tp))) {
+                (Some(l), Some(Some(&(_, end)))) if end <= l => {
+                    // Forget the partition so a later open checks again.
+                    self.forget(tp);
+                    return Err(self.recreated_error(tp, l, end));
+                }
+                (Some(l), _) => l + 1,
+                (None, Some(Some(&(start, _)))) => {
+                    log::info!(
+                        "{tp}: no backup files; starting at the partition's log start offset \
+                         {start} (the files decide where a backup resumes, not the offsets \
+                         Connect committed)"
+                    );
+                    start
+                }
+                (None, Some(None)) => {
+                    log::warn!(
+                        "{tp}: no backup files and the log start offset could not be read; \
+                         starting at offset 0 (the consumer moves to the log start)"
+                    );
+                    0
+                }
+                (None, _) => -1,
+            };
+            out.push(TopicPartitionOffset::new(
+                tp.topic.clone(),
+                tp.partition,
+                next,
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Appends records (any mix of partitions). Records at or below the last offset written
+    /// for their partition are skipped (re-delivery).
+    pub fn put(&mut self, records: &[BatchRecord]) -> Result<()> {
+        self.check_open()?;
+        self.check_capture()?;
+        let now = (self.clock)();
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let mut res = Ok(());
+        for r in records {
+            scratch.clear();
+            codec::put_record_body(&mut scratch, &r.record);
+            res = self.append(
+                &r.topic,
+                r.partition,
+                r.record.offset,
+                r.record.timestamp,
+                &scratch,
+                now,
+            );
+            if res.is_err() {
+                break;
+            }
+        }
+        self.scratch = scratch;
+        res
+    }
+
+    /// Appends the records of an encoded batch buffer (docs/jni.md) without decoding keys,
+    /// values or headers: the fast path of the JNI bridge.
+    pub fn put_encoded(&mut self, batch: &[u8]) -> Result<()> {
+        self.check_open()?;
+        self.check_capture()?;
+        let (_, refs) = codec::decode_batch_refs(batch)?;
+        let now = (self.clock)();
+        for r in refs {
+            self.append(r.topic, r.partition, r.offset, r.timestamp, r.body, now)?;
+        }
+        Ok(())
+    }
+
+    fn append(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        timestamp: i64,
+        body: &[u8],
+        now: i64,
+    ) -> Result<()> {
+        self.reopen_if_poisoned(topic, partition)?;
+        let st = self.partition(topic, partition)?;
+        if let Some(want) = st.rewind_to.take() {
+            if offset > want {
+                // Not rewound to at or before the files' end: records in between would be
+                // missing. Failing makes the restarted task resume from the files.
+                let e = Error::State(format!(
+                    "{topic}-{partition}: after an I/O error the files continue at offset {want}, \
+                     but the next record delivered is {offset}; restart the task so it resumes \
+                     from the files"
+                ));
+                st.poisoned = Some(e.to_string());
+                return Err(e);
+            }
+        }
+        if let Some(l) = st.last_written.filter(|l| offset <= *l) {
+            log::trace!("{topic}-{partition}: skipping re-delivered offset {offset}");
+            if !std::mem::replace(&mut st.skipping, true) {
+                let tp = TopicPartition::new(topic, partition);
+                if let Err(e) = self.check_redelivery(&tp, l) {
+                    self.forget(&tp);
+                    return Err(e);
+                }
+            }
+            return Ok(());
+        }
+        st.skipping = false;
+        let res = self.append_new(topic, partition, offset, timestamp, body, now);
+        if let Err(e) = &res {
+            if let Some(st) = self
+                .parts
+                .get_mut(topic)
+                .and_then(|m| m.get_mut(&partition))
+            {
+                st.poison(&format!("{topic}-{partition}"), e);
+            }
+            self.totals.errors += 1;
+        }
+        res
+    }
+
+    /// Appends a record above the last one written; any error poisons the partition.
+    fn append_new(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        timestamp: i64,
+        body: &[u8],
+        now: i64,
+    ) -> Result<()> {
+        let max_size = self.config.max_segment_size_bytes;
+        let max_age = self.config.max_segment_age_ms;
+        let interval = self.config.index_interval_bytes;
+        let perms = self.perms;
+        let st = self.partition(topic, partition)?;
+        let mut rolled = false;
+        if let Some(seg) = &st.seg {
+            let too_big = seg.len() + (FRAME_PREFIX_LEN + body.len()) as u64 > max_size;
+            let too_old = max_age > 0 && now - seg.header().created_ms >= max_age;
+            if !seg.is_empty() && (too_big || too_old) {
+                let seg = st.seg.take().expect("checked");
+                st.prev_segment_last = seg.last_offset();
+                log::debug!(
+                    "{topic}-{partition}: rolling segment {} ({})",
+                    seg.path().display(),
+                    if too_big { "size" } else { "age" }
+                );
+                seg.finish()?;
+                st.counters.rolled += 1;
+                rolled = true;
+            }
+        }
+        if st.seg.is_none() {
+            let header = SegmentHeader {
+                version: FORMAT_VERSION,
+                header_len: 0,
+                partition,
+                base_offset: offset,
+                prev_last_offset: st.prev_segment_last.unwrap_or(-1),
+                index_interval_bytes: interval,
+                created_ms: now,
+                topic: topic.to_string(),
+            };
+            let w = SegmentWriter::create(&st.dir, header, perms)?;
+            // Noted before the first append: its directory entry is owed an fsync whatever
+            // happens to the records.
+            st.unreported.push(w.path().to_path_buf());
+            st.seg = Some(w);
+            let dir = st.dir.clone();
+            self.dirs_to_sync.insert(dir);
+        }
+        let st = self.partition(topic, partition)?;
+        st.seg
+            .as_mut()
+            .expect("created above")
+            .append(offset, timestamp, body)?;
+        st.last_written = Some(offset);
+        st.first_appended.get_or_insert(offset);
+        let bytes = (FRAME_PREFIX_LEN + body.len()) as u64;
+        let c = &mut st.counters;
+        c.records += 1;
+        c.bytes += bytes;
+        c.max_ts_written = c.max_ts_written.max(timestamp);
+        self.totals.records += 1;
+        self.totals.bytes += bytes;
+        self.totals.rolled += u64::from(rolled);
+        Ok(())
+    }
+
+    /// Makes everything appended so far durable and answers, per open partition with data,
+    /// last durable offset + 1 (sorted by topic and partition).
+    ///
+    /// An I/O error poisons the partitions it touches and fails the flush; so does a partition
+    /// poisoned earlier that cannot be reopened. A poisoned partition that can be reopened is
+    /// reopened from its files here, so what is reported is what its files hold.
+    pub fn flush(&mut self) -> Result<Vec<TopicPartitionOffset>> {
+        self.check_open()?;
+        let started = std::time::Instant::now();
+        let poisoned: Vec<(String, i32)> = self
+            .parts
+            .iter()
+            .flat_map(|(t, m)| {
+                m.iter()
+                    .filter(|(_, st)| st.poisoned.is_some())
+                    .map(|(p, _)| (t.clone(), *p))
+            })
+            .collect();
+        let mut first_err = None;
+        for (t, p) in poisoned {
+            if let Err(e) = self.reopen_if_poisoned(&t, p) {
+                first_err.get_or_insert(e);
+            }
+        }
+        for (topic, m) in self.parts.iter_mut() {
+            for (p, st) in m.iter_mut() {
+                if st.poisoned.is_some() {
+                    continue;
+                }
+                if let Some(seg) = &mut st.seg {
+                    if let Err(e) = seg.flush() {
+                        st.poison(&format!("{topic}-{p}"), &e);
+                        first_err.get_or_insert(e);
+                    }
+                }
+            }
+        }
+        if let Err(e) = self.sync_dirs() {
+            // Which new entries were lost is unknown: every partition with one is poisoned.
+            for (topic, m) in self.parts.iter_mut() {
+                for (p, st) in m.iter_mut() {
+                    if st.poisoned.is_none() && !st.unreported.is_empty() {
+                        st.poison(&format!("{topic}-{p}"), &e);
+                    }
+                }
+            }
+            first_err.get_or_insert(e);
+        }
+        if let Some(e) = first_err {
+            self.totals.errors += 1;
+            return Err(e);
+        }
+        let took_ms = started.elapsed().as_secs_f64() * 1000.0;
+        self.totals.flushes += 1;
+        self.totals.flush_last_ms = took_ms;
+        self.totals.flush_total_ms += took_ms;
+        let mut out = Vec::new();
+        for (topic, m) in &mut self.parts {
+            for (p, st) in m.iter_mut() {
+                st.counters.max_ts_durable = st.counters.max_ts_written;
+                st.last_durable = st.last_written;
+                st.unreported.clear();
+                st.checkpoint = st.seg.as_ref().map(|s| (s.path().to_path_buf(), s.len()));
+                if let Some(l) = st.last_durable {
+                    out.push(TopicPartitionOffset::new(topic.clone(), *p, l + 1));
+                }
+            }
+        }
+        out.sort();
+        self.write_pending_manifests();
+        Ok(out)
+    }
+
+    fn sync_dirs(&mut self) -> Result<()> {
+        while let Some(d) = self.dirs_to_sync.pop_first() {
+            if let Err(e) = sync_dir(&d) {
+                self.dirs_to_sync.insert(d);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Flushes and releases partitions (after a rebalance revoked them).
+    pub fn close_partitions(&mut self, tps: &[TopicPartition]) -> Result<()> {
+        self.check_open()?;
+        // The last capture for these partitions, while they are still ours: Connect closes
+        // every partition before it stops a task, so a capture at stop would find none.
+        if let Some(capture) = &self.capture {
+            let owned: Vec<TopicPartition> = tps
+                .iter()
+                .filter(|tp| {
+                    self.parts
+                        .get(&tp.topic)
+                        .is_some_and(|m| m.contains_key(&tp.partition))
+                })
+                .cloned()
+                .collect();
+            if !owned.is_empty() {
+                match capture.capture_partitions(&owned) {
+                    Ok(n) => log::debug!("captured {n} group offset changes at close"),
+                    Err(e) => log::warn!("capture of consumer-group offsets at close failed: {e}"),
+                }
+            }
+        }
+        let mut to_finish = Vec::new();
+        for tp in tps {
+            if let Some(m) = self.parts.get_mut(&tp.topic) {
+                if let Some(st) = m.remove(&tp.partition) {
+                    to_finish.push((tp.clone(), st));
+                }
+                if m.is_empty() {
+                    self.parts.remove(&tp.topic);
+                }
+            }
+        }
+        self.update_capture_partitions();
+        let mut first_err = None;
+        for (tp, mut st) in to_finish {
+            if st.poisoned.is_some() {
+                continue; // cut back already; the next owner reopens it from the files
+            }
+            if let Some(seg) = st.seg.take() {
+                if let Err(e) = seg.finish() {
+                    st.poison(&tp.to_string(), &e);
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        if let Err(e) = self.sync_dirs() {
+            first_err.get_or_insert(e);
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// Flushes and closes everything. Safe to call twice; later calls do nothing.
+    pub fn close(&mut self) -> Result<()> {
+        if self.closed {
+            return Ok(());
+        }
+        let tps: Vec<TopicPartition> = self
+            .parts
+            .iter()
+            .flat_map(|(t, m)| m.keys().map(|p| TopicPartition::new(t.clone(), *p)))
+            .collect();
+        // close_partitions makes the last capture, so a backup stopped on purpose holds the
+        // groups' latest positions.
+        let res = self.close_partitions(&tps);
+        if let Some(capture) = self.capture.take() {
+            capture.stop();
+        }
+        self.write_pending_manifests();
+        self.closed = true;
+        res
+    }
+
+    /// Tells the group-offset capture which partitions this sink owns now.
+    fn update_capture_partitions(&self) {
+        if let Some(capture) = &self.capture {
+            let mut tps: Vec<TopicPartition> = self
+                .parts
+                .iter()
+                .flat_map(|(t, m)| m.keys().map(|p| TopicPartition::new(t.clone(), *p)))
+                .collect();
+            tps.sort();
+            capture.set_partitions(tps);
+        }
+    }
+}
