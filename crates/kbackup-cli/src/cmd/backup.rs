@@ -4,7 +4,7 @@
 //! writer the sink connector uses, so the files are identical. This command picks the topics,
 //! shows progress, serves metrics and prints the summary.
 
-pub use super::cluster::ClusterArgs;
+use super::cluster::ClusterArgs;
 use super::metrics::MetricsServer;
 use super::progress::Progress;
 use clap::Args;

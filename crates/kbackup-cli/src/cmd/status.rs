@@ -4,7 +4,7 @@
 //! exits with [`crate::EXIT_STALE`] when a threshold is passed, so an alert fires the day a
 //! backup stops, not the day it is needed.
 
-use super::backup::ClusterArgs;
+use super::cluster::ClusterArgs;
 use super::list_items;
 use super::progress::utc_time;
 use super::prune::parse_duration_ms;

@@ -30,6 +30,8 @@ use std::time::Duration;
 mod commit;
 mod config;
 mod engine;
+#[cfg(test)]
+mod engine_tests;
 mod plan;
 mod state;
 mod target;
