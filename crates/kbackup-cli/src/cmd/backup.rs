@@ -6,7 +6,7 @@
 
 use super::cluster::ClusterArgs;
 use super::metrics::MetricsServer;
-use super::progress::Progress;
+use super::progress::RunUi;
 use clap::Args;
 use kbackup_core::groups::GroupOffsetCapture;
 use kbackup_core::kafka;
@@ -15,8 +15,6 @@ use kbackup_core::standalone::backup::{self as driver, BackupObserver, BackupRun
 use kbackup_core::{Error, Result};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// `kbackup backup`.
@@ -109,26 +107,13 @@ fn publish_metrics(
     server.publish(super::metrics::render_sink(&m));
 }
 
-/// The CLI's side of a running backup: signals, progress and the metrics endpoint.
-struct Cli<'a> {
-    args: &'a BackupArgs,
-    stop: Arc<AtomicBool>,
-    progress: Option<Progress>,
-    server: Option<MetricsServer>,
-}
-
-impl BackupObserver for Cli<'_> {
+impl BackupObserver for RunUi {
     fn planned(&mut self, total: Option<u64>) {
-        self.progress = Some(
-            Progress::new("backup", "offsets", total, self.args.quiet)
-                .with_json_events(self.args.json_progress),
-        );
+        self.plan(total);
     }
 
     fn progressed(&mut self, offsets: u64) {
-        if let Some(p) = self.progress.as_mut() {
-            p.inc(offsets);
-        }
+        self.inc(offsets);
     }
 
     fn tick(&mut self, sink: &mut BackupSink, capture: Option<&GroupOffsetCapture>) {
@@ -138,7 +123,7 @@ impl BackupObserver for Cli<'_> {
     }
 
     fn stop_requested(&self) -> bool {
-        self.stop.load(Ordering::Relaxed)
+        RunUi::stop_requested(self)
     }
 }
 
@@ -148,18 +133,14 @@ pub fn run(args: &BackupArgs) -> Result<()> {
     let cluster = args.cluster.cluster()?;
     let available = kafka::list_topics(&cluster)?;
     let topics = select_topics(args, &available, &cluster)?;
-    let server = args
-        .metrics_addr
-        .as_deref()
-        .map(MetricsServer::start)
-        .transpose()?;
-
-    // SIGINT/SIGTERM set a flag; the loop flushes and exits cleanly.
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&stop))
-            .map_err(|e| Error::io(e, "install a signal handler for", &args.dir))?;
-    }
+    let mut ui = RunUi::start(
+        "backup",
+        "offsets",
+        args.quiet,
+        args.json_progress,
+        args.metrics_addr.as_deref(),
+        &args.dir,
+    )?;
     let run = BackupRun {
         dir: args.dir.clone(),
         topics: topics.iter().map(|t| (t.clone(), available[t])).collect(),
@@ -170,16 +151,8 @@ pub fn run(args: &BackupArgs) -> Result<()> {
         max_segment_age_ms: args.max_segment_age,
         file_mode: args.file_mode.clone(),
     };
-    let mut cli = Cli {
-        args,
-        stop,
-        progress: None,
-        server,
-    };
-    let out = driver::run_backup(&run, &mut cli)?;
-    let progress = cli
-        .progress
-        .unwrap_or_else(|| Progress::new("backup", "offsets", None, true));
+    let out = driver::run_backup(&run, &mut ui)?;
+    let progress = ui.into_progress();
 
     let secs = progress.elapsed_secs();
     let summary = format!(

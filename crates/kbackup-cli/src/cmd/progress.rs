@@ -5,8 +5,13 @@
 //! stderr is a terminal, so the subcommands only count. Everything goes to stderr: stdout is
 //! kept for results (`--json` summaries) that scripts parse.
 
+use super::metrics::MetricsServer;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use kbackup_core::{Error, Result};
 use std::io::IsTerminal;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Seconds between two plain log lines when stderr is not a terminal.
@@ -188,6 +193,75 @@ pub fn utc_time(ms: i64) -> String {
         (rem / 1000) % 60,
         rem % 1000
     )
+}
+
+/// The front end of a long-running driver (backup, restore): the stop flag SIGINT/SIGTERM set,
+/// the progress display (made once the driver knows its total) and the metrics endpoint.
+pub struct RunUi {
+    label: &'static str,
+    unit: &'static str,
+    quiet: bool,
+    json_events: bool,
+    stop: Arc<AtomicBool>,
+    progress: Option<Progress>,
+    /// `--metrics-addr`: the scrape endpoint, when asked for.
+    pub server: Option<MetricsServer>,
+}
+
+impl RunUi {
+    /// Installs the signal handlers and starts the metrics endpoint (`metrics_addr`).
+    pub fn start(
+        label: &'static str,
+        unit: &'static str,
+        quiet: bool,
+        json_events: bool,
+        metrics_addr: Option<&str>,
+        dir: &Path,
+    ) -> Result<RunUi> {
+        let server = metrics_addr.map(MetricsServer::start).transpose()?;
+        // SIGINT/SIGTERM set a flag; the driver stops at a clean point and makes its work
+        // durable (a backup flushes; a restore commits or aborts its transaction).
+        let stop = Arc::new(AtomicBool::new(false));
+        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            signal_hook::flag::register(sig, Arc::clone(&stop))
+                .map_err(|e| Error::io(e, "install a signal handler for", dir))?;
+        }
+        Ok(RunUi {
+            label,
+            unit,
+            quiet,
+            json_events,
+            stop,
+            progress: None,
+            server,
+        })
+    }
+
+    /// The driver knows how much there is to do: the display starts now.
+    pub fn plan(&mut self, total: Option<u64>) {
+        self.progress = Some(
+            Progress::new(self.label, self.unit, total, self.quiet)
+                .with_json_events(self.json_events),
+        );
+    }
+
+    /// `n` more units done.
+    pub fn inc(&mut self, n: u64) {
+        if let Some(p) = self.progress.as_mut() {
+            p.inc(n);
+        }
+    }
+
+    /// A signal asked to stop.
+    pub fn stop_requested(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// The display, to print the summary with (a silent one if the driver never planned).
+    pub fn into_progress(self) -> Progress {
+        self.progress
+            .unwrap_or_else(|| Progress::new(self.label, self.unit, None, true))
+    }
 }
 
 #[cfg(test)]

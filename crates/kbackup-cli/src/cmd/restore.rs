@@ -7,8 +7,7 @@
 //! serves metrics and prints the summary.
 
 use super::cluster::ClusterArgs;
-use super::metrics::MetricsServer;
-use super::progress::Progress;
+use super::progress::RunUi;
 use clap::Args;
 use kbackup_core::reader::Backup;
 use kbackup_core::restore::{self, RestoreSource, SourceConfig};
@@ -16,8 +15,6 @@ use kbackup_core::standalone::restore::{self as driver, RestoreObserver};
 use kbackup_core::{Error, Result};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 /// Records asked from the engine per poll.
 const POLL_BATCH: usize = 2000;
@@ -90,26 +87,13 @@ fn restore_name(bootstrap: &str, topics: &[String], renames: &BTreeMap<String, S
     format!("cli-restore {bootstrap} {}", mapping.join(","))
 }
 
-/// The CLI's side of a running restore: signals, progress and the metrics endpoint.
-struct Cli<'a> {
-    args: &'a RestoreArgs,
-    stop: Arc<AtomicBool>,
-    progress: Option<Progress>,
-    server: Option<MetricsServer>,
-}
-
-impl RestoreObserver for Cli<'_> {
+impl RestoreObserver for RunUi {
     fn planned(&mut self, total: u64) {
-        self.progress = Some(
-            Progress::new("restore", "records", Some(total), self.args.quiet)
-                .with_json_events(self.args.json_progress),
-        );
+        self.plan(Some(total));
     }
 
     fn progressed(&mut self, records: u64) {
-        if let Some(p) = self.progress.as_mut() {
-            p.inc(records);
-        }
+        self.inc(records);
     }
 
     fn tick(&mut self, source: &RestoreSource, finished: bool) {
@@ -121,7 +105,7 @@ impl RestoreObserver for Cli<'_> {
     }
 
     fn stop_requested(&self) -> bool {
-        self.stop.load(Ordering::Relaxed)
+        RunUi::stop_requested(self)
     }
 }
 
@@ -152,26 +136,16 @@ pub fn run(args: &RestoreArgs) -> Result<()> {
             .collect();
         return Err(Error::Config(lines.join("\n")));
     }
-    let server = args
-        .metrics_addr
-        .as_deref()
-        .map(MetricsServer::start)
-        .transpose()?;
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&stop))
-            .map_err(|e| Error::io(e, "install a signal handler for", &args.dir))?;
-    }
-    let mut cli = Cli {
-        args,
-        stop,
-        progress: None,
-        server,
-    };
-    let out = driver::run_restore(&cfg, &mut cli)?;
-    let progress = cli
-        .progress
-        .unwrap_or_else(|| Progress::new("restore", "records", None, true));
+    let mut ui = RunUi::start(
+        "restore",
+        "records",
+        args.quiet,
+        args.json_progress,
+        args.metrics_addr.as_deref(),
+        &args.dir,
+    )?;
+    let out = driver::run_restore(&cfg, &mut ui)?;
+    let progress = ui.into_progress();
 
     let status = &out.status;
     let restored: u64 = status.partitions.iter().map(|p| p.records_restored).sum();
