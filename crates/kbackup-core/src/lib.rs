@@ -9,7 +9,7 @@ pub mod cluster;
 pub mod codec;
 pub mod error;
 pub mod faults;
-pub mod frame;
+pub mod format;
 pub mod freshness;
 pub mod groups;
 pub mod index;
@@ -27,6 +27,7 @@ pub mod restore;
 pub mod segment;
 pub mod sink;
 pub mod translate;
+pub mod verify;
 
 pub use error::{Error, Result};
 

@@ -161,9 +161,10 @@ fn defect5_short_last_frame_and_zero_fill_stay_torn_tails() {
 // ---------------------------------------------------------------------------------------------
 // Every structural position of every file kind
 
+use kbackup_core::format::frame;
 use kbackup_core::offsets_log::{self, GroupOffsetEntry};
+use kbackup_core::restore;
 use kbackup_core::segment::{read_frame, Frame};
-use kbackup_core::{frame, restore};
 
 /// The fixture: `t`-0 in two segments of 10 records (a sealed one and the last one, each with
 /// several index entries) and a group-offsets log of three entries.

@@ -372,7 +372,7 @@ fn index_rebuild_equals_the_written_index_and_stale_indexes_are_found() {
     assert!(written.0.len() > index::INDEX_HEADER_LEN + 10 * index::INDEX_ENTRY_LEN);
     std::fs::remove_file(&oi).unwrap();
     std::fs::write(&ti, b"junk").unwrap();
-    index::rebuild(&seg).unwrap();
+    kbackup_core::verify::rebuild_index(&seg).unwrap();
     assert_eq!(
         (std::fs::read(&oi).unwrap(), std::fs::read(&ti).unwrap()),
         written
