@@ -11,8 +11,9 @@ use crate::error::{Error, Result};
 use crate::format::body;
 use crate::format::bytes::{put_str16, Cursor, DResult, DecodeError};
 use crate::record::{TopicPartition, TopicPartitionOffset};
-// The types moved to `record`; these keep the old `codec::` paths working.
-/// Old path of [`crate::format::body::encode`] (the sink and prune tests call it).
+
+// Compatibility: the types moved to `record` and the record body to `format::body`; these
+// keep the old `codec::` paths working (the sink, the restore, the CLI and prune's tests).
 pub(crate) use crate::format::body::encode as put_record_body;
 pub use crate::record::{Ack, BatchRecord, BatchRecordRef};
 

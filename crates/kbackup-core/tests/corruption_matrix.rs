@@ -5,11 +5,12 @@
 
 mod common;
 
-use kbackup_core::codec::BatchRecord;
 use kbackup_core::layout;
-use kbackup_core::reader::{Backup, Severity};
+use kbackup_core::reader::Backup;
+use kbackup_core::record::BatchRecord;
 use kbackup_core::record::{Record, TopicPartition};
 use kbackup_core::sink::{BackupSink, SinkConfig};
+use kbackup_core::verify::Severity;
 use kbackup_core::Error;
 use std::path::{Path, PathBuf};
 

@@ -2,12 +2,14 @@
 
 mod common;
 
-use kbackup_core::codec::{encode_batch, BatchRecord};
+use kbackup_core::codec::encode_batch;
 use kbackup_core::index;
 use kbackup_core::layout;
-use kbackup_core::reader::{Backup, Severity};
+use kbackup_core::reader::Backup;
+use kbackup_core::record::BatchRecord;
 use kbackup_core::record::{Header, Record, TimestampType, TopicPartition, TopicPartitionOffset};
 use kbackup_core::sink::{BackupSink, SinkConfig};
+use kbackup_core::verify::Severity;
 use kbackup_core::Error;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};

@@ -4,11 +4,11 @@
 //! Regenerate v1 (only when introducing it, never after release) with
 //! `KBACKUP_REGEN_GOLDEN=1 cargo test -p kbackup-core --test golden -- --ignored`.
 
-use kbackup_core::codec::BatchRecord;
 use kbackup_core::index;
 use kbackup_core::layout;
 use kbackup_core::offsets_log::{self, GroupOffsetEntry};
 use kbackup_core::reader::Backup;
+use kbackup_core::record::BatchRecord;
 use kbackup_core::record::{Header, Record, TimestampType};
 use kbackup_core::sink::{BackupSink, SinkConfig};
 use std::path::PathBuf;

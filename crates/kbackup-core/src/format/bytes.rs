@@ -76,6 +76,9 @@ impl<'a> Cursor<'a> {
     pub fn i8(&mut self, what: &str) -> DResult<i8> {
         Ok(self.u8(what)? as i8)
     }
+    pub fn u16(&mut self, what: &str) -> DResult<u16> {
+        Ok(u16::from_be_bytes(self.array(what)?))
+    }
     pub fn i16(&mut self, what: &str) -> DResult<i16> {
         Ok(i16::from_be_bytes(self.array(what)?))
     }
@@ -97,14 +100,16 @@ impl<'a> Cursor<'a> {
             self.pos = start;
             return self.err(format!("{what}: negative string length {len}"));
         }
-        let bytes = self.take(len as usize, what)?;
-        match std::str::from_utf8(bytes) {
-            Ok(s) => Ok(s),
-            Err(e) => Err(DecodeError {
-                position: start,
-                detail: format!("{what}: invalid UTF-8 ({e})"),
-            }),
-        }
+        self.utf8(start, len as usize, what)
+    }
+
+    /// `len` bytes of UTF-8 text whose field starts at `start` (where an error points).
+    pub fn utf8(&mut self, start: usize, len: usize, what: &str) -> DResult<&'a str> {
+        let bytes = self.take(len, what)?;
+        std::str::from_utf8(bytes).map_err(|e| DecodeError {
+            position: start,
+            detail: format!("{what}: invalid UTF-8 ({e})"),
+        })
     }
 
     /// `bytes32`: i32 length (-1 = null) then the bytes.

@@ -28,6 +28,7 @@ mod tests;
 mod v1;
 
 use crate::error::{Error, Result};
+use crate::format::bytes::{Cursor, DResult};
 use crate::format::frame::{self, InMemory};
 use crate::format::{check_version, FileKind};
 use crate::perms::Perms;
@@ -159,30 +160,32 @@ pub fn encode(path: &Path, entries: &[GroupOffsetEntry]) -> Result<Vec<u8>> {
 
 /// Decodes a frame body whose CRC already matched; `pos` is the frame's position in the file.
 fn decode_body(body: &[u8], path: &Path, pos: u64) -> Result<GroupOffsetEntry> {
-    let bad = |what: &str| Error::corrupt(path, pos, format!("group-offsets entry {what}"));
-    let take = |at: usize, n: usize| body.get(at..at + n).ok_or_else(|| bad("is truncated"));
-    let i64_at = |at: usize| -> Result<i64> {
-        Ok(i64::from_be_bytes(
-            take(at, 8)?.try_into().unwrap_or_default(),
-        ))
+    let parse = |c: &mut Cursor<'_>| -> DResult<GroupOffsetEntry> {
+        let capture_time_ms = c.i64("capture time")?;
+        let committed_offset = c.i64("committed offset")?;
+        let at = c.position();
+        let glen = c.u16("group id length")?;
+        let group = c.utf8(at, glen.into(), "group id")?.to_owned();
+        let at = c.position();
+        let mlen = c.u32("metadata length")?;
+        let metadata = c.utf8(at, mlen as usize, "metadata")?.to_owned();
+        c.finish("metadata")?;
+        Ok(GroupOffsetEntry {
+            capture_time_ms,
+            group,
+            committed_offset,
+            metadata,
+        })
     };
-    let capture_time_ms = i64_at(0)?;
-    let committed_offset = i64_at(8)?;
-    let glen = u16::from_be_bytes(take(16, 2)?.try_into().unwrap_or_default()) as usize;
-    let group = String::from_utf8(take(18, glen)?.to_vec())
-        .map_err(|_| bad("has a group id that is not UTF-8"))?;
-    let mlen_at = 18 + glen;
-    let mlen = u32::from_be_bytes(take(mlen_at, 4)?.try_into().unwrap_or_default()) as usize;
-    let metadata = String::from_utf8(take(mlen_at + 4, mlen)?.to_vec())
-        .map_err(|_| bad("has metadata that is not UTF-8"))?;
-    if mlen_at + 4 + mlen != body.len() {
-        return Err(bad("has trailing bytes after its metadata"));
-    }
-    Ok(GroupOffsetEntry {
-        capture_time_ms,
-        group,
-        committed_offset,
-        metadata,
+    parse(&mut Cursor::new(body)).map_err(|e| {
+        Error::corrupt(
+            path,
+            pos,
+            format!(
+                "{CORRUPT_LABEL}malformed body at body byte {}: {}",
+                e.position, e.detail
+            ),
+        )
     })
 }
 

@@ -368,3 +368,31 @@ fn stale_and_repeated_captures_are_not_appended() {
     assert_eq!(read_all(&p).unwrap(), vec![entry("g", 10)]);
     assert_eq!(append(&p, &[entry("g", 11)], OWNER_ONLY).unwrap(), 1);
 }
+
+/// A frame whose CRCs match but whose body does not parse is damage at the frame, with the
+/// field named (the body is decoded with the byte primitives of `format::bytes`).
+#[test]
+fn a_complete_frame_with_a_malformed_body_is_corruption() {
+    let d = dir();
+    let p = d.path().join("log");
+    let mut body = encode_frame(&entry("g", 1), &p).unwrap()[frame::PREFIX_LEN..].to_vec();
+    body.push(0); // a byte after the metadata
+    let mut bad_utf8 = body[..body.len() - 1].to_vec();
+    bad_utf8[18] = 0xFF; // the group id's only byte
+    for (b, what) in [(body, "trailing"), (bad_utf8, "UTF-8")] {
+        let mut data = encode(&p, &[entry("g", 0)]).unwrap();
+        let at = data.len();
+        data.extend_from_slice(&frame::prefix(&b));
+        data.extend_from_slice(&b);
+        std::fs::write(&p, &data).unwrap();
+        match read_all(&p) {
+            Err(Error::Corrupt {
+                position, detail, ..
+            }) => {
+                assert_eq!(position, at as u64);
+                assert!(detail.contains(what), "{detail}");
+            }
+            other => panic!("{what}: {other:?}"),
+        }
+    }
+}

@@ -1,7 +1,7 @@
 //! Reading a segment piecewise with positioned reads (docs/format.md, "Torn tail versus
 //! corruption": why never a memory mapping).
 
-use super::{other_frame, record_frame, Frame, SegmentHeader, FRAME_PREFIX_LEN};
+use super::{corrupt_frame, record_frame, Frame, SegmentHeader, FRAME_PREFIX_LEN};
 use crate::error::{Error, Result};
 use crate::format::body::{self, MAX_BODY_LEN, MIN_BODY};
 use crate::format::bytes::Cursor;
@@ -128,7 +128,9 @@ impl SegmentFile {
                 let bytes = self.body(body.clone())?;
                 Ok(record_frame(body, next, bytes))
             }
-            other => Ok(other_frame(other)),
+            Check::End => Ok(Frame::End),
+            Check::Torn(why) => Ok(Frame::Torn(why)),
+            Check::Corrupt(why) => Ok(corrupt_frame(&why)),
         }
     }
 

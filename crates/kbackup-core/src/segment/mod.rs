@@ -186,18 +186,15 @@ pub fn read_frame(data: &[u8], pos: usize) -> Frame {
             let bytes = &data[body.clone()];
             record_frame(body, next, bytes)
         }
-        other => other_frame(other),
+        frame::Check::End => Frame::End,
+        frame::Check::Torn(why) => Frame::Torn(why),
+        frame::Check::Corrupt(why) => corrupt_frame(&why),
     }
 }
 
-/// The [`Frame`] of a frame check that found no complete frame.
-fn other_frame(check: frame::Check) -> Frame {
-    match check {
-        frame::Check::End => Frame::End,
-        frame::Check::Torn(why) => Frame::Torn(why),
-        frame::Check::Corrupt(why) => Frame::Corrupt(format!("{CORRUPT_LABEL}{why}")),
-        frame::Check::Complete { .. } => unreachable!("complete frames are records"),
-    }
+/// The [`Frame`] of a frame that fails the frame rules.
+fn corrupt_frame(why: &str) -> Frame {
+    Frame::Corrupt(format!("{CORRUPT_LABEL}{why}"))
 }
 
 /// Prefix of a corrupt frame's detail (`frame::scan` label).
