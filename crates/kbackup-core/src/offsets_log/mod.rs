@@ -11,15 +11,15 @@
 //! header v1 := "KBGO" , u16 version (=1) , u16 reserved (=0)
 //! header v2 := "KBGO" , u16 version (=2) , u16 reserved (=0) , u32 crc32(bytes 0..8)
 //! frame v1  := u32 body_len , u32 crc32(body) , body
-//! frame v2  := u32 body_len , u32 crc32(body_len) , u32 crc32(body) , body   (crate::frame)
+//! frame v2  := u32 body_len , u32 crc32(body_len) , u32 crc32(body) , body   (format::frame)
 //! body      := i64 capture_time_ms , i64 committed_offset ,
 //!              u16 group_len , group (UTF-8) , u32 metadata_len , metadata (UTF-8)
 //! ```
 //!
 //! Version 1 had no CRC on the length, so one damaged length made every later entry look like
 //! a torn tail that the next append cut off. Version 2 frames entries like segments, so torn
-//! versus corrupt is decided by [`crate::format::frame::check`] for both file kinds. Version 1 files
-//! stay readable forever; the first append to one rewrites it as version 2 (atomically, after
+//! versus corrupt is decided by [`crate::format::frame::check`] and the frames are walked by
+//! [`crate::format::frame::scan`] for both file kinds. Version 1 files stay readable forever; the first append to one rewrites it as version 2 (atomically, after
 //! a scan that refuses damage). Appends take an exclusive `flock` on `group-offsets.lock`
 //! beside the log, so one writer at a time reads, extends and fsyncs it.
 
@@ -68,12 +68,13 @@ pub struct GroupOffsetEntry {
     pub metadata: String,
 }
 
-/// What differs between the versions of the file: every version check is here.
+/// What differs between the versions of the file (which versions are read is decided by
+/// [`crate::format::check_version`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Version {
     /// 8-byte header; frames `len , crc(body) , body` (no CRC on the length).
     V1,
-    /// 12-byte header with a CRC; frames as segments (`crate::frame`).
+    /// 12-byte header with a CRC; frames as segments ([`crate::format::frame`]).
     V2,
 }
 
