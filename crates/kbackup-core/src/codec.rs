@@ -3,12 +3,19 @@
 //! One buffer per call keeps the boundary cheap: Java packs a whole `put()` batch into one
 //! `byte[]`. Decoding is defensive because the bytes come from another program: truncation,
 //! negative lengths, unknown enum values, bad UTF-8 and trailing bytes are all
-//! [`Error::Codec`], never a panic. The record body layout here is also the body of a record
-//! in a segment file (docs/format.md), so the sink can copy it from the batch without
-//! re-encoding.
+//! [`Error::Codec`], never a panic. A batch record is `topic , partition` followed by a
+//! record body exactly as in a segment ([`crate::format::body`]), so the sink can copy it from
+//! the batch without re-encoding. The byte primitives are [`crate::format::bytes`]'s.
 
 use crate::error::{Error, Result};
-use crate::record::{Header, Record, TimestampType, TopicPartition, TopicPartitionOffset};
+use crate::format::body;
+use crate::format::bytes::{put_str16, Cursor, DResult, DecodeError};
+use crate::record::{TopicPartition, TopicPartitionOffset};
+
+// Compatibility: the types moved to `record` and the record body to `format::body`; these
+// keep the old `codec::` paths working (the sink, the restore, the CLI and prune's tests).
+pub(crate) use crate::format::body::encode as put_record_body;
+pub use crate::record::{Ack, BatchRecord, BatchRecordRef};
 
 /// First byte of a batch buffer ('K').
 pub const BATCH_MAGIC: u8 = 0x4B;
@@ -19,291 +26,12 @@ pub const FLAG_FINISHED: u8 = 0b01;
 /// Poll flag: waiting for acknowledgements, nothing to send now.
 pub const FLAG_WAITING_FOR_ACKS: u8 = 0b10;
 
-/// A record together with the topic and partition it belongs to (one entry of a batch).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BatchRecord {
-    /// Topic name.
-    pub topic: String,
-    /// Partition number.
-    pub partition: i32,
-    /// The record.
-    pub record: Record,
-}
-
-/// One acknowledgement: the original offset of a restored record and the offset it got.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Ack {
-    /// Original (backup) topic.
-    pub topic: String,
-    /// Partition number.
-    pub partition: i32,
-    /// Offset of the record in the backup.
-    pub original_offset: i64,
-    /// Offset the record received in the target cluster.
-    pub new_offset: i64,
-}
-
-/// A record of a batch buffer, borrowed from the buffer.
-///
-/// `body` is the byte range from the record's offset field through its last header: exactly a
-/// segment record body, so the sink appends it without decoding the key, value and headers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BatchRecordRef<'a> {
-    /// Topic name.
-    pub topic: &'a str,
-    /// Partition number.
-    pub partition: i32,
-    /// Original offset.
-    pub offset: i64,
-    /// Timestamp (ms).
-    pub timestamp: i64,
-    /// The record body as laid out in docs/format.md ("record body").
-    pub body: &'a [u8],
-}
-
-// ---------------------------------------------------------------------------------------------
-// Primitives shared with the segment format.
-
-/// A decoding failure: where in the buffer and what was wrong.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct DecodeError {
-    pub position: usize,
-    pub detail: String,
-}
-
-impl DecodeError {
-    fn into_codec(self, what: &str) -> Error {
-        Error::Codec(format!(
-            "{what} buffer: {} at byte {}",
-            self.detail, self.position
-        ))
-    }
-}
-
-type DResult<T> = std::result::Result<T, DecodeError>;
-
-/// A bounds-checked big-endian reader over a byte slice.
-pub(crate) struct Cursor<'a> {
-    buf: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Cursor<'a> {
-    pub fn new(buf: &'a [u8]) -> Cursor<'a> {
-        Cursor { buf, pos: 0 }
-    }
-
-    pub fn position(&self) -> usize {
-        self.pos
-    }
-
-    pub fn remaining(&self) -> usize {
-        self.buf.len() - self.pos
-    }
-
-    fn err<T>(&self, detail: impl Into<String>) -> DResult<T> {
-        Err(DecodeError {
-            position: self.pos,
-            detail: detail.into(),
-        })
-    }
-
-    pub fn take(&mut self, n: usize, what: &str) -> DResult<&'a [u8]> {
-        if self.remaining() < n {
-            return self.err(format!(
-                "truncated: {what} needs {n} bytes, only {} left",
-                self.remaining()
-            ));
-        }
-        let s = &self.buf[self.pos..self.pos + n];
-        self.pos += n;
-        Ok(s)
-    }
-
-    fn array<const N: usize>(&mut self, what: &str) -> DResult<[u8; N]> {
-        let s = self.take(N, what)?;
-        let mut a = [0u8; N];
-        a.copy_from_slice(s);
-        Ok(a)
-    }
-
-    pub fn u8(&mut self, what: &str) -> DResult<u8> {
-        Ok(self.array::<1>(what)?[0])
-    }
-    pub fn i8(&mut self, what: &str) -> DResult<i8> {
-        Ok(self.u8(what)? as i8)
-    }
-    pub fn i16(&mut self, what: &str) -> DResult<i16> {
-        Ok(i16::from_be_bytes(self.array(what)?))
-    }
-    pub fn i32(&mut self, what: &str) -> DResult<i32> {
-        Ok(i32::from_be_bytes(self.array(what)?))
-    }
-    pub fn u32(&mut self, what: &str) -> DResult<u32> {
-        Ok(u32::from_be_bytes(self.array(what)?))
-    }
-    pub fn i64(&mut self, what: &str) -> DResult<i64> {
-        Ok(i64::from_be_bytes(self.array(what)?))
-    }
-
-    /// `str16`: i16 length (0..=32767) then UTF-8.
-    pub fn str16(&mut self, what: &str) -> DResult<&'a str> {
-        let start = self.pos;
-        let len = self.i16(what)?;
-        if len < 0 {
-            self.pos = start;
-            return self.err(format!("{what}: negative string length {len}"));
-        }
-        let bytes = self.take(len as usize, what)?;
-        match std::str::from_utf8(bytes) {
-            Ok(s) => Ok(s),
-            Err(e) => Err(DecodeError {
-                position: start,
-                detail: format!("{what}: invalid UTF-8 ({e})"),
-            }),
-        }
-    }
-
-    /// `bytes32`: i32 length (-1 = null) then the bytes.
-    pub fn bytes32(&mut self, what: &str) -> DResult<Option<&'a [u8]>> {
-        let start = self.pos;
-        let len = self.i32(what)?;
-        if len == -1 {
-            return Ok(None);
-        }
-        if len < 0 {
-            self.pos = start;
-            return self.err(format!("{what}: invalid length {len} (only -1 means null)"));
-        }
-        Ok(Some(self.take(len as usize, what)?))
-    }
-
-    /// A count that must be >= 0 and plausible for the bytes left (each item >= `min_item` bytes).
-    pub fn count(&mut self, what: &str, min_item: usize) -> DResult<usize> {
-        let start = self.pos;
-        let n = self.i32(what)?;
-        if n < 0 {
-            self.pos = start;
-            return self.err(format!("{what}: negative count {n}"));
-        }
-        let n = n as usize;
-        if n.saturating_mul(min_item) > self.remaining() {
-            self.pos = start;
-            return self.err(format!(
-                "{what}: count {n} cannot fit in the {} bytes left",
-                self.remaining()
-            ));
-        }
-        Ok(n)
-    }
-
-    pub fn finish(&self, what: &str) -> DResult<()> {
-        if self.remaining() != 0 {
-            return self.err(format!(
-                "{} trailing bytes after the {what}",
-                self.remaining()
-            ));
-        }
-        Ok(())
-    }
-}
-
-pub(crate) fn put_str16(buf: &mut Vec<u8>, s: &str) {
-    // Topic names and header keys are far below 32767 bytes; clamp rather than corrupt.
-    let bytes = s.as_bytes();
-    let len = bytes.len().min(i16::MAX as usize);
-    buf.extend_from_slice(&(len as i16).to_be_bytes());
-    buf.extend_from_slice(&bytes[..len]);
-}
-
-pub(crate) fn put_bytes32(buf: &mut Vec<u8>, b: Option<&[u8]>) {
-    match b {
-        None => buf.extend_from_slice(&(-1i32).to_be_bytes()),
-        Some(b) => {
-            buf.extend_from_slice(&(b.len() as i32).to_be_bytes());
-            buf.extend_from_slice(b);
-        }
-    }
-}
-
-/// Appends a record body (docs/format.md): offset, timestamp, type, key, value, headers.
-pub(crate) fn put_record_body(buf: &mut Vec<u8>, r: &Record) {
-    buf.extend_from_slice(&r.offset.to_be_bytes());
-    buf.extend_from_slice(&r.timestamp.to_be_bytes());
-    buf.push(r.timestamp_type.as_i8() as u8);
-    put_bytes32(buf, r.key.as_deref());
-    put_bytes32(buf, r.value.as_deref());
-    buf.extend_from_slice(&(r.headers.len() as i32).to_be_bytes());
-    for h in &r.headers {
-        put_str16(buf, &h.key);
-        put_bytes32(buf, h.value.as_deref());
-    }
-}
-
-/// Size of the fixed fields of a record body before the key.
-pub(crate) const BODY_FIXED: usize = 8 + 8 + 1;
-/// Smallest possible record body: fixed fields, null key, null value, zero headers.
-pub(crate) const MIN_BODY: usize = BODY_FIXED + 4 + 4 + 4;
-
-/// Walks a record body without copying; returns (offset, timestamp). Validates every field.
-pub(crate) fn skip_record_body(c: &mut Cursor<'_>) -> DResult<(i64, i64)> {
-    let offset = c.i64("offset")?;
-    if offset < 0 {
-        return Err(DecodeError {
-            position: c.position() - 8,
-            detail: format!("negative record offset {offset}"),
-        });
-    }
-    let timestamp = c.i64("timestamp")?;
-    let tt = c.i8("timestamp type")?;
-    if TimestampType::from_i8(tt).is_none() {
-        return Err(DecodeError {
-            position: c.position() - 1,
-            detail: format!("unknown timestamp type {tt} (expected 0, 1 or 2)"),
-        });
-    }
-    c.bytes32("key")?;
-    c.bytes32("value")?;
-    let n = c.count("header count", 2 + 4)?;
-    for _ in 0..n {
-        c.str16("header key")?;
-        c.bytes32("header value")?;
-    }
-    Ok((offset, timestamp))
-}
-
-/// Decodes a record body into an owned [`Record`].
-pub(crate) fn get_record_body(c: &mut Cursor<'_>) -> DResult<Record> {
-    let offset = c.i64("offset")?;
-    if offset < 0 {
-        return Err(DecodeError {
-            position: c.position() - 8,
-            detail: format!("negative record offset {offset}"),
-        });
-    }
-    let timestamp = c.i64("timestamp")?;
-    let tt = c.i8("timestamp type")?;
-    let timestamp_type = TimestampType::from_i8(tt).ok_or_else(|| DecodeError {
-        position: c.position() - 1,
-        detail: format!("unknown timestamp type {tt} (expected 0, 1 or 2)"),
-    })?;
-    let key = c.bytes32("key")?.map(<[u8]>::to_vec);
-    let value = c.bytes32("value")?.map(<[u8]>::to_vec);
-    let n = c.count("header count", 2 + 4)?;
-    let mut headers = Vec::with_capacity(n);
-    for _ in 0..n {
-        let key = c.str16("header key")?.to_owned();
-        let value = c.bytes32("header value")?.map(<[u8]>::to_vec);
-        headers.push(Header { key, value });
-    }
-    Ok(Record {
-        offset,
-        timestamp,
-        timestamp_type,
-        key,
-        value,
-        headers,
-    })
+/// A decoding failure of the buffer named `what`, as the error the JNI bridge reports.
+fn codec_error(e: DecodeError, what: &str) -> Error {
+    Error::Codec(format!(
+        "{what} buffer: {} at byte {}",
+        e.detail, e.position
+    ))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -332,7 +60,7 @@ pub fn encode_batch(flags: u8, records: &[BatchRecord]) -> Vec<u8> {
     for r in records {
         put_str16(&mut buf, &r.topic);
         buf.extend_from_slice(&r.partition.to_be_bytes());
-        put_record_body(&mut buf, &r.record);
+        body::encode(&mut buf, &r.record);
     }
     buf
 }
@@ -353,7 +81,7 @@ fn batch_header(c: &mut Cursor<'_>) -> DResult<(u8, usize)> {
         });
     }
     let flags = c.u8("flags")?;
-    let n = c.count("record count", 2 + 4 + MIN_BODY)?;
+    let n = c.count("record count", 2 + 4 + body::MIN_BODY)?;
     Ok((flags, n))
 }
 
@@ -366,7 +94,7 @@ pub fn decode_batch(buf: &[u8]) -> Result<(u8, Vec<BatchRecord>)> {
         for _ in 0..n {
             let topic = c.str16("topic")?.to_owned();
             let partition = c.i32("partition")?;
-            let record = get_record_body(c)?;
+            let record = body::decode(c)?;
             out.push(BatchRecord {
                 topic,
                 partition,
@@ -376,7 +104,7 @@ pub fn decode_batch(buf: &[u8]) -> Result<(u8, Vec<BatchRecord>)> {
         c.finish("batch")?;
         Ok((flags, out))
     };
-    inner(&mut c).map_err(|e| e.into_codec("batch"))
+    inner(&mut c).map_err(|e| codec_error(e, "batch"))
 }
 
 /// Decodes a batch buffer without copying keys, values or headers (the sink's fast path).
@@ -388,7 +116,7 @@ pub fn decode_batch_refs(buf: &[u8]) -> Result<(u8, Vec<BatchRecordRef<'_>>)> {
             let topic = c.str16("topic")?;
             let partition = c.i32("partition")?;
             let start = c.position();
-            let (offset, timestamp) = skip_record_body(c)?;
+            let (offset, timestamp) = body::skip(c)?;
             out.push(BatchRecordRef {
                 topic,
                 partition,
@@ -401,7 +129,7 @@ pub fn decode_batch_refs(buf: &[u8]) -> Result<(u8, Vec<BatchRecordRef<'_>>)> {
         Ok((flags, out))
     }
     let mut c = Cursor::new(buf);
-    inner(buf, &mut c).map_err(|e| e.into_codec("batch"))
+    inner(buf, &mut c).map_err(|e| codec_error(e, "batch"))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -435,7 +163,7 @@ fn decode_list<T>(
         c.finish(what)?;
         Ok(out)
     };
-    inner(&mut c).map_err(|e| e.into_codec(what))
+    inner(&mut c).map_err(|e| codec_error(e, what))
 }
 
 /// Encodes a `partitions` buffer.
@@ -501,6 +229,7 @@ pub fn decode_acks(buf: &[u8]) -> Result<Vec<Ack>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::{Header, Record, TimestampType};
 
     fn rec(offset: i64) -> Record {
         Record {
@@ -595,9 +324,9 @@ mod tests {
             assert_eq!(r.topic, full.topic);
             assert_eq!(r.offset, full.record.offset);
             let mut body = Vec::new();
-            put_record_body(&mut body, &full.record);
+            body::encode(&mut body, &full.record);
             assert_eq!(r.body, &body[..]);
-            let back = get_record_body(&mut Cursor::new(r.body)).unwrap();
+            let back = body::decode(&mut Cursor::new(r.body)).unwrap();
             assert_eq!(back, full.record);
         }
     }

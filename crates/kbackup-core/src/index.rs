@@ -3,18 +3,19 @@
 //! The indexes let a reader jump close to an offset or a time without scanning a whole segment.
 //! They are derived data: the entries follow from the segment alone (its records and the index
 //! interval stored in its header), so a missing or stale index is rebuilt, never trusted over
-//! the segment.
+//! the segment. This module only encodes, reads and compares index files; rebuilding them from
+//! a segment is `verify::rebuild_index` (so the segment module depends on this one, not the
+//! reverse).
 
 use crate::error::{Error, Result};
+use crate::format::{check_version, FileKind, FORMAT_VERSION};
 use crate::layout;
-use crate::manifest::FORMAT_VERSION;
-use crate::segment;
 use std::path::Path;
 
-/// Magic of an offset index file ("KBOI").
-pub const OFFSET_INDEX_MAGIC: [u8; 4] = *b"KBOI";
-/// Magic of a time index file ("KBTI").
-pub const TIME_INDEX_MAGIC: [u8; 4] = *b"KBTI";
+/// Magic of an offset index file ("KBOI"); defined in [`crate::format`].
+pub use crate::format::OFFSET_INDEX_MAGIC;
+/// Magic of a time index file ("KBTI"); defined in [`crate::format`].
+pub use crate::format::TIME_INDEX_MAGIC;
 /// Bytes of an index file header.
 pub const INDEX_HEADER_LEN: usize = 24;
 /// Bytes of one index entry.
@@ -40,7 +41,7 @@ pub struct TimeEntry {
     pub offset: i64,
 }
 
-/// Decides which records get index entries; shared by the writer and [`rebuild`] so both
+/// Decides which records get index entries; shared by the writer and [`crate::verify::rebuild_index`] so both
 /// produce identical files.
 #[derive(Debug, Clone)]
 pub struct IndexBuilder {
@@ -155,7 +156,12 @@ fn check_header(path: &Path, data: &[u8], magic: [u8; 4], base_offset: i64) -> R
         return Err(Error::corrupt(path, 20, "index header CRC mismatch"));
     }
     let version = u16::from_be_bytes([data[4], data[5]]);
-    crate::manifest::check_version(path, version)?;
+    let kind = if magic == OFFSET_INDEX_MAGIC {
+        FileKind::OffsetIndex
+    } else {
+        FileKind::TimeIndex
+    };
+    check_version(kind, path, version)?;
     let base = i64::from_be_bytes(data[8..16].try_into().expect("8 bytes"));
     if base != base_offset {
         return Err(Error::corrupt(
@@ -279,44 +285,12 @@ pub fn compare(segment_path: &Path, expected: &(Vec<u8>, Vec<u8>)) -> Result<Ind
     Ok(IndexState::Valid)
 }
 
-/// Rebuilds both index files of a segment from the segment alone (atomic replace each).
-/// A torn tail is not indexed; corruption in the middle is an error.
-pub fn rebuild(segment_path: &Path) -> Result<()> {
-    let scan = segment::scan_file(segment_path)?;
-    let files = encode_files(
-        scan.header.base_offset,
-        scan.header.index_interval_bytes,
-        &scan.indexes,
-    );
-    write_files(segment_path, &files)
-}
-
 /// Replaces both index files; a new index gets the mode of its segment (derived data is as
 /// readable as the data it derives from, no more).
 pub fn write_files(segment_path: &Path, files: &(Vec<u8>, Vec<u8>)) -> Result<()> {
     let perms = crate::perms::Perms::of_file(segment_path)?;
     layout::write_atomic(&layout::offset_index_path(segment_path), &files.0, perms)?;
     layout::write_atomic(&layout::time_index_path(segment_path), &files.1, perms)
-}
-
-/// Rebuilds the index files only when they are missing or disagree with the segment; answers
-/// whether it rewrote them.
-pub fn ensure(segment_path: &Path) -> Result<bool> {
-    ensure_scanned(segment_path, &segment::scan_file(segment_path)?)
-}
-
-/// [`ensure`] with the segment already scanned.
-pub fn ensure_scanned(segment_path: &Path, scan: &segment::SegmentScan) -> Result<bool> {
-    let files = encode_files(
-        scan.header.base_offset,
-        scan.header.index_interval_bytes,
-        &scan.indexes,
-    );
-    if compare(segment_path, &files)? == IndexState::Valid {
-        return Ok(false);
-    }
-    write_files(segment_path, &files)?;
-    Ok(true)
 }
 
 #[cfg(test)]

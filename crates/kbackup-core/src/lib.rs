@@ -9,7 +9,7 @@ pub mod cluster;
 pub mod codec;
 pub mod error;
 pub mod faults;
-pub mod frame;
+pub mod format;
 pub mod freshness;
 pub mod groups;
 pub mod index;
@@ -28,6 +28,7 @@ pub mod segment;
 pub mod sink;
 pub mod standalone;
 pub mod translate;
+pub mod verify;
 
 pub use error::{Error, Result};
 

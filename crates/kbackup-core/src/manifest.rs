@@ -11,12 +11,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// Value of `format` in the root marker.
-pub const FORMAT_NAME: &str = "kbackup";
-/// Version of the on-disk format written by this code (segments, indexes, manifests).
-pub const FORMAT_VERSION: u16 = 1;
-/// Oldest on-disk format version this code still reads.
-pub const OLDEST_SUPPORTED: u16 = 1;
+// Defined once in `format`; these keep the old `manifest::` paths working.
+pub use crate::format::{FORMAT_NAME, FORMAT_VERSION, OLDEST_SUPPORTED};
 
 /// `DIR/kbackup.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,27 +88,8 @@ pub fn read_root_marker(root: &Path) -> Result<RootMarker> {
             format!("format is {:?}, expected \"kbackup\"", marker.format),
         ));
     }
-    check_version(&path, marker.version)?;
+    crate::format::check_version(crate::format::FileKind::RootMarker, &path, marker.version)?;
     Ok(marker)
-}
-
-/// Fails with a clear message when `version` is outside what this code reads.
-pub fn check_version(path: &Path, version: u16) -> Result<()> {
-    if version > FORMAT_VERSION {
-        return Err(Error::Config(format!(
-            "{} was written in kbackup format version {version}, this kbackup reads versions \
-             {OLDEST_SUPPORTED} to {FORMAT_VERSION}; upgrade kbackup",
-            path.display()
-        )));
-    }
-    if version < OLDEST_SUPPORTED {
-        return Err(Error::Config(format!(
-            "{} uses kbackup format version {version}, older than the oldest this kbackup reads \
-             ({OLDEST_SUPPORTED}); read it with an older kbackup release",
-            path.display()
-        )));
-    }
-    Ok(())
 }
 
 /// Creates `root` (and its marker) if needed, or checks that an existing directory is a backup.

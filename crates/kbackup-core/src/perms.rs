@@ -292,7 +292,7 @@ pub(crate) mod tests {
         let dir = crate::layout::partition_dir(root, &tps[0]).unwrap();
         let (_, seg) = crate::layout::list_segments(&dir).unwrap().remove(0);
         std::fs::remove_file(crate::layout::offset_index_path(&seg)).unwrap();
-        crate::index::rebuild(&seg).unwrap();
+        crate::verify::rebuild_index(&seg).unwrap();
     }
 
     #[test]

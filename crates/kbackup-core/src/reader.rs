@@ -1,6 +1,7 @@
-//! Reading a backup: the restore path, `inspect`, `cat`, `verify` and `reindex`.
+//! Reading a backup: the restore path, `inspect` and `cat` (`verify` and `reindex` are in
+//! [`crate::verify`]).
 //!
-//! Segments are read with positioned reads into a buffer ([`segment::SegmentFile`]), never
+//! Segments are read with positioned reads into a buffer ([`crate::segment::SegmentFile`]), never
 //! memory-mapped, so a file truncated while it is read cannot crash the process (a Connect
 //! worker above all). A reader never skips damage: corruption anywhere in a segment, its last
 //! record included, is an error naming file and position. The only bytes it leaves out
@@ -8,12 +9,13 @@
 //! the sink repairs when it next opens the partition); `verify` reports those as warnings.
 
 use crate::error::{Error, Result};
-use crate::index::{self, IndexState};
+use crate::index;
 use crate::layout;
 use crate::manifest::{self, RootMarker, TopicManifest};
-use crate::offsets_log;
 use crate::record::{Record, TopicPartition};
-use crate::segment::{self, Frame, SegmentFile};
+use crate::segment::{Frame, SegmentFile};
+// The verify types moved to `verify`; these keep the old `reader::` paths working.
+pub use crate::verify::{Problem, ReindexReport, Severity, VerifyReport};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
@@ -91,70 +93,7 @@ pub struct BackupSummary {
     pub bytes: u64,
 }
 
-/// How bad a [`Problem`] is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    /// Data is damaged or missing; a restore would be wrong.
-    Error,
-    /// Worth knowing, no data lost (a torn tail the sink will repair, a stray file).
-    Warning,
-}
-
-/// One finding of [`Backup::verify`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Problem {
-    /// Error or warning.
-    pub severity: Severity,
-    /// The file concerned.
-    pub file: PathBuf,
-    /// Byte position in the file, when it applies.
-    pub position: Option<u64>,
-    /// What is wrong and what to do.
-    pub message: String,
-}
-
-/// Result of [`Backup::verify`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct VerifyReport {
-    /// True when no problem of severity error was found.
-    pub ok: bool,
-    /// Segments checked.
-    pub segments: u64,
-    /// Records checked (every CRC).
-    pub records: u64,
-    /// Segment bytes checked.
-    pub bytes: u64,
-    /// Every finding, in directory order.
-    pub problems: Vec<Problem>,
-}
-
-impl VerifyReport {
-    /// Number of problems of severity error.
-    pub fn errors(&self) -> usize {
-        self.problems
-            .iter()
-            .filter(|p| p.severity == Severity::Error)
-            .count()
-    }
-    /// Number of problems of severity warning.
-    pub fn warnings(&self) -> usize {
-        self.problems.len() - self.errors()
-    }
-}
-
-/// Result of [`Backup::reindex`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ReindexReport {
-    /// Segments looked at.
-    pub segments: u64,
-    /// Segments whose index files were rewritten.
-    pub rebuilt: u64,
-    /// Segments that could not be indexed (damaged), with the reason.
-    pub failed: Vec<(PathBuf, String)>,
-}
-
-fn list_dir(dir: &Path) -> Result<Vec<(String, PathBuf, bool)>> {
+pub(crate) fn list_dir(dir: &Path) -> Result<Vec<(String, PathBuf, bool)>> {
     let rd = std::fs::read_dir(dir).map_err(|e| Error::io(e, "list directory", dir))?;
     let mut out = Vec::new();
     for entry in rd {
@@ -298,43 +237,6 @@ impl Backup {
         })
     }
 
-    /// Checks every file: CRCs, headers, names, index agreement, the segment chain.
-    pub fn verify(&self) -> Result<VerifyReport> {
-        self.verify_with_progress(&mut |_| {})
-    }
-
-    /// [`Backup::verify`], calling `progress` with the size of each segment file once it is
-    /// checked (for progress bars; [`Backup::segment_bytes`] gives the total).
-    pub fn verify_with_progress(&self, progress: &mut dyn FnMut(u64)) -> Result<VerifyReport> {
-        let mut rep = VerifyReport {
-            ok: true,
-            segments: 0,
-            records: 0,
-            bytes: 0,
-            problems: Vec::new(),
-        };
-        let topics_dir = layout::topics_dir(&self.root);
-        if !topics_dir.is_dir() {
-            problem(
-                &mut rep,
-                Severity::Warning,
-                &topics_dir,
-                None,
-                "no topics directory: the backup holds no data yet".into(),
-            );
-        } else {
-            for (name, path, is_dir) in list_dir(&topics_dir)? {
-                if !is_dir || layout::validate_topic_name(&name).is_err() {
-                    problem(&mut rep, Severity::Warning, &path, None, "unexpected entry in topics/ (not a topic directory); remove it if it is not yours".into());
-                    continue;
-                }
-                self.verify_topic(&name, &path, &mut rep, progress)?;
-            }
-        }
-        rep.ok = rep.errors() == 0;
-        Ok(rep)
-    }
-
     /// Total size of every segment file of the backup: what [`Backup::verify`] reads.
     pub fn segment_bytes(&self) -> Result<u64> {
         let mut total = 0;
@@ -349,242 +251,6 @@ impl Backup {
         }
         Ok(total)
     }
-
-    fn verify_topic(
-        &self,
-        topic: &str,
-        dir: &Path,
-        rep: &mut VerifyReport,
-        progress: &mut dyn FnMut(u64),
-    ) -> Result<()> {
-        match manifest::read_topic_manifest(&self.root, topic) {
-            Ok(Some(_)) => {}
-            Ok(None) => problem(rep, Severity::Warning, &dir.join(layout::TOPIC_MANIFEST), None,
-                "topic manifest missing: a restore cannot re-create the topic with its partition count and configs; create the topic by hand or let the sink rewrite it".into()),
-            Err(e) => problem(rep, Severity::Error, &dir.join(layout::TOPIC_MANIFEST), None, e.to_string()),
-        }
-        for (name, path, is_dir) in list_dir(dir)? {
-            if name == layout::TOPIC_MANIFEST {
-                continue;
-            }
-            match layout::parse_partition_dir_name(&name) {
-                Some(p) if is_dir => self.verify_partition(topic, p, &path, rep, progress)?,
-                _ => problem(
-                    rep,
-                    Severity::Warning,
-                    &path,
-                    None,
-                    "unexpected entry in a topic directory; remove it if it is not yours".into(),
-                ),
-            }
-        }
-        Ok(())
-    }
-
-    fn verify_partition(
-        &self,
-        topic: &str,
-        partition: i32,
-        dir: &Path,
-        rep: &mut VerifyReport,
-        progress: &mut dyn FnMut(u64),
-    ) -> Result<()> {
-        let segments = layout::list_segments(dir)?;
-        for (name, path, _) in list_dir(dir)? {
-            let known = layout::parse_segment_file_name(&name).is_some()
-                || name == layout::GROUP_OFFSETS_LOG
-                || name == layout::WRITER_LOCK
-                || name == offsets_log::LOCK_FILE
-                || [layout::OFFSET_INDEX_EXT, layout::TIME_INDEX_EXT]
-                    .iter()
-                    .any(|ext| {
-                        name.strip_suffix(ext)
-                            .and_then(|s| s.strip_suffix('.'))
-                            .and_then(|base| {
-                                layout::parse_segment_file_name(&format!("{base}.segment"))
-                            })
-                            .is_some_and(|b| segments.iter().any(|(s, _)| *s == b))
-                    });
-            if !known {
-                problem(rep, Severity::Warning, &path, None, "unexpected file in a partition directory (not a segment, index or group-offsets log, or an index without its segment)".into());
-            }
-        }
-        self.verify_offsets_log(&dir.join(layout::GROUP_OFFSETS_LOG), rep);
-        let mut prev_last: Option<(i64, PathBuf)> = None;
-        for (i, (base, path)) in segments.iter().enumerate() {
-            let is_last = i + 1 == segments.len();
-            rep.segments += 1;
-            let len = std::fs::metadata(path)
-                .map_err(|e| Error::io(e, "stat segment", path))?
-                .len();
-            rep.bytes += len;
-            progress(len);
-            let scan = match segment::scan(path) {
-                Ok(Some(s)) => s,
-                Ok(None) => {
-                    let sev = if is_last {
-                        Severity::Warning
-                    } else {
-                        Severity::Error
-                    };
-                    problem(rep, sev, path, Some(len), "segment shorter than its header (interrupted while being created); the sink removes it when it reopens the partition".into());
-                    continue;
-                }
-                Err(Error::Corrupt {
-                    path,
-                    position,
-                    detail,
-                }) => {
-                    problem(
-                        rep,
-                        Severity::Error,
-                        &path,
-                        Some(position),
-                        format!(
-                            "{detail}; the records from here on cannot be restored from this file"
-                        ),
-                    );
-                    prev_last = None;
-                    continue;
-                }
-                Err(e) => {
-                    problem(rep, Severity::Error, path, None, e.to_string());
-                    prev_last = None;
-                    continue;
-                }
-            };
-            let h = &scan.header;
-            if h.topic != topic || h.partition != partition || h.base_offset != *base {
-                problem(rep, Severity::Error, path, Some(0), format!(
-                    "header says {}-{} base offset {}, but the file is {topic}-{partition} base offset {base}",
-                    h.topic, h.partition, h.base_offset));
-            }
-            rep.records += scan.records;
-            if let Some((pos, why)) = &scan.torn {
-                if is_last {
-                    problem(rep, Severity::Warning, path, Some(*pos), format!("torn write at the end of the partition ({why}); not restored, the sink truncates it and fetches the records again when it reopens the partition"));
-                } else {
-                    problem(rep, Severity::Error, path, Some(*pos), format!("damaged end of a segment that is not the last one ({why}); records after this position are lost from this file"));
-                }
-            }
-            if let Some((last, prev_path)) = &prev_last {
-                if h.prev_last_offset != *last {
-                    problem(rep, Severity::Error, path, Some(20), format!(
-                        "segment chain broken: this segment follows offset {} but the previous file {} ends at offset {last}; a segment is missing between them",
-                        h.prev_last_offset, prev_path.display()));
-                }
-                if *base <= *last {
-                    problem(
-                        rep,
-                        Severity::Error,
-                        path,
-                        Some(0),
-                        format!("segment overlaps the previous one (base offset {base} <= {last})"),
-                    );
-                }
-            }
-            let files = index::encode_files(h.base_offset, h.index_interval_bytes, &scan.indexes);
-            match index::compare(path, &files)? {
-                IndexState::Valid => {}
-                IndexState::Missing(f) => problem(
-                    rep,
-                    Severity::Warning,
-                    Path::new(&f),
-                    None,
-                    "index file missing; run `kbackup reindex` to rebuild it".into(),
-                ),
-                IndexState::Stale { file, position } if scan.torn.is_some() && is_last => problem(
-                    rep,
-                    Severity::Warning,
-                    Path::new(&file),
-                    Some(position),
-                    "index covers a torn tail; the sink rebuilds it when it reopens the partition"
-                        .into(),
-                ),
-                IndexState::Stale { file, position } => problem(
-                    rep,
-                    Severity::Error,
-                    Path::new(&file),
-                    Some(position),
-                    "index disagrees with its segment (damaged or stale); indexes are derived \
-                     data, so no record is lost: run `kbackup reindex` to rebuild it from the \
-                     segment"
-                        .into(),
-                ),
-            }
-            prev_last = scan.last_offset.map(|l| (l, path.clone()));
-        }
-        Ok(())
-    }
-
-    /// Checks a partition's group-offsets log: every entry's CRC, the header and version.
-    fn verify_offsets_log(&self, log: &Path, rep: &mut VerifyReport) {
-        match offsets_log::check(log) {
-            Ok(None) => {}
-            Ok(Some(scan)) => {
-                if let Some((pos, why)) = scan.torn {
-                    problem(rep, Severity::Warning, log, Some(pos), format!("torn append at the end of the group-offsets log ({why}); ignored by readers, cut off by the next capture"));
-                }
-            }
-            Err(Error::Corrupt {
-                path,
-                position,
-                detail,
-            }) => problem(rep, Severity::Error, &path, Some(position), format!("{detail}; the consumer-group positions of this partition cannot be restored from this file")),
-            Err(e) => problem(rep, Severity::Error, log, None, e.to_string()),
-        }
-    }
-
-    /// Rebuilds every index file that is missing or disagrees with its segment.
-    pub fn reindex(&self) -> Result<ReindexReport> {
-        let mut rep = ReindexReport {
-            segments: 0,
-            rebuilt: 0,
-            failed: Vec::new(),
-        };
-        for topic in self.topics()? {
-            for p in self.partitions(&topic)? {
-                let dir =
-                    layout::partition_dir(&self.root, &TopicPartition::new(topic.clone(), p))?;
-                let segments = layout::list_segments(&dir)?;
-                let n = segments.len();
-                for (i, (_, path)) in segments.into_iter().enumerate() {
-                    rep.segments += 1;
-                    // A torn tail is only an interrupted write in the last segment; elsewhere
-                    // records are missing, and an index of what is left would hide that.
-                    let res = segment::scan_file(&path).and_then(|scan| match &scan.torn {
-                        Some((pos, why)) if i + 1 < n => Err(Error::corrupt(
-                            &path,
-                            *pos,
-                            format!("{why} in a segment that is not the partition's last"),
-                        )),
-                        _ => index::ensure_scanned(&path, &scan),
-                    });
-                    match res {
-                        Ok(true) => rep.rebuilt += 1,
-                        Ok(false) => {}
-                        Err(e) => rep.failed.push((path, e.to_string())),
-                    }
-                }
-            }
-        }
-        Ok(rep)
-    }
-}
-
-fn problem(
-    rep: &mut VerifyReport,
-    severity: Severity,
-    file: &Path,
-    position: Option<u64>,
-    message: String,
-) {
-    rep.problems.push(Problem {
-        severity,
-        file: file.to_path_buf(),
-        position,
-        message,
-    });
 }
 
 /// The currently open segment of a [`PartitionReader`].

@@ -1,4 +1,5 @@
-//! The record model shared by the sink, the readers, the JNI codec and the CLI.
+//! The domain types shared by the sink, the readers, the restore, the JNI codec and the CLI:
+//! records, topic partitions, batch entries and acknowledgements.
 //!
 //! It mirrors what a Kafka consumer sees of a record, byte for byte: null stays distinct from
 //! empty, header order and duplicate header keys are kept, and the timestamp type travels with
@@ -120,6 +121,48 @@ impl TopicPartitionOffset {
     pub fn topic_partition(&self) -> TopicPartition {
         TopicPartition::new(self.topic.clone(), self.partition)
     }
+}
+
+/// A record together with the topic and partition it belongs to (one entry of a batch).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchRecord {
+    /// Topic name.
+    pub topic: String,
+    /// Partition number.
+    pub partition: i32,
+    /// The record.
+    pub record: Record,
+}
+
+/// One acknowledgement: the original offset of a restored record and the offset it got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ack {
+    /// Original (backup) topic.
+    pub topic: String,
+    /// Partition number.
+    pub partition: i32,
+    /// Offset of the record in the backup.
+    pub original_offset: i64,
+    /// Offset the record received in the target cluster.
+    pub new_offset: i64,
+}
+
+/// A record of a batch buffer, borrowed from the buffer.
+///
+/// `body` is the byte range from the record's offset field through its last header: exactly a
+/// segment record body, so the sink appends it without decoding the key, value and headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchRecordRef<'a> {
+    /// Topic name.
+    pub topic: &'a str,
+    /// Partition number.
+    pub partition: i32,
+    /// Original offset.
+    pub offset: i64,
+    /// Timestamp (ms).
+    pub timestamp: i64,
+    /// The record body as laid out in docs/format.md ("Record body").
+    pub body: &'a [u8],
 }
 
 #[cfg(test)]

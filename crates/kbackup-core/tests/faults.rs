@@ -7,9 +7,9 @@
 //! fsync lost) must hold every offset reported durable; at the end the files hold every
 //! record exactly once and verify clean. The fault state is global: tests run one at a time.
 
-use kbackup_core::codec::BatchRecord;
 use kbackup_core::faults::{self, Op};
 use kbackup_core::layout;
+use kbackup_core::record::BatchRecord;
 use kbackup_core::record::{Record, TimestampType, TopicPartition};
 use kbackup_core::segment::{self, Frame};
 use kbackup_core::sink::{BackupSink, SinkConfig};

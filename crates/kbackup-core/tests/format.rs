@@ -2,12 +2,14 @@
 
 mod common;
 
-use kbackup_core::codec::{encode_batch, BatchRecord};
+use kbackup_core::codec::encode_batch;
 use kbackup_core::index;
 use kbackup_core::layout;
-use kbackup_core::reader::{Backup, Severity};
+use kbackup_core::reader::Backup;
+use kbackup_core::record::BatchRecord;
 use kbackup_core::record::{Header, Record, TimestampType, TopicPartition, TopicPartitionOffset};
 use kbackup_core::sink::{BackupSink, SinkConfig};
+use kbackup_core::verify::Severity;
 use kbackup_core::Error;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -372,7 +374,7 @@ fn index_rebuild_equals_the_written_index_and_stale_indexes_are_found() {
     assert!(written.0.len() > index::INDEX_HEADER_LEN + 10 * index::INDEX_ENTRY_LEN);
     std::fs::remove_file(&oi).unwrap();
     std::fs::write(&ti, b"junk").unwrap();
-    index::rebuild(&seg).unwrap();
+    kbackup_core::verify::rebuild_index(&seg).unwrap();
     assert_eq!(
         (std::fs::read(&oi).unwrap(), std::fs::read(&ti).unwrap()),
         written

@@ -4,11 +4,11 @@
 //! Regenerate v1 (only when introducing it, never after release) with
 //! `KBACKUP_REGEN_GOLDEN=1 cargo test -p kbackup-core --test golden -- --ignored`.
 
-use kbackup_core::codec::BatchRecord;
 use kbackup_core::index;
 use kbackup_core::layout;
 use kbackup_core::offsets_log::{self, GroupOffsetEntry};
 use kbackup_core::reader::Backup;
+use kbackup_core::record::BatchRecord;
 use kbackup_core::record::{Header, Record, TimestampType};
 use kbackup_core::sink::{BackupSink, SinkConfig};
 use std::path::PathBuf;
@@ -263,4 +263,35 @@ fn golden_group_offsets_v1_is_rewritten_as_the_current_version_on_append() {
     let scan = offsets_log::check(&p).unwrap().unwrap();
     assert_eq!(scan.version, Some(offsets_log::FORMAT_VERSION));
     assert_eq!(scan.entries, want);
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// The fixtures of every file kind together, as a backup holds them: `verify` (which runs the
+/// one version check and the one frame scanner on each) finds nothing wrong, and the group
+/// positions read back from inside the backup.
+#[test]
+fn golden_fixtures_of_every_file_kind_verify_clean_in_one_backup() {
+    let d = tempfile::tempdir().unwrap();
+    copy_dir(&golden_v1(), d.path());
+    for (version, partition) in [(1u16, 0), (2, 1)] {
+        let tp = kbackup_core::record::TopicPartition::new("golden", partition);
+        let log = layout::group_offsets_log(d.path(), &tp);
+        std::fs::copy(golden_offsets_log(version), &log).unwrap();
+        let latest = offsets_log::latest_per_group(&log).unwrap();
+        assert_eq!(latest["orders-app"].committed_offset, 40, "v{version}");
+    }
+    let v = Backup::open(d.path()).unwrap().verify().unwrap();
+    assert!(v.ok && v.problems.is_empty(), "{:?}", v.problems);
+    assert_eq!(v.records, 44);
 }

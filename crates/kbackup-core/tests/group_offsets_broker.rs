@@ -4,8 +4,8 @@
 //! test_core_against_broker.py runs them with `KBACKUP_TEST_BOOTSTRAP` naming the test bed's
 //! broker.
 
-use kbackup_core::codec::{Ack, BatchRecord};
 use kbackup_core::groups::{CaptureConfig, GroupOffsetCapture};
+use kbackup_core::record::{Ack, BatchRecord};
 use kbackup_core::record::{Record, TimestampType, TopicPartition, TopicPartitionOffset};
 use kbackup_core::restore::{self, CommitState, Polled, RestoreSource, SourceConfig};
 use kbackup_core::sink::{BackupSink, SinkConfig};

@@ -5,9 +5,9 @@
 //! (`KBACKUP_TEST_BOOTSTRAP=127.0.0.1:PORT cargo test -p kbackup-core --test kafka_broker --
 //! --ignored`).
 
-use kbackup_core::codec::BatchRecord;
 use kbackup_core::kafka;
 use kbackup_core::reader::Backup;
+use kbackup_core::record::BatchRecord;
 use kbackup_core::record::{Record, TimestampType};
 use kbackup_core::sink::{BackupSink, SinkConfig};
 use std::collections::BTreeMap;

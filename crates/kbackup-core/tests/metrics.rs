@@ -3,7 +3,7 @@
 
 mod common;
 
-use kbackup_core::codec::BatchRecord;
+use kbackup_core::record::BatchRecord;
 use kbackup_core::record::TopicPartition;
 use kbackup_core::segment::FRAME_PREFIX_LEN;
 use kbackup_core::sink::{BackupSink, SinkConfig};

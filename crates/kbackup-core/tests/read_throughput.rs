@@ -2,7 +2,7 @@
 //! `KBACKUP_BIG_DIR=/tmp/big cargo test --release -p kbackup-core --test read_throughput -- --ignored`
 //! then `time kbackup verify -q /tmp/big`.
 
-use kbackup_core::codec::BatchRecord;
+use kbackup_core::record::BatchRecord;
 use kbackup_core::record::{Record, TimestampType};
 use kbackup_core::sink::{BackupSink, SinkConfig};
 

@@ -7,9 +7,9 @@
 
 mod common;
 
-use kbackup_core::codec::BatchRecord;
 use kbackup_core::layout;
 use kbackup_core::reader::Backup;
+use kbackup_core::record::BatchRecord;
 use kbackup_core::record::{Record, TopicPartition};
 use kbackup_core::sink::{BackupSink, SinkConfig};
 use std::fs::OpenOptions;

@@ -3,9 +3,12 @@
 //! Segments and the group-offsets log (version 2) store entries as `u32 body_len ,
 //! u32 crc(body_len) , u32 crc(body) , body` (docs/format.md, "Record frame"). Every reader and
 //! writer decides "interrupted last write, safe to cut" versus "damage, report and refuse" here,
-//! so verify, cat, the restore, reindex and the writers' open can never disagree.
+//! so verify, cat, the restore, reindex and the writers' open can never disagree; and
+//! [`scan`] is the one loop that walks a framed log for both file kinds.
 
+use crate::error::{Error, Result};
 use std::ops::Range;
+use std::path::Path;
 
 /// Bytes before each body: length, length CRC, body CRC.
 pub const PREFIX_LEN: usize = 12;
@@ -123,6 +126,69 @@ pub fn wanted_len(prefix: &[u8], max_body: u32) -> usize {
     } else {
         PREFIX_LEN
     }
+}
+
+/// Where [`scan`] reads frames from: a file's bytes in memory ([`InMemory`]) or a file read
+/// piece by piece (`segment::SegmentFile`).
+pub trait FrameSource {
+    /// What is at `pos`, with the torn/corrupt rules of [`check`]; ranges are file positions.
+    fn check_frame(&mut self, pos: usize) -> Result<Check>;
+    /// The bytes of a body that [`FrameSource::check_frame`] found complete.
+    fn body(&mut self, range: Range<usize>) -> Result<&[u8]>;
+}
+
+/// A file's bytes in memory, with the frame check of its version (`check(data, pos)`).
+pub struct InMemory<'a, F> {
+    /// The whole file.
+    pub data: &'a [u8],
+    /// The frame rule: [`check`] with the kind's body limits, or a legacy rule.
+    pub check: F,
+}
+
+impl<F: FnMut(&[u8], usize) -> Check> FrameSource for InMemory<'_, F> {
+    fn check_frame(&mut self, pos: usize) -> Result<Check> {
+        Ok((self.check)(self.data, pos))
+    }
+    fn body(&mut self, range: Range<usize>) -> Result<&[u8]> {
+        Ok(&self.data[range])
+    }
+}
+
+/// Where a [`scan`] stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scanned {
+    /// Position after the last complete frame: the valid length of the file.
+    pub end: usize,
+    /// Set when the file ends in an interrupted write: (position, what).
+    pub torn: Option<(u64, String)>,
+}
+
+/// THE frame scanner of every framed log (segments, group-offsets log): walks the frames from
+/// `start` and hands each body to `visit` with its frame's position. It stops at the end or at
+/// a torn tail (reported in the answer); a corrupt frame is an [`Error::Corrupt`] at its
+/// position, its detail prefixed with `label`. `visit` rejects a body by returning an error.
+pub fn scan<S: FrameSource + ?Sized>(
+    src: &mut S,
+    path: &Path,
+    start: usize,
+    label: &str,
+    mut visit: impl FnMut(usize, &[u8]) -> Result<()>,
+) -> Result<Scanned> {
+    let mut pos = start;
+    let torn = loop {
+        match src.check_frame(pos)? {
+            Check::End => break None,
+            Check::Torn(why) => break Some((pos as u64, why)),
+            Check::Corrupt(why) => {
+                return Err(Error::corrupt(path, pos as u64, format!("{label}{why}")))
+            }
+            Check::Complete { body, next } => {
+                visit(pos, src.body(body)?)?;
+                pos = next;
+            }
+        }
+    };
+    Ok(Scanned { end: pos, torn })
 }
 
 #[cfg(test)]

@@ -1,0 +1,199 @@
+//! Reading a segment piecewise with positioned reads (docs/format.md, "Torn tail versus
+//! corruption": why never a memory mapping).
+
+use super::{corrupt_frame, record_frame, Frame, SegmentHeader, FRAME_PREFIX_LEN};
+use crate::error::{Error, Result};
+use crate::format::body::{self, MAX_BODY_LEN, MIN_BODY};
+use crate::format::bytes::Cursor;
+use crate::format::frame::{self, Check, FrameSource};
+use crate::record::Record;
+use std::fs::File;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+/// Bytes read at once; a frame larger than this is read whole.
+const READ_CHUNK: usize = 256 * 1024;
+/// The longest possible segment header (`header_len` is a u16).
+const HEADER_MAX: usize = u16::MAX as usize;
+
+/// A segment opened for reading with positioned reads (`pread`) into a buffer.
+///
+/// Never memory-mapped: a file that shrinks while it is read (the sink cutting a torn tail,
+/// an operator, a broken volume) must not kill the process with SIGBUS, least of all a
+/// Connect worker. A shorter file simply ends earlier, and the frame rules turn that into a
+/// clean end, a torn tail or an error. Bytes appended after [`SegmentFile::open`] are not
+/// read, as with a mapping taken at open.
+pub struct SegmentFile {
+    path: PathBuf,
+    file: File,
+    /// End of the readable bytes: the length at open, lowered if a read finds the file shorter.
+    len: u64,
+    buf: Vec<u8>,
+    /// File position of `buf[0]`.
+    buf_pos: u64,
+}
+
+impl SegmentFile {
+    /// Opens a segment for reading.
+    pub fn open(path: &Path) -> Result<SegmentFile> {
+        let file = File::open(path).map_err(|e| Error::io(e, "open segment", path))?;
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io(e, "stat segment", path))?
+            .len();
+        Ok(SegmentFile {
+            path: path.to_path_buf(),
+            file,
+            len,
+            buf: Vec::new(),
+            buf_pos: 0,
+        })
+    }
+
+    /// The segment's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Bytes readable: the length at open, or less if the file was found shorter since.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// True when the file holds no byte.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Up to `n` bytes from `pos`, fewer only at the end of the file. Valid until the next call.
+    fn window(&mut self, pos: u64, n: usize) -> Result<&[u8]> {
+        let end = self.len.min(pos.saturating_add(n as u64));
+        if pos >= end {
+            return Ok(&[]);
+        }
+        let buf_end = self.buf_pos + self.buf.len() as u64;
+        if pos < self.buf_pos || end > buf_end {
+            let size = ((end - pos) as usize)
+                .max(READ_CHUNK)
+                .min((self.len - pos) as usize);
+            if self.buf.capacity() > 4 * READ_CHUNK && size <= READ_CHUNK {
+                self.buf = Vec::new(); // after a huge record, give the memory back
+            }
+            self.buf.resize(size, 0);
+            let got = read_full_at(&self.file, &mut self.buf, pos)
+                .map_err(|e| Error::io(e, "read segment", &self.path))?;
+            self.buf.truncate(got);
+            self.buf_pos = pos;
+            if got < size {
+                // The file shrank since it was opened: it now ends here.
+                log::debug!(
+                    "{}: file shrank to {} bytes while being read",
+                    self.path.display(),
+                    pos + got as u64
+                );
+                self.len = pos + got as u64;
+            }
+        }
+        let end = end.min(self.len);
+        let from = (pos - self.buf_pos) as usize;
+        let to = ((end - self.buf_pos) as usize).max(from);
+        Ok(&self.buf[from..to])
+    }
+
+    /// Whether every byte from `pos` to the end of the file is zero.
+    fn zero_to_end(&mut self, mut pos: u64) -> Result<bool> {
+        loop {
+            let w = self.window(pos, READ_CHUNK)?;
+            if w.is_empty() {
+                return Ok(true);
+            }
+            if w.iter().any(|&b| b != 0) {
+                return Ok(false);
+            }
+            pos += w.len() as u64;
+        }
+    }
+
+    /// Decodes and checks the header (`Ok(None)`: a torn creation, see
+    /// [`SegmentHeader::decode`]).
+    pub fn header(&mut self) -> Result<Option<SegmentHeader>> {
+        let path = self.path.clone();
+        SegmentHeader::decode(&path, self.window(0, HEADER_MAX)?)
+    }
+
+    /// Reads the frame at `pos`, with exactly the rules of [`super::read_frame`].
+    pub fn read_frame(&mut self, pos: usize) -> Result<Frame> {
+        match self.check_frame(pos)? {
+            Check::Complete { body, next } => {
+                let bytes = self.body(body.clone())?;
+                Ok(record_frame(body, next, bytes))
+            }
+            Check::End => Ok(Frame::End),
+            Check::Torn(why) => Ok(Frame::Torn(why)),
+            Check::Corrupt(why) => Ok(corrupt_frame(&why)),
+        }
+    }
+
+    /// Decodes the body of a record located by [`SegmentFile::read_frame`].
+    pub fn decode_body(&mut self, range: Range<usize>) -> Result<Record> {
+        let start = range.start as u64;
+        let path = self.path.clone();
+        let data = self.body(range)?;
+        body::decode(&mut Cursor::new(data)).map_err(|e| e.into_corrupt(&path, start))
+    }
+}
+
+impl FrameSource for SegmentFile {
+    /// Reads only the frame prefix, then the frame (or, for a zero prefix, checks for zero fill
+    /// to the end of the file).
+    fn check_frame(&mut self, pos: usize) -> Result<Check> {
+        let at = pos as u64;
+        let prefix = self.window(at, FRAME_PREFIX_LEN)?;
+        let zero_prefix = prefix.iter().all(|&b| b == 0);
+        let want = frame::wanted_len(prefix, MAX_BODY_LEN);
+        let zero_to_end = if zero_prefix && !prefix.is_empty() {
+            self.zero_to_end(at)?
+        } else {
+            false
+        };
+        let rest = self.window(at, want)?;
+        Ok(
+            match frame::check_at(rest, || zero_to_end, MIN_BODY as u32, MAX_BODY_LEN) {
+                Check::Complete { body, next } => Check::Complete {
+                    body: pos + body.start..pos + body.end,
+                    next: pos + next,
+                },
+                other => other,
+            },
+        )
+    }
+
+    fn body(&mut self, range: Range<usize>) -> Result<&[u8]> {
+        let (start, n) = (range.start, range.len());
+        let path = self.path.clone();
+        let data = self.window(start as u64, n)?;
+        if data.len() < n {
+            return Err(Error::corrupt(
+                &path,
+                start as u64,
+                "record body vanished: the file was truncated while being read",
+            ));
+        }
+        Ok(data)
+    }
+}
+
+/// Reads until `buf` is full or the file ends; answers the bytes read.
+fn read_full_at(file: &File, buf: &mut [u8], pos: u64) -> std::io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let mut got = 0;
+    while got < buf.len() {
+        match file.read_at(&mut buf[got..], pos + got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}

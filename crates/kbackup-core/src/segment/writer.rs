@@ -1,0 +1,292 @@
+//! Appending to a segment and its index files: buffered, durable only on flush.
+
+use super::{SegmentHeader, SegmentScan, FRAME_PREFIX_LEN, MAX_BODY_LEN};
+use crate::error::{Error, Result};
+use crate::format::frame;
+use crate::index::{self, IndexBuilder};
+use crate::layout;
+use crate::perms::Perms;
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+/// Appends records to one segment and its two index files.
+///
+/// Writes go through `BufWriter`s; nothing is durable until [`SegmentWriter::flush`]. Finish a
+/// writer explicitly with [`SegmentWriter::finish`]; dropping it only flushes what the OS may
+/// or may not persist.
+pub struct SegmentWriter {
+    path: PathBuf,
+    out: BufWriter<SegFile>,
+    oidx: BufWriter<SegFile>,
+    tidx: BufWriter<SegFile>,
+    header: SegmentHeader,
+    builder: IndexBuilder,
+    len: u64,
+    records: u64,
+    last_offset: Option<i64>,
+    dirty: bool,
+}
+
+/// A file the writer appends to; its writes and fsyncs pass the fault-injection hooks.
+struct SegFile {
+    file: File,
+    path: PathBuf,
+}
+
+impl SegFile {
+    fn sync(&self) -> std::io::Result<()> {
+        crate::faults::fsync(&self.path, || self.file.sync_data())
+    }
+}
+
+impl Write for SegFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let f = &mut self.file;
+        crate::faults::write(&self.path, buf, |b| f.write(b))
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn open_append(path: &Path, op: &'static str) -> Result<SegFile> {
+    let file = OpenOptions::new()
+        .append(true)
+        .open(path)
+        .map_err(|e| Error::io(e, op, path))?;
+    Ok(SegFile {
+        file,
+        path: path.to_path_buf(),
+    })
+}
+
+/// Removes a segment and its index files; a missing file is fine.
+pub fn remove_segment_files(path: &Path) -> Result<()> {
+    for p in [
+        path.to_path_buf(),
+        layout::offset_index_path(path),
+        layout::time_index_path(path),
+    ] {
+        match std::fs::remove_file(&p) {
+            Ok(()) => crate::faults::removed(&p),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(e, "remove segment file", p)),
+        }
+    }
+    Ok(())
+}
+
+/// Cuts a segment back to `len` bytes and fsyncs it (its indexes are rebuilt on reopen).
+pub fn truncate_segment(path: &Path, len: u64) -> Result<()> {
+    let f = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|e| Error::io(e, "open segment to truncate", path))?;
+    f.set_len(len)
+        .map_err(|e| Error::io(e, "truncate segment", path))?;
+    crate::faults::truncated(path, len);
+    crate::faults::fsync(path, || f.sync_all()).map_err(|e| Error::io(e, "fsync segment", path))
+}
+
+impl SegmentWriter {
+    /// Creates a new segment (and its indexes) in `partition_dir`; fails if it already exists.
+    /// The caller fsyncs the directory before reporting the segment's records durable. The
+    /// files get `perms`.
+    pub fn create(
+        partition_dir: &Path,
+        header: SegmentHeader,
+        perms: Perms,
+    ) -> Result<SegmentWriter> {
+        let path = layout::segment_path(partition_dir, header.base_offset);
+        let f = perms
+            .create_new(&path)
+            .map_err(|e| Error::io(e, "create segment", &path))?;
+        // A half-created segment must not stay behind: its name may not match what comes next.
+        SegmentWriter::create_files(path.clone(), f, header, perms).inspect_err(|_| {
+            let _ = remove_segment_files(&path);
+        })
+    }
+
+    fn create_files(
+        path: PathBuf,
+        f: File,
+        header: SegmentHeader,
+        perms: Perms,
+    ) -> Result<SegmentWriter> {
+        let bytes = header.encode();
+        let mut out = SegFile {
+            file: f,
+            path: path.clone(),
+        };
+        out.write_all(&bytes)
+            .map_err(|e| Error::io(e, "write segment header", &path))?;
+        let mut idx_files = Vec::new();
+        for (ipath, magic) in [
+            (layout::offset_index_path(&path), index::OFFSET_INDEX_MAGIC),
+            (layout::time_index_path(&path), index::TIME_INDEX_MAGIC),
+        ] {
+            let f = perms
+                .create(&ipath)
+                .map_err(|e| Error::io(e, "create index", &ipath))?;
+            let mut f = SegFile {
+                file: f,
+                path: ipath.clone(),
+            };
+            f.write_all(&index::encode_header(
+                magic,
+                header.base_offset,
+                header.index_interval_bytes,
+            ))
+            .map_err(|e| Error::io(e, "write index header", &ipath))?;
+            idx_files.push(f);
+        }
+        let tidx = idx_files.pop().expect("two files");
+        let oidx = idx_files.pop().expect("two files");
+        Ok(SegmentWriter {
+            path,
+            out: BufWriter::with_capacity(256 * 1024, out),
+            oidx: BufWriter::new(oidx),
+            tidx: BufWriter::new(tidx),
+            builder: IndexBuilder::new(header.index_interval_bytes),
+            len: bytes.len() as u64,
+            header,
+            records: 0,
+            last_offset: None,
+            dirty: true,
+        })
+    }
+
+    /// Reopens an existing segment for appending after a scan: truncates a torn tail (with a
+    /// warning naming file and position) and rewrites index files that disagree with it.
+    pub fn reopen(path: &Path, scan: SegmentScan) -> Result<SegmentWriter> {
+        if let Some((pos, why)) = &scan.torn {
+            log::warn!(
+                "{}: torn write at byte {pos} ({why}); truncating {} bytes, the records will be \
+                 fetched again from Kafka",
+                path.display(),
+                scan.file_len - pos
+            );
+            truncate_segment(path, *pos)?;
+        }
+        let files = scan.index_files();
+        if index::compare(path, &files)? != index::IndexState::Valid {
+            log::info!(
+                "{}: rebuilding index files from the segment",
+                path.display()
+            );
+            index::write_files(path, &files)?;
+        }
+        // Continue the index where the files end (the scan saw every valid record).
+        let builder = scan.builder.clone();
+        Ok(SegmentWriter {
+            path: path.to_path_buf(),
+            out: BufWriter::with_capacity(256 * 1024, open_append(path, "open segment")?),
+            oidx: BufWriter::new(open_append(
+                &layout::offset_index_path(path),
+                "open offset index",
+            )?),
+            tidx: BufWriter::new(open_append(
+                &layout::time_index_path(path),
+                "open time index",
+            )?),
+            builder,
+            len: scan.valid_len,
+            header: scan.header,
+            records: scan.records,
+            last_offset: scan.last_offset,
+            // A previous writer may have died before its fsync: sync once before reporting.
+            dirty: true,
+        })
+    }
+
+    /// Appends one record given its encoded body (docs/format.md "record body").
+    pub fn append(&mut self, offset: i64, timestamp: i64, body: &[u8]) -> Result<()> {
+        if body.len() > MAX_BODY_LEN as usize {
+            return Err(Error::State(format!(
+                "record at offset {offset} is {} bytes, larger than the 2 GiB a segment frame holds",
+                body.len()
+            )));
+        }
+        let pos = self.len;
+        let prefix = frame::prefix(body);
+        self.out
+            .write_all(&prefix)
+            .and_then(|_| self.out.write_all(body))
+            .map_err(|e| Error::io(e, "append to segment", &self.path))?;
+        if let Some((o, t)) = self.builder.observe(offset, timestamp, pos) {
+            self.oidx
+                .write_all(&index::encode_entry(o.offset, o.position as i64))
+                .map_err(|e| Error::io(e, "append to offset index", &self.path))?;
+            if let Some(t) = t {
+                self.tidx
+                    .write_all(&index::encode_entry(t.timestamp, t.offset))
+                    .map_err(|e| Error::io(e, "append to time index", &self.path))?;
+            }
+        }
+        self.len += (FRAME_PREFIX_LEN + body.len()) as u64;
+        self.records += 1;
+        self.last_offset = Some(offset);
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// Writes buffered bytes and fsyncs the segment and both indexes.
+    pub fn flush(&mut self) -> Result<()> {
+        if !self.dirty {
+            return Ok(());
+        }
+        for w in [&mut self.out, &mut self.oidx, &mut self.tidx] {
+            w.flush()
+                .map_err(|e| Error::io(e, "write buffered data to", &w.get_ref().path))?;
+            w.get_ref()
+                .sync()
+                .map_err(|e| Error::io(e, "fsync", &w.get_ref().path))?;
+        }
+        self.dirty = false;
+        Ok(())
+    }
+
+    /// Flushes and closes the segment. On failure the buffers are dropped unwritten: the
+    /// caller must cut the file back to what it last saw durable (see [`Self::abandon`]).
+    pub fn finish(mut self) -> Result<()> {
+        let res = self.flush();
+        if res.is_err() {
+            self.abandon();
+        }
+        res
+    }
+
+    /// Drops the writer after an I/O error without writing its buffers (dropping a
+    /// `BufWriter` would write them, after the error, behind a possibly partial frame).
+    pub fn abandon(self) {
+        for w in [self.out, self.oidx, self.tidx] {
+            let _ = w.into_parts();
+        }
+    }
+
+    /// Path of the segment file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    /// The segment's header.
+    pub fn header(&self) -> &SegmentHeader {
+        &self.header
+    }
+    /// Bytes written so far (header included, buffered bytes included).
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+    /// True when the segment holds no record.
+    pub fn is_empty(&self) -> bool {
+        self.records == 0
+    }
+    /// Number of records.
+    pub fn record_count(&self) -> u64 {
+        self.records
+    }
+    /// Offset of the last record appended.
+    pub fn last_offset(&self) -> Option<i64> {
+        self.last_offset
+    }
+}
