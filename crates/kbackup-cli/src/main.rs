@@ -69,7 +69,7 @@ fn version() -> String {
     format!(
         "{} (backup format {})",
         kbackup_core::VERSION,
-        kbackup_core::manifest::FORMAT_VERSION
+        kbackup_core::format::FORMAT_VERSION
     )
 }
 

@@ -3,8 +3,8 @@
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use kbackup_core::codec::BatchRecord;
 use kbackup_core::layout;
+use kbackup_core::record::BatchRecord;
 use kbackup_core::record::{Header, Record, TimestampType, TopicPartition};
 use kbackup_core::sink::{BackupSink, SinkConfig};
 use serde_json::Value;

@@ -14,8 +14,7 @@ use crate::record::{TopicPartition, TopicPartitionOffset};
 
 // Compatibility: the types moved to `record` and the record body to `format::body`; these
 // keep the old `codec::` paths working (the sink, the restore, the CLI and prune's tests).
-pub(crate) use crate::format::body::encode as put_record_body;
-pub use crate::record::{Ack, BatchRecord, BatchRecordRef};
+use crate::record::{Ack, BatchRecord, BatchRecordRef};
 
 /// First byte of a batch buffer ('K').
 pub const BATCH_MAGIC: u8 = 0x4B;

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 // Defined once in `format`; these keep the old `manifest::` paths working.
-pub use crate::format::{FORMAT_NAME, FORMAT_VERSION, OLDEST_SUPPORTED};
+use crate::format::{FORMAT_NAME, FORMAT_VERSION};
 
 /// `DIR/kbackup.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -250,8 +250,8 @@ pub(crate) mod tests {
     /// A backup written by the sink: every file and directory in it (segments, indexes,
     /// manifests, lock files, group-offsets logs, rebuilt indexes).
     fn write_backup(root: &Path, file_mode: Option<&str>, max_segment: u64) {
-        use crate::codec::BatchRecord;
         use crate::offsets_log::{self, GroupOffsetEntry};
+        use crate::record::BatchRecord;
         use crate::record::{Record, TimestampType, TopicPartition};
         use crate::sink::{BackupSink, SinkConfig};
         let mut cfg = SinkConfig::new(root);

@@ -167,7 +167,6 @@ fn remove_segment(path: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec;
     use crate::record::{Record, TimestampType, TopicPartition};
     use crate::segment::{SegmentHeader, SegmentWriter};
 
@@ -185,7 +184,7 @@ mod tests {
             let mut w = SegmentWriter::create(
                 &dir,
                 SegmentHeader {
-                    version: manifest::FORMAT_VERSION,
+                    version: crate::format::FORMAT_VERSION,
                     header_len: 0,
                     partition,
                     base_offset: recs[0].0,
@@ -207,7 +206,7 @@ mod tests {
                     headers: vec![],
                 };
                 let mut body = Vec::new();
-                codec::put_record_body(&mut body, &r);
+                crate::format::body::encode(&mut body, &r);
                 w.append(offset, timestamp, &body).unwrap();
             }
             prev = recs.last().unwrap().0;

@@ -15,7 +15,6 @@ use crate::manifest::{self, RootMarker, TopicManifest};
 use crate::record::{Record, TopicPartition};
 use crate::segment::{Frame, SegmentFile};
 // The verify types moved to `verify`; these keep the old `reader::` paths working.
-pub use crate::verify::{Problem, ReindexReport, Severity, VerifyReport};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 

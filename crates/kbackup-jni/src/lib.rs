@@ -44,7 +44,7 @@ pub extern "system" fn Java_io_kbackup_connect_internal_Native_version<'l>(
         let v = format!(
             "kbackup-core {} (format version {})",
             kbackup_core::VERSION,
-            kbackup_core::manifest::FORMAT_VERSION
+            kbackup_core::format::FORMAT_VERSION
         );
         env.new_string(v)
             .map(|s| s.into_raw())

@@ -1,6 +1,6 @@
 //! `kbackup restore`: the restore without Kafka Connect.
 //!
-//! [`RestoreSource`](kbackup_core::restore::RestoreSource) (the engine behind the source
+//! [`RestoreSource`] (the engine behind the source
 //! connector) decides everything, and the core's standalone driver
 //! ([`kbackup_core::standalone::restore`]) plays Connect's part with a transactional producer,
 //! exactly once across kills. This command builds the config from the flags, shows progress,

@@ -3,7 +3,8 @@
 use super::progress::Progress;
 use super::{print_json, write_stdout};
 use clap::Args;
-use kbackup_core::reader::{Backup, Severity};
+use kbackup_core::reader::Backup;
+use kbackup_core::verify::Severity;
 use kbackup_core::Result;
 use std::fmt::Write as _;
 use std::path::PathBuf;

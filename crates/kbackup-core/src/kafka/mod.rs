@@ -1,6 +1,7 @@
 //! Kafka through librdkafka, for the CLI and the standalone drivers: the one client factory
-//! ([`client`]), the error mapping every call shares ([`errors`]), the admin calls
-//! ([`admin`]) and the cluster port over them ([`RdKafkaCluster`]).
+//! (`client.rs`: [`consumer`], [`producer`], [`admin_client`]), the error mapping every call
+//! shares (`errors.rs`), the admin calls (`admin.rs`) and the cluster port over them
+//! ([`RdKafkaCluster`]).
 //!
 //! Every failure becomes [`crate::Error::Kafka`] with a message naming the bootstrap servers,
 //! and connection problems are marked retriable. On the Connect path the same port is served

@@ -3,12 +3,12 @@
 use super::*;
 use super::{config::*, plan::*, state::*};
 use crate::cluster::ClusterClient;
-use crate::codec::{Ack, BatchRecord};
 use crate::error::{Error, Result};
 use crate::kafka::RdKafkaCluster;
 use crate::metrics::{SourceMetrics, SourcePartitionMetrics};
 use crate::reader::{Backup, PartitionReader};
 use crate::reconcile::{KafkaTargetLog, TargetLog};
+use crate::record::{Ack, BatchRecord};
 use crate::record::{TopicPartition, TopicPartitionOffset};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};

@@ -22,10 +22,11 @@ impl PollFlags for RestoreSource {
 }
 use crate::cluster::testing::Refusing;
 use crate::cluster::ClusterClient;
-use crate::codec::{Ack, BatchRecord, FLAG_FINISHED, FLAG_WAITING_FOR_ACKS};
+use crate::codec::{FLAG_FINISHED, FLAG_WAITING_FOR_ACKS};
 use crate::error::Result;
 use crate::kafka::RdKafkaCluster;
 use crate::reconcile::{self, TargetLog};
+use crate::record::{Ack, BatchRecord};
 use crate::record::{TopicPartition, TopicPartitionOffset};
 use crate::translate::{NewOffsets, Target};
 use crate::{layout, offsets_log};

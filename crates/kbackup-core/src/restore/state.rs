@@ -121,7 +121,7 @@ impl PartitionState {
     }
 
     /// Applies the acknowledgement of the NEXT record of the partition (acknowledgements must
-    /// come in original-offset order: the engine orders them, see [`AckQueue`]); returns true if
+    /// come in original-offset order: the engine orders them, see [`super::AckQueue`]); returns true if
     /// translation data changed (save at once). A record at or below the acknowledged prefix is
     /// ignored.
     ///
@@ -273,7 +273,7 @@ pub(super) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<O
     })
 }
 
-/// Written once per target topic by [`prepare`]: whether the restore created it and which
+/// Written once per target topic by [`super::prepare`]: whether the restore created it and which
 /// configs it must get once every partition is restored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopicState {

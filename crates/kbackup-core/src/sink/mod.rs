@@ -16,12 +16,15 @@ use manifests::*;
 use partition::*;
 
 use crate::cluster::ClusterClient;
-use crate::codec::{self, BatchRecord};
+use crate::codec;
 use crate::error::{Error, Result};
+use crate::format::body;
+use crate::format::FORMAT_VERSION;
 use crate::groups::{CaptureConfig, GroupOffsetCapture};
 use crate::kafka::RdKafkaCluster;
-use crate::manifest::{self, FORMAT_VERSION};
+use crate::manifest;
 use crate::perms::Perms;
+use crate::record::BatchRecord;
 use crate::record::{TopicPartition, TopicPartitionOffset};
 use crate::segment::{SegmentHeader, SegmentWriter, FRAME_PREFIX_LEN};
 use std::collections::{BTreeSet, HashMap};
@@ -225,7 +228,7 @@ impl BackupSink {
         let mut res = Ok(());
         for r in records {
             scratch.clear();
-            codec::put_record_body(&mut scratch, &r.record);
+            body::encode(&mut scratch, &r.record);
             res = self.append(
                 &r.topic,
                 r.partition,

@@ -1,10 +1,10 @@
 //! The standalone backup loop: a consistent snapshot per partition (`until caught up`, the
 //! end offsets seen at start) or a continuous backup until asked to stop.
 
-use crate::codec::BatchRecord;
 use crate::error::{Error, Result};
 use crate::groups::{CaptureConfig, GroupOffsetCapture};
 use crate::kafka::{self, RdKafkaCluster, CONNECT_TIMEOUT};
+use crate::record::BatchRecord;
 use crate::record::{Header, Record, TimestampType, TopicPartition, TopicPartitionOffset};
 use crate::sink::{BackupSink, SinkConfig};
 use rdkafka::consumer::Consumer;

@@ -13,12 +13,12 @@
 //! counted.
 
 use crate::cluster::ClusterClient;
-use crate::codec::{Ack, BatchRecord};
 use crate::error::{Error, Result};
 use crate::kafka::{self, RdKafkaCluster};
 use crate::reader::Backup;
 use crate::reconcile::KafkaTargetLog;
 use crate::record::TopicPartitionOffset;
+use crate::record::{Ack, BatchRecord};
 use crate::restore::SourceConfig;
 use crate::restore::{self, CommitState, PartitionState, Polled, RestoreSource, RestoreStatus};
 use rdkafka::client::ClientContext;
