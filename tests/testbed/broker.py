@@ -9,7 +9,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Optional
 
-from testbed.jvm import JvmService, java_argv, log4j2_config, write_props
+from testbed.jvm import JvmService, java_argv
 from testbed.procs import Process, TestbedError, free_port, run
 from testbed.tools import STORAGE_TOOL
 
@@ -75,11 +75,7 @@ class Broker(JvmService):
         return props
 
     def format(self) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.props_file = self.dir / "server.properties"
-        write_props(self.props_file, self._config())
-        self.log4j = self.dir / "log4j2.xml"
-        log4j2_config(self.log4j, self.log_file, quiet=[
+        self._write_config("server.properties", self._config(), quiet=[
             "kafka.request.logger", "kafka.log.LogCleaner", "state.change.logger",
             "org.apache.kafka.storage.internals.log", "kafka.log",
         ])
@@ -108,11 +104,8 @@ class Broker(JvmService):
         if self.process and self.process.running():
             return
         self.format()
-        argv = java_argv(self.libs, KAFKA_MAIN, [str(self.props_file)], heap="512m",
-                         log4j=self.log4j, extra_jvm=[f"-Dkafka.logs.dir={self.dir}"])
-        self.process = Process("broker", argv, stdout_file=self.dir / "broker.stdout",
-                               log_file=self.log_file, die_with_parent=self.die_with_parent)
-        self.process.start_and_wait(self._ready, timeout, f"broker at {self.bootstrap}")
+        self._launch("broker", KAFKA_MAIN, "broker.stdout", self._ready, timeout,
+                     f"broker at {self.bootstrap}")
 
     def _ready(self) -> bool:
         from confluent_kafka.admin import AdminClient

@@ -8,7 +8,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-from testbed.jvm import JvmService, java_argv, jmx_flags, log4j2_config, write_props
+from testbed.jvm import JvmService, jmx_flags
 from testbed.procs import Process, TestbedError, free_port, wait_until
 
 CONNECT_DISTRIBUTED = "org.apache.kafka.connect.cli.ConnectDistributed"
@@ -90,20 +90,12 @@ class ConnectWorker(JvmService):
     def _start_once(self, timeout: float) -> None:
         if self.process and self.process.running():
             return
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.props_file = self.dir / "connect-distributed.properties"
-        write_props(self.props_file, self._config())
-        self.log4j = self.dir / "log4j2.xml"
-        log4j2_config(self.log4j, self.log_file, quiet=[
+        self._write_config("connect-distributed.properties", self._config(), quiet=[
             "org.apache.kafka.clients", "org.apache.kafka.common", "org.reflections",
             "org.eclipse.jetty", "org.glassfish", "org.apache.kafka.connect.runtime.isolation",
         ])
-        argv = java_argv(self.libs, CONNECT_DISTRIBUTED, [str(self.props_file)], heap="512m",
-                         log4j=self.log4j, extra_jvm=[f"-Dkafka.logs.dir={self.dir}",
-                                                      *jmx_flags(self.jmx_port)])
-        self.process = Process(self.name, argv, stdout_file=self.dir / "connect.stdout",
-                               log_file=self.log_file, die_with_parent=self.die_with_parent)
-        self.process.start_and_wait(self._ready, timeout, f"Connect worker REST at {self.url}")
+        self._launch(self.name, CONNECT_DISTRIBUTED, "connect.stdout", self._ready, timeout,
+                     f"Connect worker REST at {self.url}", extra_jvm=jmx_flags(self.jmx_port))
 
     def _ready(self) -> bool:
         import requests

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 from testbed.procs import Process, TestbedError
 
@@ -91,11 +91,32 @@ def bind_failed(log_file: Path) -> bool:
 
 class JvmService:
     """A broker or worker JVM: `_start_once` starts it on its current ports and waits until
-    it is ready, `_new_ports` picks others."""
+    it is ready, `_new_ports` picks others. It lives in `dir`, logs to `log_file`."""
 
+    dir: Path
+    libs: Path
     log_file: Path
+    die_with_parent: bool = True
     process: Optional[Process] = None
     started_once = False
+
+    def _write_config(self, props_name: str, props: dict[str, Any], quiet: Iterable[str]) -> None:
+        """Writes its properties file and a log4j2 file logging to `log_file` (`quiet`
+        loggers at WARN)."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.props_file = self.dir / props_name
+        write_props(self.props_file, props)
+        self.log4j = self.dir / "log4j2.xml"
+        log4j2_config(self.log4j, self.log_file, quiet=quiet)
+
+    def _launch(self, name: str, main_class: str, stdout_name: str, ready: Callable[[], Any],
+                timeout: float, what: str, extra_jvm: Iterable[str] = ()) -> None:
+        """Runs `main_class` on its properties file and waits until `ready()`."""
+        argv = java_argv(self.libs, main_class, [str(self.props_file)], heap="512m",
+                         log4j=self.log4j, extra_jvm=[f"-Dkafka.logs.dir={self.dir}", *extra_jvm])
+        self.process = Process(name, argv, stdout_file=self.dir / stdout_name,
+                               log_file=self.log_file, die_with_parent=self.die_with_parent)
+        self.process.start_and_wait(ready, timeout, what)
 
     def _start_once(self, timeout: float) -> None:
         raise NotImplementedError
