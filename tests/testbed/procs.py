@@ -133,7 +133,8 @@ def cmdline(pid: int) -> str:
 _REGISTRY_LOCK = threading.Lock()
 _REGISTRY: list["Process"] = []
 _STARTED: list["Process"] = []  # every process ever started here, for leak checks
-_HANDLERS_INSTALLED = False
+_ATEXIT_INSTALLED = False
+_SIGNALS_INSTALLED = False
 
 
 def stop_all() -> None:
@@ -148,13 +149,16 @@ def stop_all() -> None:
 
 
 def _install_handlers() -> None:
-    global _HANDLERS_INSTALLED
-    if _HANDLERS_INSTALLED:
+    global _ATEXIT_INSTALLED, _SIGNALS_INSTALLED
+    with _REGISTRY_LOCK:
+        if not _ATEXIT_INSTALLED:
+            _ATEXIT_INSTALLED = True
+            atexit.register(stop_all)
+    # signal handlers can only be set from the main thread: a child started from another
+    # thread first leaves them to the next start from the main thread
+    if _SIGNALS_INSTALLED or threading.current_thread() is not threading.main_thread():
         return
-    _HANDLERS_INSTALLED = True
-    atexit.register(stop_all)
-    if threading.current_thread() is not threading.main_thread():
-        return
+    _SIGNALS_INSTALLED = True
     for sig in (signal.SIGTERM, signal.SIGHUP):
         previous = signal.getsignal(sig)
 
