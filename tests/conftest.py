@@ -21,15 +21,9 @@ from typing import Any, Callable, Iterator, Optional
 import pytest
 
 from testbed import security
-from testbed.kafka import (
-    BYTE_ARRAY_CONVERTER,
-    DEFAULT_WORK,
-    Cluster,
-    TestbedError,
-    _run_id,
-    leaked_processes,
-    wait_until,
-)
+from testbed.cluster import DEFAULT_WORK, Cluster, run_id
+from testbed.connect import BYTE_ARRAY_CONVERTER
+from testbed.procs import TestbedError, leaked_processes, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 DIST = Path(os.environ.get("KBACKUP_DIST", REPO / "dist"))
@@ -274,7 +268,7 @@ def check_no_secret_leaked(session) -> None:
     the bed made (testbed.security registers them) is looked for in every broker and worker log
     and stdout (grepped when each cluster is cleaned up, and here for what is left) and in every
     `kbackup` output; a hit fails the session naming the file and line, never the value."""
-    run_dir = Path(os.environ.get("KBACKUP_TESTBED_DIR") or DEFAULT_WORK / _run_id())
+    run_dir = Path(os.environ.get("KBACKUP_TESTBED_DIR") or DEFAULT_WORK / run_id())
     found = security.recorded_leaks()
     if run_dir.is_dir():
         found += security.leaks_in_tree(run_dir)
@@ -289,7 +283,7 @@ def failed_trace(rest, name: str, timeout: float = 120) -> str:
     """Waits for a task of connector `name` to fail and returns its stack trace."""
     import time
 
-    from testbed.kafka import ConnectError
+    from testbed.connect import ConnectError
 
     deadline = time.monotonic() + timeout
     last = None

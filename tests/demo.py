@@ -21,7 +21,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from testbed.kafka import BYTE_ARRAY_CONVERTER, CONSUMER_GROUPS, Cluster, wait_until  # noqa: E402
+from testbed.cluster import Cluster  # noqa: E402
+from testbed.connect import BYTE_ARRAY_CONVERTER  # noqa: E402
+from testbed.procs import wait_until  # noqa: E402
+from testbed.tools import CONSUMER_GROUPS  # noqa: E402
 
 KBACKUP = REPO / "dist" / "kbackup"
 TOPIC, GROUP, PARTITIONS = "orders", "billing", 3

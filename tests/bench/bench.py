@@ -19,7 +19,6 @@ import os
 import platform
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -31,28 +30,15 @@ from typing import Any, Callable, Optional
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests"))
 
-from testbed.kafka import (  # noqa: E402
-    BYTE_ARRAY_CONVERTER,
-    CONSUMER_PERF,
-    PRODUCER_PERF,
-    Cluster,
-    ConnectError,
-    TestbedError,
-    java_argv,
-    wait_until,
-)
+from testbed.cluster import Cluster  # noqa: E402
+from testbed.connect import BYTE_ARRAY_CONVERTER, ConnectError  # noqa: E402
+from testbed.procs import Process, TestbedError, run, wait_until  # noqa: E402
+from testbed.tools import CONSUMER_PERF, PRODUCER_PERF, tool_argv  # noqa: E402
 
 KBACKUP = REPO / "dist" / "kbackup"
 MIB = 1024 * 1024
 CONVERTERS = {f"{k}.converter": BYTE_ARRAY_CONVERTER for k in ("key", "value", "header")}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-TOOL_HEAP = "256m"  # the heap tests/testbed/kafka.py's run_tool gives Kafka's tools
-TOOL_LOG4J = """<?xml version="1.0" encoding="UTF-8"?>
-<Configuration status="WARN">
-  <Appenders><Console name="err" target="SYSTEM_ERR"><PatternLayout pattern="%p %c: %m%n"/></Console></Appenders>
-  <Loggers><Root level="WARN"><AppenderRef ref="err"/></Root></Loggers>
-</Configuration>
-"""
 
 
 class BenchError(RuntimeError):
@@ -145,54 +131,19 @@ class RssSampler:
         self._thread.join(timeout=5)
 
 
-_CHILDREN_LOCK = threading.Lock()
-_CHILDREN: list[subprocess.Popen] = []
-
-
-def _kill_group(p: subprocess.Popen) -> None:
-    try:
-        os.killpg(p.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    try:
-        p.wait(timeout=10)
-    except (subprocess.TimeoutExpired, ChildProcessError):
-        pass  # already reaped by wait4
-
-
-def kill_children() -> None:
-    """SIGKILL every command this script started that is still running (cleanup)."""
-    with _CHILDREN_LOCK:
-        procs = list(_CHILDREN)
-    for p in procs:
-        if p.poll() is None:
-            _kill_group(p)
-
-
-def _die_with_parent() -> None:
-    """In the child: SIGKILL when the bench dies, even by SIGKILL, so no measured command
-    outlives it (Linux prctl PR_SET_PDEATHSIG; elsewhere the `finally` kill still applies)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)
-    except Exception:  # noqa: BLE001 - not Linux
-        pass
-
-
 def run_measured(argv: list[str], timeout: float, what: str,
                  stdout_to_null: bool = False) -> dict[str, Any]:
     """Runs a command in its own process group and returns wall seconds, stdout, and the
     command's peak RSS and CPU seconds from wait4(2): the same figures `/usr/bin/time -v`
-    prints, without a wrapper process in between that a kill would miss. Any exception
-    (timeout, Ctrl-C, SIGTERM) kills the command's whole group before it propagates."""
+    prints, without a wrapper process in between that a kill would miss. The command is a
+    testbed.procs.Process (own process group, dies with the bench); any exception (timeout,
+    Ctrl-C, SIGTERM) kills its whole group before it propagates."""
     with tempfile.TemporaryFile() as out_f, tempfile.TemporaryFile() as err_f:
         t0 = time.monotonic()
-        p = subprocess.Popen(argv, stdout=subprocess.DEVNULL if stdout_to_null else out_f,
-                             stderr=err_f, stdin=subprocess.DEVNULL, start_new_session=True,
-                             preexec_fn=_die_with_parent)
-        with _CHILDREN_LOCK:
-            _CHILDREN.append(p)
+        cmd = Process(what, argv)
+        cmd.start(stdout=subprocess.DEVNULL if stdout_to_null else out_f, stderr=err_f)
+        p = cmd.proc
+        assert p is not None
         sampler = RssSampler({"cmd": p.pid}, interval=0.1).start()
         try:
             deadline = t0 + timeout
@@ -208,12 +159,11 @@ def run_measured(argv: list[str], timeout: float, what: str,
                                      "--records")
                 time.sleep(0.01)
         except BaseException:
-            _kill_group(p)
+            cmd.kill()
             raise
         finally:
             sampler.stop()
-            with _CHILDREN_LOCK:
-                _CHILDREN.remove(p)
+            cmd.stop()  # reaped above or killed: SIGKILL for anything left in its group
         out_f.seek(0)
         err_f.seek(0)
         out = out_f.read().decode("utf-8", "replace")
@@ -231,7 +181,7 @@ def run_measured(argv: list[str], timeout: float, what: str,
 
 
 def kbackup_json(*args: str, timeout: float = 120) -> dict:
-    proc = subprocess.run([str(KBACKUP), *args], capture_output=True, text=True, timeout=timeout)
+    proc = run([str(KBACKUP), *args], timeout=timeout)
     if proc.returncode != 0:
         raise BenchError(f"kbackup {' '.join(args)} exited {proc.returncode}: {proc.stderr[-2000:]}")
     return json.loads(proc.stdout)
@@ -420,13 +370,10 @@ class Bench:
                 raise TestbedError(f"connector {name} FAILED: {t.get('trace', '')[:3000]}")
 
     def kafka_tool(self, main_class: str, *args: str) -> dict[str, Any]:
-        """Runs one of Kafka's tools like the test bed's run_tool (same jars, heap and GC), but
-        under `/usr/bin/time` so its peak RSS and CPU are measured like kbackup's."""
+        """Runs one of Kafka's tools with the test bed's command line (same jars, heap, GC and
+        logging as run_tool), measured like kbackup's commands (run_measured)."""
         assert self.cluster is not None
-        log4j = self.tmp / "tools-log4j2.xml"
-        if not log4j.exists():
-            log4j.write_text(TOOL_LOG4J)
-        argv = java_argv(self.cluster.libs, main_class, list(args), heap=TOOL_HEAP, log4j=log4j)
+        argv = tool_argv(main_class, *args, libs=self.cluster.libs)
         return run_measured(argv, self.a.phase_timeout, main_class.rsplit(".", 1)[-1])
 
     # -- phases -------------------------------------------------------------------------------
@@ -695,7 +642,7 @@ class Bench:
         return R
 
     def cleanup(self) -> None:
-        kill_children()
+        # the measured commands are gone already: run_measured kills them on any exception
         if self.sampler:
             self.sampler.stop()
         if self.wm:

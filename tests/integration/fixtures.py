@@ -14,7 +14,9 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-from testbed.kafka import BYTE_ARRAY_CONVERTER, ConnectError, ConnectRest, Record, wait_until
+from testbed.clients import Record
+from testbed.connect import BYTE_ARRAY_CONVERTER, ConnectError, ConnectRest
+from testbed.procs import wait_until
 
 SOURCE = "io.kbackup.connect.BackupSourceConnector"
 MIB = 1024 * 1024

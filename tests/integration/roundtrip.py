@@ -13,7 +13,7 @@ from pathlib import Path
 
 from conftest import Kbackup, sink_config, unique, wait_backup_complete
 from fixtures import assert_restored_equal, fixture_records, source_config, wait_restore_finished
-from testbed.kafka import Cluster
+from testbed.cluster import Cluster
 
 PARTITIONS = 2
 

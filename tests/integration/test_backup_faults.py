@@ -24,7 +24,9 @@ import pytest
 
 from conftest import (Kbackup, failed_trace, record_to_cat_json, sink_config, unique,
                       wait_backup_complete)
-from testbed.kafka import Cluster, ConnectError, ConnectRest, wait_until
+from testbed.cluster import Cluster
+from testbed.connect import ConnectError, ConnectRest
+from testbed.procs import wait_until
 
 # Figures of the proofs, printed at the end of each (collected into docs/reliability.md).
 FIGURES: dict[str, dict] = {}

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from conftest import failed_trace, sink_config, unique
 from fixtures import source_config
-from testbed.kafka import ConnectError
+from testbed.connect import ConnectError
 
 
 def frames(segment: Path) -> list[int]:

@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from conftest import REPO, unique
-from testbed.kafka import validation_errors
+from testbed.connect import validation_errors
 
 DOCKER = REPO / "docker"
 

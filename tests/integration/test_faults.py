@@ -14,7 +14,7 @@ import subprocess
 import pytest
 
 from conftest import failed_trace, sink_config, unique, wait_backup_complete
-from testbed.kafka import ConnectError
+from testbed.connect import ConnectError
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
 

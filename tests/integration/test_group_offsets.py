@@ -21,7 +21,8 @@ from confluent_kafka import Consumer, KafkaError
 
 from conftest import sink_config, unique, wait_backup_complete
 from fixtures import source_config, wait_restore_finished
-from testbed.kafka import CONSUMER_GROUPS, DELETE_RECORDS, wait_until
+from testbed.procs import wait_until
+from testbed.tools import CONSUMER_GROUPS, DELETE_RECORDS
 
 
 def _recs(topic: str, p: int, tag: str, n: int) -> list[dict]:

@@ -16,7 +16,7 @@ import pytest
 from confluent_kafka.admin import ConfigResource
 
 from conftest import unique
-from testbed.kafka import Cluster
+from testbed.cluster import Cluster
 from testbed.security import Security, grant
 
 # (resource type, name, operation, pattern): the ACLs docs/security.md documents. $T is the

@@ -15,7 +15,9 @@ import pytest
 
 from conftest import failed_trace, sink_config, unique, wait_backup_complete
 from fixtures import source_config, wait_captured, wait_committed, wait_restore_finished
-from testbed.kafka import Cluster, validation_errors, wait_until
+from testbed.cluster import Cluster
+from testbed.connect import validation_errors
+from testbed.procs import wait_until
 from testbed.security import Security, grant, prefixed
 
 SINK = "io.kbackup.connect.BackupSinkConnector"

@@ -21,7 +21,7 @@ import yaml
 
 from conftest import REPO, sink_config, unique
 from fixtures import source_config
-from testbed.kafka import TestbedError, wait_until
+from testbed.procs import TestbedError, wait_until
 
 JMX_TOOL = "org.apache.kafka.tools.JmxTool"
 ALERTS = REPO / "docs" / "examples" / "kbackup-alerts.yml"
@@ -199,7 +199,7 @@ def wait_scrape(port: int, proc, pred: Callable[[dict], bool], what: str, timeou
 def test_cli_metrics_addr_serves_backup_and_restore_figures(cluster, kbackup, workdir):
     import signal
 
-    from testbed.kafka import free_port
+    from testbed.procs import free_port
 
     topic = unique("cli-metrics")
     cluster.kafka.create_topic(topic, 2)

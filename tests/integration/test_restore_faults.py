@@ -22,7 +22,7 @@ import pytest
 
 from conftest import unique
 from fixtures import source_config, wait_restore_finished
-from testbed.kafka import wait_until
+from testbed.procs import wait_until
 
 PARTITIONS = 4
 RECORDS = 60_000  # in total, spread over the partitions (the SIGKILL loops)

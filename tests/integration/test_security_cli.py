@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import unique
-from testbed.kafka import Cluster
+from testbed.cluster import Cluster
 from testbed.security import SCRAM_LOGIN, Security
 
 EXIT_USAGE, EXIT_KAFKA = 2, 3

@@ -18,7 +18,8 @@ import pytest
 
 from conftest import failed_trace, sink_config, unique, wait_backup_complete
 from fixtures import source_config, wait_captured, wait_committed, wait_restore_finished
-from testbed.kafka import Cluster, validation_errors
+from testbed.cluster import Cluster
+from testbed.connect import validation_errors
 from testbed.security import SCRAM_LOGIN, Security, prefixed, worker_client_overrides
 
 SINK = "io.kbackup.connect.BackupSinkConnector"

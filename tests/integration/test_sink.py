@@ -23,7 +23,8 @@ from conftest import (
     wait_backup_complete,
 )
 from fixtures import MIB, config_with, fixture_records
-from testbed.kafka import ConnectError, TestbedError, validation_errors, wait_until
+from testbed.connect import ConnectError, validation_errors
+from testbed.procs import TestbedError, wait_until
 
 SINK = "io.kbackup.connect.BackupSinkConnector"
 

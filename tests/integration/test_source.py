@@ -26,7 +26,8 @@ from fixtures import (
     restore_status,
     wait_restore_finished,
 )
-from testbed.kafka import ConnectError, validation_errors, wait_until
+from testbed.connect import ConnectError, validation_errors
+from testbed.procs import wait_until
 
 
 class Backup:

@@ -13,15 +13,14 @@ from pathlib import Path
 import pytest
 
 from conftest import unique
-from testbed.kafka import (
-    BYTE_ARRAY_CONVERTER,
+from testbed.connect import BYTE_ARRAY_CONVERTER
+from testbed.procs import pid_alive, wait_until
+from testbed.tools import (
     CONSOLE_CONSUMER,
     CONSUMER_GROUPS,
     CONSUMER_PERF,
     DELETE_RECORDS,
     PRODUCER_PERF,
-    pid_alive,
-    wait_until,
 )
 
 TESTS = Path(__file__).resolve().parents[1]
@@ -127,7 +126,7 @@ def test_ports_taken_before_the_bind_are_replaced(tmp_path):
     """free_port() can race with other programs: a fresh broker/worker moves to new ports."""
     import socket
 
-    from testbed.kafka import Cluster
+    from testbed.cluster import Cluster
 
     held = []
     for _ in range(3):
@@ -156,7 +155,7 @@ def test_ports_taken_before_the_bind_are_replaced(tmp_path):
 _CHILD = """
 import json, os, sys, time
 sys.path.insert(0, {tests!r})
-from testbed.kafka import Cluster
+from testbed.cluster import Cluster
 c = Cluster("child", work_dir={work!r}, with_worker={worker})
 c.start()
 print(json.dumps(c.pids()), flush=True)

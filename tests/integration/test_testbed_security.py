@@ -13,7 +13,7 @@ from confluent_kafka import Consumer, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
 from conftest import _plugin_path as plugin_path
-from testbed.kafka import Cluster
+from testbed.cluster import Cluster
 from testbed.security import Security, grant, worker_client_overrides
 
 

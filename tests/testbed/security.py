@@ -196,7 +196,7 @@ class Security:
     ssl_port: int = 0
 
     def __post_init__(self) -> None:
-        from testbed.kafka import free_port
+        from testbed.procs import free_port
 
         if self.pki is None:
             self.pki = Pki.make(self.work_dir / "pki")
@@ -205,7 +205,7 @@ class Security:
             self.sasl_port, self.ssl_port = free_port(), free_port()
 
     def new_ports(self) -> None:
-        from testbed.kafka import free_port
+        from testbed.procs import free_port
 
         self.sasl_port, self.ssl_port = free_port(), free_port()
 
