@@ -26,6 +26,7 @@ pub mod record;
 pub mod restore;
 pub mod segment;
 pub mod sink;
+pub mod storage;
 pub mod translate;
 
 pub use error::{Error, Result};

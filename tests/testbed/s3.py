@@ -1,0 +1,178 @@
+"""A real S3 server for the test bed: versitygw (Apache-2.0) with its posix backend.
+
+Why: kbackup's object-storage guarantees (visible only when complete, conditional create,
+multipart abort) only mean something against a real server's behaviour, not a mock. `make
+s3-server` builds versitygw 1.8.0 from the Go module proxy into .cache/; this module starts it
+on a free loopback port over a temporary directory, in its own process group with a log file,
+creates a bucket, and stops it (SIGTERM, then SIGKILL) on exit, so nothing outlives a run.
+
+    from testbed.s3 import S3Server
+    with S3Server() as s3:
+        s3.env()   # AWS_* variables that point kbackup and object_store at it
+
+Self-contained for now (its own process handling); meant to move onto the bed's shared
+process module.
+"""
+
+from __future__ import annotations
+
+import atexit
+import datetime
+import hashlib
+import hmac
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Optional
+
+REPO = Path(__file__).resolve().parents[2]
+VERSITYGW_VERSION = "1.8.0"
+VERSITYGW = REPO / ".cache" / f"versitygw-{VERSITYGW_VERSION}" / "bin" / "versitygw"
+REGION = "us-east-1"
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _die_with_parent() -> None:
+    """In the child: SIGKILL when the starting thread dies, even by SIGKILL (Linux)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001 - not Linux: atexit and stop() still cover normal exits
+        pass
+
+
+def _sigv4_request(method: str, url: str, host: str, access: str, secret: str) -> int:
+    """One empty-bodied, SigV4-signed S3 request (enough for CreateBucket); returns the status."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    amz_date, day = now.strftime("%Y%m%dT%H%M%SZ"), now.strftime("%Y%m%d")
+    path = url.split(host, 1)[1] or "/"
+    payload = hashlib.sha256(b"").hexdigest()
+    headers = {"host": host, "x-amz-content-sha256": payload, "x-amz-date": amz_date}
+    signed = ";".join(sorted(headers))
+    canonical = "\n".join([method, path, "", *(f"{k}:{headers[k]}" for k in sorted(headers)),
+                           "", signed, payload])
+    scope = f"{day}/{REGION}/s3/aws4_request"
+    to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope,
+                         hashlib.sha256(canonical.encode()).hexdigest()])
+    key = ("AWS4" + secret).encode()
+    for part in (day, REGION, "s3", "aws4_request"):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    sig = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+    req = urllib.request.Request(url, method=method, headers={
+        **headers,
+        "Authorization": f"AWS4-HMAC-SHA256 Credential={access}/{scope}, "
+                         f"SignedHeaders={signed}, Signature={sig}",
+    })
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+class S3Server:
+    """versitygw on 127.0.0.1:<free port>, posix backend on a temp dir, one bucket created."""
+
+    def __init__(self, bucket: str = "kbackup-test", work: Optional[Path] = None,
+                 binary: Path = VERSITYGW):
+        if not binary.exists():
+            raise RuntimeError(f"{binary} is missing; fix: run `make s3-server` (builds versitygw "
+                               f"{VERSITYGW_VERSION} with Go into .cache/)")
+        self.binary = binary
+        self.bucket = bucket
+        self.access_key = "kbackup-test-access"
+        self.secret_key = "kbackup-test-secret-" + os.urandom(6).hex()
+        self.dir = Path(tempfile.mkdtemp(prefix="kbackup-s3-", dir=work))
+        self.root = self.dir / "root"
+        self.root.mkdir()
+        self.log_file = self.dir / "versitygw.log"
+        self.port = 0
+        self.proc: Optional[subprocess.Popen] = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def env(self) -> dict[str, str]:
+        """The standard AWS variables that point a client at this server."""
+        return {
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_REGION": REGION,
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ALLOW_HTTP": "true",
+        }
+
+    def start(self, timeout: float = 30) -> "S3Server":
+        self.port = _free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "VGW_", "ROOT_"))}
+        env.update(ROOT_ACCESS_KEY_ID=self.access_key, ROOT_SECRET_ACCESS_KEY=self.secret_key)
+        with open(self.log_file, "ab") as log:
+            self.proc = subprocess.Popen(
+                [str(self.binary), "--port", f"127.0.0.1:{self.port}", "--region", REGION,
+                 "--quiet", "posix", str(self.root)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+                start_new_session=True, preexec_fn=_die_with_parent, cwd=str(self.dir))
+        atexit.register(self.stop)
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"versitygw exited with {self.proc.returncode}:\n{self.log()}")
+            status = self._create_bucket()
+            if status == 200:
+                return self
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"versitygw did not answer CreateBucket within {timeout}s "
+                                   f"(last status {status}):\n{self.log()}")
+            time.sleep(0.1)
+
+    def _create_bucket(self) -> Optional[int]:
+        try:
+            return _sigv4_request("PUT", f"{self.endpoint}/{self.bucket}",
+                                  f"127.0.0.1:{self.port}", self.access_key, self.secret_key)
+        except OSError:
+            return None  # not listening yet
+
+    def log(self) -> str:
+        try:
+            return self.log_file.read_text(errors="replace")[-4000:]
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 10) -> None:
+        """SIGTERM the process group, SIGKILL after `timeout`; removes the data. Safe twice."""
+        if self.proc is not None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(timeout=timeout)
+            except ProcessLookupError:
+                pass
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)  # anything left in its group
+            except ProcessLookupError:
+                pass
+            self.proc = None
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> "S3Server":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
