@@ -21,6 +21,7 @@ import datetime
 import hashlib
 import hmac
 import os
+import re
 import shutil
 import signal
 import socket
@@ -54,15 +55,17 @@ def _die_with_parent() -> None:
         pass
 
 
-def _sigv4_request(method: str, url: str, host: str, access: str, secret: str) -> int:
-    """One empty-bodied, SigV4-signed S3 request (enough for CreateBucket); returns the status."""
+def _sigv4_request(method: str, url: str, host: str, access: str, secret: str,
+                   query: str = "") -> tuple[int, bytes]:
+    """One empty-bodied, SigV4-signed S3 request (CreateBucket, ListMultipartUploads);
+    `query` is already canonical (`uploads=`). Returns the status and the body."""
     now = datetime.datetime.now(datetime.timezone.utc)
     amz_date, day = now.strftime("%Y%m%dT%H%M%SZ"), now.strftime("%Y%m%d")
     path = url.split(host, 1)[1] or "/"
     payload = hashlib.sha256(b"").hexdigest()
     headers = {"host": host, "x-amz-content-sha256": payload, "x-amz-date": amz_date}
     signed = ";".join(sorted(headers))
-    canonical = "\n".join([method, path, "", *(f"{k}:{headers[k]}" for k in sorted(headers)),
+    canonical = "\n".join([method, path, query, *(f"{k}:{headers[k]}" for k in sorted(headers)),
                            "", signed, payload])
     scope = f"{day}/{REGION}/s3/aws4_request"
     to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope,
@@ -71,16 +74,16 @@ def _sigv4_request(method: str, url: str, host: str, access: str, secret: str) -
     for part in (day, REGION, "s3", "aws4_request"):
         key = hmac.new(key, part.encode(), hashlib.sha256).digest()
     sig = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
-    req = urllib.request.Request(url, method=method, headers={
+    req = urllib.request.Request(url + (f"?{query}" if query else ""), method=method, headers={
         **headers,
         "Authorization": f"AWS4-HMAC-SHA256 Credential={access}/{scope}, "
                          f"SignedHeaders={signed}, Signature={sig}",
     })
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status
+            return resp.status, resp.read()
     except urllib.error.HTTPError as e:
-        return e.code
+        return e.code, e.read()
 
 
 class S3Server:
@@ -142,10 +145,20 @@ class S3Server:
 
     def _create_bucket(self) -> Optional[int]:
         try:
-            return _sigv4_request("PUT", f"{self.endpoint}/{self.bucket}",
-                                  f"127.0.0.1:{self.port}", self.access_key, self.secret_key)
+            return self._request("PUT")[0]
         except OSError:
             return None  # not listening yet
+
+    def _request(self, method: str, query: str = "") -> tuple[int, bytes]:
+        return _sigv4_request(method, f"{self.endpoint}/{self.bucket}", f"127.0.0.1:{self.port}",
+                              self.access_key, self.secret_key, query)
+
+    def pending_uploads(self) -> list[str]:
+        """Keys of multipart uploads started and neither completed nor aborted."""
+        status, body = self._request("GET", "uploads=")
+        if status != 200:
+            raise RuntimeError(f"ListMultipartUploads answered {status}: {body[:500]!r}")
+        return re.findall(r"<Key>([^<]*)</Key>", body.decode())
 
     def log(self) -> str:
         try:
