@@ -26,7 +26,8 @@ def test_storage_contract_against_versitygw():
         env.update(KBACKUP_TEST_S3_ENDPOINT=s3.endpoint, KBACKUP_TEST_S3_BUCKET=s3.bucket)
         cargo = os.environ.get("CARGO", "cargo")
         proc = subprocess.run(
-            [cargo, "test", "-q", "-p", "kbackup-core", "--test", "storage_s3", "--",
+            # --workspace: the same feature set as `make unit-test`, so its build is reused
+            [cargo, "test", "-q", "--workspace", "--test", "storage_s3", "--",
              "--nocapture", "--test-threads", "4"],
             cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
         out = proc.stdout + proc.stderr

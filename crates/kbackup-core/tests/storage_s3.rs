@@ -403,3 +403,26 @@ fn s3_calls_from_inside_an_async_runtime_fail_instead_of_blocking_it() {
     assert!(e.to_string().contains("inside an async runtime"), "{e}");
     assert!(s.head("x").unwrap().is_none()); // fine from a plain thread
 }
+
+/// Measures how long the default retry policy takes to give up on a refused connection
+/// (docs/storage.md quotes it); ignored because it waits that long.
+#[test]
+#[ignore]
+fn unreachable_endpoint_with_default_retries_takes() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let o = StoreOptions {
+        endpoint: Some(format!("http://127.0.0.1:{port}")),
+        allow_http: Some(true),
+        region: Some("us-east-1".into()),
+        access_key_id: Some("k".into()),
+        secret_access_key: Some("s".into()),
+        ..Default::default()
+    };
+    let s = open_store("s3://bucket/p", &o).unwrap();
+    let t = Instant::now();
+    let e = s.put("k", b"v").unwrap_err();
+    eprintln!("default retries: gave up after {:?}: {e}", t.elapsed());
+}

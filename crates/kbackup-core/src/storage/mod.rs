@@ -170,7 +170,7 @@ pub struct StoreOptions {
     /// Endpoint of an S3-compatible server or emulator (`http://127.0.0.1:7070`).
     pub endpoint: Option<String>,
     /// Virtual-hosted-style requests (`bucket.host`) instead of path-style (`host/bucket`).
-    /// Default: virtual-hosted on AWS, path-style where an endpoint is set.
+    /// Default: path-style (what S3-compatible servers expect; AWS accepts both).
     pub virtual_hosted_style: Option<bool>,
     /// Allow plain `http://` endpoints (off by default).
     pub allow_http: Option<bool>,
