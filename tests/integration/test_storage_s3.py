@@ -49,3 +49,54 @@ def test_s3_server_stops_with_nothing_left():
     s3.stop()  # safe twice
     assert not Path(f"/proc/{pid}").exists()
     assert not s3.dir.exists()
+
+
+def _complete_body(etag: str) -> bytes:
+    return (f"<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>{etag}</ETag>"
+            "</Part></CompleteMultipartUpload>").encode()
+
+
+def _one_part_upload(s3: S3Server, key: str) -> tuple[str, str]:
+    status, _, body = s3.request("POST", key, params={"uploads": ""})
+    assert status == 200, body
+    upload = re.search(r"<UploadId>([^<]+)</UploadId>", body.decode()).group(1)
+    status, headers, body = s3.request("PUT", key, params={"partNumber": "1", "uploadId": upload},
+                                       body=b"part one")
+    assert status == 200, body
+    return upload, {k.lower(): v for k, v in headers.items()}["etag"]
+
+
+def test_versitygw_honours_conditional_writes():
+    """What docs/storage.md states about the server: If-None-Match and If-Match on PutObject
+    and on CompleteMultipartUpload, and that a refused complete leaves the upload open."""
+    with S3Server() as s3:
+        assert s3.request("PUT", "obj", body=b"v1")[0] == 200
+        status, _, body = s3.request("PUT", "obj", body=b"v2", headers={"If-None-Match": "*"})
+        assert status == 412 and b"PreconditionFailed" in body, body
+        etag = {k.lower(): v for k, v in s3.request("HEAD", "obj")[1].items()}["etag"]
+        assert s3.request("PUT", "obj", body=b"v3", headers={"If-Match": '"0000"'})[0] == 412
+        assert s3.request("PUT", "obj", body=b"v4", headers={"If-Match": etag})[0] == 200
+        assert s3.request("PUT", "absent", body=b"x", headers={"If-Match": etag})[0] == 404
+        assert s3.request("GET", "obj")[2] == b"v4"
+
+        upload, part = _one_part_upload(s3, "obj")
+        status, _, body = s3.request("POST", "obj", params={"uploadId": upload},
+                                     body=_complete_body(part), headers={"If-None-Match": "*"})
+        assert status == 412, body
+        assert s3.request("GET", "obj")[2] == b"v4"
+        assert s3.pending_uploads() == ["obj"]  # a refused complete leaves the upload open
+        assert s3.request("DELETE", "obj", params={"uploadId": upload})[0] == 204
+        assert s3.pending_uploads() == []
+
+        upload, part = _one_part_upload(s3, "obj")
+        status, _, _ = s3.request("POST", "obj", params={"uploadId": upload},
+                                  body=_complete_body(part), headers={"If-Match": '"0000"'})
+        assert status == 412
+        s3.request("DELETE", "obj", params={"uploadId": upload})
+
+        upload, part = _one_part_upload(s3, "fresh")
+        status, _, body = s3.request("POST", "fresh", params={"uploadId": upload},
+                                     body=_complete_body(part), headers={"If-None-Match": "*"})
+        assert status == 200, body
+        assert s3.request("GET", "fresh")[2] == b"part one"
+        assert s3.pending_uploads() == []

@@ -29,6 +29,7 @@ import subprocess
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Optional
@@ -55,17 +56,21 @@ def _die_with_parent() -> None:
         pass
 
 
-def _sigv4_request(method: str, url: str, host: str, access: str, secret: str,
-                   query: str = "") -> tuple[int, bytes]:
-    """One empty-bodied, SigV4-signed S3 request (CreateBucket, ListMultipartUploads);
-    `query` is already canonical (`uploads=`). Returns the status and the body."""
+def sigv4_request(method: str, endpoint: str, path: str, access: str, secret: str,
+                  params: Optional[dict[str, str]] = None, body: bytes = b"",
+                  headers: Optional[dict[str, str]] = None) -> tuple[int, dict[str, str], bytes]:
+    """One SigV4-signed S3 request (CreateBucket, ListMultipartUploads, conditional probes).
+    `headers` (If-None-Match, ...) are sent unsigned. Returns status, headers and body."""
     now = datetime.datetime.now(datetime.timezone.utc)
     amz_date, day = now.strftime("%Y%m%dT%H%M%SZ"), now.strftime("%Y%m%d")
-    path = url.split(host, 1)[1] or "/"
-    payload = hashlib.sha256(b"").hexdigest()
-    headers = {"host": host, "x-amz-content-sha256": payload, "x-amz-date": amz_date}
-    signed = ";".join(sorted(headers))
-    canonical = "\n".join([method, path, query, *(f"{k}:{headers[k]}" for k in sorted(headers)),
+    host = endpoint.split("://", 1)[1]
+    query = "&".join(f"{urllib.parse.quote(k, safe='-_.~')}={urllib.parse.quote(v, safe='-_.~')}"
+                     for k, v in sorted((params or {}).items()))
+    payload = hashlib.sha256(body).hexdigest()
+    signed_headers = {"host": host, "x-amz-content-sha256": payload, "x-amz-date": amz_date}
+    signed = ";".join(sorted(signed_headers))
+    canonical = "\n".join([method, path, query,
+                           *(f"{k}:{signed_headers[k]}" for k in sorted(signed_headers)),
                            "", signed, payload])
     scope = f"{day}/{REGION}/s3/aws4_request"
     to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope,
@@ -74,16 +79,16 @@ def _sigv4_request(method: str, url: str, host: str, access: str, secret: str,
     for part in (day, REGION, "s3", "aws4_request"):
         key = hmac.new(key, part.encode(), hashlib.sha256).digest()
     sig = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
-    req = urllib.request.Request(url + (f"?{query}" if query else ""), method=method, headers={
-        **headers,
-        "Authorization": f"AWS4-HMAC-SHA256 Credential={access}/{scope}, "
-                         f"SignedHeaders={signed}, Signature={sig}",
-    })
+    req = urllib.request.Request(
+        f"{endpoint}{path}" + (f"?{query}" if query else ""), method=method, data=body or None,
+        headers={**signed_headers, **(headers or {}),
+                 "Authorization": f"AWS4-HMAC-SHA256 Credential={access}/{scope}, "
+                                  f"SignedHeaders={signed}, Signature={sig}"})
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, resp.read()
+            return resp.status, dict(resp.headers), resp.read()
     except urllib.error.HTTPError as e:
-        return e.code, e.read()
+        return e.code, dict(e.headers), e.read()
 
 
 class S3Server:
@@ -145,17 +150,18 @@ class S3Server:
 
     def _create_bucket(self) -> Optional[int]:
         try:
-            return self._request("PUT")[0]
+            return self.request("PUT")[0]
         except OSError:
             return None  # not listening yet
 
-    def _request(self, method: str, query: str = "") -> tuple[int, bytes]:
-        return _sigv4_request(method, f"{self.endpoint}/{self.bucket}", f"127.0.0.1:{self.port}",
-                              self.access_key, self.secret_key, query)
+    def request(self, method: str, key: str = "", **kw) -> tuple[int, dict[str, str], bytes]:
+        """A signed request on the bucket (`key` empty) or one of its objects."""
+        path = f"/{self.bucket}" + (f"/{urllib.parse.quote(key)}" if key else "")
+        return sigv4_request(method, self.endpoint, path, self.access_key, self.secret_key, **kw)
 
     def pending_uploads(self) -> list[str]:
         """Keys of multipart uploads started and neither completed nor aborted."""
-        status, body = self._request("GET", "uploads=")
+        status, _, body = self.request("GET", params={"uploads": ""})
         if status != 200:
             raise RuntimeError(f"ListMultipartUploads answered {status}: {body[:500]!r}")
         return re.findall(r"<Key>([^<]*)</Key>", body.decode())

@@ -80,8 +80,10 @@ impl LocalStore {
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         ));
+        // a replaced file keeps its mode: an operator's chmod is never undone (perms.rs)
         let f = self
             .perms
+            .for_replacement(path)
             .create_new(&tmp)
             .map_err(|e| Error::io(e, "create temporary file", &tmp))?;
         Ok((tmp, f))
@@ -423,7 +425,7 @@ mod tests {
     }
 
     #[test]
-    fn temp_files_are_not_listed_and_new_files_are_owner_only() {
+    fn temp_files_are_not_listed_new_files_are_owner_only_replaced_keep_their_mode() {
         use std::os::unix::fs::PermissionsExt;
         let (_d, s) = store();
         s.put("x/y", b"1").unwrap();

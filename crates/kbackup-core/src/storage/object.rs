@@ -539,8 +539,9 @@ impl PartWriter for ObjectPartWriter {
         }
         let part = self.inner.part_size;
         while !data.is_empty() {
-            if self.buf.capacity() == 0 {
-                self.buf.reserve_exact(part.min(data.len().max(64 * 1024)));
+            if self.buf.capacity() < part {
+                // exactly one part: growth by doubling would overshoot the memory bound
+                self.buf.reserve_exact(part - self.buf.len());
             }
             let take = (part - self.buf.len()).min(data.len());
             self.buf.extend_from_slice(&data[..take]);
