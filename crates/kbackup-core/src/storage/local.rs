@@ -202,10 +202,8 @@ impl Store for LocalStore {
             self.root.join(prefix)
         };
         match fs::metadata(&start) {
-            Ok(m) if m.is_file() => {
-                out.push(self.meta(prefix, &m));
-                return Ok(out);
-            }
+            // a prefix is a directory: one naming a file lists nothing, as on object stores
+            Ok(m) if !m.is_dir() => return Ok(out),
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
             Err(e) => return Err(Error::io(e, "stat", &start)),
