@@ -264,7 +264,10 @@ fn list_prefix_is_a_directory_not_a_string_prefix(s: &dyn Store) {
     assert_eq!(keys(s, "a/b"), ["a/b/x"]);
     assert_eq!(keys(s, "a/bc/"), ["a/bc/y"]);
     assert!(keys(s, "nothing/here").is_empty());
-    assert!(keys(s, "a/b/x").is_empty(), "a prefix naming an object lists nothing");
+    assert!(
+        keys(s, "a/b/x").is_empty(),
+        "a prefix naming an object lists nothing"
+    );
 }
 
 fn missing_objects(s: &dyn Store) {
