@@ -42,7 +42,7 @@ ZIGBUILD     := PATH="$(abspath $(TOOLS))/bin:$$PATH" KBACKUP_ZIG_ARCH=$(ARCH) K
 OBJCOPY      ?= objcopy
 
 .PHONY: all build native dist test test-faults lint unit-test java-test it-test demo bench kafka venv clean \
-	tools release test-release test-compat
+	tools release test-release test-compat s3-server
 
 all: dist
 
@@ -91,6 +91,17 @@ $(KAFKA_LIBS)/.resolved: tests/testbed/pom.xml
 	cd tests/testbed && $(MVN) package
 	touch $@
 
+# versitygw, a real S3 server for the test bed (tests/testbed/s3.py), built from the Go module
+# proxy. Its module and build caches live beside it so a fresh clone builds it only once.
+VERSITYGW_VERSION := 1.8.0
+VGW_DIR      := $(abspath .cache)/versitygw-$(VERSITYGW_VERSION)
+GO           ?= $(or $(shell command -v go 2>/dev/null),/usr/local/go/bin/go)
+s3-server: $(VGW_DIR)/.installed
+$(VGW_DIR)/.installed:
+	GOBIN=$(VGW_DIR)/bin GOMODCACHE=$(VGW_DIR)/gomod GOCACHE=$(VGW_DIR)/gocache GOFLAGS=-modcacherw \
+		$(GO) install github.com/versity/versitygw/cmd/versitygw@v$(VERSITYGW_VERSION)
+	touch $@
+
 venv: $(VENV)/.installed
 $(VENV)/.installed: tests/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -110,7 +121,7 @@ unit-test:
 java-test: build
 	$(MVN) -f java-shim/pom.xml verify
 
-it-test: dist kafka venv
+it-test: dist kafka venv s3-server
 	$(PY) -m pytest -q -m "not faults" tests/integration
 
 # The long fault loops (repeated SIGKILLs, rebalances, broker restarts); CI runs them after `test`.

@@ -27,6 +27,7 @@ pub mod restore;
 pub mod segment;
 pub mod sink;
 pub mod standalone;
+pub mod storage;
 pub mod translate;
 pub mod verify;
 

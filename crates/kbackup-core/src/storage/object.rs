@@ -1,0 +1,612 @@
+//! [`ObjectStore`]: a backup under a bucket prefix, through the `object_store` crate.
+//!
+//! The core is synchronous, `object_store` is async: the store owns a small tokio runtime (two
+//! worker threads named `kbackup-store`) and every method blocks the calling thread on it with
+//! `Runtime::block_on`. Calling from a thread that is itself inside a tokio runtime would
+//! deadlock or panic, so every entry checks for that and fails with [`Error::State`] instead.
+//! Requests are retried by `object_store` (5xx, throttling, timeouts, refused connections) with
+//! the bounded backoff of [`RetrySettings`].
+
+use super::{
+    check_key, check_prefix, conflict, ObjectMeta, PartWriter, RetrySettings, Scheme, Store,
+    StoreOptions, DEFAULT_PART_SIZE, MIN_PART_SIZE,
+};
+use crate::error::{Error, Result};
+use futures_util::TryStreamExt;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
+use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
+use object_store::path::Path as ObjPath;
+use object_store::{
+    BackoffConfig, MultipartUpload, ObjectStore as _, ObjectStoreExt as _, PutMode, PutOptions,
+    PutPayload, RetryConfig,
+};
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::runtime::Runtime;
+
+/// A store over a bucket (or container) prefix on S3, an S3-compatible server, GCS or Azure.
+pub struct ObjectStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn object_store::ObjectStore>,
+    runtime: Runtime,
+    /// `s3://bucket/prefix`, for messages.
+    url: String,
+    /// Where requests go, for messages.
+    endpoint: String,
+    bucket: String,
+    prefix: String,
+    part_size: usize,
+    retry: RetrySettings,
+}
+
+impl fmt::Debug for ObjectStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // not the object_store client: its configuration may hold credentials
+        f.debug_struct("ObjectStore")
+            .field("url", &self.inner.url)
+            .field("endpoint", &self.inner.endpoint)
+            .field("part_size", &self.inner.part_size)
+            .finish()
+    }
+}
+
+fn retry_config(r: &RetrySettings) -> RetryConfig {
+    RetryConfig {
+        backoff: BackoffConfig {
+            init_backoff: r.init_backoff,
+            max_backoff: r.max_backoff,
+            base: 2.0,
+        },
+        max_retries: r.max_retries,
+        retry_timeout: r.retry_timeout,
+    }
+}
+
+fn secs(d: std::time::Duration) -> String {
+    format!("{}ms", d.as_millis().max(1))
+}
+
+fn config_error(url: &str, e: impl fmt::Display) -> Error {
+    Error::Config(format!(
+        "cannot use {url}: {e}; check the URL and the store settings (docs/storage.md)"
+    ))
+}
+
+impl ObjectStore {
+    /// Opens `scheme://bucket/prefix` with `options`, each unset one taken from the standard
+    /// environment of that store. Contacts nothing yet.
+    pub(crate) fn open(
+        scheme: Scheme,
+        bucket: &str,
+        prefix: &str,
+        options: &StoreOptions,
+    ) -> Result<ObjectStore> {
+        let url = if prefix.is_empty() {
+            format!("{}://{bucket}", scheme.as_str())
+        } else {
+            format!("{}://{bucket}/{prefix}", scheme.as_str())
+        };
+        let part_size = options.part_size.unwrap_or(DEFAULT_PART_SIZE);
+        if part_size < MIN_PART_SIZE {
+            return Err(Error::Config(format!(
+                "part size {part_size} for {url} is below the {MIN_PART_SIZE} bytes (5 MiB) \
+                 object stores require for all parts but the last; raise it"
+            )));
+        }
+        let retry = retry_config(&options.retry);
+        let timeouts = [
+            ("connect_timeout", secs(options.retry.connect_timeout)),
+            ("timeout", secs(options.retry.request_timeout)),
+        ];
+        let (store, endpoint): (Arc<dyn object_store::ObjectStore>, String) = match scheme {
+            Scheme::S3 => {
+                let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
+                if let Some(v) = &options.region {
+                    b = b.with_region(v);
+                }
+                if let Some(v) = &options.endpoint {
+                    b = b.with_endpoint(v);
+                }
+                if let Some(v) = options.virtual_hosted_style {
+                    b = b.with_virtual_hosted_style_request(v);
+                }
+                if let Some(v) = options.allow_http {
+                    b = b.with_allow_http(v);
+                }
+                if let Some(v) = &options.access_key_id {
+                    b = b.with_access_key_id(v);
+                }
+                if let Some(v) = &options.secret_access_key {
+                    b = b.with_secret_access_key(v);
+                }
+                if let Some(v) = &options.session_token {
+                    b = b.with_token(v);
+                }
+                for (k, v) in timeouts.iter().map(|(k, v)| (*k, v.as_str())) {
+                    b = b.with_config(k.parse().map_err(|e| config_error(&url, e))?, v);
+                }
+                for (k, v) in &options.extra {
+                    let key: AmazonS3ConfigKey = k.parse().map_err(|e| config_error(&url, e))?;
+                    b = b.with_config(key, v);
+                }
+                let endpoint = b
+                    .get_config_value(&AmazonS3ConfigKey::Endpoint)
+                    .unwrap_or_else(|| {
+                        let region = b
+                            .get_config_value(&AmazonS3ConfigKey::Region)
+                            .unwrap_or_else(|| "us-east-1".into());
+                        format!("AWS S3 in {region}")
+                    });
+                let s = b
+                    .with_retry(retry)
+                    .build()
+                    .map_err(|e| config_error(&url, e))?;
+                (Arc::new(s), endpoint)
+            }
+            Scheme::Gcs => {
+                let mut b = GoogleCloudStorageBuilder::from_env().with_bucket_name(bucket);
+                for (k, v) in timeouts.iter().map(|(k, v)| (*k, v.as_str())) {
+                    b = b.with_config(k.parse().map_err(|e| config_error(&url, e))?, v);
+                }
+                for (k, v) in &options.extra {
+                    let key: GoogleConfigKey = k.parse().map_err(|e| config_error(&url, e))?;
+                    b = b.with_config(key, v);
+                }
+                let s = b
+                    .with_retry(retry)
+                    .build()
+                    .map_err(|e| config_error(&url, e))?;
+                (Arc::new(s), "Google Cloud Storage".into())
+            }
+            Scheme::Azure => {
+                let mut b = MicrosoftAzureBuilder::from_env().with_container_name(bucket);
+                for (k, v) in timeouts.iter().map(|(k, v)| (*k, v.as_str())) {
+                    b = b.with_config(k.parse().map_err(|e| config_error(&url, e))?, v);
+                }
+                for (k, v) in &options.extra {
+                    let key: AzureConfigKey = k.parse().map_err(|e| config_error(&url, e))?;
+                    b = b.with_config(key, v);
+                }
+                let s = b
+                    .with_retry(retry)
+                    .build()
+                    .map_err(|e| config_error(&url, e))?;
+                (Arc::new(s), "Azure Blob Storage".into())
+            }
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("kbackup-store")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::io(e, "start the object store's runtime for", &url))?;
+        Ok(ObjectStore {
+            inner: Arc::new(Inner {
+                store,
+                runtime,
+                url,
+                endpoint,
+                bucket: bucket.to_string(),
+                prefix: prefix.to_string(),
+                part_size,
+                retry: options.retry.clone(),
+            }),
+        })
+    }
+
+    /// The part size of streamed uploads.
+    pub fn part_size(&self) -> usize {
+        self.inner.part_size
+    }
+}
+
+impl Inner {
+    fn path(&self, key: &str) -> Result<ObjPath> {
+        check_key(key)?;
+        Ok(self.full(key))
+    }
+
+    fn full(&self, key: &str) -> ObjPath {
+        if self.prefix.is_empty() {
+            ObjPath::from(key)
+        } else {
+            ObjPath::from(format!("{}/{key}", self.prefix))
+        }
+    }
+
+    fn describe(&self, key: &str) -> String {
+        format!("{}/{key}", self.url)
+    }
+
+    /// Runs `f` to completion on the store's runtime, from a thread outside any runtime.
+    fn block_on<F: Future>(&self, what: &str, f: F) -> Result<F::Output> {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Err(Error::State(format!(
+                "{what} on {} was called from inside an async runtime, where blocking would \
+                 stall it; call the storage layer from a plain thread (this is a bug in \
+                 kbackup, please report it)",
+                self.url
+            )));
+        }
+        Ok(self.runtime.block_on(f))
+    }
+
+    /// Maps an `object_store` error to the core's, naming the problem and the fix.
+    fn error(&self, e: object_store::Error, op: &'static str, key: &str) -> Error {
+        let at = self.describe(key);
+        let detail = chain(&e);
+        if detail.contains("NoSuchBucket") || detail.contains("ContainerNotFound") {
+            return Error::NotFound(format!(
+                "bucket `{}` does not exist at {}: create it, or fix the bucket in {} or the \
+                 endpoint/region settings ({detail})",
+                self.bucket, self.endpoint, self.url
+            ));
+        }
+        let io_error = |kind: io::ErrorKind, msg: String| Error::Io {
+            path: PathBuf::from(&at),
+            op,
+            source: io::Error::new(kind, msg),
+        };
+        match e {
+            object_store::Error::NotFound { .. } => Error::NotFound(format!("{at} does not exist")),
+            object_store::Error::AlreadyExists { .. }
+            | object_store::Error::Precondition { .. } => conflict(at),
+            object_store::Error::PermissionDenied { .. }
+            | object_store::Error::Unauthenticated { .. } => io_error(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "access denied by {}: {detail}; check the credentials (AWS_ACCESS_KEY_ID and \
+                     AWS_SECRET_ACCESS_KEY, a profile, or the instance/workload identity) and \
+                     that they may get, put, list and delete objects under {}",
+                    self.endpoint, self.url
+                ),
+            ),
+            object_store::Error::NotImplemented { .. } => io_error(
+                io::ErrorKind::Unsupported,
+                format!(
+                    "{detail}; this store does not support what kbackup needs here (conditional \
+                     writes are required: AWS S3, GCS, Azure and versitygw support them)"
+                ),
+            ),
+            _ if unreachable(&detail) => io_error(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "could not reach the object store at {} (gave up after at most {} retries \
+                     within {:?}): {detail}; check the endpoint (AWS_ENDPOINT_URL or the \
+                     endpoint setting), the region, the network and that the server is up",
+                    self.endpoint, self.retry.max_retries, self.retry.retry_timeout
+                ),
+            ),
+            _ => io_error(io::ErrorKind::Other, detail),
+        }
+    }
+}
+
+/// The error and every source below it, on one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let m = c.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+/// True when the request never got an answer (refused, reset, timed out, DNS) or the server
+/// kept failing with 5xx: trying again later may work.
+fn unreachable(detail: &str) -> bool {
+    let d = detail.to_ascii_lowercase();
+    [
+        "error sending request",
+        "connection refused",
+        "connection reset",
+        "tcp connect",
+        "dns error",
+        "timed out",
+        "timeout",
+        "server returned non-2xx status code: 5",
+        "status code: 5",
+    ]
+    .iter()
+    .any(|p| d.contains(p))
+}
+
+impl Store for ObjectStore {
+    fn location(&self) -> String {
+        self.inner.url.clone()
+    }
+
+    fn put(&self, key: &str, data: &[u8]) -> Result<()> {
+        let i = &self.inner;
+        let path = i.path(key)?;
+        let payload = PutPayload::from(bytes::Bytes::copy_from_slice(data));
+        i.block_on("put", i.store.put(&path, payload))?
+            .map_err(|e| i.error(e, "put", key))?;
+        Ok(())
+    }
+
+    fn put_if_absent(&self, key: &str, data: &[u8]) -> Result<()> {
+        let i = &self.inner;
+        let path = i.path(key)?;
+        let payload = PutPayload::from(bytes::Bytes::copy_from_slice(data));
+        let opts = PutOptions::from(PutMode::Create);
+        i.block_on("put_if_absent", i.store.put_opts(&path, payload, opts))?
+            .map_err(|e| i.error(e, "create (only if absent)", key))?;
+        Ok(())
+    }
+
+    fn writer(&self, key: &str) -> Result<Box<dyn PartWriter>> {
+        let path = self.inner.path(key)?;
+        Ok(Box::new(ObjectPartWriter {
+            inner: self.inner.clone(),
+            key: key.to_string(),
+            path,
+            buf: Vec::new(),
+            upload: None,
+            written: 0,
+            failed: false,
+            done: false,
+        }))
+    }
+
+    fn get(&self, key: &str) -> Result<Vec<u8>> {
+        let i = &self.inner;
+        let path = i.path(key)?;
+        let bytes = i.block_on("get", async {
+            let r = i.store.get(&path).await?;
+            r.bytes().await
+        })?;
+        Ok(bytes.map_err(|e| i.error(e, "read", key))?.to_vec())
+    }
+
+    fn get_range(&self, key: &str, range: Range<u64>) -> Result<Vec<u8>> {
+        let i = &self.inner;
+        let path = i.path(key)?;
+        if range.start >= range.end {
+            // an empty read still has to fail on a missing object or a start past the end
+            let m = self
+                .head(key)?
+                .ok_or_else(|| Error::NotFound(format!("{} does not exist", i.describe(key))))?;
+            if range.start > m.size || range.start > range.end {
+                return Err(past_end(&i.describe(key), &range, m.size));
+            }
+            return Ok(Vec::new());
+        }
+        let got = i.block_on("get_range", i.store.get_range(&path, range.clone()))?;
+        match got {
+            Ok(b) => Ok(b.to_vec()),
+            // a range past the end is answered 416 or rejected by object_store's own check
+            Err(e) if !matches!(e, object_store::Error::NotFound { .. }) => {
+                match self.head(key)? {
+                    Some(m) if range.start <= m.size => {
+                        if range.start == m.size {
+                            return Ok(Vec::new());
+                        }
+                        let r = range.start..m.size;
+                        let b = i
+                            .block_on("get_range", i.store.get_range(&path, r))?
+                            .map_err(|e| i.error(e, "read", key))?;
+                        Ok(b.to_vec())
+                    }
+                    Some(m) => Err(past_end(&i.describe(key), &range, m.size)),
+                    None => Err(i.error(e, "read", key)),
+                }
+            }
+            Err(e) => Err(i.error(e, "read", key)),
+        }
+    }
+
+    fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {
+        let i = &self.inner;
+        let path = i.path(key)?;
+        match i.block_on("head", i.store.head(&path))? {
+            Ok(m) => Ok(Some(ObjectMeta {
+                key: key.to_string(),
+                size: m.size,
+                modified: m.last_modified.into(),
+            })),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(i.error(e, "head", key)),
+        }
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        let i = &self.inner;
+        check_prefix(prefix)?;
+        let prefix = prefix.trim_end_matches('/');
+        let root = match (i.prefix.is_empty(), prefix.is_empty()) {
+            (true, true) => None,
+            (false, true) => Some(ObjPath::from(i.prefix.as_str())),
+            _ => Some(i.full(prefix)),
+        };
+        let strip = if i.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", i.prefix)
+        };
+        let listed = i.block_on("list", async {
+            i.store.list(root.as_ref()).try_collect::<Vec<_>>().await
+        })?;
+        let listed = listed.map_err(|e| i.error(e, "list", prefix))?;
+        let mut out: Vec<ObjectMeta> = listed
+            .into_iter()
+            .filter_map(|m| {
+                let key = m
+                    .location
+                    .as_ref()
+                    .strip_prefix(strip.as_str())?
+                    .to_string();
+                Some(ObjectMeta {
+                    key,
+                    size: m.size,
+                    modified: m.last_modified.into(),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    fn delete(&self, key: &str) -> Result<()> {
+        let i = &self.inner;
+        let path = i.path(key)?;
+        match i.block_on("delete", i.store.delete(&path))? {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(i.error(e, "delete", key)),
+        }
+    }
+}
+
+fn past_end(at: &str, range: &Range<u64>, size: u64) -> Error {
+    Error::State(format!(
+        "read of bytes {range:?} of {at} ({size} bytes) starts past its end; this is a bug in \
+         kbackup, please report it"
+    ))
+}
+
+/// A streamed object: buffered up to one part; a multipart upload starts only when the first
+/// part is full (a smaller object is one PUT on completion).
+struct ObjectPartWriter {
+    inner: Arc<Inner>,
+    key: String,
+    path: ObjPath,
+    buf: Vec<u8>,
+    upload: Option<Box<dyn MultipartUpload>>,
+    written: u64,
+    failed: bool,
+    done: bool,
+}
+
+impl ObjectPartWriter {
+    /// Uploads the buffer as the next part (starting the upload if needed).
+    fn flush_part(&mut self) -> Result<()> {
+        let i = self.inner.clone();
+        let part = PutPayload::from(std::mem::take(&mut self.buf));
+        let r = i.block_on("upload part", async {
+            if self.upload.is_none() {
+                self.upload = Some(i.store.put_multipart(&self.path).await?);
+            }
+            let up = self.upload.as_mut().expect("started above");
+            up.put_part(part).await
+        })?;
+        r.map_err(|e| i.error(e, "upload part of", &self.key))
+    }
+
+    fn fail(&mut self, e: Error) -> Error {
+        self.failed = true;
+        self.buf = Vec::new();
+        self.abort_upload();
+        e
+    }
+
+    fn abort_upload(&mut self) -> Option<Error> {
+        let mut up = self.upload.take()?;
+        let i = self.inner.clone();
+        if tokio::runtime::Handle::try_current().is_ok() {
+            // dropped inside a runtime: cannot block; abort in the background
+            i.runtime.spawn(async move {
+                let _ = up.abort().await;
+            });
+            return None;
+        }
+        match i.runtime.block_on(up.abort()) {
+            Ok(()) => None,
+            Err(e) => Some(i.error(e, "abort upload of", &self.key)),
+        }
+    }
+}
+
+impl PartWriter for ObjectPartWriter {
+    fn write(&mut self, mut data: &[u8]) -> Result<()> {
+        if self.failed || self.done {
+            return Err(Error::State(format!(
+                "write to {} after it failed or finished",
+                self.inner.describe(&self.key)
+            )));
+        }
+        let part = self.inner.part_size;
+        while !data.is_empty() {
+            if self.buf.capacity() < part {
+                // exactly one part: growth by doubling would overshoot the memory bound
+                self.buf.reserve_exact(part - self.buf.len());
+            }
+            let take = (part - self.buf.len()).min(data.len());
+            self.buf.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            self.written += take as u64;
+            if self.buf.len() == part {
+                if let Err(e) = self.flush_part() {
+                    return Err(self.fail(e));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn written(&self) -> u64 {
+        self.written
+    }
+
+    fn complete(mut self: Box<Self>) -> Result<ObjectMeta> {
+        if self.failed || self.done {
+            return Err(Error::State(format!(
+                "complete of {} after it failed or finished",
+                self.inner.describe(&self.key)
+            )));
+        }
+        let i = self.inner.clone();
+        let r = if self.upload.is_none() {
+            let payload = PutPayload::from(std::mem::take(&mut self.buf));
+            i.block_on("put", i.store.put(&self.path, payload))?
+                .map(|_| ())
+        } else {
+            if !self.buf.is_empty() {
+                if let Err(e) = self.flush_part() {
+                    return Err(self.fail(e));
+                }
+            }
+            let up = self.upload.as_mut().expect("checked above");
+            i.block_on("complete upload", up.complete())?.map(|_| ())
+        };
+        if let Err(e) = r {
+            let e = i.error(e, "complete upload of", &self.key);
+            return Err(self.fail(e));
+        }
+        self.upload = None;
+        self.done = true;
+        Ok(ObjectMeta {
+            key: self.key.clone(),
+            size: self.written,
+            modified: std::time::SystemTime::now(),
+        })
+    }
+
+    fn abort(mut self: Box<Self>) -> Result<()> {
+        self.done = true;
+        match self.abort_upload() {
+            None => Ok(()),
+            Some(e) => Err(e),
+        }
+    }
+}
+
+impl Drop for ObjectPartWriter {
+    fn drop(&mut self) {
+        if let Some(e) = self.abort_upload() {
+            log::warn!("{e}; the bucket's lifecycle rule for incomplete uploads removes it");
+        }
+    }
+}
