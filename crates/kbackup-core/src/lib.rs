@@ -24,6 +24,7 @@ pub mod reader;
 pub mod reconcile;
 pub mod record;
 pub mod restore;
+pub mod restore_props;
 pub mod segment;
 pub mod sink;
 pub mod translate;
