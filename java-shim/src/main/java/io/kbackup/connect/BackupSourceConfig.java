@@ -7,6 +7,7 @@ import org.apache.kafka.common.config.ConfigDef.Type;
 
 import java.util.List;
 import java.util.Map;
+import java.util.TreeMap;
 
 /**
  * Configuration of {@link BackupSourceConnector} (restore) and its tasks: one ConfigDef, shared
@@ -80,6 +81,24 @@ public class BackupSourceConfig extends AbstractConfig {
     /** The topics to restore, in the order given (the core checks them: kbackup_core::restore_props). */
     public List<String> topics() {
         return getList(TOPICS_CONFIG);
+    }
+
+    /**
+     * The properties the core reads (docs/jni.md): the keys this ConfigDef defines except
+     * passwords, plus the connector name and the task index. Client settings and credentials
+     * stay in Java: none reaches the native library (docs/security.md).
+     */
+    public static Map<String, String> coreProps(Map<String, String> props) {
+        Map<String, String> out = new TreeMap<>();
+        for (Map.Entry<String, String> e : props.entrySet()) {
+            String k = e.getKey();
+            ConfigDef.ConfigKey def = CONFIG_DEF.configKeys().get(k);
+            boolean read = k.equals("name") || k.equals(TASK_INDEX_CONFIG) || (def != null && def.type != Type.PASSWORD);
+            if (read && e.getValue() != null) {
+                out.put(k, e.getValue());
+            }
+        }
+        return out;
     }
 
     /** The {@code cluster.*} keys with the prefix removed, as strings. */

@@ -73,6 +73,26 @@ class SourceConfigTest {
         assertTrue(e.get("cluster.bootstrap.servers").get(0).contains("restored into"), e.toString());
     }
 
+    /** docs/security.md: no credential reaches the native library, though the core gets the raw properties. */
+    @Test
+    void coreGetsTheRawPropertiesButNoCredentialOrClientSetting() {
+        Map<String, String> p = valid(tmp);
+        p.put("topics.rename", "a:a2");
+        p.put("kbackup.task.index", "3");
+        p.put("cluster.sasl.jaas.config", "secret-jaas");
+        p.put("cluster.ssl.keystore.password", "secret-pw");
+        p.put("cluster.security.protocol", "SASL_SSL");
+        p.put("producer.override.sasl.jaas.config", "secret-jaas-2");
+        Map<String, String> core = BackupSourceConfig.coreProps(p);
+        assertEquals("a:a2", core.get("topics.rename"));
+        assertEquals("r1", core.get("name"));
+        assertEquals("3", core.get("kbackup.task.index"));
+        assertEquals("localhost:9092", core.get("cluster.bootstrap.servers"));
+        assertTrue(core.values().stream().noneMatch(v -> v.contains("secret")), core.toString());
+        assertNull(core.get("cluster.security.protocol"));
+        assertNull(core.get("key.converter"));
+    }
+
     @Test
     void taskAssignmentParses() {
         assertEquals(List.of(new TopicPartition("a", 0), new TopicPartition("b.c", 12)),

@@ -1,5 +1,6 @@
 package io.kbackup.connect.internal;
 
+import io.kbackup.connect.BackupSourceConfig;
 import io.kbackup.connect.KbackupException;
 import org.apache.kafka.common.TopicPartition;
 
@@ -30,7 +31,7 @@ public final class NativeSource implements AutoCloseable {
     public static Map<String, List<String>> validate(Map<String, String> props) {
         Native.ensureLoaded();
         Map<String, List<String>> out = new LinkedHashMap<>();
-        Object problems = Json.parse(Native.sourceValidate(Json.write(props)));
+        Object problems = Json.parse(Native.sourceValidate(propsJson(props)));
         if (problems instanceof List<?>) {
             for (Object p : (List<?>) problems) {
                 if (p instanceof Map<?, ?> && ((Map<?, ?>) p).get("message") != null) {
@@ -47,7 +48,7 @@ public final class NativeSource implements AutoCloseable {
     /** Creates or checks the target topics (connector start); fails naming every config problem. */
     public static void prepare(Map<String, String> props, ClusterClient cluster) {
         Native.ensureLoaded();
-        Native.sourcePrepare(Json.write(props), cluster);
+        Native.sourcePrepare(propsJson(props), cluster);
     }
 
     /**
@@ -57,13 +58,18 @@ public final class NativeSource implements AutoCloseable {
     public static NativeSource open(Map<String, String> props, Map<TopicPartition, Long> assignment,
                                     ClusterClient cluster) {
         Native.ensureLoaded();
-        long h = Native.sourceOpen(Json.write(props), BatchEncoder.encodeOffsets(assignment), cluster);
+        long h = Native.sourceOpen(propsJson(props), BatchEncoder.encodeOffsets(assignment), cluster);
         try {
             return new NativeSource(h, targetsOf(Json.parse(Native.sourceStatus(h))));
         } catch (RuntimeException e) {
             Native.sourceClose(h);
             throw e;
         }
+    }
+
+    /** The raw properties the core reads, without any credential ({@link BackupSourceConfig#coreProps}). */
+    private static byte[] propsJson(Map<String, String> props) {
+        return Json.write(BackupSourceConfig.coreProps(props));
     }
 
     /** Reads {@code partitions[].topic / target_topic} of the restore status JSON. */
