@@ -17,9 +17,10 @@ use jni::sys::{jbyteArray, jint, jlong, jstring};
 use jni::JNIEnv;
 use kbackup_core::cluster::ClusterClient;
 use kbackup_core::codec;
-use kbackup_core::restore::{self, Polled, RestoreSource, SourceConfig};
+use kbackup_core::restore::{self, props, Polled, RestoreSource, SourceConfig};
 use kbackup_core::sink::{BackupSink, SinkConfig};
 use kbackup_core::Error;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use boundary::{bytes_arg, bytes_result, run};
@@ -223,20 +224,26 @@ fn to_json(what: &str, value: &impl serde::Serialize) -> Result<Vec<u8>, Error> 
         .map_err(|e| Error::State(format!("could not serialize the {what}: {e}")))
 }
 
-fn source_config(env: &JNIEnv, json: &JByteArray) -> Result<SourceConfig, Error> {
-    SourceConfig::from_json(&bytes_arg(env, json, "source config JSON")?)
+/// The restore config of the connector's raw properties (a JSON object of strings); every
+/// parsing and restore rule is in `kbackup_core::restore::props`.
+fn source_config(env: &JNIEnv, props: &JByteArray) -> Result<SourceConfig, Error> {
+    props::source_config(&source_props(env, props)?)
 }
 
-/// `byte[] sourceValidate(byte[] sourceConfigJson)` -> JSON list of `{key, message}`.
+fn source_props(env: &JNIEnv, props: &JByteArray) -> Result<BTreeMap<String, String>, Error> {
+    props::props_from_json(&bytes_arg(env, props, "connector properties JSON")?)
+}
+
+/// `byte[] sourceValidate(byte[] propsJson)` -> JSON list of `{key, message}`.
 #[no_mangle]
 pub extern "system" fn Java_io_kbackup_connect_internal_Native_sourceValidate<'l>(
     mut env: JNIEnv<'l>,
     class: JClass<'l>,
-    config: JByteArray<'l>,
+    props: JByteArray<'l>,
 ) -> jbyteArray {
     run(&mut env, &class, "sourceValidate", NO_ARRAY, |env| {
-        let cfg = source_config(env, &config)?;
-        let problems: Vec<serde_json::Value> = restore::validate(&cfg)
+        let props = source_props(env, &props)?;
+        let problems: Vec<serde_json::Value> = props::validate(&props)
             .into_iter()
             .map(|(key, message)| serde_json::json!({"key": key, "message": message}))
             .collect();
@@ -244,33 +251,33 @@ pub extern "system" fn Java_io_kbackup_connect_internal_Native_sourceValidate<'l
     })
 }
 
-/// `void sourcePrepare(byte[] sourceConfigJson, ClusterClient cluster)`: creates or checks
-/// the target topics.
+/// `void sourcePrepare(byte[] propsJson, ClusterClient cluster)`: creates or checks the
+/// target topics.
 #[no_mangle]
 pub extern "system" fn Java_io_kbackup_connect_internal_Native_sourcePrepare<'l>(
     mut env: JNIEnv<'l>,
     class: JClass<'l>,
-    config: JByteArray<'l>,
+    props: JByteArray<'l>,
     cluster: JObject<'l>,
 ) {
     run(&mut env, &class, "sourcePrepare", (), |env| {
-        let cfg = source_config(env, &config)?;
+        let cfg = source_config(env, &props)?;
         let client = java_cluster(env, &cluster, &cfg.cluster)?;
         restore::prepare_on(&cfg, client.as_ref())
     })
 }
 
-/// `long sourceOpen(byte[] sourceConfigJson, byte[] assignment, ClusterClient cluster)`.
+/// `long sourceOpen(byte[] propsJson, byte[] assignment, ClusterClient cluster)`.
 #[no_mangle]
 pub extern "system" fn Java_io_kbackup_connect_internal_Native_sourceOpen<'l>(
     mut env: JNIEnv<'l>,
     class: JClass<'l>,
-    config: JByteArray<'l>,
+    props: JByteArray<'l>,
     assignment: JByteArray<'l>,
     cluster: JObject<'l>,
 ) -> jlong {
     run(&mut env, &class, "sourceOpen", 0, |env| {
-        let cfg = source_config(env, &config)?;
+        let cfg = source_config(env, &props)?;
         let assignment = codec::decode_offsets(&bytes_arg(env, &assignment, "assignment")?)?;
         let client = java_cluster(env, &cluster, &cfg.cluster)?;
         Ok(SOURCES.insert(RestoreSource::open_on(cfg, &assignment, client)?))

@@ -61,18 +61,20 @@ pub struct RestoreArgs {
     pub quiet: bool,
 }
 
-/// Parses `a:b,c:d` into original -> target.
+/// Parses `a:b,c:d` into original -> target, with the one rename parser of the core.
 pub fn parse_renames(items: &[String]) -> Result<BTreeMap<String, String>> {
-    let mut out = BTreeMap::new();
-    for item in items.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
-        let (a, b) = item.split_once(':').ok_or_else(|| {
-            Error::Config(format!(
+    use kbackup_core::restore::props::{self, RenameError};
+    let out = props::parse_renames(&items.join(",")).map_err(|e| {
+        Error::Config(match e {
+            RenameError::NotFromTo(item) => format!(
                 "--rename {item:?} is not ORIGINAL:TARGET; write for example --rename orders:orders-restored"
-            ))
-        })?;
-        kbackup_core::layout::validate_topic_name(a.trim())?;
-        kbackup_core::layout::validate_topic_name(b.trim())?;
-        out.insert(a.trim().to_string(), b.trim().to_string());
+            ),
+            RenameError::Twice(t) => format!("--rename renames {t:?} twice; keep one entry for it"),
+        })
+    })?;
+    for (a, b) in &out {
+        kbackup_core::layout::validate_topic_name(a)?;
+        kbackup_core::layout::validate_topic_name(b)?;
     }
     Ok(out)
 }

@@ -33,6 +33,7 @@ mod engine;
 #[cfg(test)]
 mod engine_tests;
 mod plan;
+pub mod props;
 mod state;
 mod target;
 #[cfg(test)]

@@ -3,6 +3,7 @@ package io.kbackup.connect;
 import io.kbackup.connect.internal.ClusterClient;
 import io.kbackup.connect.internal.ConfigChecks;
 import io.kbackup.connect.internal.Native;
+import io.kbackup.connect.internal.NativeSink;
 import org.apache.kafka.common.config.Config;
 import org.apache.kafka.common.config.ConfigDef;
 import org.apache.kafka.connect.connector.Task;
@@ -40,7 +41,7 @@ public class BackupSinkConnector extends SinkConnector {
         // starting together on a new directory would otherwise race to initialize it.
         Native.ensureLoaded();
         try (ClusterClient cluster = new ClusterClient(config.clientProps())) {
-            Native.sinkClose(Native.sinkOpen(config.toNativeJson(name, name + "-connector"), cluster));
+            NativeSink.open(config.toNativeJson(name, name + "-connector"), cluster).close();
         }
         this.props = new HashMap<>(props);
     }

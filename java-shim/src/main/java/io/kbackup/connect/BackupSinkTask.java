@@ -1,8 +1,8 @@
 package io.kbackup.connect;
 
-import io.kbackup.connect.internal.BatchCodec;
 import io.kbackup.connect.internal.ClusterClient;
 import io.kbackup.connect.internal.Native;
+import io.kbackup.connect.internal.NativeSink;
 import io.kbackup.connect.internal.TaskMetrics;
 import org.apache.kafka.clients.consumer.OffsetAndMetadata;
 import org.apache.kafka.common.TopicPartition;
@@ -26,7 +26,7 @@ import java.util.Set;
 public class BackupSinkTask extends SinkTask {
     private static final Logger log = LoggerFactory.getLogger(BackupSinkTask.class);
 
-    private volatile long handle;
+    private volatile NativeSink sink;
     private ClusterClient cluster;
     /** Plugin metrics (null on workers without KIP-877); gauges read the core on JMX threads. */
     private TaskMetrics metrics;
@@ -44,11 +44,10 @@ public class BackupSinkTask extends SinkTask {
         String taskId = name + "-" + props.getOrDefault(BackupSinkConfig.TASK_INDEX_CONFIG, "0");
         Native.ensureLoaded();
         cluster = new ClusterClient(config.clientProps());
-        handle = Native.sinkOpen(config.toNativeJson(name, taskId), cluster);
-        metrics = TaskMetrics.create(SinkTaskContext.class, context, () -> {
-            long h = handle;
-            return h == 0 ? null : Native.sinkMetrics(h);
-        }, TaskMetrics.SINK_TASK, TaskMetrics.SINK_PARTITION);
+        NativeSink opened = NativeSink.open(config.toNativeJson(name, taskId), cluster);
+        sink = opened;
+        metrics = TaskMetrics.create(SinkTaskContext.class, context, opened::metricsJson,
+                TaskMetrics.SINK_TASK, TaskMetrics.SINK_PARTITION);
         log.info("kbackup sink task {} started, writing to {} ({})", taskId,
                 config.getString(BackupSinkConfig.TARGET_DIR_CONFIG), Native.version());
     }
@@ -58,8 +57,7 @@ public class BackupSinkTask extends SinkTask {
         if (partitions.isEmpty()) {
             return;
         }
-        Map<TopicPartition, Long> resume =
-                BatchCodec.decodeOffsets(Native.sinkOpenPartitions(handle, BatchCodec.encodePartitions(partitions)));
+        Map<TopicPartition, Long> resume = sink.open(partitions);
         assigned.addAll(partitions);
         if (metrics != null) {
             metrics.partitionsOpened(partitions);
@@ -75,12 +73,12 @@ public class BackupSinkTask extends SinkTask {
     public void put(Collection<SinkRecord> records) {
         // Also when empty: the core then reports a group-offset capture that keeps failing,
         // which fails the task instead of leaving it RUNNING without group positions.
-        Native.sinkPut(handle, BatchCodec.encodeSinkBatch(records));
+        sink.put(records);
     }
 
     @Override
     public Map<TopicPartition, OffsetAndMetadata> preCommit(Map<TopicPartition, OffsetAndMetadata> currentOffsets) {
-        Map<TopicPartition, Long> durable = BatchCodec.decodeOffsets(Native.sinkFlush(handle));
+        Map<TopicPartition, Long> durable = sink.flush();
         Map<TopicPartition, OffsetAndMetadata> out = new HashMap<>();
         for (Map.Entry<TopicPartition, Long> e : durable.entrySet()) {
             if (e.getValue() >= 0 && assigned.contains(e.getKey())) {
@@ -92,28 +90,29 @@ public class BackupSinkTask extends SinkTask {
 
     @Override
     public void close(Collection<TopicPartition> partitions) {
-        if (handle == 0 || partitions.isEmpty()) {
+        NativeSink s = sink;
+        if (s == null || partitions.isEmpty()) {
             return;
         }
         assigned.removeAll(partitions);
         if (metrics != null) {
             metrics.partitionsClosed(partitions);
         }
-        Native.sinkClosePartitions(handle, BatchCodec.encodePartitions(partitions));
+        s.close(partitions);
     }
 
     @Override
     public void stop() {
-        long h = handle;
-        handle = 0;
+        NativeSink s = sink;
+        sink = null;
         assigned.clear();
         if (metrics != null) {
             metrics.close();
             metrics = null;
         }
         try {
-            if (h != 0) {
-                Native.sinkClose(h);
+            if (s != null) {
+                s.close();
             }
         } finally {
             if (cluster != null) {

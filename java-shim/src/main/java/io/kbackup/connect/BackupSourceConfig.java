@@ -1,20 +1,19 @@
 package io.kbackup.connect;
 
-import io.kbackup.connect.internal.ConfigChecks;
-import io.kbackup.connect.internal.Json;
 import org.apache.kafka.common.config.AbstractConfig;
 import org.apache.kafka.common.config.ConfigDef;
 import org.apache.kafka.common.config.ConfigDef.Importance;
 import org.apache.kafka.common.config.ConfigDef.Type;
-import org.apache.kafka.common.config.ConfigException;
 
-import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.TreeMap;
 
 /**
  * Configuration of {@link BackupSourceConnector} (restore) and its tasks: one ConfigDef, shared
- * by both, and the source of docs/config-source.md.
+ * by both, and the source of docs/config-source.md. It holds what the worker needs (types,
+ * defaults, the Java client settings); the raw properties go to the core, which parses
+ * {@code topics.rename} and checks every restore rule ({@code kbackup_core::restore::props}).
  */
 public class BackupSourceConfig extends AbstractConfig {
     public static final String SOURCE_DIR_CONFIG = "source.dir";
@@ -77,48 +76,26 @@ public class BackupSourceConfig extends AbstractConfig {
 
     public BackupSourceConfig(Map<String, String> props) {
         super(CONFIG_DEF, props);
-        renames(); // reject a malformed topics.rename early
     }
 
-    /** The topics to restore, in the order given. */
+    /** The topics to restore, in the order given (the core checks them: kbackup_core::restore::props). */
     public List<String> topics() {
         return getList(TOPICS_CONFIG);
     }
 
-    /** Parsed {@code topics.rename}. */
-    public Map<String, String> renames() {
-        return parseRenames(getString(TOPICS_RENAME_CONFIG));
-    }
-
-    /** Target topic of a backed-up topic. */
-    public static String target(Map<String, String> renames, String topic) {
-        return renames.getOrDefault(topic, topic);
-    }
-
     /**
-     * Parses {@code from:to,from:to}. Throws a ConfigException naming the bad entry; topic-name
-     * rules are checked separately ({@link ConfigChecks#topicNameProblem}).
+     * The properties the core reads (docs/jni.md): the keys this ConfigDef defines except
+     * passwords, plus the connector name and the task index. Client settings and credentials
+     * stay in Java: none reaches the native library (docs/security.md).
      */
-    public static Map<String, String> parseRenames(String value) {
-        Map<String, String> out = new LinkedHashMap<>();
-        if (value == null || value.isBlank()) {
-            return out;
-        }
-        for (String entry : value.split(",")) {
-            String e = entry.trim();
-            if (e.isEmpty()) {
-                continue;
-            }
-            int colon = e.indexOf(':');
-            if (colon <= 0 || colon == e.length() - 1 || e.indexOf(':', colon + 1) >= 0) {
-                throw new ConfigException(TOPICS_RENAME_CONFIG, value, "entry '" + e + "' is not from:to; write "
-                        + "it as source-topic:target-topic, for example orders:orders-restored");
-            }
-            String from = e.substring(0, colon).trim();
-            String to = e.substring(colon + 1).trim();
-            if (out.put(from, to) != null) {
-                throw new ConfigException(TOPICS_RENAME_CONFIG, value, "topic '" + from + "' is renamed twice; "
-                        + "keep one entry for it");
+    public static Map<String, String> coreProps(Map<String, String> props) {
+        Map<String, String> out = new TreeMap<>();
+        for (Map.Entry<String, String> e : props.entrySet()) {
+            String k = e.getKey();
+            ConfigDef.ConfigKey def = CONFIG_DEF.configKeys().get(k);
+            boolean read = k.equals("name") || k.equals(TASK_INDEX_CONFIG) || (def != null && def.type != Type.PASSWORD);
+            if (read && e.getValue() != null) {
+                out.put(k, e.getValue());
             }
         }
         return out;
@@ -132,22 +109,5 @@ public class BackupSourceConfig extends AbstractConfig {
     /** The Java client properties of kbackup's own cluster client (producer overrides as fallback). */
     public Map<String, String> clientProps() {
         return BackupSinkConfig.clientProps(originalsStrings(), "producer.override.");
-    }
-
-    /** The source config JSON of docs/jni.md. */
-    public byte[] toNativeJson(String connectorName, String taskId) {
-        Map<String, Object> m = new LinkedHashMap<>();
-        m.put("connector_name", connectorName);
-        m.put("task_id", taskId);
-        m.put("source_dir", getString(SOURCE_DIR_CONFIG));
-        m.put("topics", topics());
-        m.put("topics_rename", renames());
-        m.put("batch_size", getInt(BATCH_SIZE_CONFIG));
-        m.put("cluster", BackupSinkConfig.nativeCluster(originalsStrings()));
-        String state = getString(RESTORE_STATE_DIR_CONFIG);
-        m.put("restore_state_dir", state == null || state.isBlank() ? null : state);
-        m.put("allow_non_empty_topics", getBoolean(ALLOW_NON_EMPTY_TOPICS_CONFIG));
-        m.put("restore_group_offsets", getBoolean(RESTORE_GROUP_OFFSETS_CONFIG));
-        return Json.write(m);
     }
 }

@@ -3,11 +3,9 @@ package io.kbackup.connect;
 import io.kbackup.connect.internal.BackupSummary;
 import io.kbackup.connect.internal.ClusterClient;
 import io.kbackup.connect.internal.ConfigChecks;
-import io.kbackup.connect.internal.Json;
-import io.kbackup.connect.internal.Native;
+import io.kbackup.connect.internal.NativeSource;
 import org.apache.kafka.common.config.Config;
 import org.apache.kafka.common.config.ConfigDef;
-import org.apache.kafka.common.config.ConfigException;
 import org.apache.kafka.connect.connector.Task;
 import org.apache.kafka.connect.source.ExactlyOnceSupport;
 import org.apache.kafka.connect.source.SourceConnector;
@@ -16,10 +14,8 @@ import org.slf4j.LoggerFactory;
 
 import java.util.ArrayList;
 import java.util.HashMap;
-import java.util.HashSet;
 import java.util.List;
 import java.util.Map;
-import java.util.Set;
 
 /**
  * Restores backed-up topics into the cluster this worker produces to. {@link #start} creates the
@@ -41,23 +37,25 @@ public class BackupSourceConnector extends SourceConnector {
     public void start(Map<String, String> props) {
         BackupSourceConfig config = new BackupSourceConfig(props);
         String name = props.getOrDefault("name", "kbackup-restore");
-        Native.ensureLoaded();
-        Map<String, List<Integer>> inBackup =
-                BackupSummary.topicPartitions(config.getString(BackupSourceConfig.SOURCE_DIR_CONFIG));
+        // The core checks the raw properties (every restore rule) before it touches the cluster.
+        try (ClusterClient cluster = new ClusterClient(config.clientProps())) {
+            NativeSource.prepare(props, cluster);
+        }
+        String dir = config.getString(BackupSourceConfig.SOURCE_DIR_CONFIG);
+        Map<String, List<Integer>> inBackup = BackupSummary.topicPartitions(dir);
         List<String> parts = new ArrayList<>();
         for (String topic : config.topics()) {
-            List<Integer> ps = inBackup.get(topic);
-            if (ps == null) {
-                throw new KbackupException("topic '" + topic + "' listed in " + BackupSourceConfig.TOPICS_CONFIG
-                        + " is not in the backup " + config.getString(BackupSourceConfig.SOURCE_DIR_CONFIG)
-                        + " (it holds " + inBackup.keySet() + "): fix the topic list");
+            if (topic.isBlank()) {
+                continue;
+            }
+            List<Integer> ps = inBackup.get(topic.trim());
+            if (ps == null) { // the core found it a moment ago
+                throw new KbackupException("topic '" + topic + "' disappeared from the backup " + dir
+                        + " while the restore started: keep the backup unchanged during a restore");
             }
             for (int p : ps) {
-                parts.add(topic + ":" + p);
+                parts.add(topic.trim() + ":" + p);
             }
-        }
-        try (ClusterClient cluster = new ClusterClient(config.clientProps())) {
-            Native.sourcePrepare(config.toNativeJson(name, name + "-connector"), cluster);
         }
         this.props = new HashMap<>(props);
         this.assignments = parts;
@@ -121,25 +119,14 @@ public class BackupSourceConnector extends SourceConnector {
 
     private static final String PRODUCER_OVERRIDE = "producer.override.";
 
+    /**
+     * The ConfigDef's own checks, the converters and the connection to the target cluster stay
+     * here (they belong to the worker); every restore rule is the core's, which answers its
+     * problems keyed by config key and replaces the ConfigDef's generic messages for those keys.
+     */
     @Override
     public Config validate(Map<String, String> props) {
         ConfigChecks.Errors errors = new ConfigChecks.Errors(super.validate(props));
-        String dirKey = BackupSourceConfig.SOURCE_DIR_CONFIG;
-        String dir = props.get(dirKey);
-        String dirProblem = ConfigChecks.directoryProblem(dirKey, dir, false, false);
-        if (dirProblem != null) {
-            if (errors.hasErrors(dirKey)) {
-                errors.replace(dirKey, dirProblem);
-            } else {
-                errors.add(dirKey, dirProblem);
-            }
-        }
-        errors.replace(BackupSourceConfig.CLUSTER_BOOTSTRAP_SERVERS_CONFIG,
-                BackupSourceConfig.CLUSTER_BOOTSTRAP_SERVERS_CONFIG + " is required: set it to the bootstrap "
-                        + "servers of the cluster restored into (kbackup creates topics and commits group offsets "
-                        + "there)");
-        errors.replace(BackupSourceConfig.TOPICS_CONFIG, BackupSourceConfig.TOPICS_CONFIG + " is required: list "
-                + "the backed-up topics to restore, separated by commas (`kbackup inspect DIR` shows them)");
         ConfigChecks.requireByteArrayConverters(props, errors, "so restored keys, values and headers are the "
                 + "original bytes");
         if (!errors.hasErrors(BackupSourceConfig.CLUSTER_BOOTSTRAP_SERVERS_CONFIG)) {
@@ -148,83 +135,21 @@ public class BackupSourceConnector extends SourceConnector {
                     BackupSourceConfig.CLUSTER_BOOTSTRAP_SERVERS_CONFIG, BackupSourceConfig.TOPICS_CONFIG)
                     .forEach(errors::add);
         }
-
-        Map<String, String> renames = Map.of();
         try {
-            renames = BackupSourceConfig.parseRenames(props.get(BackupSourceConfig.TOPICS_RENAME_CONFIG));
-        } catch (ConfigException e) {
-            errors.add(BackupSourceConfig.TOPICS_RENAME_CONFIG, e.getMessage());
-        }
-        Set<String> targets = new HashSet<>();
-        List<String> topics = listOf(props.get(BackupSourceConfig.TOPICS_CONFIG));
-        for (String t : topics) {
-            String target = BackupSourceConfig.target(renames, t);
-            String problem = ConfigChecks.topicNameProblem(target);
-            if (problem != null) {
-                String key = renames.containsKey(t) ? BackupSourceConfig.TOPICS_RENAME_CONFIG
-                        : BackupSourceConfig.TOPICS_CONFIG;
-                errors.add(key, problem + ": choose a valid target name in " + BackupSourceConfig.TOPICS_RENAME_CONFIG);
-            } else if (!targets.add(target)) {
-                errors.add(BackupSourceConfig.TOPICS_RENAME_CONFIG, "two restored topics would both be written to '"
-                        + target + "': give each a different target in " + BackupSourceConfig.TOPICS_RENAME_CONFIG);
-            }
-        }
-        for (String from : renames.keySet()) {
-            if (!topics.contains(from)) {
-                errors.add(BackupSourceConfig.TOPICS_RENAME_CONFIG, "topic '" + from + "' is renamed but not listed in "
-                        + BackupSourceConfig.TOPICS_CONFIG + ": add it there or drop the rename");
-            }
-        }
-
-        if (dirProblem == null) {
-            try {
-                Map<String, List<Integer>> inBackup = BackupSummary.topicPartitions(dir);
-                for (String t : topics) {
-                    if (!inBackup.containsKey(t)) {
-                        errors.add(BackupSourceConfig.TOPICS_CONFIG, "topic '" + t + "' is not in the backup " + dir
-                                + " (it holds " + inBackup.keySet() + "): fix the topic list");
-                    }
+            for (Map.Entry<String, List<String>> e : NativeSource.validate(props).entrySet()) {
+                List<String> messages = e.getValue();
+                int from = 0;
+                if (errors.hasErrors(e.getKey())) {
+                    errors.replace(e.getKey(), messages.get(0));
+                    from = 1;
                 }
-                // The core's own checks need a config that parses; they would repeat the above.
-                if (nativeChecksPossible(errors)) {
-                    BackupSourceConfig config = new BackupSourceConfig(props);
-                    String name = props.getOrDefault("name", "kbackup-restore");
-                    Object problems = Json.parse(Native.sourceValidate(config.toNativeJson(name, name + "-validate")));
-                    if (problems instanceof List<?>) {
-                        for (Object p : (List<?>) problems) {
-                            if (p instanceof Map<?, ?> && ((Map<?, ?>) p).get("message") != null) {
-                                Map<?, ?> m = (Map<?, ?>) p;
-                                Object key = m.get("key");
-                                errors.add(key == null ? dirKey : key.toString(), m.get("message").toString());
-                            }
-                        }
-                    }
+                for (String m : messages.subList(from, messages.size())) {
+                    errors.add(e.getKey(), m);
                 }
-            } catch (ConfigException e) {
-                // Already reported by the ConfigDef validation above, under its own key.
-            } catch (KbackupException | KbackupRetriableException e) {
-                errors.add(dirKey, e.getMessage());
             }
+        } catch (KbackupException | KbackupRetriableException e) {
+            errors.add(BackupSourceConfig.SOURCE_DIR_CONFIG, e.getMessage());
         }
         return errors.toConfig();
-    }
-
-    private static boolean nativeChecksPossible(ConfigChecks.Errors errors) {
-        return !errors.hasErrors(BackupSourceConfig.TOPICS_CONFIG)
-                && !errors.hasErrors(BackupSourceConfig.TOPICS_RENAME_CONFIG)
-                && !errors.hasErrors(BackupSourceConfig.CLUSTER_BOOTSTRAP_SERVERS_CONFIG)
-                && !errors.hasErrors(BackupSourceConfig.BATCH_SIZE_CONFIG);
-    }
-
-    private static List<String> listOf(String value) {
-        List<String> out = new ArrayList<>();
-        if (value != null) {
-            for (String s : value.split(",")) {
-                if (!s.trim().isEmpty()) {
-                    out.add(s.trim());
-                }
-            }
-        }
-        return out;
     }
 }

@@ -1,10 +1,11 @@
 package io.kbackup.connect;
 
-import io.kbackup.connect.internal.BatchCodec;
+import io.kbackup.connect.internal.AckBuffer;
 import io.kbackup.connect.internal.ClusterClient;
-import io.kbackup.connect.internal.BatchCodec.PolledHeader;
-import io.kbackup.connect.internal.BatchCodec.PolledRecord;
-import io.kbackup.connect.internal.Native;
+import io.kbackup.connect.internal.NativeSource;
+import io.kbackup.connect.internal.PollBatch;
+import io.kbackup.connect.internal.PolledHeader;
+import io.kbackup.connect.internal.PolledRecord;
 import io.kbackup.connect.internal.TaskMetrics;
 import org.apache.kafka.clients.producer.RecordMetadata;
 import org.apache.kafka.common.TopicPartition;
@@ -53,21 +54,21 @@ public class BackupSourceTask extends SourceTask {
     /** Poll stops waiting when no acknowledgement came for this long (exactly-once transactions hold them back). */
     static final long ACK_STALL_MS = 20;
 
-    private volatile long handle;
+    /** The core's restore reader; it serializes poll against the last hand-over in stop. */
+    private volatile NativeSource source;
     private ClusterClient cluster;
     /** Plugin metrics (null on workers without KIP-877); gauges read the core on JMX threads. */
     private volatile TaskMetrics metrics;
-    /** Guards draining the ack buffers and the handle's last use, between poll and stop. */
-    private final Object drainLock = new Object();
     private volatile boolean stopping;
     /** Every partition seen; created by {@link #slot}, looked up from any thread. */
     private final Map<TopicPartition, Slot> slots = new ConcurrentHashMap<>();
     /** Copy-on-write views of {@link #slots} for the per-record paths: never modified once published. */
-    private volatile List<BatchCodec.AckBuffer> ackBuffers = List.of();
+    private volatile List<AckBuffer> ackBuffers = List.of();
     private volatile Map<Map<String, Object>, Slot> slotsByKey = new IdentityHashMap<>();
     /** The slot of the previous polled record (task thread only): batches come partition by partition. */
     private Slot lastSlot;
-    Map<String, String> renames = Map.of(); // package-private for tests
+    /** Original topic -> target topic, as the core resolved topics.rename (package-private for tests). */
+    Map<String, String> renames = Map.of();
     private int batchSize;
     private String taskId;
     private long lastFinishedLog;
@@ -85,9 +86,9 @@ public class BackupSourceTask extends SourceTask {
         private final TopicPartition tp;
         private final Map<String, Object> key;
         private final String target;
-        private final BatchCodec.AckBuffer acks;
+        private final AckBuffer acks;
 
-        Slot(TopicPartition tp, Map<String, Object> key, String target, BatchCodec.AckBuffer acks) {
+        Slot(TopicPartition tp, Map<String, Object> key, String target, AckBuffer acks) {
             this.tp = tp;
             this.key = key;
             this.target = target;
@@ -106,7 +107,7 @@ public class BackupSourceTask extends SourceTask {
             return target;
         }
 
-        BatchCodec.AckBuffer acks() {
+        AckBuffer acks() {
             return acks;
         }
     }
@@ -115,9 +116,9 @@ public class BackupSourceTask extends SourceTask {
     private synchronized Slot slot(TopicPartition tp) {
         Slot s = slots.get(tp);
         if (s == null) {
-            s = new Slot(tp, sourcePartitionKey(tp), BackupSourceConfig.target(renames, tp.topic()),
-                    new BatchCodec.AckBuffer(tp.topic(), tp.partition()));
-            List<BatchCodec.AckBuffer> buffers = new ArrayList<>(ackBuffers);
+            s = new Slot(tp, sourcePartitionKey(tp), renames.getOrDefault(tp.topic(), tp.topic()),
+                    new AckBuffer(tp.topic(), tp.partition()));
+            List<AckBuffer> buffers = new ArrayList<>(ackBuffers);
             buffers.add(s.acks());
             Map<Map<String, Object>, Slot> byKey = new IdentityHashMap<>(slotsByKey);
             byKey.put(s.key(), s);
@@ -138,29 +139,31 @@ public class BackupSourceTask extends SourceTask {
         BackupSourceConfig config = new BackupSourceConfig(props);
         String name = props.getOrDefault("name", "kbackup-restore");
         taskId = name + "-" + props.getOrDefault(BackupSourceConfig.TASK_INDEX_CONFIG, "0");
-        renames = config.renames();
         batchSize = config.getInt(BackupSourceConfig.BATCH_SIZE_CONFIG);
 
         List<TopicPartition> assigned = parseAssignment(props.get(BackupSourceConfig.TASK_PARTITIONS_CONFIG));
         List<Map<String, Object>> keys = new ArrayList<>(assigned.size());
         for (TopicPartition tp : assigned) {
-            keys.add(slot(tp).key());
+            keys.add(sourcePartitionKey(tp));
         }
         Map<Map<String, Object>, Map<String, Object>> committed =
                 keys.isEmpty() ? Map.of() : context.offsetStorageReader().offsets(keys);
         Map<TopicPartition, Long> assignment = new LinkedHashMap<>();
-        for (TopicPartition tp : assigned) {
-            Map<String, Object> off = committed == null ? null : committed.get(slots.get(tp).key());
+        for (int i = 0; i < assigned.size(); i++) {
+            Map<String, Object> off = committed == null ? null : committed.get(keys.get(i));
             Object o = off == null ? null : off.get(OFFSET_KEY);
-            assignment.put(tp, o instanceof Number ? ((Number) o).longValue() : -1L);
+            assignment.put(assigned.get(i), o instanceof Number ? ((Number) o).longValue() : -1L);
         }
-        Native.ensureLoaded();
         cluster = new ClusterClient(config.clientProps());
-        handle = Native.sourceOpen(config.toNativeJson(name, taskId), BatchCodec.encodeOffsets(assignment), cluster);
-        metrics = TaskMetrics.create(SourceTaskContext.class, context, () -> {
-            long h = handle;
-            return h == 0 ? null : Native.sourceMetrics(h);
-        }, TaskMetrics.SOURCE_TASK, TaskMetrics.SOURCE_PARTITION);
+        // The core parses the raw properties (topics.rename included) and answers the targets.
+        NativeSource opened = NativeSource.open(props, assignment, cluster);
+        source = opened;
+        renames = opened.targets();
+        for (TopicPartition tp : assigned) {
+            slot(tp);
+        }
+        metrics = TaskMetrics.create(SourceTaskContext.class, context, opened::metricsJson,
+                TaskMetrics.SOURCE_TASK, TaskMetrics.SOURCE_PARTITION);
         if (metrics != null) {
             metrics.partitionsOpened(assigned);
         }
@@ -192,25 +195,17 @@ public class BackupSourceTask extends SourceTask {
 
     @Override
     public List<SourceRecord> poll() throws InterruptedException {
-        long h = handle;
-        if (stopping || h == 0) {
+        NativeSource s = source;
+        if (stopping || s == null) {
             return null;
         }
         awaitAcks();
-        BatchCodec.PollBatch batch;
+        PollBatch batch;
         try {
-            byte[] polled;
-            synchronized (drainLock) {
-                h = handle;
-                if (h == 0) {
-                    return null; // stopped while waiting: stop() handed the acks over
-                }
-                polled = Native.sourcePoll(h, BatchCodec.drainAcks(ackBuffers), batchSize);
-            }
-            batch = BatchCodec.decodeBatch(polled);
+            batch = s.poll(ackBuffers, batchSize);
         } catch (KbackupException e) {
             if (stopping) {
-                return null; // stop() closed the handle under us: not a failure
+                return null; // stop() closed the reader (after handing the acks over): not a failure
             }
             throw e;
         }
@@ -238,7 +233,7 @@ public class BackupSourceTask extends SourceTask {
 
     private long acked() {
         long n = 0;
-        for (BatchCodec.AckBuffer b : ackBuffers) {
+        for (AckBuffer b : ackBuffers) {
             n += b.added();
         }
         return n;
@@ -334,29 +329,20 @@ public class BackupSourceTask extends SourceTask {
         if (m != null) {
             m.close();
         }
-        long h;
-        byte[] last;
-        synchronized (drainLock) {
-            h = handle;
-            handle = 0;
-            last = h == 0 ? null : BatchCodec.drainAcks(ackBuffers);
-        }
-        if (h == 0) {
+        NativeSource s = source;
+        source = null;
+        if (s == null) {
             return;
         }
         try {
-            Native.sourceAck(h, last);
+            s.close(ackBuffers);
         } catch (RuntimeException e) {
             log.error("kbackup restore task {}: could not save the last acknowledgements before stopping; "
                     + "the next start reconciles them from the target topic", taskId, e);
         } finally {
-            try {
-                Native.sourceClose(h);
-            } finally {
-                if (cluster != null) {
-                    cluster.close();
-                    cluster = null;
-                }
+            if (cluster != null) {
+                cluster.close();
+                cluster = null;
             }
         }
     }

@@ -1,6 +1,6 @@
 package io.kbackup.connect;
 
-import io.kbackup.connect.internal.BatchCodec;
+import io.kbackup.connect.internal.ConfigChecks;
 import io.kbackup.connect.internal.Json;
 import org.apache.kafka.common.config.Config;
 import org.apache.kafka.common.config.ConfigException;
@@ -32,9 +32,9 @@ class SinkConfigTest {
         p.put("target.dir", dir.toString());
         p.put("cluster.bootstrap.servers", "localhost:9092");
         p.put("cluster.security.protocol", "PLAINTEXT");
-        p.put("key.converter", BatchCodec.BYTE_ARRAY_CONVERTER);
-        p.put("value.converter", BatchCodec.BYTE_ARRAY_CONVERTER);
-        p.put("header.converter", BatchCodec.BYTE_ARRAY_CONVERTER);
+        p.put("key.converter", ConfigChecks.BYTE_ARRAY_CONVERTER);
+        p.put("value.converter", ConfigChecks.BYTE_ARRAY_CONVERTER);
+        p.put("header.converter", ConfigChecks.BYTE_ARRAY_CONVERTER);
         p.put("consumer.override.isolation.level", "read_committed");
         return p;
     }
@@ -173,7 +173,7 @@ class SinkConfigTest {
         Map<String, List<String>> e = errors(offline().validate(p));
         assertEquals(2, e.size(), e.toString());
         assertTrue(e.get("header.converter").get(0).contains("not set"), e.toString());
-        assertTrue(e.get("header.converter").get(0).contains(BatchCodec.BYTE_ARRAY_CONVERTER), e.toString());
+        assertTrue(e.get("header.converter").get(0).contains(ConfigChecks.BYTE_ARRAY_CONVERTER), e.toString());
         assertTrue(e.get("value.converter").get(0).contains("JsonConverter"), e.toString());
     }
 

@@ -1,10 +1,9 @@
 package io.kbackup.connect;
 
-import io.kbackup.connect.internal.BatchCodec;
 import io.kbackup.connect.internal.ConfigChecks;
-import io.kbackup.connect.internal.Json;
+import io.kbackup.connect.internal.PolledHeader;
+import io.kbackup.connect.internal.PolledRecord;
 import org.apache.kafka.common.TopicPartition;
-import org.apache.kafka.common.config.ConfigException;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
@@ -14,7 +13,6 @@ import java.util.List;
 import java.util.Map;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
-import static org.junit.jupiter.api.Assertions.assertNotNull;
 import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
@@ -29,53 +27,20 @@ class SourceConfigTest {
         p.put("source.dir", dir.toString());
         p.put("topics", "a,b");
         p.put("cluster.bootstrap.servers", "localhost:9092");
-        p.put("key.converter", BatchCodec.BYTE_ARRAY_CONVERTER);
-        p.put("value.converter", BatchCodec.BYTE_ARRAY_CONVERTER);
-        p.put("header.converter", BatchCodec.BYTE_ARRAY_CONVERTER);
+        p.put("key.converter", ConfigChecks.BYTE_ARRAY_CONVERTER);
+        p.put("value.converter", ConfigChecks.BYTE_ARRAY_CONVERTER);
+        p.put("header.converter", ConfigChecks.BYTE_ARRAY_CONVERTER);
         return p;
     }
 
+    /** The connector forwards the raw properties; a malformed topics.rename is reported by the core under its key. */
     @Test
-    void renamesParse() {
-        assertEquals(Map.of(), BackupSourceConfig.parseRenames(""));
-        assertEquals(Map.of("a", "a2", "b", "b.restored"), BackupSourceConfig.parseRenames(" a:a2 , b:b.restored ,"));
-        for (String bad : List.of("a", "a:", ":b", "a:b:c", "a:x,a:y")) {
-            ConfigException e = assertThrows(ConfigException.class, () -> BackupSourceConfig.parseRenames(bad), bad);
-            assertTrue(e.getMessage().contains("topics.rename"), e.getMessage());
-        }
-    }
-
-    @Test
-    void topicNameRules() {
-        assertNull(ConfigChecks.topicNameProblem("a-b_c.D9"));
-        assertNull(ConfigChecks.topicNameProblem("x".repeat(249)));
-        assertNotNull(ConfigChecks.topicNameProblem("x".repeat(250)));
-        assertNotNull(ConfigChecks.topicNameProblem(""));
-        assertNotNull(ConfigChecks.topicNameProblem("."));
-        assertNotNull(ConfigChecks.topicNameProblem(".."));
-        assertTrue(ConfigChecks.topicNameProblem("a b").contains("' '"));
-        assertNotNull(ConfigChecks.topicNameProblem("a/b"));
-    }
-
-    @Test
-    void nativeJsonFollowsTheContract() {
-        Map<String, String> p = valid(tmp);
-        p.put("topics.rename", "a:a2");
-        p.put("cluster.client.id", "x");
-        BackupSourceConfig c = new BackupSourceConfig(p);
-        @SuppressWarnings("unchecked")
-        Map<String, Object> json = (Map<String, Object>) Json.parse(c.toNativeJson("r1", "r1-2"));
-        assertEquals("r1-2", json.get("task_id"));
-        assertEquals(tmp.toString(), json.get("source_dir"));
-        assertEquals(List.of("a", "b"), json.get("topics"));
-        assertEquals(Map.of("a", "a2"), json.get("topics_rename"));
-        assertEquals(1000L, json.get("batch_size"));
-        assertEquals(Map.of("bootstrap.servers", "localhost:9092"), json.get("cluster"));
-        assertEquals("x", c.clientProps().get("client.id"));
-        assertTrue(json.containsKey("restore_state_dir"));
-        assertNull(json.get("restore_state_dir"));
-        assertEquals(false, json.get("allow_non_empty_topics"));
-        assertEquals(true, json.get("restore_group_offsets"));
+    void validateReportsMalformedRenamesFromTheCore() {
+        Map<String, String> p = valid(tmp.resolve("nope"));
+        p.put("topics.rename", "a:x:y");
+        Map<String, List<String>> e = SinkConfigTest.errors(new BackupSourceConnector().validate(p));
+        assertEquals(1, e.get("topics.rename").size(), e.toString());
+        assertTrue(e.get("topics.rename").get(0).contains("'a:x:y' is not from:to"), e.toString());
     }
 
     @Test
@@ -86,7 +51,7 @@ class SourceConfigTest {
         Map<String, List<String>> e = SinkConfigTest.errors(new BackupSourceConnector().validate(p));
         assertTrue(e.get("source.dir").get(0).contains("does not exist"), e.toString());
         assertTrue(e.get("topics.rename").get(0).contains("bad name"), e.toString());
-        assertTrue(e.get("key.converter").get(0).contains(BatchCodec.BYTE_ARRAY_CONVERTER), e.toString());
+        assertTrue(e.get("key.converter").get(0).contains(ConfigChecks.BYTE_ARRAY_CONVERTER), e.toString());
     }
 
     @Test
@@ -95,8 +60,9 @@ class SourceConfigTest {
         p.put("topics.rename", "a:b,c:d");
         Map<String, List<String>> e = SinkConfigTest.errors(new BackupSourceConnector().validate(p));
         String all = e.get("topics.rename").toString();
-        assertTrue(all.contains("both be written to 'b'"), all);
-        assertTrue(all.contains("'c' is renamed but not listed"), all);
+        // The core's wording (kbackup_core::restore::validate), as the CLI shows it.
+        assertTrue(all.contains("would both be restored into \"b\""), all);
+        assertTrue(all.contains("renames \"c\", which is not listed in topics"), all);
     }
 
     @Test
@@ -105,6 +71,26 @@ class SourceConfigTest {
         assertTrue(e.get("source.dir").get(0).contains("source.dir is required"), e.toString());
         assertTrue(e.get("topics").get(0).contains("kbackup inspect"), e.toString());
         assertTrue(e.get("cluster.bootstrap.servers").get(0).contains("restored into"), e.toString());
+    }
+
+    /** docs/security.md: no credential reaches the native library, though the core gets the raw properties. */
+    @Test
+    void coreGetsTheRawPropertiesButNoCredentialOrClientSetting() {
+        Map<String, String> p = valid(tmp);
+        p.put("topics.rename", "a:a2");
+        p.put("kbackup.task.index", "3");
+        p.put("cluster.sasl.jaas.config", "secret-jaas");
+        p.put("cluster.ssl.keystore.password", "secret-pw");
+        p.put("cluster.security.protocol", "SASL_SSL");
+        p.put("producer.override.sasl.jaas.config", "secret-jaas-2");
+        Map<String, String> core = BackupSourceConfig.coreProps(p);
+        assertEquals("a:a2", core.get("topics.rename"));
+        assertEquals("r1", core.get("name"));
+        assertEquals("3", core.get("kbackup.task.index"));
+        assertEquals("localhost:9092", core.get("cluster.bootstrap.servers"));
+        assertTrue(core.values().stream().noneMatch(v -> v.contains("secret")), core.toString());
+        assertNull(core.get("cluster.security.protocol"));
+        assertNull(core.get("key.converter"));
     }
 
     @Test
@@ -119,12 +105,10 @@ class SourceConfigTest {
     @Test
     void polledRecordsBecomeSourceRecordsOnTheRenamedTopic() {
         BackupSourceTask task = new BackupSourceTask();
-        Map<String, String> p = valid(tmp);
-        p.put("topics.rename", "a:a2");
-        // Only the parts of start() that need no native library.
-        task.renames = new BackupSourceConfig(p).renames();
-        var r = new BatchCodec.PolledRecord("a", 3, 17, 1234, (byte) 1, null, new byte[] {1},
-                List.of(new BatchCodec.PolledHeader("h", null), new BatchCodec.PolledHeader("h", new byte[] {2})));
+        // Only the parts of start() that need no native library: the core answers the targets.
+        task.renames = Map.of("a", "a2");
+        var r = new PolledRecord("a", 3, 17, 1234, (byte) 1, null, new byte[] {1},
+                List.of(new PolledHeader("h", null), new PolledHeader("h", new byte[] {2})));
         var sr = task.toSourceRecord(r);
         assertEquals("a2", sr.topic());
         assertEquals(3, sr.kafkaPartition());
@@ -141,7 +125,7 @@ class SourceConfigTest {
         assertEquals(org.apache.kafka.connect.data.Schema.OPTIONAL_BYTES_SCHEMA, h1.schema());
         assertTrue(java.util.Arrays.equals(new byte[] {2}, (byte[]) h2.value()));
 
-        var noTs = new BatchCodec.PolledRecord("b", 0, 1, -1, (byte) 0, null, null, List.of());
+        var noTs = new PolledRecord("b", 0, 1, -1, (byte) 0, null, null, List.of());
         assertNull(task.toSourceRecord(noTs).timestamp());
         assertEquals("b", task.toSourceRecord(noTs).topic());
     }

@@ -1,8 +1,8 @@
 package io.kbackup.connect;
 
 import io.kbackup.connect.internal.BackupSummary;
-import io.kbackup.connect.internal.BatchCodec;
-import io.kbackup.connect.internal.BatchCodecTest;
+import io.kbackup.connect.internal.BatchEncoder;
+import io.kbackup.connect.internal.WireBuffersTest;
 import io.kbackup.connect.internal.ClusterClient;
 import io.kbackup.connect.internal.Json;
 import io.kbackup.connect.internal.Native;
@@ -28,12 +28,12 @@ class SourceNativeTest {
         long h = Native.sinkOpen(Json.write(Map.of("connector_name", "src-test", "task_id", "src-test-0",
                 "target_dir", tmp.toString(), "cluster", Map.of())), new ClusterClient(Map.of()));
         try {
-            Native.sinkOpenPartitions(h, BatchCodec.encodePartitions(List.of(
+            Native.sinkOpenPartitions(h, BatchEncoder.encodePartitions(List.of(
                     new TopicPartition("orders", 0), new TopicPartition("orders", 1))));
-            Native.sinkPut(h, BatchCodec.encodeSinkBatch(List.of(
-                    BatchCodecTest.record("orders", 0, 0, null, new byte[] {1}, 1L, TimestampType.CREATE_TIME,
+            Native.sinkPut(h, BatchEncoder.encodeSinkBatch(List.of(
+                    WireBuffersTest.record("orders", 0, 0, null, new byte[] {1}, 1L, TimestampType.CREATE_TIME,
                             new ConnectHeaders()),
-                    BatchCodecTest.record("orders", 1, 4, null, new byte[] {2}, 2L, TimestampType.CREATE_TIME,
+                    WireBuffersTest.record("orders", 1, 4, null, new byte[] {2}, 2L, TimestampType.CREATE_TIME,
                             new ConnectHeaders()))));
             Native.sinkFlush(h);
         } finally {
@@ -55,13 +55,13 @@ class SourceNativeTest {
         Map<String, String> p = SourceConfigTest.valid(tmp);
         p.put("topics", "orders,missing");
         Map<String, List<String>> e = SinkConfigTest.errors(new BackupSourceConnector().validate(p));
-        assertTrue(e.get("topics").toString().contains("'missing' is not in the backup"), e.toString());
+        assertTrue(e.get("topics").toString().contains("\"missing\" is not in the backup"), e.toString());
         assertTrue(e.get("topics").toString().contains("[orders]"), e.toString());
 
         p.put("topics", "orders");
         p.put("topics.rename", "orders:..");
         e = SinkConfigTest.errors(new BackupSourceConnector().validate(p));
-        assertTrue(e.get("topics.rename").get(0).contains("not allowed"), e.toString());
+        assertTrue(e.get("topics.rename").get(0).contains("not a valid Kafka topic name"), e.toString());
     }
 
     @Test

@@ -39,6 +39,8 @@ import java.util.Map;
  */
 public final class ConfigChecks {
     /** The converter keys that must all be ByteArrayConverter. */
+    /** The converter that hands key, value and header bytes through untouched. */
+    public static final String BYTE_ARRAY_CONVERTER = "org.apache.kafka.connect.converters.ByteArrayConverter";
     public static final List<String> CONVERTER_KEYS = List.of("key.converter", "value.converter", "header.converter");
 
     private ConfigChecks() {
@@ -87,12 +89,12 @@ public final class ConfigChecks {
     public static void requireByteArrayConverters(Map<String, String> props, Errors errors, String why) {
         for (String key : CONVERTER_KEYS) {
             String v = props.get(key);
-            if (v != null && v.trim().equals(BatchCodec.BYTE_ARRAY_CONVERTER)) {
+            if (v != null && v.trim().equals(BYTE_ARRAY_CONVERTER)) {
                 continue;
             }
             String now = v == null ? "not set, so the worker's default would apply" : "set to " + v;
-            errors.add(key, key + " is " + now + ", but it must be " + BatchCodec.BYTE_ARRAY_CONVERTER + " " + why
-                    + ": add \"" + key + "\": \"" + BatchCodec.BYTE_ARRAY_CONVERTER + "\" to the connector config");
+            errors.add(key, key + " is " + now + ", but it must be " + BYTE_ARRAY_CONVERTER + " " + why
+                    + ": add \"" + key + "\": \"" + BYTE_ARRAY_CONVERTER + "\" to the connector config");
         }
     }
 
@@ -132,29 +134,6 @@ public final class ConfigChecks {
             } catch (IOException | SecurityException e) {
                 return key + " '" + dir + "' is not writable by the Connect worker (user " + user + "): " + e
                         + "; fix its permissions or choose another directory";
-            }
-        }
-        return null;
-    }
-
-    /** Why {@code name} is not a valid Kafka topic name, or null when it is. */
-    public static String topicNameProblem(String name) {
-        if (name == null || name.isEmpty()) {
-            return "a topic name must not be empty";
-        }
-        if (name.length() > 249) {
-            return "topic name '" + name + "' is " + name.length() + " characters long; Kafka allows at most 249";
-        }
-        if (name.equals(".") || name.equals("..")) {
-            return "topic name '" + name + "' is not allowed by Kafka";
-        }
-        for (int i = 0; i < name.length(); i++) {
-            char c = name.charAt(i);
-            boolean ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.'
-                    || c == '_' || c == '-';
-            if (!ok) {
-                return "topic name '" + name + "' contains '" + c + "'; Kafka allows only letters, digits, '.', '_' "
-                        + "and '-'";
             }
         }
         return null;

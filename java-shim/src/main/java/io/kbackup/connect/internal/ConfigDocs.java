@@ -51,9 +51,9 @@ public final class ConfigDocs {
           .append("    \"tasks.max\": \"3\",\n    \"topics\": \"orders,payments\",\n")
           .append("    \"target.dir\": \"/backups/prod\",\n")
           .append("    \"cluster.bootstrap.servers\": \"broker1:9092\",\n")
-          .append("    \"key.converter\": \"").append(BatchCodec.BYTE_ARRAY_CONVERTER).append("\",\n")
-          .append("    \"value.converter\": \"").append(BatchCodec.BYTE_ARRAY_CONVERTER).append("\",\n")
-          .append("    \"header.converter\": \"").append(BatchCodec.BYTE_ARRAY_CONVERTER).append("\",\n")
+          .append("    \"key.converter\": \"").append(ConfigChecks.BYTE_ARRAY_CONVERTER).append("\",\n")
+          .append("    \"value.converter\": \"").append(ConfigChecks.BYTE_ARRAY_CONVERTER).append("\",\n")
+          .append("    \"header.converter\": \"").append(ConfigChecks.BYTE_ARRAY_CONVERTER).append("\",\n")
           .append("    \"consumer.override.isolation.level\": \"read_committed\"\n  }\n}\n```\n\n")
           .append("## Keys\n\n")
           .append(table(BackupSinkConfig.CONFIG_DEF));
@@ -99,9 +99,9 @@ public final class ConfigDocs {
           .append("    \"topics\": \"orders,payments\",\n")
           .append("    \"topics.rename\": \"orders:orders-restored\",\n")
           .append("    \"cluster.bootstrap.servers\": \"newbroker1:9092\",\n")
-          .append("    \"key.converter\": \"").append(BatchCodec.BYTE_ARRAY_CONVERTER).append("\",\n")
-          .append("    \"value.converter\": \"").append(BatchCodec.BYTE_ARRAY_CONVERTER).append("\",\n")
-          .append("    \"header.converter\": \"").append(BatchCodec.BYTE_ARRAY_CONVERTER).append("\"\n  }\n}\n```\n\n")
+          .append("    \"key.converter\": \"").append(ConfigChecks.BYTE_ARRAY_CONVERTER).append("\",\n")
+          .append("    \"value.converter\": \"").append(ConfigChecks.BYTE_ARRAY_CONVERTER).append("\",\n")
+          .append("    \"header.converter\": \"").append(ConfigChecks.BYTE_ARRAY_CONVERTER).append("\"\n  }\n}\n```\n\n")
           .append("## Keys\n\n")
           .append(table(BackupSourceConfig.CONFIG_DEF));
         return sb.toString();
@@ -115,7 +115,7 @@ public final class ConfigDocs {
     private static String converterRows(String why) {
         StringBuilder sb = new StringBuilder();
         for (String k : ConfigChecks.CONVERTER_KEYS) {
-            sb.append("| `").append(k).append("` | `").append(BatchCodec.BYTE_ARRAY_CONVERTER).append("` | ")
+            sb.append("| `").append(k).append("` | `").append(ConfigChecks.BYTE_ARRAY_CONVERTER).append("` | ")
               .append(why).append(" |\n");
         }
         return sb.toString();

@@ -51,7 +51,7 @@ class NativeBridgeTest {
     }
 
     private static SinkRecord rec(String topic, int partition, long offset, String value) {
-        return BatchCodecTest.record(topic, partition, offset, null,
+        return WireBuffersTest.record(topic, partition, offset, null,
                 value == null ? null : value.getBytes(StandardCharsets.UTF_8), 1000L + offset,
                 TimestampType.CREATE_TIME, new ConnectHeaders());
     }
@@ -87,11 +87,11 @@ class NativeBridgeTest {
         Native.sinkClose(h); // no-op
         KbackupException e = assertThrows(KbackupException.class, () -> Native.sinkFlush(h));
         assertTrue(e.getMessage().contains("handle " + h + " is closed"), e.getMessage());
-        assertThrows(KbackupException.class, () -> Native.sinkPut(h, BatchCodec.encodeSinkBatch(List.of())));
+        assertThrows(KbackupException.class, () -> Native.sinkPut(h, BatchEncoder.encodeSinkBatch(List.of())));
         assertThrows(KbackupException.class, () -> Native.sinkFlush(987654321L));
-        assertThrows(KbackupException.class, () -> Native.sourcePoll(h, BatchCodec.encodeAcks(List.of()), 10),
+        assertThrows(KbackupException.class, () -> Native.sourcePoll(h, TestBuffers.encodeAcks(List.of()), 10),
                 "a sink handle is not a source handle");
-        assertThrows(KbackupException.class, () -> Native.sourceAck(h, BatchCodec.encodeAcks(List.of())),
+        assertThrows(KbackupException.class, () -> Native.sourceAck(h, TestBuffers.encodeAcks(List.of())),
                 "acks for a sink handle are refused");
         Native.sourceClose(424242L); // closing an unknown handle is a no-op too
     }
@@ -118,20 +118,20 @@ class NativeBridgeTest {
         long h = Native.sinkOpen(sinkConfig(tmp), NO_CLUSTER);
         try {
             Map<TopicPartition, Long> resume =
-                    BatchCodec.decodeOffsets(Native.sinkOpenPartitions(h, BatchCodec.encodePartitions(List.of(p0, p1))));
+                    BatchDecoder.decodeOffsets(Native.sinkOpenPartitions(h, BatchEncoder.encodePartitions(List.of(p0, p1))));
             assertEquals(Map.of(p0, -1L, p1, -1L), resume, "an empty backup resumes nowhere");
 
-            Native.sinkPut(h, BatchCodec.encodeSinkBatch(List.of(
+            Native.sinkPut(h, BatchEncoder.encodeSinkBatch(List.of(
                     rec("orders", 0, 5, "a"), rec("orders", 0, 6, null), rec("orders", 0, 9, ""),
                     rec("orders", 1, 0, "b"))));
-            Map<TopicPartition, Long> durable = BatchCodec.decodeOffsets(Native.sinkFlush(h));
+            Map<TopicPartition, Long> durable = BatchDecoder.decodeOffsets(Native.sinkFlush(h));
             assertEquals(10L, durable.get(p0));
             assertEquals(1L, durable.get(p1));
 
             // Re-delivery of what is on disk is skipped, not an error.
-            Native.sinkPut(h, BatchCodec.encodeSinkBatch(List.of(rec("orders", 0, 6, null), rec("orders", 0, 10, "c"))));
-            assertEquals(11L, BatchCodec.decodeOffsets(Native.sinkFlush(h)).get(p0));
-            Native.sinkClosePartitions(h, BatchCodec.encodePartitions(List.of(p0, p1)));
+            Native.sinkPut(h, BatchEncoder.encodeSinkBatch(List.of(rec("orders", 0, 6, null), rec("orders", 0, 10, "c"))));
+            assertEquals(11L, BatchDecoder.decodeOffsets(Native.sinkFlush(h)).get(p0));
+            Native.sinkClosePartitions(h, BatchEncoder.encodePartitions(List.of(p0, p1)));
         } finally {
             Native.sinkClose(h);
         }
@@ -142,7 +142,7 @@ class NativeBridgeTest {
         long h2 = Native.sinkOpen(sinkConfig(tmp), NO_CLUSTER);
         try {
             Map<TopicPartition, Long> resume =
-                    BatchCodec.decodeOffsets(Native.sinkOpenPartitions(h2, BatchCodec.encodePartitions(List.of(p0, p1))));
+                    BatchDecoder.decodeOffsets(Native.sinkOpenPartitions(h2, BatchEncoder.encodePartitions(List.of(p0, p1))));
             assertEquals(11L, resume.get(p0), "resume after the last offset in the files");
             assertEquals(1L, resume.get(p1));
         } finally {
@@ -173,9 +173,9 @@ class NativeBridgeTest {
             return Native.sinkMetrics(h);
         }, TaskMetrics.SINK_TASK, TaskMetrics.SINK_PARTITION);
         try {
-            Native.sinkOpenPartitions(h, BatchCodec.encodePartitions(List.of(p0)));
+            Native.sinkOpenPartitions(h, BatchEncoder.encodePartitions(List.of(p0)));
             m.partitionsOpened(List.of(p0));
-            Native.sinkPut(h, BatchCodec.encodeSinkBatch(List.of(rec("orders", 0, 5, "a"), rec("orders", 0, 6, "b"))));
+            Native.sinkPut(h, BatchEncoder.encodeSinkBatch(List.of(rec("orders", 0, 5, "a"), rec("orders", 0, 6, "b"))));
             Native.sinkFlush(h);
             String part = "{topic=orders, partition=0}";
             assertEquals(2.0, gauges.get("records-written{}").getAsDouble());

@@ -21,7 +21,7 @@ import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-public class BatchCodecTest {
+public class WireBuffersTest {
     public static SinkRecord record(String topic, int partition, long offset, Object key, Object value, Long ts,
                              TimestampType tt, ConnectHeaders headers) {
         return new SinkRecord(topic, partition, Schema.OPTIONAL_BYTES_SCHEMA, key, Schema.OPTIONAL_BYTES_SCHEMA, value,
@@ -40,14 +40,14 @@ public class BatchCodecTest {
                 record("t", 0, 9, binary, null, 2000L, TimestampType.LOG_APPEND_TIME, new ConnectHeaders()),
                 record("ü-topic", 7, Long.MAX_VALUE, new byte[0], binary, null, TimestampType.NO_TIMESTAMP_TYPE,
                         new ConnectHeaders()));
-        byte[] buf = BatchCodec.encodeSinkBatch(in);
-        assertEquals(BatchCodec.MAGIC, buf[0]);
-        assertEquals(BatchCodec.VERSION, buf[1]);
+        byte[] buf = BatchEncoder.encodeSinkBatch(in);
+        assertEquals(WireFormat.MAGIC, buf[0]);
+        assertEquals(WireFormat.VERSION, buf[1]);
 
-        BatchCodec.PollBatch out = BatchCodec.decodeBatch(buf);
+        PollBatch out = BatchDecoder.decodeBatch(buf);
         assertEquals(0, out.flags());
         assertEquals(3, out.records().size());
-        BatchCodec.PolledRecord r0 = out.records().get(0);
+        PolledRecord r0 = out.records().get(0);
         assertEquals("t", r0.topic());
         assertEquals(5, r0.offset());
         assertEquals(1000L, r0.timestamp());
@@ -61,12 +61,12 @@ public class BatchCodecTest {
         assertNull(r0.headers().get(1).value());
         assertArrayEquals(new byte[] {2, 3}, r0.headers().get(2).value());
 
-        BatchCodec.PolledRecord r1 = out.records().get(1);
+        PolledRecord r1 = out.records().get(1);
         assertArrayEquals(binary, r1.key());
         assertNull(r1.value());
         assertEquals(2, r1.timestampType());
 
-        BatchCodec.PolledRecord r2 = out.records().get(2);
+        PolledRecord r2 = out.records().get(2);
         assertEquals("ü-topic", r2.topic());
         assertEquals(7, r2.partition());
         assertEquals(Long.MAX_VALUE, r2.offset());
@@ -77,7 +77,7 @@ public class BatchCodecTest {
 
     @Test
     void layoutIsBigEndianAsDocumented() {
-        byte[] buf = BatchCodec.encodeSinkBatch(List.of(
+        byte[] buf = BatchEncoder.encodeSinkBatch(List.of(
                 record("ab", 3, 258, null, new byte[] {9}, 1L, TimestampType.CREATE_TIME, new ConnectHeaders())));
         ByteBuffer b = ByteBuffer.wrap(buf);
         assertEquals(0x4B, b.get());
@@ -100,19 +100,19 @@ public class BatchCodecTest {
 
     @Test
     void nonBytesValueNamesTheConverterFix() {
-        KbackupException e = assertThrows(KbackupException.class, () -> BatchCodec.encodeSinkBatch(List.of(
+        KbackupException e = assertThrows(KbackupException.class, () -> BatchEncoder.encodeSinkBatch(List.of(
                 record("t", 0, 1, null, "text", 1L, TimestampType.CREATE_TIME, new ConnectHeaders()))));
         assertTrue(e.getMessage().contains("value.converter"), e.getMessage());
-        assertTrue(e.getMessage().contains(BatchCodec.BYTE_ARRAY_CONVERTER), e.getMessage());
+        assertTrue(e.getMessage().contains(ConfigChecks.BYTE_ARRAY_CONVERTER), e.getMessage());
         assertTrue(e.getMessage().contains("t-0@1"), e.getMessage());
 
         ConnectHeaders h = new ConnectHeaders();
         h.addString("h", "parsed");
-        KbackupException he = assertThrows(KbackupException.class, () -> BatchCodec.encodeSinkBatch(List.of(
+        KbackupException he = assertThrows(KbackupException.class, () -> BatchEncoder.encodeSinkBatch(List.of(
                 record("t", 0, 1, null, null, 1L, TimestampType.CREATE_TIME, h))));
         assertTrue(he.getMessage().contains("header.converter"), he.getMessage());
 
-        KbackupException ke = assertThrows(KbackupException.class, () -> BatchCodec.encodeSinkBatch(List.of(
+        KbackupException ke = assertThrows(KbackupException.class, () -> BatchEncoder.encodeSinkBatch(List.of(
                 record("t", 0, 1, 42, null, 1L, TimestampType.CREATE_TIME, new ConnectHeaders()))));
         assertTrue(ke.getMessage().contains("key.converter"), ke.getMessage());
     }
@@ -122,11 +122,11 @@ public class BatchCodecTest {
         Map<TopicPartition, Long> offsets = new LinkedHashMap<>();
         offsets.put(new TopicPartition("a", 0), -1L);
         offsets.put(new TopicPartition("b", 12), 1L << 40);
-        assertEquals(offsets, BatchCodec.decodeOffsets(BatchCodec.encodeOffsets(offsets)));
+        assertEquals(offsets, BatchDecoder.decodeOffsets(BatchEncoder.encodeOffsets(offsets)));
         assertEquals(List.copyOf(offsets.keySet()),
-                BatchCodec.decodePartitions(BatchCodec.encodePartitions(offsets.keySet())));
+                TestBuffers.decodePartitions(BatchEncoder.encodePartitions(offsets.keySet())));
 
-        byte[] acks = BatchCodec.encodeAcks(List.of(new BatchCodec.Ack("x", 2, 10, 3)));
+        byte[] acks = TestBuffers.encodeAcks(List.of(new TestBuffers.Ack("x", 2, 10, 3)));
         ByteBuffer b = ByteBuffer.wrap(acks);
         assertEquals(1, b.getInt());
         assertEquals(1, b.getShort());
@@ -139,25 +139,25 @@ public class BatchCodecTest {
 
     @Test
     void malformedBuffersAreKbackupExceptionsNotCrashes() {
-        byte[] good = BatchCodec.encodeSinkBatch(List.of(
+        byte[] good = BatchEncoder.encodeSinkBatch(List.of(
                 record("t", 0, 1, new byte[] {1, 2}, null, 1L, TimestampType.CREATE_TIME, new ConnectHeaders())));
         for (int cut = 0; cut < good.length; cut++) {
             byte[] truncated = Arrays.copyOf(good, cut);
-            KbackupException e = assertThrows(KbackupException.class, () -> BatchCodec.decodeBatch(truncated));
+            KbackupException e = assertThrows(KbackupException.class, () -> BatchDecoder.decodeBatch(truncated));
             assertTrue(e.getMessage().contains("malformed"), e.getMessage());
         }
         byte[] badMagic = good.clone();
         badMagic[0] = 0;
-        assertThrows(KbackupException.class, () -> BatchCodec.decodeBatch(badMagic));
+        assertThrows(KbackupException.class, () -> BatchDecoder.decodeBatch(badMagic));
         byte[] trailing = Arrays.copyOf(good, good.length + 1);
-        assertThrows(KbackupException.class, () -> BatchCodec.decodeBatch(trailing));
-        assertThrows(KbackupException.class, () -> BatchCodec.decodeOffsets(new byte[] {0, 0, 0, 5}));
+        assertThrows(KbackupException.class, () -> BatchDecoder.decodeBatch(trailing));
+        assertThrows(KbackupException.class, () -> BatchDecoder.decodeOffsets(new byte[] {0, 0, 0, 5}));
     }
 
     @Test
     void pollFlagsAreExposed() {
         byte[] buf = {0x4B, 1, 3, 0, 0, 0, 0};
-        BatchCodec.PollBatch b = BatchCodec.decodeBatch(buf);
+        PollBatch b = BatchDecoder.decodeBatch(buf);
         assertTrue(b.finished());
         assertEquals(3, b.flags());
         assertTrue(b.records().isEmpty());
@@ -165,24 +165,24 @@ public class BatchCodecTest {
 
     @Test
     void drainedAckBuffersEncodeExactlyLikeEncodeAcksAndAreReusable() {
-        var a = new BatchCodec.AckBuffer("orders", 0);
-        var b = new BatchCodec.AckBuffer("pay\u00e9", 7);
-        List<BatchCodec.Ack> expected = new java.util.ArrayList<>();
+        var a = new AckBuffer("orders", 0);
+        var b = new AckBuffer("pay\u00e9", 7);
+        List<TestBuffers.Ack> expected = new java.util.ArrayList<>();
         for (int i = 0; i < 300; i++) { // past the initial capacity: the array must grow
             a.add(i, 1000 + i);
-            expected.add(new BatchCodec.Ack("orders", 0, i, 1000 + i));
+            expected.add(new TestBuffers.Ack("orders", 0, i, 1000 + i));
         }
         b.add(5, -1); // handled, not written (filtered by a transform)
         b.add(6, 42);
-        expected.add(new BatchCodec.Ack("pay\u00e9", 7, 5, -1));
-        expected.add(new BatchCodec.Ack("pay\u00e9", 7, 6, 42));
+        expected.add(new TestBuffers.Ack("pay\u00e9", 7, 5, -1));
+        expected.add(new TestBuffers.Ack("pay\u00e9", 7, 6, 42));
 
-        assertArrayEquals(BatchCodec.encodeAcks(expected), BatchCodec.drainAcks(List.of(a, b)));
-        assertArrayEquals(BatchCodec.encodeAcks(List.of()), BatchCodec.drainAcks(List.of(a, b)),
+        assertArrayEquals(TestBuffers.encodeAcks(expected), AckBuffer.drain(List.of(a, b)));
+        assertArrayEquals(TestBuffers.encodeAcks(List.of()), AckBuffer.drain(List.of(a, b)),
                 "a drain leaves the buffers empty");
         a.add(300, 1300);
-        assertArrayEquals(BatchCodec.encodeAcks(List.of(new BatchCodec.Ack("orders", 0, 300, 1300))),
-                BatchCodec.drainAcks(List.of(a, b)), "buffers are reused after a drain");
+        assertArrayEquals(TestBuffers.encodeAcks(List.of(new TestBuffers.Ack("orders", 0, 300, 1300))),
+                AckBuffer.drain(List.of(a, b)), "buffers are reused after a drain");
         assertEquals(301, a.added());
     }
 }
