@@ -71,6 +71,19 @@ pub struct Record {
     pub headers: Vec<Header>,
 }
 
+impl Record {
+    /// Key, value and header bytes: what a record moves (metrics, transaction sizes).
+    pub fn payload_bytes(&self) -> u64 {
+        let kv = self.key.as_ref().map_or(0, Vec::len) + self.value.as_ref().map_or(0, Vec::len);
+        let h: usize = self
+            .headers
+            .iter()
+            .map(|h| h.key.len() + h.value.as_ref().map_or(0, Vec::len))
+            .sum();
+        (kv + h) as u64
+    }
+}
+
 /// A topic and partition number.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct TopicPartition {

@@ -356,7 +356,7 @@ impl RestoreSource {
                     Some(record) => {
                         run.next = Some(record.offset + 1);
                         run.queue.handed_out(record.offset);
-                        self.bytes_handed_out += record_bytes(&record);
+                        self.bytes_handed_out += record.payload_bytes();
                         out.push(BatchRecord {
                             topic: tp.topic.clone(),
                             partition: tp.partition,
@@ -520,15 +520,4 @@ impl RestoreSource {
         self.runs.clear();
         result
     }
-}
-
-/// Key, value and header bytes of a record (what the restore moves, for the metrics).
-pub(super) fn record_bytes(r: &crate::record::Record) -> u64 {
-    let kv = r.key.as_ref().map_or(0, Vec::len) + r.value.as_ref().map_or(0, Vec::len);
-    let h: usize = r
-        .headers
-        .iter()
-        .map(|h| h.key.len() + h.value.as_ref().map_or(0, Vec::len))
-        .sum();
-    (kv + h) as u64
 }

@@ -291,7 +291,7 @@ fn metrics_follow_acknowledgements_to_finished() {
     let (_, batch) = src.poll_flags(&[], 10).unwrap();
     let m = src.metrics();
     assert_eq!((m.partitions, m.partitions_done, m.finished), (1, 0, 0));
-    let bytes: u64 = batch.iter().map(|r| record_bytes(&r.record)).sum();
+    let bytes: u64 = batch.iter().map(|r| r.record.payload_bytes()).sum();
     assert!(bytes > 0 && m.bytes_restored == bytes, "{m:?}");
     assert_eq!(m.partition_metrics[0].remaining_offsets, 9, "{m:?}");
     src.poll_flags(&[ack(3, 0), ack(4, 1)], 10).unwrap();
