@@ -29,16 +29,10 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 use rdkafka::Message;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Bound on each transaction call (init, commit, abort) and on reading the target back.
 const TXN_TIMEOUT: Duration = Duration::from_secs(60);
-/// A transaction spans engine batches until one of these bounds: each commit waits for the
-/// commit markers (make bench, 200,000 x 100 B: one transaction per 2,000-record batch moved
-/// 12,000 records/s, 0.11 of ProducerPerformance), and a kill re-sends at most one of them.
-const TXN_MAX_RECORDS: usize = 200_000;
-const TXN_MAX_BYTES: u64 = 64 << 20;
-const TXN_MAX_TIME: Duration = Duration::from_secs(2);
 
 /// What the front end sees of a running restore.
 pub trait RestoreObserver {
@@ -235,7 +229,7 @@ fn pump(
         if observer.stop_requested() {
             return Ok(false);
         }
-        let mut records = polled.into_records();
+        let records = polled.into_records();
         if records.is_empty() {
             // Waiting for a group-commit retry or the other partitions of a topic.
             std::thread::sleep(Duration::from_millis(100));
@@ -244,26 +238,8 @@ fn pump(
         producer
             .begin_transaction()
             .map_err(|e| kafka::kafka_error(&cfg.cluster, "begin a restore transaction", &e))?;
-        let started = Instant::now();
-        let (mut sent, mut bytes) = (0usize, 0u64);
-        loop {
-            for r in &records {
-                send(cfg, producer, r)?;
-                bytes += r.record.payload_bytes();
-            }
-            sent += records.len();
-            if sent >= TXN_MAX_RECORDS
-                || bytes >= TXN_MAX_BYTES
-                || started.elapsed() >= TXN_MAX_TIME
-                || observer.stop_requested()
-            {
-                break;
-            }
-            // More of the same transaction: nothing is acknowledged before it commits.
-            match source.poll(&[], cfg.batch_size)? {
-                Polled::Records(more) => records = more,
-                Polled::Waiting | Polled::Finished => break,
-            }
+        for r in &records {
+            send(cfg, producer, r)?;
         }
         producer.commit_transaction(TXN_TIMEOUT).map_err(|e| {
             let targets: Vec<&str> = cfg.topics.iter().map(|t| cfg.target_topic(t)).collect();
@@ -295,11 +271,11 @@ fn pump(
                 .lock()
                 .unwrap_or_else(|p| p.into_inner()),
         );
-        if committed.len() != sent {
+        if committed.len() != records.len() {
             return Err(Error::State(format!(
                 "a restore transaction committed {} records but {} delivery reports came; \
                  run the same command again (it resumes from what the target holds)",
-                sent,
+                records.len(),
                 committed.len()
             )));
         }
