@@ -4,18 +4,12 @@
 
 mod common;
 
-use kbackup_core::layout;
 use kbackup_core::reader::Backup;
-use kbackup_core::record::BatchRecord;
-use kbackup_core::record::{Record, TopicPartition};
+use kbackup_core::record::TopicPartition;
 use kbackup_core::sink::{BackupSink, SinkConfig};
 use kbackup_core::verify::Severity;
 use kbackup_core::Error;
 use std::path::{Path, PathBuf};
-
-fn rec(offset: i64) -> Record {
-    common::record(offset, 100)
-}
 
 fn config(dir: &Path) -> SinkConfig {
     common::sink_config(dir)
@@ -23,18 +17,7 @@ fn config(dir: &Path) -> SinkConfig {
 
 /// A backup of topic `t` partition 0 with `n` records in one segment; answers the segment.
 fn backup(root: &Path, n: i64) -> PathBuf {
-    let mut sink = BackupSink::open(config(root)).unwrap();
-    let batch: Vec<BatchRecord> = (0..n)
-        .map(|o| BatchRecord {
-            topic: "t".into(),
-            partition: 0,
-            record: rec(o),
-        })
-        .collect();
-    sink.put(&batch).unwrap();
-    sink.close().unwrap();
-    let dir = layout::partition_dir(root, &TopicPartition::new("t", 0)).unwrap();
-    layout::list_segments(&dir).unwrap().pop().unwrap().1
+    common::backup_t0(config(root), n, 100)
 }
 
 /// Byte position of the frame holding record `offset` (records of [`rec`] are equal-sized).

@@ -7,7 +7,6 @@ mod common;
 
 use kbackup_core::layout;
 use kbackup_core::reader::Backup;
-use kbackup_core::record::BatchRecord;
 use kbackup_core::record::{Record, TopicPartition};
 use kbackup_core::sink::{BackupSink, SinkConfig};
 use kbackup_core::verify::Severity;
@@ -38,16 +37,7 @@ impl Fixture {
         let root = tempfile::tempdir().unwrap();
         let mut c = config(root.path());
         c.max_segment_size_bytes = 1600;
-        let mut sink = BackupSink::open(c).unwrap();
-        let batch: Vec<BatchRecord> = (0..20)
-            .map(|o| BatchRecord {
-                topic: "t".into(),
-                partition: 0,
-                record: rec(o),
-            })
-            .collect();
-        sink.put(&batch).unwrap();
-        sink.close().unwrap();
+        common::backup_t0(c, 20, 100);
         let f = Fixture { root };
         assert_eq!(
             f.segments().len(),

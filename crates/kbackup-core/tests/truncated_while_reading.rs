@@ -7,11 +7,9 @@
 
 mod common;
 
-use kbackup_core::layout;
 use kbackup_core::reader::Backup;
-use kbackup_core::record::BatchRecord;
-use kbackup_core::record::{Record, TopicPartition};
-use kbackup_core::sink::{BackupSink, SinkConfig};
+use kbackup_core::record::Record;
+use kbackup_core::sink::SinkConfig;
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,18 +24,7 @@ fn rec(offset: i64) -> Record {
 
 /// A backup of `t`-0 with [`RECORDS`] records (16 MB) in one segment; answers the segment.
 fn backup(root: &Path) -> PathBuf {
-    let mut sink = BackupSink::open(SinkConfig::new(root)).unwrap();
-    let batch: Vec<BatchRecord> = (0..RECORDS)
-        .map(|o| BatchRecord {
-            topic: "t".into(),
-            partition: 0,
-            record: rec(o),
-        })
-        .collect();
-    sink.put(&batch).unwrap();
-    sink.close().unwrap();
-    let dir = layout::partition_dir(root, &TopicPartition::new("t", 0)).unwrap();
-    layout::list_segments(&dir).unwrap().pop().unwrap().1
+    common::backup_t0(SinkConfig::new(root), RECORDS, 4000)
 }
 
 fn truncate(path: &Path, len: u64) {
