@@ -372,9 +372,17 @@ def test_restore_killed_midway_resumes_without_loss(cluster, cli, workdir):
             "--group-offsets")
 
     target = unique("cli-crash-restored")
+    # A restore transaction spans up to 2 s of writing: a produce quota on the first run's
+    # client id (the broker lets some 10 s of quota through before it throttles) makes that run
+    # take far longer, so the kill lands after a commit and before the end.
+    client_id = unique("cli-crash-client")
+    cluster.run_tool("kafka.admin.ConfigCommand", "--bootstrap-server", cluster.bootstrap,
+                     "--alter", "--add-config", "producer_byte_rate=500000",
+                     "--entity-type", "clients", "--entity-name", client_id)
     argv = [str(cli.path), "restore", "--bootstrap-server", cluster.bootstrap, "--dir", str(d),
             "--topics", topic, "--rename", f"{topic}:{target}", "--group-offsets", "-q"]
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(argv + ["--config", f"client.id={client_id}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
     def saved_progress() -> int:
         """Records acknowledged in the restore state files saved so far."""

@@ -237,9 +237,17 @@ def test_worker_sigkilled_ten_times_mid_restore(bk, kbackup, new_cluster, exactl
 def test_cli_restore_sigkilled_ten_times_is_exactly_once(bk, kbackup, new_cluster):
     rnd = random.Random(83)
     target = new_cluster("rf-cli", with_worker=False)
+    # A transaction spans up to 2 s of writing; a produce quota on the restore's client id
+    # stretches the whole restore to some 100 s. Each run is killed a random while after its
+    # first commit (`written` reads the last stable offsets), so each makes some progress.
+    client_id = unique("rf-cli-restore")
+    seg_bytes = sum(f.stat().st_size for f in Path(bk.dir).rglob("*.segment"))
+    target.run_tool("kafka.admin.ConfigCommand", "--bootstrap-server", target.bootstrap,
+                    "--alter", "--add-config", f"producer_byte_rate={max(1, seg_bytes // 100)}",
+                    "--entity-type", "clients", "--entity-name", client_id)
     argv = [str(kbackup.path), "restore", "--bootstrap-server", target.bootstrap,
             "--dir", str(bk.dir), "--topics", bk.topic, "--group-offsets", "-q",
-            "--state-dir", str(target.root / "state")]
+            "--config", f"client.id={client_id}", "--state-dir", str(target.root / "state")]
     t0 = time.monotonic()
     kills = mid = 0
     while kills < 10:
@@ -249,22 +257,25 @@ def test_cli_restore_sigkilled_ten_times_is_exactly_once(bk, kbackup, new_cluste
         while proc.poll() is None and written(target, bk.topic) <= before \
                 and time.monotonic() < deadline:
             time.sleep(0.02)
-        time.sleep(rnd.uniform(0.05, 0.6))
+        time.sleep(rnd.uniform(0.05, 4.0))
         if proc.poll() is None:
-            mid += written(target, bk.topic) < RECORDS
+            mid += 1  # the process exits as soon as the restore finished
             proc.send_signal(signal.SIGKILL)
         proc.wait(30)
         kills += 1
+    # Some transactions committed between the kills: the re-run resumes from a partial target.
+    committed = sum(len(v) for v in target.kafka.consume_topic(bk.topic).values())
     final = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                            timeout=300)
     assert final.returncode == 0, final.stderr
     total_s = time.monotonic() - t0
     dups = check_restored(bk, target, allow_duplicates=True)
-    print(f"FIGURES cli: {RECORDS} records, 10 SIGKILLs ({mid} mid-restore), {dups} "
-          f"duplicates, total {total_s:.0f}s")
+    print(f"FIGURES cli: {RECORDS} records, 10 SIGKILLs ({mid} mid-restore), {committed} "
+          f"records committed before the last run, {dups} duplicates, total {total_s:.0f}s")
     assert dups == 0, f"{dups} duplicates"
     check_groups_and_configs(bk, target)
     assert mid >= 5, f"only {mid} of 10 kills landed mid-restore"
+    assert 0 < committed < RECORDS, f"{committed} records committed before the last run"
 
 
 # ---------------------------------------------------------------------------------------------
