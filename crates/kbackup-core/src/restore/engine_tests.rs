@@ -72,6 +72,7 @@ fn engine_cfg(root: &Path, groups: bool) -> SourceConfig {
         restore_state_dir: None,
         allow_non_empty_topics: false,
         restore_group_offsets: groups,
+        window: Default::default(),
     }
 }
 

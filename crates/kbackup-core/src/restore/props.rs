@@ -7,6 +7,7 @@
 
 use crate::error::{Error, Result};
 use crate::layout;
+use crate::restore::window::{self, RestoreWindow};
 use crate::restore::{self, SourceConfig};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -60,6 +61,49 @@ pub fn parse_renames(value: &str) -> std::result::Result<BTreeMap<String, String
         }
     }
     Ok(out)
+}
+
+/// The connector keys of the restore window (the CLI's --from-time, --to-time, --from-offset,
+/// --to-offset fill the same keys and go through [`parse_window`]).
+pub const WINDOW_KEYS: [&str; 4] = [
+    "restore.time.from",
+    "restore.time.to",
+    "restore.offset.from",
+    "restore.offset.to",
+];
+
+/// Reads the restore window from raw properties: the one parser for the connector and the
+/// CLI. Answers the window and (key, message + fix) for each value that does not parse.
+pub fn parse_window(props: &BTreeMap<String, String>) -> (RestoreWindow, Vec<(String, String)>) {
+    let mut problems = Vec::new();
+    let get = |key: &str| props.get(key).map(|v| v.trim()).filter(|v| !v.is_empty());
+    let mut time = |key: &str| {
+        get(key).and_then(|v| match window::parse_time(key, v) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                problems.push((key.to_string(), e));
+                None
+            }
+        })
+    };
+    let from_time_ms = time("restore.time.from");
+    let to_time_ms = time("restore.time.to");
+    let mut offsets = |key: &str| match window::parse_offsets(key, get(key).unwrap_or("")) {
+        Ok(b) => b,
+        Err(e) => {
+            problems.push((key.to_string(), e));
+            Vec::new()
+        }
+    };
+    let from_offsets = offsets("restore.offset.from");
+    let to_offsets = offsets("restore.offset.to");
+    let w = RestoreWindow {
+        from_time_ms,
+        to_time_ms,
+        from_offsets,
+        to_offsets,
+    };
+    (w, problems)
 }
 
 /// A [`SourceConfig`] read from raw properties, with what could not be read.
@@ -128,6 +172,10 @@ fn parse(props: &BTreeMap<String, String>) -> Parsed {
     };
     let allow_non_empty_topics = flag("restore.allow.non.empty.topics", false);
     let restore_group_offsets = flag("restore.group.offsets", true);
+    let (window, window_problems) = parse_window(props);
+    for (key, msg) in window_problems {
+        bad(&key, msg);
+    }
 
     let mut cluster = BTreeMap::new();
     match get("cluster.bootstrap.servers") {
@@ -158,6 +206,7 @@ fn parse(props: &BTreeMap<String, String>) -> Parsed {
         restore_state_dir: get("restore.state.dir").map(PathBuf::from),
         allow_non_empty_topics,
         restore_group_offsets,
+        window,
     };
     Parsed {
         cfg,
