@@ -39,6 +39,8 @@ mod target;
 #[cfg(test)]
 mod tests;
 pub mod window;
+#[cfg(test)]
+mod window_tests;
 
 pub use config::{validate, SourceConfig};
 pub use engine::{AckQueue, Polled, RestoreSource, RestoreStatus};

@@ -214,8 +214,12 @@ impl PartitionState {
         if self.done {
             return None;
         }
-        // A window starts at its first record, not at the partition's.
-        let start = self.first_offset.unwrap_or(0);
+        // A window starts at its first record (a whole partition at its first, found by the
+        // seek from 0).
+        let start = match self.window.as_str() {
+            "everything" => 0,
+            _ => self.first_offset.unwrap_or(0),
+        };
         Some(self.last_acked_original.saturating_add(1).max(start).max(0))
     }
 
