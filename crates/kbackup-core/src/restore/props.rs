@@ -426,6 +426,37 @@ mod tests {
     }
 
     #[test]
+    fn window_keys_are_parsed_and_their_problems_named_under_each_key() {
+        let dir = backup_with(&["a"]);
+        let raw = props(&[
+            ("source.dir", dir.path().to_str().unwrap()),
+            ("topics", "a"),
+            ("cluster.bootstrap.servers", "localhost:9092"),
+            ("restore.time.from", "2026-12-01T10:00:00+01:00"),
+            ("restore.time.to", "1796116440000"),
+            ("restore.offset.from", "a:0=5"),
+            ("restore.offset.to", "a=50"),
+        ]);
+        assert_eq!(validate(&raw), Vec::<(String, String)>::new());
+        let w = source_config(&raw).unwrap().window;
+        assert_eq!(w.from_time_ms, Some(1_796_115_600_000));
+        assert_eq!(w.to_time_ms, Some(1_796_116_440_000));
+        assert_eq!(w.from_offsets[0].partition, Some(0));
+        assert_eq!(w.to_offsets[0].offset, 50);
+        let p = validate(&props(&[
+            ("topics", "a"),
+            ("restore.time.from", "09:14"),
+            ("restore.time.to", "2026-12-01T09:14:00"),
+            ("restore.offset.from", "a:x=1"),
+            ("restore.offset.to", "b=5"),
+        ]));
+        for key in WINDOW_KEYS {
+            assert_eq!(keys_with(&p, key, "").len(), 1, "{key}: {p:?}");
+        }
+        assert!(!keys_with(&p, "restore.offset.to", "not listed in topics").is_empty());
+    }
+
+    #[test]
     fn topics_not_in_the_backup_are_named() {
         let dir = backup_with(&["a"]);
         let raw = props(&[
