@@ -286,6 +286,11 @@ fn the_engine_restores_only_the_window_and_maps_groups_into_it() {
         .unwrap();
     assert_eq!(st.window_records, Some(want.len() as u64));
     assert_eq!((st.first_offset, st.last_offset), (Some(30), Some(98)));
+    assert_eq!(
+        st.resume_from(),
+        Some(30),
+        "reading starts at the window, not at offset 0"
+    );
     let b = src.poll(&[], 1000).unwrap().into_records();
     assert_eq!(offsets(&b), want, "exactly the window, in original order");
     // Acknowledge, new offsets 0.. in order; a crash halfway then a resume sends the rest only.
