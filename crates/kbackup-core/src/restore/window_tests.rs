@@ -372,3 +372,61 @@ fn offset_windows_are_inclusive_per_partition() {
     let b = src.poll(&[], 1000).unwrap().into_records();
     assert_eq!(offsets(&b), (10..=20).collect::<Vec<_>>());
 }
+
+/// Figures for docs/reliability-pitr.md: how long finding a window's start takes with the time
+/// index against reading the partition. `cargo test --release -p kbackup-core --lib
+/// measure_time_seek -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn measure_time_seek() {
+    let dir = tempfile::tempdir().unwrap();
+    let n: i64 = 400_000;
+    let mut cfg = SinkConfig::new(dir.path());
+    cfg.max_segment_size_bytes = 8 << 20;
+    let mut sink = BackupSink::open(cfg).unwrap();
+    sink.open_partitions(&[TopicPartition::new("t", 0)])
+        .unwrap();
+    let recs = jittery(n);
+    for chunk in recs.chunks(10_000) {
+        let batch: Vec<BatchRecord> = chunk
+            .iter()
+            .map(|&(o, ts)| BatchRecord {
+                topic: "t".into(),
+                partition: 0,
+                record: Record {
+                    offset: o,
+                    timestamp: ts,
+                    timestamp_type: TimestampType::CreateTime,
+                    key: Some(o.to_be_bytes().to_vec()),
+                    value: Some(vec![b'v'; 200]),
+                    headers: vec![],
+                },
+            })
+            .collect();
+        sink.put(&batch).unwrap();
+    }
+    sink.flush().unwrap();
+    sink.close().unwrap();
+    let backup = crate::reader::Backup::open(dir.path()).unwrap();
+    let mut r = backup.partition("t", 0).unwrap();
+    let segs = r.segments().len();
+    let target = recs[(n * 9 / 10) as usize].1;
+    let t = std::time::Instant::now();
+    let found = r.seek_time(target, 0).unwrap();
+    let seek = t.elapsed();
+    let t = std::time::Instant::now();
+    let mut scanned = None;
+    r.seek(0).unwrap();
+    while let Some((o, ts)) = r.next_offset_timestamp().unwrap() {
+        if ts >= target {
+            scanned = Some(o);
+            break;
+        }
+    }
+    let scan = t.elapsed();
+    assert_eq!(found, scanned);
+    println!(
+        "{n} records of 200 B in {segs} segments; start at 90%: time index {seek:?}, scan \
+         {scan:?}, found offset {found:?}"
+    );
+}
