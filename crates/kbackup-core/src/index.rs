@@ -240,6 +240,36 @@ pub fn read_time_index(path: &Path, base_offset: i64) -> Result<Vec<TimeEntry>> 
     Ok(out)
 }
 
+/// An offset `X` of the segment at `segment_path` such that every record of it with an offset
+/// below `X` has a timestamp below `timestamp`, found with its index files alone (the segment's
+/// base offset when they say nothing). The time index holds the largest timestamp SO FAR, so
+/// out-of-order timestamps never make this skip a record at or after `timestamp`; a point-in-
+/// time restore scans at most one index interval from `X`.
+pub fn skip_before_time(segment_path: &Path, base_offset: i64, timestamp: i64) -> i64 {
+    let times = match read_time_index(&layout::time_index_path(segment_path), base_offset) {
+        Ok(t) => t,
+        Err(e) => {
+            log::warn!("{e}; scanning the segment for the time instead (run `kbackup reindex`)");
+            return base_offset;
+        }
+    };
+    let k = times.partition_point(|e| e.timestamp < timestamp);
+    if k == 0 {
+        return base_offset;
+    }
+    if k < times.len() {
+        return times[k - 1].offset;
+    }
+    // No entry reaches `timestamp`: the maximum never rose after the last time entry, so every
+    // record up to the last OFFSET index entry is older too.
+    let len = std::fs::metadata(segment_path).map_or(0, |m| m.len());
+    read_offset_index(&layout::offset_index_path(segment_path), base_offset, len)
+        .ok()
+        .and_then(|o| o.last().map(|e| e.offset))
+        .unwrap_or(times[k - 1].offset)
+        .max(times[k - 1].offset)
+}
+
 /// Outcome of comparing a segment's index files with what its records imply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IndexState {

@@ -487,6 +487,44 @@ impl PartitionReader {
         }
     }
 
+    /// The offset and timestamp of the next record without decoding it (`None` at the end).
+    pub fn next_offset_timestamp(&mut self) -> Result<Option<(i64, i64)>> {
+        self.next_position()
+    }
+
+    /// Positions the reader at the first record with offset >= `min_offset` whose OWN
+    /// timestamp is >= `timestamp`, and answers its offset (`None`: there is none; the reader
+    /// is then at the end). Each segment from `min_offset` on is entered through its time
+    /// index ([`index::skip_before_time`]), so it reads at most about one index interval of
+    /// records per segment, never the whole partition.
+    pub fn seek_time(&mut self, timestamp: i64, min_offset: i64) -> Result<Option<i64>> {
+        let first = self
+            .segments
+            .iter()
+            .rposition(|(b, _)| *b <= min_offset)
+            .unwrap_or(0);
+        for i in first..self.segments.len() {
+            let (base, path) = self.segments[i].clone();
+            let end = self.segments.get(i + 1).map_or(i64::MAX, |s| s.0);
+            let from = index::skip_before_time(&path, base, timestamp).max(min_offset);
+            if from >= end {
+                continue;
+            }
+            self.seek_in(i, from)?;
+            while let Some((o, ts)) = self.next_position()? {
+                if o >= end {
+                    break;
+                }
+                if ts >= timestamp {
+                    self.seek(o)?;
+                    return Ok(Some(o));
+                }
+            }
+        }
+        self.seek(i64::MAX)?;
+        Ok(None)
+    }
+
     /// Offset of the first record of the partition (`None` when empty). Does not move the
     /// reader.
     pub fn first_offset(&self) -> Result<Option<i64>> {

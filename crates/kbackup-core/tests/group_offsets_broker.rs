@@ -173,6 +173,7 @@ fn restore_commits_translated_offsets_and_refuses_active_groups() {
         restore_state_dir: None,
         allow_non_empty_topics: false,
         restore_group_offsets: true,
+        window: Default::default(),
     };
     assert!(
         restore::validate(&cfg).is_empty(),

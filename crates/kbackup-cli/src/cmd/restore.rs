@@ -10,6 +10,7 @@ use super::cluster::ClusterArgs;
 use super::progress::RunUi;
 use clap::Args;
 use kbackup_core::reader::Backup;
+use kbackup_core::restore::window::RestoreWindow;
 use kbackup_core::restore::{self, RestoreSource, SourceConfig};
 use kbackup_core::standalone::restore::{self as driver, RestoreObserver};
 use kbackup_core::{Error, Result};
@@ -37,6 +38,8 @@ pub struct RestoreArgs {
     /// partition is restored.
     #[arg(long = "group-offsets")]
     pub group_offsets: bool,
+    #[command(flatten)]
+    pub window: WindowArgs,
     /// Restore into target topics that already hold records (appends after them).
     #[arg(long = "allow-non-empty")]
     pub allow_non_empty: bool,
@@ -61,6 +64,71 @@ pub struct RestoreArgs {
     pub quiet: bool,
 }
 
+/// The restore window flags, shared by `restore` and `restore-plan` (docs/restore.md,
+/// "Point-in-time restore"). Every bound is inclusive.
+#[derive(Args, Debug, Default)]
+pub struct WindowArgs {
+    /// Restore only records whose own timestamp is at or after T (inclusive): milliseconds
+    /// since the epoch or ISO-8601 with a zone, e.g. 2026-12-01T09:14:00Z or
+    /// 2026-12-01T10:14:00+01:00.
+    #[arg(long = "from-time", value_name = "T")]
+    pub from_time: Option<String>,
+    /// Restore only records whose own timestamp is at or before T (inclusive); groups resume
+    /// where their last position captured at or before T puts them.
+    #[arg(long = "to-time", value_name = "T")]
+    pub to_time: Option<String>,
+    /// Restore only records at or after these original offsets (inclusive), per topic or
+    /// partition: TOPIC=OFFSET or TOPIC:PARTITION=OFFSET, comma-separated.
+    #[arg(
+        long = "from-offset",
+        value_name = "TOPIC[:P]=OFFSET,...",
+        value_delimiter = ','
+    )]
+    pub from_offset: Vec<String>,
+    /// Restore only records at or before these original offsets (inclusive), as --from-offset.
+    #[arg(
+        long = "to-offset",
+        value_name = "TOPIC[:P]=OFFSET,...",
+        value_delimiter = ','
+    )]
+    pub to_offset: Vec<String>,
+}
+
+impl WindowArgs {
+    /// The window, read by the connector's parser (`restore::props::parse_window`) and checked
+    /// against the topics by the same rule; errors name the CLI flag.
+    pub fn window(&self, topics: &[String]) -> Result<RestoreWindow> {
+        let mut props = BTreeMap::new();
+        let mut put = |k: &str, v: Option<String>| {
+            if let Some(v) = v {
+                props.insert(k.to_string(), v);
+            }
+        };
+        put("restore.time.from", self.from_time.clone());
+        put("restore.time.to", self.to_time.clone());
+        put(
+            "restore.offset.from",
+            Some(self.from_offset.join(",")).filter(|v| !v.is_empty()),
+        );
+        put(
+            "restore.offset.to",
+            Some(self.to_offset.join(",")).filter(|v| !v.is_empty()),
+        );
+        let (w, mut problems) = kbackup_core::restore::props::parse_window(&props);
+        if problems.is_empty() {
+            problems = kbackup_core::restore::window::check(&w, topics);
+        }
+        if problems.is_empty() {
+            return Ok(w);
+        }
+        let lines: Vec<String> = problems
+            .iter()
+            .map(|(key, msg)| format!("{}: {msg}", cli_option(key)))
+            .collect();
+        Err(Error::Config(lines.join("\n")))
+    }
+}
+
 /// Parses `a:b,c:d` into original -> target, with the one rename parser of the core.
 pub fn parse_renames(items: &[String]) -> Result<BTreeMap<String, String>> {
     use kbackup_core::restore::props::{self, RenameError};
@@ -81,12 +149,23 @@ pub fn parse_renames(items: &[String]) -> Result<BTreeMap<String, String>> {
 
 /// The restore's identity: one state directory per target cluster and topic mapping, so the
 /// same backup restored into a second cluster does not find the first restore "finished".
-fn restore_name(bootstrap: &str, topics: &[String], renames: &BTreeMap<String, String>) -> String {
+fn restore_name(
+    bootstrap: &str,
+    topics: &[String],
+    renames: &BTreeMap<String, String>,
+    window: &RestoreWindow,
+) -> String {
     let mapping: Vec<String> = topics
         .iter()
         .map(|t| format!("{t}->{}", renames.get(t).unwrap_or(t)))
         .collect();
-    format!("cli-restore {bootstrap} {}", mapping.join(","))
+    let name = format!("cli-restore {bootstrap} {}", mapping.join(","));
+    // Another window is another restore (a whole-partition restore keeps its old name).
+    if window.is_unbounded() {
+        name
+    } else {
+        format!("{name} [{}]", window.describe())
+    }
 }
 
 impl RestoreObserver for RunUi {
@@ -116,8 +195,9 @@ pub fn run(args: &RestoreArgs) -> Result<()> {
     let cluster = args.cluster.cluster()?;
     let renames = parse_renames(&args.rename)?;
     let topics = super::list_items(&args.topics);
+    let window = args.window.window(&topics)?;
     let cfg = SourceConfig {
-        connector_name: restore_name(&args.cluster.bootstrap_server, &topics, &renames),
+        connector_name: restore_name(&args.cluster.bootstrap_server, &topics, &renames, &window),
         task_id: "cli-restore-0".into(),
         source_dir: args.dir.clone(),
         topics: topics.clone(),
@@ -127,6 +207,7 @@ pub fn run(args: &RestoreArgs) -> Result<()> {
         restore_state_dir: args.state_dir.clone(),
         allow_non_empty_topics: args.allow_non_empty,
         restore_group_offsets: args.group_offsets,
+        window,
     };
     // A missing or foreign directory gets the CLI's own one-line message first.
     Backup::open(&args.dir)?;
@@ -190,6 +271,10 @@ fn cli_option(key: &str) -> &str {
         "topics.rename" => "--rename",
         "restore.state.dir" => "--state-dir",
         "allow.non.empty.topics" => "--allow-non-empty",
+        "restore.time.from" => "--from-time",
+        "restore.time.to" => "--to-time",
+        "restore.offset.from" => "--from-offset",
+        "restore.offset.to" => "--to-offset",
         k if k.starts_with("cluster.") => "--config",
         k => k,
     }
@@ -216,9 +301,15 @@ mod tests {
         let t = vec!["orders".to_string()];
         let none = BTreeMap::new();
         let renamed: BTreeMap<String, String> = [("orders".into(), "o2".into())].into();
-        let a = restore_name("h1:9092", &t, &none);
-        assert_ne!(a, restore_name("h2:9092", &t, &none));
-        assert_ne!(a, restore_name("h1:9092", &t, &renamed));
-        assert_eq!(a, restore_name("h1:9092", &t, &none));
+        let all = RestoreWindow::default();
+        let a = restore_name("h1:9092", &t, &none, &all);
+        assert_ne!(a, restore_name("h2:9092", &t, &none, &all));
+        assert_ne!(a, restore_name("h1:9092", &t, &renamed, &all));
+        assert_eq!(a, restore_name("h1:9092", &t, &none, &all));
+        let w = RestoreWindow {
+            to_time_ms: Some(5),
+            ..Default::default()
+        };
+        assert_ne!(a, restore_name("h1:9092", &t, &none, &w));
     }
 }

@@ -5,9 +5,10 @@
 //! the backed-up record it resumes at, or the log end), lets an operator check the plan
 //! without a target cluster.
 
-use super::restore::parse_renames;
+use super::restore::{parse_renames, WindowArgs};
 use clap::Args;
 use kbackup_core::reader::Backup;
+use kbackup_core::restore::window::format_time;
 use kbackup_core::restore::{self, CARRIED_CONFIGS};
 use kbackup_core::translate::Target;
 use kbackup_core::{Error, Result};
@@ -36,6 +37,8 @@ pub struct RestorePlanArgs {
     /// Renames as for `restore`: ORIGINAL:TARGET[,ORIGINAL:TARGET...].
     #[arg(long, value_name = "A:B,...", value_delimiter = ',')]
     pub rename: Vec<String>,
+    #[command(flatten)]
+    pub window: WindowArgs,
     /// One JSON document on stdout instead of text.
     #[arg(long)]
     pub json: bool,
@@ -44,7 +47,8 @@ pub struct RestorePlanArgs {
 #[derive(Debug, Serialize)]
 struct GroupPlan {
     group: String,
-    /// The group's committed offset on the original partition (latest capture).
+    /// The group's committed offset on the original partition (latest capture, or the last
+    /// one at or before the window's end time).
     backed_up_offset: i64,
     capture_time_ms: i64,
     /// Original offset of the backed-up record the group resumes at (`None`: at the log end).
@@ -55,10 +59,15 @@ struct GroupPlan {
 #[derive(Debug, Serialize)]
 struct PartitionPlan {
     partition: i32,
+    /// Records the restore writes (those of the window).
     records: u64,
+    /// First original offset restored.
     first_offset: Option<i64>,
+    /// Last original offset restored.
     last_offset: Option<i64>,
     groups: Vec<GroupPlan>,
+    /// Groups not restored: every capture of theirs is after the window's end time.
+    groups_not_captured: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -99,7 +108,8 @@ pub fn run(args: &RestorePlanArgs) -> Result<()> {
             )));
         }
     }
-    let planned = restore::plan(&args.dir, &topics)?;
+    let window = args.window.window(&topics)?;
+    let planned = restore::plan(&args.dir, &topics, &window)?;
     let mut plans = Vec::new();
     for t in &topics {
         let manifest = backup.manifest(t)?;
@@ -120,14 +130,15 @@ pub fn run(args: &RestorePlanArgs) -> Result<()> {
             })
             .unwrap_or_default();
         let mut partition_plans = Vec::new();
-        for (tp, groups) in planned.iter().filter(|(tp, _)| tp.topic == *t) {
-            let reader = backup.partition(t, tp.partition)?;
+        for pp in planned.iter().filter(|pp| pp.tp.topic == *t) {
             partition_plans.push(PartitionPlan {
-                partition: tp.partition,
-                records: reader.record_count()?,
-                first_offset: reader.first_offset()?,
-                last_offset: reader.last_offset()?,
-                groups: groups
+                partition: pp.tp.partition,
+                records: pp.span.records,
+                first_offset: pp.span.first,
+                last_offset: pp.span.last,
+                groups_not_captured: pp.groups_not_captured.clone(),
+                groups: pp
+                    .groups
                     .iter()
                     .map(|g| GroupPlan {
                         group: g.group.clone(),
@@ -151,10 +162,17 @@ pub fn run(args: &RestorePlanArgs) -> Result<()> {
             partition_plans,
         });
     }
+    let window_text = window.describe();
     if args.json {
-        return super::print_json(&serde_json::json!({ "dir": args.dir, "topics": plans }));
+        return super::print_json(&serde_json::json!({
+            "dir": args.dir,
+            "window": window,
+            "window_text": window_text,
+            "topics": plans,
+        }));
     }
     let mut out = String::new();
+    outln!(out, "window: {window_text}");
     for t in &plans {
         outln!(
             out,
@@ -196,9 +214,16 @@ pub fn run(args: &RestorePlanArgs) -> Result<()> {
                 };
                 outln!(
                     out,
-                    "    group {:?}: committed {} at backup time -> resumes at {at}",
+                    "    group {:?}: committed {} (captured {}) -> resumes at {at}",
                     g.group,
-                    g.backed_up_offset
+                    g.backed_up_offset,
+                    format_time(g.capture_time_ms)
+                );
+            }
+            for g in &p.groups_not_captured {
+                outln!(
+                    out,
+                    "    group {g:?}: not restored: no position captured at or before the window's end time"
                 );
             }
         }

@@ -315,6 +315,32 @@ pub fn latest_per_group(path: &Path) -> Result<BTreeMap<String, GroupOffsetEntry
     Ok(latest)
 }
 
+/// Each group's position as of `at` (ms since the epoch): its last entry captured AT OR BEFORE
+/// `at`, never a later one. Also answers the groups whose every capture is later (their
+/// position at `at` is unknown). With `at = None`, [`latest_per_group`].
+pub fn per_group_as_of(
+    path: &Path,
+    at: Option<i64>,
+) -> Result<(BTreeMap<String, GroupOffsetEntry>, Vec<String>)> {
+    let mut known = BTreeMap::new();
+    let mut later = std::collections::BTreeSet::new();
+    for e in read_all(path)? {
+        if at.is_none_or(|t| e.capture_time_ms <= t) {
+            later.remove(&e.group);
+            // The latest capture wins; appends by two writers may interleave their times.
+            let newer = known.get(&e.group).is_none_or(|k: &GroupOffsetEntry| {
+                at.is_none() || e.capture_time_ms >= k.capture_time_ms
+            });
+            if newer {
+                known.insert(e.group.clone(), e);
+            }
+        } else if !known.contains_key(&e.group) {
+            later.insert(e.group);
+        }
+    }
+    Ok((known, later.into_iter().collect()))
+}
+
 /// The lock file of the log at `path`.
 pub fn lock_path(path: &Path) -> PathBuf {
     path.with_file_name(LOCK_FILE)

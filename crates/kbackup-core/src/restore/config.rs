@@ -48,6 +48,9 @@ pub struct SourceConfig {
     /// Commit translated consumer-group offsets when partitions finish.
     #[serde(default = "default_true")]
     pub restore_group_offsets: bool,
+    /// The part of each partition to restore (point-in-time / offset window; default all).
+    #[serde(default)]
+    pub window: super::window::RestoreWindow,
 }
 
 impl SourceConfig {
@@ -189,6 +192,9 @@ pub fn validate(cfg: &SourceConfig) -> Vec<(String, String)> {
             "batch.size",
             "batch.size must be at least 1 (default 1000)".into(),
         );
+    }
+    for (key, msg) in super::window::check(&cfg.window, &cfg.topics) {
+        bad(&key, msg);
     }
     if cfg
         .cluster

@@ -1,5 +1,6 @@
 //! The engine: reads batches for the task, takes acknowledgements, tracks progress.
 
+use super::window::{self, PartitionWindow, WindowSpan};
 use super::*;
 use super::{config::*, plan::*, state::*};
 use crate::cluster::ClusterClient;
@@ -80,6 +81,8 @@ pub(super) struct PartitionRun {
     pub(super) queue: AckQueue,
     /// Original offset to read next; `None` once everything has been sent.
     pub(super) next: Option<i64>,
+    /// The part of the partition restored.
+    pub(super) window: PartitionWindow,
     pub(super) dirty: bool,
     pub(super) commit_retry_at: Option<Instant>,
 }
@@ -194,11 +197,14 @@ impl RestoreSource {
                 )));
             }
             let tp = a.topic_partition();
+            let pw = cfg.window.for_partition(&tp);
+            let window_text = cfg.window.describe();
             let target = cfg.target_topic(&a.topic).to_string();
             let mut reader = open_reader(&backup, &a.topic, a.partition)?;
             let saved = PartitionState::load(&state_dir, &a.topic, a.partition)?;
             let mut state = match saved {
                 Some(mut s) => {
+                    window::same_window(&s.window, &window_text, &state_dir)?;
                     // A failed group commit (a missing ACL, say) is tried again by the next
                     // run: its cause may be fixed. Refused ones are not (the group has members).
                     for g in s.groups.iter_mut() {
@@ -219,17 +225,34 @@ impl RestoreSource {
                     s
                 }
                 None => {
-                    let (first, last) = match &reader {
-                        Some(r) => (r.first_offset()?, r.last_offset()?),
-                        None => (None, None),
+                    let span = match reader.as_mut() {
+                        Some(r) => partition_span(r, &pw, false)?,
+                        None => WindowSpan::default(),
                     };
-                    let groups = if cfg.restore_group_offsets {
-                        group_targets(&cfg.source_dir, &tp, reader.as_mut())?
+                    let (groups, not_captured) = if cfg.restore_group_offsets {
+                        group_targets(&cfg.source_dir, &tp, reader.as_mut(), &cfg.window, &span)?
                     } else {
-                        Vec::new()
+                        (Vec::new(), Vec::new())
                     };
-                    let mut s =
-                        PartitionState::new(&a.topic, &target, a.partition, first, last, groups);
+                    if !not_captured.is_empty() {
+                        log::warn!(
+                            "{}: groups {not_captured:?} have no position captured on {tp} at or                              before the window's end time: their offsets are not restored (they                              will start by auto.offset.reset); restore a later end time to include                              them",
+                            cfg.task_id
+                        );
+                    }
+                    let mut s = PartitionState::new(
+                        &a.topic,
+                        &target,
+                        a.partition,
+                        span.first,
+                        span.last,
+                        groups,
+                    );
+                    s.window = window_text.clone();
+                    s.groups_not_captured = not_captured;
+                    if !pw.is_all() {
+                        s.window_records = Some(span.records);
+                    }
                     if !cfg.restore_group_offsets {
                         s.groups
                             .iter_mut()
@@ -252,7 +275,7 @@ impl RestoreSource {
             };
             if !state.done {
                 let before = state.last_acked_original;
-                match reconcile_partition(&mut state, reader.as_mut(), target_log) {
+                match reconcile_partition(&mut state, reader.as_mut(), &pw, target_log) {
                     Ok(0) => {}
                     Ok(n) => log::info!(
                         "{}: {n} records of {tp} after original offset {before} were found \
@@ -289,7 +312,7 @@ impl RestoreSource {
                 r.seek(n)?;
             }
             log::info!(
-                "{}: restoring {tp} into {target} from original offset {}",
+                "{}: restoring {tp} into {target} from original offset {} (window: {window_text})",
                 cfg.task_id,
                 next.map_or("(done)".to_string(), |n| n.to_string())
             );
@@ -300,6 +323,7 @@ impl RestoreSource {
                     reader,
                     queue: AckQueue::default(),
                     next,
+                    window: pw,
                     dirty: false,
                     commit_retry_at: None,
                 },
@@ -352,7 +376,7 @@ impl RestoreSource {
                 continue;
             };
             while out.len() < max {
-                match reader.next_record()? {
+                match window::next_in_window(reader, &run.window)? {
                     Some(record) => {
                         run.next = Some(record.offset + 1);
                         run.queue.handed_out(record.offset);

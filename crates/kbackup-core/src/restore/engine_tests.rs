@@ -34,7 +34,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-fn write_backup(root: &Path, offsets: &[i64]) {
+pub(super) fn write_backup(root: &Path, offsets: &[i64]) {
     use crate::record::{Record, TimestampType};
     use crate::sink::{BackupSink, SinkConfig};
     let mut sink = BackupSink::open(SinkConfig::new(root)).unwrap();
@@ -60,7 +60,7 @@ fn write_backup(root: &Path, offsets: &[i64]) {
     sink.close().unwrap();
 }
 
-fn engine_cfg(root: &Path, groups: bool) -> SourceConfig {
+pub(super) fn engine_cfg(root: &Path, groups: bool) -> SourceConfig {
     SourceConfig {
         connector_name: "restore".into(),
         task_id: "restore-0".into(),
@@ -72,10 +72,11 @@ fn engine_cfg(root: &Path, groups: bool) -> SourceConfig {
         restore_state_dir: None,
         allow_non_empty_topics: false,
         restore_group_offsets: groups,
+        window: Default::default(),
     }
 }
 
-fn ack(o: i64, n: i64) -> Ack {
+pub(super) fn ack(o: i64, n: i64) -> Ack {
     Ack {
         topic: "t".into(),
         partition: 0,
@@ -84,13 +85,13 @@ fn ack(o: i64, n: i64) -> Ack {
     }
 }
 
-fn offsets(batch: &[BatchRecord]) -> Vec<i64> {
+pub(super) fn offsets(batch: &[BatchRecord]) -> Vec<i64> {
     batch.iter().map(|b| b.record.offset).collect()
 }
 
 /// The target partition t2-0 in memory: copies of `write_backup`'s records.
 #[derive(Default)]
-struct FakeTarget {
+pub(super) struct FakeTarget {
     records: Vec<reconcile::TargetRecord>,
 }
 
@@ -131,7 +132,11 @@ impl TargetLog for FakeTarget {
     }
 }
 
-fn open_fake(cfg: &SourceConfig, committed: i64, target: &mut FakeTarget) -> RestoreSource {
+pub(super) fn open_fake(
+    cfg: &SourceConfig,
+    committed: i64,
+    target: &mut FakeTarget,
+) -> RestoreSource {
     open_fake_on(
         cfg,
         committed,
@@ -186,9 +191,9 @@ fn engine_plans_groups_and_resumes_after_a_crash() {
         crate::perms::OWNER_ONLY,
     )
     .unwrap();
-    let plan = plan(root, &["t".to_string()]).unwrap();
+    let plan = plan(root, &["t".to_string()], &Default::default()).unwrap();
     let targets: BTreeMap<_, _> = plan[0]
-        .1
+        .groups
         .iter()
         .map(|g| (g.group.clone(), g.target))
         .collect();

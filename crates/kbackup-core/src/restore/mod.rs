@@ -38,10 +38,13 @@ mod state;
 mod target;
 #[cfg(test)]
 mod tests;
+pub mod window;
+#[cfg(test)]
+mod window_tests;
 
 pub use config::{validate, SourceConfig};
 pub use engine::{AckQueue, Polled, RestoreSource, RestoreStatus};
-pub use plan::{group_targets, plan};
+pub use plan::{group_targets, plan, PartitionPlan};
 pub use state::{
     read_status, CommitState, GroupTarget, PartitionState, StateDirStatus, TopicState,
 };

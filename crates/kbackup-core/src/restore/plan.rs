@@ -1,6 +1,7 @@
 //! Planning: which record each captured group resumes at.
 
 use super::state::*;
+use super::window::{self, PartitionWindow, RestoreWindow, WindowSpan};
 use crate::error::{Error, Result};
 use crate::layout;
 use crate::offsets_log;
@@ -10,24 +11,41 @@ use crate::record::TopicPartition;
 use crate::translate::{self};
 use std::path::Path;
 
-/// The captured groups of a backed-up partition and the record each resumes at.
+/// The captured groups of a backed-up partition and the record each resumes at, inside the
+/// window `w` whose records lie in `span`; also the groups left out because every capture of
+/// theirs is later than the window's end time.
 ///
-/// Groups without a committed offset are left out; translation state is empty.
+/// A group's position is its last capture at or before `window.to_time_ms` (the latest
+/// capture without one). It resumes at the first record OF THE WINDOW at or after that
+/// position ([`translate::target_original`] over the window's records): a position before the
+/// window resumes at its first record, one past it at the end. Groups without a committed
+/// offset are left out; translation state is empty.
 pub fn group_targets(
     root: &Path,
     tp: &TopicPartition,
     reader: Option<&mut PartitionReader>,
-) -> Result<Vec<GroupTarget>> {
-    let latest = offsets_log::latest_per_group(&layout::group_offsets_log(root, tp))?;
+    window: &RestoreWindow,
+    span: &WindowSpan,
+) -> Result<(Vec<GroupTarget>, Vec<String>)> {
+    let (known, not_captured) =
+        offsets_log::per_group_as_of(&layout::group_offsets_log(root, tp), window.to_time_ms)?;
+    let w = window.for_partition(tp);
     let mut out = Vec::new();
     let mut reader = reader;
-    for (group, e) in latest {
-        // The first backed-up offset >= O, found with the reader (errors name file and
-        // position); the rule itself stays in `translate`.
+    for (group, e) in known {
+        // The first backed-up offset >= O in the window, found with the reader (errors name
+        // file and position); the rule itself stays in `translate`.
         let mut found: Vec<i64> = Vec::new();
         if let (Some(r), true) = (reader.as_deref_mut(), e.committed_offset >= 0) {
-            r.seek(e.committed_offset)?;
-            found.extend(r.next_record()?.map(|rec| rec.offset));
+            if w.is_all() {
+                r.seek(e.committed_offset)?;
+                found.extend(r.next_record()?.map(|rec| rec.offset));
+            } else if let (Some(first), Some(last)) = (span.first, span.last) {
+                if e.committed_offset <= last {
+                    r.seek(e.committed_offset.max(first))?;
+                    found.extend(window::next_in_window(r, &w)?.map(|rec| rec.offset));
+                }
+            }
         }
         let target = translate::target_original(&found, e.committed_offset);
         if let Some(target) = target {
@@ -43,18 +61,60 @@ pub fn group_targets(
             });
         }
     }
-    Ok(out)
+    Ok((out, not_captured))
 }
 
-/// What `kbackup restore-plan` shows: per topic and partition, each group's target.
-pub fn plan(root: &Path, topics: &[String]) -> Result<Vec<(TopicPartition, Vec<GroupTarget>)>> {
+/// Where a window lies in a partition: its records and the groups' targets.
+#[derive(Debug, Clone)]
+pub struct PartitionPlan {
+    /// The backed-up partition.
+    pub tp: TopicPartition,
+    /// First and last original offsets restored and how many records.
+    pub span: WindowSpan,
+    /// Each captured group and where it resumes.
+    pub groups: Vec<GroupTarget>,
+    /// Groups left out: captured only after the window's end time.
+    pub groups_not_captured: Vec<String>,
+}
+
+/// Where a window lies in one partition of the backup (whole-partition restores use the
+/// cheap first/last lookups and count nothing unless `count`).
+pub(super) fn partition_span(
+    reader: &mut PartitionReader,
+    w: &PartitionWindow,
+    count: bool,
+) -> Result<WindowSpan> {
+    if w.is_all() && !count {
+        return Ok(WindowSpan {
+            first: reader.first_offset()?,
+            last: reader.last_offset()?,
+            records: 0,
+        });
+    }
+    window::span(reader, w)
+}
+
+/// What `kbackup restore-plan` shows: per topic and partition, the window's records and each
+/// group's target.
+pub fn plan(root: &Path, topics: &[String], window: &RestoreWindow) -> Result<Vec<PartitionPlan>> {
     let backup = Backup::open(root)?;
     let mut out = Vec::new();
     for topic in topics {
         for p in layout::list_partitions(root, topic)? {
             let tp = TopicPartition::new(topic.clone(), p);
             let mut reader = open_reader(&backup, topic, p)?;
-            out.push((tp.clone(), group_targets(root, &tp, reader.as_mut())?));
+            let span = match reader.as_mut() {
+                Some(r) => partition_span(r, &window.for_partition(&tp), true)?,
+                None => WindowSpan::default(),
+            };
+            let (groups, groups_not_captured) =
+                group_targets(root, &tp, reader.as_mut(), window, &span)?;
+            out.push(PartitionPlan {
+                tp,
+                span,
+                groups,
+                groups_not_captured,
+            });
         }
     }
     Ok(out)
@@ -65,6 +125,7 @@ pub fn plan(root: &Path, topics: &[String]) -> Result<Vec<(TopicPartition, Vec<G
 pub(super) fn reconcile_partition(
     state: &mut PartitionState,
     reader: Option<&mut PartitionReader>,
+    w: &PartitionWindow,
     target: &mut dyn TargetLog,
 ) -> Result<usize> {
     let from = if state.last_acked_new >= 0 {
@@ -78,9 +139,13 @@ pub(super) fn reconcile_partition(
     let Some(reader) = reader else {
         return Ok(0);
     };
-    reader.seek(state.last_acked_original.saturating_add(1).max(0))?;
+    let Some(resume) = state.resume_from() else {
+        return Ok(0);
+    };
+    reader.seek(resume)?;
     let (topic, p) = (state.target_topic.clone(), state.partition);
-    let acks = reconcile::match_in_order(&mut || reader.next_record(), &mut |each| {
+    // Only records of the window were written: match those, in order.
+    let acks = reconcile::match_in_order(&mut || window::next_in_window(reader, w), &mut |each| {
         target.scan(&topic, p, from, each)
     })?;
     for (o, n) in &acks {

@@ -7,6 +7,7 @@
 
 use crate::error::{Error, Result};
 use crate::layout;
+use crate::restore::window::{self, RestoreWindow};
 use crate::restore::{self, SourceConfig};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -60,6 +61,49 @@ pub fn parse_renames(value: &str) -> std::result::Result<BTreeMap<String, String
         }
     }
     Ok(out)
+}
+
+/// The connector keys of the restore window (the CLI's --from-time, --to-time, --from-offset,
+/// --to-offset fill the same keys and go through [`parse_window`]).
+pub const WINDOW_KEYS: [&str; 4] = [
+    "restore.time.from",
+    "restore.time.to",
+    "restore.offset.from",
+    "restore.offset.to",
+];
+
+/// Reads the restore window from raw properties: the one parser for the connector and the
+/// CLI. Answers the window and (key, message + fix) for each value that does not parse.
+pub fn parse_window(props: &BTreeMap<String, String>) -> (RestoreWindow, Vec<(String, String)>) {
+    let mut problems = Vec::new();
+    let get = |key: &str| props.get(key).map(|v| v.trim()).filter(|v| !v.is_empty());
+    let mut time = |key: &str| {
+        get(key).and_then(|v| match window::parse_time(key, v) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                problems.push((key.to_string(), e));
+                None
+            }
+        })
+    };
+    let from_time_ms = time("restore.time.from");
+    let to_time_ms = time("restore.time.to");
+    let mut offsets = |key: &str| match window::parse_offsets(key, get(key).unwrap_or("")) {
+        Ok(b) => b,
+        Err(e) => {
+            problems.push((key.to_string(), e));
+            Vec::new()
+        }
+    };
+    let from_offsets = offsets("restore.offset.from");
+    let to_offsets = offsets("restore.offset.to");
+    let w = RestoreWindow {
+        from_time_ms,
+        to_time_ms,
+        from_offsets,
+        to_offsets,
+    };
+    (w, problems)
 }
 
 /// A [`SourceConfig`] read from raw properties, with what could not be read.
@@ -128,6 +172,10 @@ fn parse(props: &BTreeMap<String, String>) -> Parsed {
     };
     let allow_non_empty_topics = flag("restore.allow.non.empty.topics", false);
     let restore_group_offsets = flag("restore.group.offsets", true);
+    let (window, window_problems) = parse_window(props);
+    for (key, msg) in window_problems {
+        bad(&key, msg);
+    }
 
     let mut cluster = BTreeMap::new();
     match get("cluster.bootstrap.servers") {
@@ -158,6 +206,7 @@ fn parse(props: &BTreeMap<String, String>) -> Parsed {
         restore_state_dir: get("restore.state.dir").map(PathBuf::from),
         allow_non_empty_topics,
         restore_group_offsets,
+        window,
     };
     Parsed {
         cfg,
@@ -374,6 +423,37 @@ mod tests {
         assert_eq!(cfg.cluster.len(), 1);
         assert_eq!(cfg.restore_state_dir, None);
         assert!(cfg.allow_non_empty_topics && !cfg.restore_group_offsets);
+    }
+
+    #[test]
+    fn window_keys_are_parsed_and_their_problems_named_under_each_key() {
+        let dir = backup_with(&["a"]);
+        let raw = props(&[
+            ("source.dir", dir.path().to_str().unwrap()),
+            ("topics", "a"),
+            ("cluster.bootstrap.servers", "localhost:9092"),
+            ("restore.time.from", "2026-12-01T10:00:00+01:00"),
+            ("restore.time.to", "1796116440000"),
+            ("restore.offset.from", "a:0=5"),
+            ("restore.offset.to", "a=50"),
+        ]);
+        assert_eq!(validate(&raw), Vec::<(String, String)>::new());
+        let w = source_config(&raw).unwrap().window;
+        assert_eq!(w.from_time_ms, Some(1_796_115_600_000));
+        assert_eq!(w.to_time_ms, Some(1_796_116_440_000));
+        assert_eq!(w.from_offsets[0].partition, Some(0));
+        assert_eq!(w.to_offsets[0].offset, 50);
+        let p = validate(&props(&[
+            ("topics", "a"),
+            ("restore.time.from", "09:14"),
+            ("restore.time.to", "2026-12-01T09:14:00"),
+            ("restore.offset.from", "a:x=1"),
+            ("restore.offset.to", "b=5"),
+        ]));
+        for key in WINDOW_KEYS {
+            assert_eq!(keys_with(&p, key, "").len(), 1, "{key}: {p:?}");
+        }
+        assert!(!keys_with(&p, "restore.offset.to", "not listed in topics").is_empty());
     }
 
     #[test]

@@ -90,6 +90,16 @@ pub struct PartitionState {
     pub done: bool,
     /// Captured groups of this partition and their translation.
     pub groups: Vec<GroupTarget>,
+    /// The restore window this state belongs to ([`super::window::RestoreWindow::describe`]);
+    /// `first_offset`/`last_offset` are then the window's first and last records.
+    #[serde(default = "everything")]
+    pub window: String,
+    /// Records in the window (`None` without a window: the whole partition).
+    #[serde(default)]
+    pub window_records: Option<u64>,
+    /// Groups not restored: every capture of theirs is later than the window's end time.
+    #[serde(default)]
+    pub groups_not_captured: Vec<String>,
     /// Last write of this file (ms since the epoch).
     pub updated_ms: i64,
 }
@@ -116,6 +126,9 @@ impl PartitionState {
             new_log_end: -1,
             done: last.is_none(),
             groups,
+            window: everything(),
+            window_records: None,
+            groups_not_captured: Vec::new(),
             updated_ms: manifest::now_ms(),
         }
     }
@@ -201,7 +214,13 @@ impl PartitionState {
         if self.done {
             return None;
         }
-        Some(self.last_acked_original.saturating_add(1).max(0))
+        // A window starts at its first record (a whole partition at its first, found by the
+        // seek from 0).
+        let start = match self.window.as_str() {
+            "everything" => 0,
+            _ => self.first_offset.unwrap_or(0),
+        };
+        Some(self.last_acked_original.saturating_add(1).max(start).max(0))
     }
 
     /// The target a group resolves to now: once the partition is done, a group whose target
@@ -256,6 +275,10 @@ impl NewOffsets for PartitionState {
     fn log_end(&self) -> i64 {
         self.new_log_end.max(0)
     }
+}
+
+fn everything() -> String {
+    "everything".into()
 }
 
 pub(super) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {

@@ -264,6 +264,7 @@ fn validate_names_keys_and_fixes() {
         restore_state_dir: None,
         allow_non_empty_topics: false,
         restore_group_offsets: true,
+        window: Default::default(),
     };
     let problems = validate(&cfg);
     let keys: Vec<&str> = problems.iter().map(|(k, _)| k.as_str()).collect();

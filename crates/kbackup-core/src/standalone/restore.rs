@@ -171,18 +171,12 @@ pub fn run_restore(
 
     // Resume where the acknowledged records end (the state files are the truth, as Connect's
     // committed source offsets are for the connector).
-    let state_dir = cfg.state_dir();
     let backup = Backup::open(&cfg.source_dir)?;
     let mut assignment = Vec::new();
-    let mut total = 0u64;
     for t in &cfg.topics {
         for p in backup.partitions(t)? {
-            let saved = PartitionState::load(&state_dir, t, p)?;
             // No Connect offsets here: the state and the target say where to resume.
             assignment.push(TopicPartitionOffset::new(t.clone(), p, -1));
-            let count = backup.partition(t, p)?.record_count()?;
-            let done = saved.as_ref().map_or(0, |s| s.records_restored);
-            total += count.saturating_sub(done);
         }
     }
 
@@ -215,6 +209,16 @@ pub fn run_restore(
     let mut source =
         RestoreSource::open_with(cfg.clone(), &assignment, client, &mut target_log, true)?;
 
+    // The total to restore: the window's records (counted when the state was made), or the
+    // whole partition's.
+    let mut total = 0u64;
+    for s in source.status().partitions {
+        let count = match s.window_records {
+            Some(n) => n,
+            None => backup.partition(&s.topic, s.partition)?.record_count()?,
+        };
+        total += count.saturating_sub(s.records_restored);
+    }
     observer.planned(total);
     let result = pump(cfg, &mut source, &producer, observer);
     if result.is_err() {

@@ -55,6 +55,30 @@ public class BackupSourceConfig extends AbstractConfig {
     private static final String RESTORE_GROUP_OFFSETS_DOC = "Commit each backed-up consumer group's offset, "
             + "translated to the new offsets, to the target cluster once a partition is fully restored.";
 
+    public static final String RESTORE_TIME_FROM_CONFIG = "restore.time.from";
+    private static final String RESTORE_TIME_FROM_DOC = "Point-in-time restore: restore only records whose own "
+            + "timestamp (CreateTime or LogAppendTime, as backed up) is at or after this time (inclusive). "
+            + "Milliseconds since the epoch or ISO-8601 with a zone (2026-12-01T09:14:00Z, "
+            + "2026-12-01T10:14:00+01:00). The restore seeks to it with the time index. Empty: from the start.";
+
+    public static final String RESTORE_TIME_TO_CONFIG = "restore.time.to";
+    private static final String RESTORE_TIME_TO_DOC = "Point-in-time restore: restore only records whose own "
+            + "timestamp is at or before this time (inclusive), written as restore.time.from. Each consumer "
+            + "group resumes where its last position captured AT OR BEFORE this time puts it; a group captured "
+            + "only later is not restored (a warning names it). Records after it with older (out-of-order) "
+            + "timestamps are still restored. Empty: to the end.";
+
+    public static final String RESTORE_OFFSET_FROM_CONFIG = "restore.offset.from";
+    private static final String RESTORE_OFFSET_FROM_DOC = "Restore only records at or after these original "
+            + "offsets (inclusive), per topic or partition: topic=offset or topic:partition=offset, separated by "
+            + "commas (orders=100,orders:2=250; a partition's entry wins over its topic's). Combines with the "
+            + "time bounds. Empty: from the first backed-up record.";
+
+    public static final String RESTORE_OFFSET_TO_CONFIG = "restore.offset.to";
+    private static final String RESTORE_OFFSET_TO_DOC = "Restore only records at or before these original "
+            + "offsets (inclusive), written as restore.offset.from. Groups positioned after the window resume "
+            + "at the end of the restored partition. Empty: to the last backed-up record.";
+
     /** Set by the connector in each task config: the task's partitions as topic:partition,... */
     public static final String TASK_PARTITIONS_CONFIG = "kbackup.task.partitions";
     /** Set by the connector in each task config: the task's index, for the task id. */
@@ -72,7 +96,11 @@ public class BackupSourceConfig extends AbstractConfig {
             .define(RESTORE_STATE_DIR_CONFIG, Type.STRING, "", Importance.LOW, RESTORE_STATE_DIR_DOC)
             .define(ALLOW_NON_EMPTY_TOPICS_CONFIG, Type.BOOLEAN, false, Importance.MEDIUM,
                     ALLOW_NON_EMPTY_TOPICS_DOC)
-            .define(RESTORE_GROUP_OFFSETS_CONFIG, Type.BOOLEAN, true, Importance.MEDIUM, RESTORE_GROUP_OFFSETS_DOC);
+            .define(RESTORE_GROUP_OFFSETS_CONFIG, Type.BOOLEAN, true, Importance.MEDIUM, RESTORE_GROUP_OFFSETS_DOC)
+            .define(RESTORE_TIME_FROM_CONFIG, Type.STRING, "", Importance.MEDIUM, RESTORE_TIME_FROM_DOC)
+            .define(RESTORE_TIME_TO_CONFIG, Type.STRING, "", Importance.MEDIUM, RESTORE_TIME_TO_DOC)
+            .define(RESTORE_OFFSET_FROM_CONFIG, Type.STRING, "", Importance.LOW, RESTORE_OFFSET_FROM_DOC)
+            .define(RESTORE_OFFSET_TO_CONFIG, Type.STRING, "", Importance.LOW, RESTORE_OFFSET_TO_DOC);
 
     public BackupSourceConfig(Map<String, String> props) {
         super(CONFIG_DEF, props);
