@@ -350,6 +350,26 @@ def test_help_lists_every_subcommand_and_each_help_works(cli):
     assert bad.returncode == 2
 
 
+def test_object_store_url_is_refused_not_written_to_a_local_s3_directory(cli, workdir):
+    """`--dir s3://...` once wrote a backup into ./s3:/bucket and reported success."""
+    import subprocess
+
+    url = "s3://kbackup-bucket/prefix"
+    for argv in (["backup", "--bootstrap-server", "127.0.0.1:1", "--topics", "t", "--dir", url],
+                 ["restore", "--bootstrap-server", "127.0.0.1:1", "--topics", "t", "--dir", url],
+                 ["inspect", url], ["verify", url], ["cat", url, "--topic", "t"],
+                 ["prune", url, "--older-than", "1d"], ["restore-plan", url, "--topics", "t"]):
+        r = subprocess.run([str(cli.path), *argv], cwd=workdir, capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 2, (argv, r.returncode, r.stderr)
+        assert "only in a local directory" in r.stderr, (argv, r.stderr)
+    # a mistyped URL is refused too, naming what it looks like
+    r = subprocess.run([str(cli.path), "inspect", "s3:kbackup-bucket"], cwd=workdir,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "looks like a URL" in r.stderr, r.stderr
+    assert not (workdir / "s3:").exists(), "a local directory named s3: was made"
+
+
 # -------------------------------------------------------------------------------------------
 # Restore resumes after a crash
 

@@ -273,6 +273,9 @@ def _bad_configs(base: dict[str, Any], tmp: Path) -> dict[str, tuple[dict[str, A
         "target.dir missing": (with_(target__dir=None), "target.dir", "target.dir"),
         "target.dir unwritable": (with_(target__dir=str(unwritable)), "target.dir",
                                   str(unwritable)),
+        # an object-store URL is refused, never taken as a relative directory named "s3:"
+        "target.dir s3 URL": (with_(target__dir="s3://kbackup-bucket/prefix"), "target.dir",
+                              "only in a local directory"),
         "isolation unset": (with_(consumer__override__isolation__level=None),
                             "consumer.override.isolation.level", "read_committed"),
         "isolation read_uncommitted": (
@@ -286,6 +289,7 @@ def _bad_configs(base: dict[str, Any], tmp: Path) -> dict[str, tuple[dict[str, A
 
 CASES = ["value.converter JSON", "key.converter String", "header.converter Simple",
          "header.converter unset", "target.dir missing", "target.dir unwritable",
+         "target.dir s3 URL",
          "isolation unset", "isolation read_uncommitted", "topic unknown", "cluster unreachable"]
 
 
@@ -317,6 +321,10 @@ def test_bad_config_is_rejected_with_a_clear_message(cluster, workdir, plugin_di
     assert name not in cluster.connect.connectors()
     if case == "target.dir unwritable":
         assert not Path(cfg["target.dir"]).exists()
+    if case == "target.dir s3 URL":
+        made = [str(p) for p in cluster.root.rglob("s3:")]
+        assert not made, f"a local directory was made for the URL: {made}"
+
 
 
 # ---------------------------------------------------------------------------------------------

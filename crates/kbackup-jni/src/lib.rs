@@ -213,8 +213,28 @@ pub extern "system" fn Java_io_kbackup_connect_internal_Native_listPartitions<'l
     run(&mut env, &class, "listPartitions", NO_ARRAY, |env| {
         let dir = String::from_utf8(bytes_arg(env, &dir, "backup directory")?)
             .map_err(|_| Error::Codec("backup directory is not UTF-8".into()))?;
+        let dir = kbackup_core::storage::local_dir(&dir).map_err(Error::Config)?;
         let listing = kbackup_core::reader::Backup::open(&dir)?.listing()?;
         bytes_result(env, &to_json("backup listing", &listing)?)
+    })
+}
+
+/// `String localDir(byte[] locationUtf8)`: the local directory of a `target.dir`/`source.dir`
+/// value (a plain path or `file://` URL) by the core's one location rule; an object-store URL
+/// or another scheme throws `KbackupException` with the message and fix.
+#[no_mangle]
+pub extern "system" fn Java_io_kbackup_connect_internal_Native_localDir<'l>(
+    mut env: JNIEnv<'l>,
+    class: JClass<'l>,
+    location: JByteArray<'l>,
+) -> jstring {
+    run(&mut env, &class, "localDir", NO_STRING, |env| {
+        let location = String::from_utf8(bytes_arg(env, &location, "backup location")?)
+            .map_err(|_| Error::Codec("backup location is not UTF-8".into()))?;
+        let dir = kbackup_core::storage::local_dir(&location).map_err(Error::Config)?;
+        env.new_string(dir.to_string_lossy())
+            .map(|s| s.into_raw())
+            .map_err(|e| Error::State(format!("could not create a Java string: {e}")))
     })
 }
 

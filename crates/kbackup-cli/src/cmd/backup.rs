@@ -23,7 +23,7 @@ pub struct BackupArgs {
     #[command(flatten)]
     pub cluster: ClusterArgs,
     /// Backup directory (created if missing; an existing backup is continued where it ends).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", value_parser = super::backup_dir)]
     pub dir: PathBuf,
     /// Comma-separated topics to back up.
     #[arg(

@@ -21,7 +21,7 @@ pub enum Format {
 #[derive(Args, Debug)]
 pub struct CatArgs {
     /// Backup directory.
-    #[arg(value_name = "DIR")]
+    #[arg(value_name = "DIR", value_parser = super::backup_dir)]
     pub dir: PathBuf,
     /// Topic to print.
     #[arg(long, value_name = "TOPIC")]

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 #[derive(Args, Debug)]
 pub struct InspectArgs {
     /// Backup directory.
-    #[arg(value_name = "DIR")]
+    #[arg(value_name = "DIR", value_parser = super::backup_dir)]
     pub dir: PathBuf,
     /// One JSON document on stdout instead of text (same as the connector's inspect call).
     #[arg(long)]

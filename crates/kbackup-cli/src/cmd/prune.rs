@@ -23,7 +23,7 @@ macro_rules! outln {
 #[derive(Args, Debug)]
 pub struct PruneArgs {
     /// Backup directory.
-    #[arg(value_name = "DIR")]
+    #[arg(value_name = "DIR", value_parser = super::backup_dir)]
     pub dir: PathBuf,
     /// Drop segments whose newest record is older than this: a number with a unit, ms, s, m,
     /// h, d or w (for example 30d, 12h, 90m).

@@ -26,7 +26,7 @@ pub struct RestoreArgs {
     #[command(flatten)]
     pub cluster: ClusterArgs,
     /// Backup directory to restore from.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", value_parser = super::backup_dir)]
     pub dir: PathBuf,
     /// Comma-separated backed-up topics to restore.
     #[arg(long, value_name = "LIST", value_delimiter = ',', required = true)]

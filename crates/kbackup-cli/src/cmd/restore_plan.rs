@@ -29,7 +29,7 @@ macro_rules! outln {
 #[derive(Args, Debug)]
 pub struct RestorePlanArgs {
     /// Backup directory.
-    #[arg(value_name = "DIR")]
+    #[arg(value_name = "DIR", value_parser = super::backup_dir)]
     pub dir: PathBuf,
     /// Comma-separated backed-up topics the restore would restore.
     #[arg(long, value_name = "LIST", value_delimiter = ',', required = true)]

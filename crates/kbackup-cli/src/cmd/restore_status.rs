@@ -25,7 +25,7 @@ macro_rules! outln {
 #[derive(Args, Debug)]
 pub struct RestoreStatusArgs {
     /// Backup directory that was restored from.
-    #[arg(value_name = "DIR")]
+    #[arg(value_name = "DIR", value_parser = super::backup_dir)]
     pub dir: PathBuf,
     /// The restore's state directory (default: every directory under DIR/restore-state).
     #[arg(long = "state-dir", value_name = "DIR")]

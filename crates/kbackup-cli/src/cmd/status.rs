@@ -19,7 +19,7 @@ use std::path::PathBuf;
 #[derive(Args, Debug)]
 pub struct StatusArgs {
     /// Backup directory.
-    #[arg(value_name = "DIR")]
+    #[arg(value_name = "DIR", value_parser = super::backup_dir)]
     pub dir: PathBuf,
     /// Topics that must be backed up (default: every topic in the backup).
     #[arg(long, value_delimiter = ',', value_name = "TOPIC,...")]

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 #[derive(Args, Debug)]
 pub struct VerifyArgs {
     /// Backup directory.
-    #[arg(value_name = "DIR")]
+    #[arg(value_name = "DIR", value_parser = super::backup_dir)]
     pub dir: PathBuf,
     /// One JSON document on stdout instead of text.
     #[arg(long)]

@@ -190,6 +190,15 @@ fn parse(props: &BTreeMap<String, String>) -> Parsed {
         ),
     }
 
+    // One location rule (storage::local_dir): an object-store URL is refused, not a directory.
+    let source_dir = match get("source.dir").map(crate::storage::local_dir) {
+        None => PathBuf::new(),
+        Some(Ok(dir)) => dir,
+        Some(Err(e)) => {
+            bad("source.dir", format!("source.dir: {e}"));
+            PathBuf::new()
+        }
+    };
     let name = get("name").unwrap_or(DEFAULT_NAME).to_string();
     let task_id = match get(TASK_INDEX_KEY) {
         Some(i) => format!("{name}-{i}"),
@@ -198,7 +207,7 @@ fn parse(props: &BTreeMap<String, String>) -> Parsed {
     let cfg = SourceConfig {
         connector_name: name,
         task_id,
-        source_dir: PathBuf::from(get("source.dir").unwrap_or("")),
+        source_dir,
         topics,
         topics_rename,
         batch_size,

@@ -81,8 +81,14 @@ impl SinkConfig {
 
     /// Parses the JSON handed over by the Java side.
     pub fn from_json(json: &[u8]) -> Result<SinkConfig> {
-        serde_json::from_slice(json)
-            .map_err(|e| Error::Config(format!("sink config JSON is not valid: {e}")))
+        let mut cfg: SinkConfig = serde_json::from_slice(json)
+            .map_err(|e| Error::Config(format!("sink config JSON is not valid: {e}")))?;
+        // One location rule (storage::local_dir): an object-store URL is refused, not a directory.
+        if !cfg.target_dir.as_os_str().is_empty() {
+            cfg.target_dir = crate::storage::local_dir(&cfg.target_dir.to_string_lossy())
+                .map_err(|e| Error::Config(format!("target.dir: {e}")))?;
+        }
+        Ok(cfg)
     }
 
     pub(super) fn validate(&self) -> Result<()> {

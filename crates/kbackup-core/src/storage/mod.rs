@@ -308,6 +308,26 @@ pub(crate) fn parse_location(location: &str) -> Result<Target> {
     })
 }
 
+/// The local directory behind a location, for every part that keeps backups only in a local
+/// directory so far (all but the storage layer itself, see docs/storage.md): a plain path or a
+/// `file://` URL. An object-store URL, another scheme or a mistyped URL is an error naming the
+/// fix (the message, for the caller to attach to its setting), never a local directory named
+/// `s3:` that a backup would silently fill.
+pub fn local_dir(location: &str) -> std::result::Result<PathBuf, String> {
+    match parse_location(location) {
+        Ok(Target::Local(path)) => Ok(path),
+        Ok(Target::Cloud { scheme, .. }) => Err(format!(
+            "backup location {location:?} is in object storage ({}://), but this release keeps \
+             backups only in a local directory (a plain path or file:///path); back up to a \
+             directory, e.g. a volume every Connect worker mounts, and copy it to the bucket \
+             with the store's own tools",
+            scheme.as_str()
+        )),
+        Err(Error::Config(why)) => Err(why),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// Opens the store behind a location: a plain path or `file://` URL gives a [`LocalStore`];
 /// `s3://`, `gs://` and `az://` give an [`ObjectStore`] configured from `options` and the
 /// environment. Opening does not contact the store (see docs/storage.md).
@@ -374,6 +394,19 @@ mod tests {
             Target::Local("/b".into())
         );
         assert!(parse_location("file://host/b").is_err());
+    }
+
+    #[test]
+    fn local_dir_takes_paths_and_file_urls_and_refuses_object_store_urls() {
+        assert_eq!(local_dir("rel/dir").unwrap(), PathBuf::from("rel/dir"));
+        assert_eq!(local_dir("file:///b/x").unwrap(), PathBuf::from("/b/x"));
+        for url in ["s3://bucket/p", "gs://bucket", "az://container/p"] {
+            let e = local_dir(url).unwrap_err();
+            assert!(e.contains("only in a local directory"), "{url}: {e}");
+        }
+        for bad in ["s3:bucket", "ftp://host/x", ""] {
+            assert!(local_dir(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

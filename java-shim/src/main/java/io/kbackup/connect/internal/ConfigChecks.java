@@ -106,9 +106,17 @@ public final class ConfigChecks {
         if (dir == null || dir.isBlank()) {
             return key + " is required: set it to an absolute directory path that every Connect worker can reach";
         }
+        // The core's one location rule: an object-store URL is refused, never a local "s3:" directory.
+        Native.ensureLoaded();
+        String local;
+        try {
+            local = Native.localDir(dir.getBytes(java.nio.charset.StandardCharsets.UTF_8));
+        } catch (RuntimeException e) {
+            return key + ": " + e.getMessage().replaceFirst("^invalid configuration: ", "");
+        }
         Path p;
         try {
-            p = Paths.get(dir);
+            p = Paths.get(local);
         } catch (InvalidPathException e) {
             return key + " '" + dir + "' is not a valid path (" + e.getMessage() + "): fix the value";
         }

@@ -59,6 +59,12 @@ public final class Native {
     public static native void sinkClose(long handle);
 
     /**
+     * The local directory of a {@code target.dir}/{@code source.dir} value (a path or file:// URL); throws
+     * {@code KbackupException} naming the fix for an object-store URL or another scheme.
+     */
+    public static native String localDir(byte[] locationUtf8);
+
+    /**
      * Topics and partitions of a backup directory, as JSON
      * {@code {"topics":[{"topic":T,"partitions":[P,...]}]}}; reads directory names only.
      */
