@@ -2,6 +2,7 @@ package io.kbackup.connect.bench;
 
 import io.kbackup.connect.BackupSinkTask;
 import io.kbackup.connect.BackupSourceTask;
+import io.kbackup.connect.internal.BatchEncoder;
 import org.apache.kafka.clients.producer.RecordMetadata;
 import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.metrics.PluginMetrics;
@@ -17,6 +18,7 @@ import org.apache.kafka.connect.storage.OffsetStorageReader;
 import java.io.IOException;
 import java.lang.management.GarbageCollectorMXBean;
 import java.lang.management.ManagementFactory;
+import java.lang.management.ThreadMXBean;
 import java.nio.ByteBuffer;
 import java.nio.channels.FileChannel;
 import java.nio.file.Files;
@@ -62,6 +64,8 @@ public final class InProcessBench {
     private static final long VALUE_POOL_BYTES = 64 * MIB;
     /** An address that fails at once: the tasks need a cluster setting, the bench has no Kafka. */
     private static final String NO_KAFKA = "kbackup-bench-no-kafka.invalid:9092";
+    /** CPU time of the calling thread: the JNI calls run on it, so this is our code's CPU without the wait for a core. */
+    private static final ThreadMXBean THREADS = ManagementFactory.getThreadMXBean();
 
     private final Path diskDir;
     private final Path tmpfsDir;
@@ -142,9 +146,22 @@ public final class InProcessBench {
         source(warmDir, warm);
         delete(warmDir);
 
-        r.put("disk_fdatasync", diskRate(diskDir.resolve("disk-" + size + ".dat"), records * (long) size, flushBytes));
+        r.put("encode_only", encodeOnly(values, records, batch));
+        // Before and after the sink into the same disk: other writers on a shared disk move it.
+        Map<String, Object> diskBefore = diskRate(diskDir.resolve("disk-" + size + ".dat"), records * (long) size, flushBytes);
+        if (tmpfsDir != null) {
+            // The same plain write into tmpfs: the floor for the tmpfs sink (its fdatasync returns at once).
+            r.put("tmpfs_write", diskRate(tmpfsDir.resolve("plain-" + size + ".dat"), records * (long) size, flushBytes));
+        }
         Path backup = diskDir.resolve("backup-" + size);
         r.put("sink_disk_fsync", sink(backup, values, records, batch, flushBytes));
+        Map<String, Object> diskAfter = diskRate(diskDir.resolve("disk-" + size + ".dat"), records * (long) size, flushBytes);
+        Map<String, Object> disk = new LinkedHashMap<>(diskBefore);
+        disk.put("mb_per_s", ((double) diskBefore.get("mb_per_s") + (double) diskAfter.get("mb_per_s")) / 2);
+        disk.put("mb_per_s_before", diskBefore.get("mb_per_s"));
+        disk.put("mb_per_s_after", diskAfter.get("mb_per_s"));
+        disk.put("load_after", diskAfter.get("load"));
+        r.put("disk_fdatasync", disk);
         if (tmpfsDir != null) {
             Path shm = tmpfsDir.resolve("backup-" + size);
             r.put("sink_tmpfs", sink(shm, values, records, batch, flushBytes));
@@ -174,6 +191,7 @@ public final class InProcessBench {
         }
         List<Double> load = loadavg();
         long syncNs = 0;
+        long writeCpuNs = 0;
         long t0 = System.nanoTime();
         try (FileChannel ch = FileChannel.open(file, StandardOpenOption.CREATE, StandardOpenOption.TRUNCATE_EXISTING,
                 StandardOpenOption.WRITE)) {
@@ -182,9 +200,11 @@ public final class InProcessBench {
             while (written < total) {
                 chunk.clear();
                 chunk.limit((int) Math.min(chunk.capacity(), total - written));
+                long c = THREADS.getCurrentThreadCpuTime();
                 while (chunk.hasRemaining()) {
                     written += ch.write(chunk);
                 }
+                writeCpuNs += THREADS.getCurrentThreadCpuTime() - c;
                 sinceSync += chunk.limit();
                 if (sinceSync >= block || written >= total) {
                     long s = System.nanoTime();
@@ -203,6 +223,10 @@ public final class InProcessBench {
         r.put("wall_s", s);
         r.put("mb_per_s", total / (double) MIB / s);
         r.put("fdatasync_s", syncNs / 1e9);
+        // CPU of the write(2) calls alone (the kernel copying into the page cache): a floor
+        // for any writer of these bytes, ours included.
+        r.put("write_cpu_s", writeCpuNs / 1e9);
+        r.put("write_cpu_mb_per_s", total / (double) MIB / (writeCpuNs / 1e9));
         r.put("load", load);
         return r;
     }
@@ -231,6 +255,7 @@ public final class InProcessBench {
         int size = values[0].length;
         long[] next = new long[partitions];
         long putNs = 0;
+        long putCpuNs = 0;
         long flushNs = 0;
         int flushes = 0;
         long sinceFlush = 0;
@@ -248,9 +273,11 @@ public final class InProcessBench {
                         1_700_000_000_000L + done + i, TimestampType.CREATE_TIME, new ConnectHeaders()));
                 vi = vi + 1 == values.length ? 0 : vi + 1;
             }
+            long c = THREADS.getCurrentThreadCpuTime();
             long s = System.nanoTime();
             task.put(recs);
             long e = System.nanoTime();
+            putCpuNs += THREADS.getCurrentThreadCpuTime() - c;
             putNs += e - s;
             if (firstPutEnd < 0) {
                 firstPutEnd = e;
@@ -290,9 +317,46 @@ public final class InProcessBench {
         r.put("mb_per_s", bytes / MIB / (oursNs / 1e9));
         r.put("put_only_mb_per_s", bytes / MIB / (putNs / 1e9));
         r.put("put_ns_per_record", (double) putNs / records);
+        // put() on CPU: what a whole free core would give (the machine is shared).
+        r.put("put_cpu_s", putCpuNs / 1e9);
+        r.put("put_cpu_ns_per_record", (double) putCpuNs / records);
+        r.put("put_cpu_mb_per_s", bytes / MIB / (putCpuNs / 1e9));
         r.put("wall_mb_per_s", bytes / MIB / (wallNs / 1e9));
         r.put("segment_bytes", segmentBytes(dir));
         r.put("gc_ms", gc);
+        r.put("load", load);
+        return r;
+    }
+
+    /** The Java half of put() alone: BatchEncoder over the same batches, no native call. */
+    private Map<String, Object> encodeOnly(byte[][] values, long records, int batch) {
+        List<Double> load = loadavg();
+        long[] next = new long[partitions];
+        long done = 0;
+        long cpuNs = 0;
+        long bytesOut = 0;
+        int vi = 0;
+        int p = 0;
+        while (done < records) {
+            int n = (int) Math.min(batch, records - done);
+            List<SinkRecord> recs = new ArrayList<>(n);
+            for (int i = 0; i < n; i++) {
+                recs.add(new SinkRecord("bench", p, null, null, Schema.OPTIONAL_BYTES_SCHEMA, values[vi], next[p]++,
+                        1_700_000_000_000L + done + i, TimestampType.CREATE_TIME, new ConnectHeaders()));
+                vi = vi + 1 == values.length ? 0 : vi + 1;
+            }
+            long c = THREADS.getCurrentThreadCpuTime();
+            bytesOut += BatchEncoder.encodeSinkBatch(recs).length;
+            cpuNs += THREADS.getCurrentThreadCpuTime() - c;
+            done += n;
+            p = p + 1 == partitions ? 0 : p + 1;
+        }
+        Map<String, Object> r = new LinkedHashMap<>();
+        r.put("records", records);
+        r.put("batch_bytes", bytesOut);
+        r.put("cpu_s", cpuNs / 1e9);
+        r.put("cpu_ns_per_record", (double) cpuNs / records);
+        r.put("cpu_mb_per_s", (double) records * values[0].length / MIB / (cpuNs / 1e9));
         r.put("load", load);
         return r;
     }
@@ -332,6 +396,7 @@ public final class InProcessBench {
         long got = 0;
         long bytes = 0;
         long pollNs = 0;
+        long pollCpuNs = 0;
         long ackNs = 0;
         int polls = 0;
         int empty = 0;
@@ -340,9 +405,11 @@ public final class InProcessBench {
         long firstAt = -1;
         long deadline = t0 + 600_000_000_000L;
         while (got < records) {
+            long c = THREADS.getCurrentThreadCpuTime();
             long s = System.nanoTime();
             List<SourceRecord> batch = task.poll();
             long e = System.nanoTime();
+            pollCpuNs += THREADS.getCurrentThreadCpuTime() - c;
             pollNs += e - s;
             polls++;
             if (batch == null || batch.isEmpty()) {
@@ -386,6 +453,9 @@ public final class InProcessBench {
         r.put("ns_per_record", (double) wallNs / got);
         r.put("mb_per_s", bytes / (double) MIB / (wallNs / 1e9));
         r.put("poll_ns_per_record", (double) pollNs / got);
+        r.put("poll_cpu_s", pollCpuNs / 1e9);
+        r.put("poll_cpu_ns_per_record", (double) pollCpuNs / got);
+        r.put("poll_cpu_mb_per_s", bytes / (double) MIB / (pollCpuNs / 1e9));
         r.put("gc_ms", gc);
         r.put("load", load);
         return r;
