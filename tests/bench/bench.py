@@ -825,7 +825,7 @@ class Bench:
         """--records if given, else --mib-per-size of payload (fixed costs under 10 % of a phase)."""
         if self.base.records:
             return self.base.records
-        return max(10_000, self.base.mib_per_size * MIB // size)
+        return max(1_000, self.base.mib_per_size * MIB // size)
 
     def run(self) -> dict[str, Any]:
         a = self.base

@@ -66,6 +66,8 @@ public final class InProcessBench {
     private static final String NO_KAFKA = "kbackup-bench-no-kafka.invalid:9092";
     /** CPU time of the calling thread: the JNI calls run on it, so this is our code's CPU without the wait for a core. */
     private static final ThreadMXBean THREADS = ManagementFactory.getThreadMXBean();
+    /** --cases of main. */
+    private static Set<String> CASES_OVERRIDE;
 
     private final Path diskDir;
     private final Path tmpfsDir;
@@ -73,6 +75,9 @@ public final class InProcessBench {
     private final long flushMib;
     private final long warmupMib;
     private final int partitions;
+    /** Which cases run (all by default; fewer to profile one, e.g. --cases sink_tmpfs). */
+    private Set<String> cases = Set.of("encode_only", "disk_fdatasync", "tmpfs_write", "sink_disk_fsync",
+            "sink_tmpfs", "source_disk");
 
     private InProcessBench(Path diskDir, Path tmpfsDir, long mibPerCase, long flushMib, long warmupMib,
                            int partitions) {
@@ -101,6 +106,9 @@ public final class InProcessBench {
         for (String s : a.getOrDefault("record-sizes", "100,1024,65536").split(",")) {
             sizes.add(Integer.parseInt(s.trim()));
         }
+        if (a.containsKey("cases")) {
+            CASES_OVERRIDE = Set.of(a.get("cases").split(","));
+        }
         Map<String, Object> out = run(Paths.get(a.get("dir")),
                 a.containsKey("tmpfs-dir") ? Paths.get(a.get("tmpfs-dir")) : null, sizes,
                 Long.parseLong(a.getOrDefault("mib", "512")), Long.parseLong(a.getOrDefault("flush-mib", "64")),
@@ -112,6 +120,9 @@ public final class InProcessBench {
     public static Map<String, Object> run(Path diskDir, Path tmpfsDir, List<Integer> sizes, long mibPerCase,
                                           long flushMib, long warmupMib, int partitions) throws Exception {
         InProcessBench b = new InProcessBench(diskDir, tmpfsDir, mibPerCase, flushMib, warmupMib, partitions);
+        if (CASES_OVERRIDE != null) {
+            b.cases = CASES_OVERRIDE;
+        }
         Map<String, Object> out = new LinkedHashMap<>();
         out.put("java", System.getProperty("java.vm.name") + " " + System.getProperty("java.version"));
         out.put("jvm_args", ManagementFactory.getRuntimeMXBean().getInputArguments());
@@ -146,28 +157,40 @@ public final class InProcessBench {
         source(warmDir, warm);
         delete(warmDir);
 
-        r.put("encode_only", encodeOnly(values, records, batch));
+        if (cases.contains("encode_only")) {
+            r.put("encode_only", encodeOnly(values, records, batch));
+        }
+        long total = records * (long) size;
+        Path plain = diskDir.resolve("disk-" + size + ".dat");
+        boolean disk = cases.contains("disk_fdatasync");
         // Before and after the sink into the same disk: other writers on a shared disk move it.
-        Map<String, Object> diskBefore = diskRate(diskDir.resolve("disk-" + size + ".dat"), records * (long) size, flushBytes);
-        if (tmpfsDir != null) {
+        Map<String, Object> diskBefore = disk ? diskRate(plain, total, flushBytes) : null;
+        if (tmpfsDir != null && cases.contains("tmpfs_write")) {
             // The same plain write into tmpfs: the floor for the tmpfs sink (its fdatasync returns at once).
-            r.put("tmpfs_write", diskRate(tmpfsDir.resolve("plain-" + size + ".dat"), records * (long) size, flushBytes));
+            r.put("tmpfs_write", diskRate(tmpfsDir.resolve("plain-" + size + ".dat"), total, flushBytes));
         }
         Path backup = diskDir.resolve("backup-" + size);
-        r.put("sink_disk_fsync", sink(backup, values, records, batch, flushBytes));
-        Map<String, Object> diskAfter = diskRate(diskDir.resolve("disk-" + size + ".dat"), records * (long) size, flushBytes);
-        Map<String, Object> disk = new LinkedHashMap<>(diskBefore);
-        disk.put("mb_per_s", ((double) diskBefore.get("mb_per_s") + (double) diskAfter.get("mb_per_s")) / 2);
-        disk.put("mb_per_s_before", diskBefore.get("mb_per_s"));
-        disk.put("mb_per_s_after", diskAfter.get("mb_per_s"));
-        disk.put("load_after", diskAfter.get("load"));
-        r.put("disk_fdatasync", disk);
-        if (tmpfsDir != null) {
+        boolean sinkDisk = cases.contains("sink_disk_fsync") || cases.contains("source_disk");
+        if (sinkDisk) {
+            r.put("sink_disk_fsync", sink(backup, values, records, batch, flushBytes));
+        }
+        if (disk) {
+            Map<String, Object> diskAfter = diskRate(plain, total, flushBytes);
+            Map<String, Object> d = new LinkedHashMap<>(diskBefore);
+            d.put("mb_per_s", ((double) diskBefore.get("mb_per_s") + (double) diskAfter.get("mb_per_s")) / 2);
+            d.put("mb_per_s_before", diskBefore.get("mb_per_s"));
+            d.put("mb_per_s_after", diskAfter.get("mb_per_s"));
+            d.put("load_after", diskAfter.get("load"));
+            r.put("disk_fdatasync", d);
+        }
+        if (tmpfsDir != null && cases.contains("sink_tmpfs")) {
             Path shm = tmpfsDir.resolve("backup-" + size);
             r.put("sink_tmpfs", sink(shm, values, records, batch, flushBytes));
             delete(shm);
         }
-        r.put("source_disk", source(backup, records));
+        if (sinkDisk && cases.contains("source_disk")) {
+            r.put("source_disk", source(backup, records));
+        }
         delete(backup);
         return r;
     }
