@@ -302,7 +302,11 @@ pub extern "system" fn Java_io_kbackup_connect_internal_Native_sourcePoll<'l>(
         let acks = codec::decode_acks(&bytes_arg(env, &acks, "acks")?)?;
         let max = usize::try_from(max_records).unwrap_or(0).max(1);
         let source = SOURCES.get(handle)?;
-        let buf = match lock("source", handle, &source)?.poll_bounded(&acks, max, SOURCE_POLL_MAX_BYTES)? {
+        let buf = match lock("source", handle, &source)?.poll_bounded(
+            &acks,
+            max,
+            SOURCE_POLL_MAX_BYTES,
+        )? {
             Polled::Records(records) => codec::encode_batch(0, &records),
             Polled::Waiting => codec::encode_batch(codec::FLAG_WAITING_FOR_ACKS, &[]),
             Polled::Finished => codec::encode_batch(codec::FLAG_FINISHED, &[]),

@@ -27,7 +27,7 @@ use crate::perms::Perms;
 use crate::record::BatchRecord;
 use crate::record::{TopicPartition, TopicPartitionOffset};
 use crate::segment::{SegmentHeader, SegmentWriter, FRAME_PREFIX_LEN};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,7 +45,9 @@ pub struct BackupSink {
     /// Every Kafka call of the sink goes through here.
     cluster: Arc<dyn ClusterClient>,
     clock: Arc<dyn Fn() -> i64 + Send + Sync>,
-    parts: HashMap<String, HashMap<i32, PartitionState>>,
+    /// Looked up for every record: B-trees, because a lookup among a task's few topics and
+    /// partitions is a comparison or two, where SipHash hashing cost more than the append.
+    parts: BTreeMap<String, BTreeMap<i32, PartitionState>>,
     topics: HashMap<String, TopicState>,
     /// Directories with new entries that must be fsynced before data is reported durable.
     dirs_to_sync: BTreeSet<PathBuf>,
@@ -127,7 +129,7 @@ impl BackupSink {
             config,
             cluster,
             clock,
-            parts: HashMap::new(),
+            parts: BTreeMap::new(),
             topics: HashMap::new(),
             dirs_to_sync: BTreeSet::new(),
             scratch: Vec::with_capacity(4096),
