@@ -365,6 +365,62 @@ class ProgressWatch:
         return {"first_record_s": first, "last_progress_s": last, "steady_records_per_s": steady}
 
 
+class TaskThreadSampler:
+    """Samples the state (R running, S sleeping, D in uninterruptible I/O such as fsync) and
+    CPU of the worker's threads whose name starts with `prefix` (Connect names a task's thread
+    `task-thread-<connector>-<n>`), every `interval` s: where a connector's task spends its
+    time, from /proc, without touching the worker."""
+
+    def __init__(self, pid: Optional[int], prefix: str, interval: float = 0.02):
+        self.pid, self.prefix, self.interval = pid, prefix[:15], interval
+        self.states: dict[str, int] = {}
+        self.cpu0: dict[str, float] = {}
+        self.cpu1: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="task-thread-sampler", daemon=True)
+
+    def _threads(self) -> dict[str, tuple[str, float]]:
+        out: dict[str, tuple[str, float]] = {}
+        if not self.pid:
+            return out
+        try:
+            tids = os.listdir(f"/proc/{self.pid}/task")
+        except OSError:
+            return out
+        for tid in tids:
+            try:
+                with open(f"/proc/{self.pid}/task/{tid}/stat") as f:
+                    raw = f.read()
+                name = raw[raw.index("(") + 1:raw.rindex(")")]
+                if not name.startswith(self.prefix):
+                    continue
+                fields = raw.rsplit(")", 1)[1].split()
+                out[tid] = (fields[0], (int(fields[11]) + int(fields[12])) / CLK_TCK)
+            except (OSError, ValueError, IndexError):
+                continue
+        return out
+
+    def start(self) -> "TaskThreadSampler":
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for tid, (state, cpu) in self._threads().items():
+                self.states[state] = self.states.get(state, 0) + 1
+                self.cpu0.setdefault(tid, cpu)
+                self.cpu1[tid] = cpu
+            self._stop.wait(self.interval)
+
+    def stop(self) -> dict[str, Any]:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        n = sum(self.states.values())
+        return {"task_thread_states": {k: round(v / n, 3) for k, v in sorted(self.states.items())}
+                if n else {},
+                "task_thread_cpu_s": round(sum(self.cpu1[t] - self.cpu0[t] for t in self.cpu1), 2)}
+
+
 # --------------------------------------------------------------------------------------------
 # The Connect ceiling: a no-op sink and source (tests/bench/noop), compiled by the bench
 
@@ -576,6 +632,8 @@ class Bench:
         name = "bench-sink"
         expect_bytes = self.results["backup_cli_files"]["bytes"]
         t0 = time.monotonic()
+        threads = TaskThreadSampler(c.worker.process.pid if c.worker else None,
+                                    f"task-thread-{name}").start()
         c.connect.create_connector(name, {
             "connector.class": "io.kbackup.connect.BackupSinkConnector",
             "tasks.max": a.tasks, "topics": self.topic, "target.dir": str(self.sink_dir),
@@ -604,7 +662,10 @@ class Bench:
             ins = self.inspect(self.sink_dir)
             return ins if ins["records"] >= a.records else None
 
-        ins = self.wait(done, f"sink connector to back up {a.records} records", interval=0.25)
+        try:
+            ins = self.wait(done, f"sink connector to back up {a.records} records", interval=0.25)
+        finally:
+            task_threads = threads.stop()
         wall = time.monotonic() - t0
         # Durable and committed: the sink commits only offsets whose records are fsynced.
         group = f"connect-{name}"
@@ -623,7 +684,7 @@ class Bench:
                 "startup_s": start_s,
                 "steady_records_per_s": a.records / (wall - start_s) if wall > start_s else None,
                 "last_inspect_s": ins["inspect_s"], "inspections": inspections,
-                "bytes": ins["bytes"], "committed_wall_s": committed_s,
+                "bytes": ins["bytes"], "committed_wall_s": committed_s, **task_threads,
                 "worker_hwm_mib": (proc_status_kib(c.worker.process.pid, "VmHWM") or 0) / 1024
                 if c.worker else None}
 
@@ -750,6 +811,8 @@ class Bench:
         name = "bench-noop-sink"
         self.count_dir.mkdir(parents=True, exist_ok=True)
         t0 = time.monotonic()
+        threads = TaskThreadSampler(c.worker.process.pid if c.worker else None,
+                                    f"task-thread-{name}").start()
         c.connect.create_connector(name, {
             "connector.class": "io.kbackup.bench.noop.NoopSinkConnector",
             "tasks.max": a.tasks, "topics": self.topic, "count.dir": str(self.count_dir),
@@ -764,11 +827,15 @@ class Bench:
                 first["t"] = time.monotonic()
             return n >= a.records
 
-        self.wait(done, f"no-op sink to consume {a.records} records", interval=0.25)
+        try:
+            self.wait(done, f"no-op sink to consume {a.records} records", interval=0.25)
+        finally:
+            task_threads = threads.stop()
         wall = time.monotonic() - t0
         start_s = first.get("t", t0) - t0
         return {"wall_s": wall, **self.rates(wall), "tasks": a.tasks, "startup_s": start_s,
-                "steady_records_per_s": a.records / (wall - start_s) if wall > start_s else None}
+                "steady_records_per_s": a.records / (wall - start_s) if wall > start_s else None,
+                **task_threads}
 
     def noop_source(self) -> dict[str, Any]:
         a, c = self.a, self.cluster
@@ -1009,6 +1076,10 @@ def notes(R: dict[str, Any]) -> str:
                          f"start, then {fmt(p['steady_records_per_s'], ',.0f')} records/s until "
                          f"{fmt(p['last_progress_s'])}s; process exit (durable end) "
                          f"{p['wall_s']:.1f}s")
+    for ph in ("backup_sink", "noop_sink"):
+        if P.get(ph, {}).get("task_thread_states"):
+            lines.append(f"{ph} task threads: states {P[ph]['task_thread_states']} (R running, "
+                         f"S waiting, D in I/O such as fsync), {P[ph]['task_thread_cpu_s']} CPU s")
     for ph, noop in (("backup_sink", "noop_sink"), ("restore_source", "noop_source")):
         if P.get(ph, {}).get("ratio_vs_noop") is not None:
             lines.append(f"{ph} vs the no-op connector in the same worker: "
