@@ -3,6 +3,7 @@
 #   make test   every check and test (what CI runs)
 #   make test-faults  the long repeat-count fault loops (CI runs them too)
 #   make bench  throughput and memory against Kafka's own perf tools (opt-in, not in test)
+#   make bench-inprocess  the sink and source tasks through JNI into files, no Kafka (opt-in)
 #   make release  stripped binaries + separate debug info, Confluent Hub archive, CLI tarball,
 #                 SHA-256 sums, into dist/release/ (docs/install.md)
 #   make test-release  installs that archive into a fresh plugin.path and backs up/restores
@@ -41,7 +42,8 @@ ZIGBUILD     := PATH="$(abspath $(TOOLS))/bin:$$PATH" KBACKUP_ZIG_ARCH=$(ARCH) K
 	CC="$(abspath tools/zigcc)" CXX="$(abspath tools/zigcxx)" $(CARGO) zigbuild
 OBJCOPY      ?= objcopy
 
-.PHONY: all build native dist test test-faults lint unit-test java-test it-test demo bench kafka venv clean \
+.PHONY: all build native dist test test-faults lint unit-test java-test it-test demo bench bench-inprocess \
+	bench-classes kafka venv clean \
 	tools release test-release test-compat s3-server
 
 all: dist
@@ -133,8 +135,15 @@ test: lint unit-test java-test it-test
 demo: dist kafka venv
 	$(PY) tests/demo.py
 
-bench: dist kafka venv
+bench: dist kafka venv bench-classes
 	$(PY) tests/bench/bench.py
+
+# The in-process bench is a test class of the shim (never in the plugin jar): compile it.
+bench-classes: build
+	$(MVN) -f java-shim/pom.xml -Dkbackup.native.platform=$(PLATFORM) test-compile
+
+bench-inprocess: kafka venv bench-classes
+	$(PY) tests/bench/inprocess.py
 
 clean:
 	$(CARGO) clean

@@ -29,11 +29,14 @@ from typing import Any, Callable, Optional
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from testbed.cluster import Cluster  # noqa: E402
 from testbed.connect import BYTE_ARRAY_CONVERTER, ConnectError  # noqa: E402
 from testbed.procs import Process, TestbedError, run, wait_until  # noqa: E402
 from testbed.tools import CONSUMER_PERF, PRODUCER_PERF, tool_argv  # noqa: E402
+
+import inprocess  # noqa: E402  (tests/bench/inprocess.py, beside this file)
 
 KBACKUP = REPO / "dist" / "kbackup"
 MIB = 1024 * 1024
@@ -317,22 +320,168 @@ def loadavg() -> list[float]:
 
 
 # --------------------------------------------------------------------------------------------
+# Time to first record and end of steady state of a timed command
+
+
+class ProgressWatch:
+    """Polls `progress()` (bytes in files, records in a topic) from a thread while a timed
+    command runs, so its wall clock splits into time to first record, steady state and the
+    tail to its durable end (the command's exit, after its fsync or last commit)."""
+
+    def __init__(self, progress: Callable[[], int], interval: float = 0.1):
+        self.progress = progress
+        self.interval = interval
+        self.t0 = time.monotonic()
+        self.first: Optional[float] = None
+        self.last_change: Optional[float] = None
+        self.value = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="progress-watch", daemon=True)
+
+    def start(self) -> "ProgressWatch":
+        self.t0 = time.monotonic()
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                v = self.progress()
+            except Exception:  # noqa: BLE001 - not there yet (no topic, no file)
+                v = 0
+            now = time.monotonic()
+            if v > 0 and self.first is None:
+                self.first = now
+            if v != self.value:
+                self.value, self.last_change = v, now
+            self._stop.wait(self.interval)
+
+    def stop(self, records: int) -> dict[str, Any]:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        first = None if self.first is None else self.first - self.t0
+        last = None if self.last_change is None else self.last_change - self.t0
+        steady = (records / (last - first)) if first is not None and last and last > first else None
+        return {"first_record_s": first, "last_progress_s": last, "steady_records_per_s": steady}
+
+
+class TaskThreadSampler:
+    """Samples the state (R running, S sleeping, D in uninterruptible I/O such as fsync) and
+    CPU of the worker's threads whose name starts with `prefix` (Connect names a task's thread
+    `task-thread-<connector>-<n>`), every `interval` s: where a connector's task spends its
+    time, from /proc, without touching the worker."""
+
+    def __init__(self, pid: Optional[int], prefix: str, interval: float = 0.02):
+        self.pid, self.prefix, self.interval = pid, prefix[:15], interval
+        self.states: dict[str, int] = {}
+        self.cpu0: dict[str, float] = {}
+        self.cpu1: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="task-thread-sampler", daemon=True)
+
+    def _threads(self) -> dict[str, tuple[str, float]]:
+        out: dict[str, tuple[str, float]] = {}
+        if not self.pid:
+            return out
+        try:
+            tids = os.listdir(f"/proc/{self.pid}/task")
+        except OSError:
+            return out
+        for tid in tids:
+            try:
+                with open(f"/proc/{self.pid}/task/{tid}/stat") as f:
+                    raw = f.read()
+                name = raw[raw.index("(") + 1:raw.rindex(")")]
+                if not name.startswith(self.prefix):
+                    continue
+                fields = raw.rsplit(")", 1)[1].split()
+                out[tid] = (fields[0], (int(fields[11]) + int(fields[12])) / CLK_TCK)
+            except (OSError, ValueError, IndexError):
+                continue
+        return out
+
+    def start(self) -> "TaskThreadSampler":
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for tid, (state, cpu) in self._threads().items():
+                self.states[state] = self.states.get(state, 0) + 1
+                self.cpu0.setdefault(tid, cpu)
+                self.cpu1[tid] = cpu
+            self._stop.wait(self.interval)
+
+    def stop(self) -> dict[str, Any]:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        n = sum(self.states.values())
+        return {"task_thread_states": {k: round(v / n, 3) for k, v in sorted(self.states.items())}
+                if n else {},
+                "task_thread_cpu_s": round(sum(self.cpu1[t] - self.cpu0[t] for t in self.cpu1), 2)}
+
+
+# --------------------------------------------------------------------------------------------
+# The Connect ceiling: a no-op sink and source (tests/bench/noop), compiled by the bench
+
+
+NOOP_SRC = Path(__file__).resolve().parent / "noop"
+
+
+def build_noop_plugin(dest: Path, libs: Path) -> Path:
+    """Compiles tests/bench/noop into dest/kbackup-bench-noop/kbackup-bench-noop.jar (a
+    plugin.path entry of its own; never part of dist/)."""
+    classes = dest / "classes"
+    plugin = dest / "kbackup-bench-noop"
+    classes.mkdir(parents=True, exist_ok=True)
+    plugin.mkdir(parents=True, exist_ok=True)
+    cp = os.pathsep.join(str(libs / j) for j in ("connect-api-4.3.1.jar", "kafka-clients-4.3.1.jar"))
+    sources = [str(p) for p in NOOP_SRC.rglob("*.java")]
+    p = subprocess.run(["javac", "--release", "11", "-d", str(classes), "-cp", cp, *sources],
+                       capture_output=True, text=True, timeout=300)
+    if p.returncode != 0:
+        raise BenchError(f"could not compile the no-op connectors:\n{p.stderr[-3000:]}")
+    services = classes / "META-INF" / "services"
+    services.mkdir(parents=True, exist_ok=True)
+    pkg = "io.kbackup.bench.noop"
+    (services / "org.apache.kafka.connect.sink.SinkConnector").write_text(f"{pkg}.NoopSinkConnector\n")
+    (services / "org.apache.kafka.connect.source.SourceConnector").write_text(
+        f"{pkg}.NoopSourceConnector\n")
+    jar = plugin / "kbackup-bench-noop.jar"
+    p = subprocess.run(["jar", "cf", str(jar), "-C", str(classes), "."], capture_output=True,
+                       text=True, timeout=120)
+    if p.returncode != 0:
+        raise BenchError(f"could not build {jar}: {p.stderr[-2000:]}")
+    return plugin
+
+
+# --------------------------------------------------------------------------------------------
 # The bench
 
 
 class Bench:
     def __init__(self, args: argparse.Namespace):
+        self.base = args
         self.a = args
-        self.topic = "bench"
-        self.payload_mb = args.records * args.record_size / MIB
+        # The whole run's report; self.results is the current record size's part of it.
+        self.report: dict[str, Any] = {"sizes": {}}
         self.results: dict[str, Any] = {"phases": {}}
         self.cluster: Optional[Cluster] = None
         self.sampler: Optional[RssSampler] = None
         self.wm: Optional[Watermarks] = None
         self.tmp = Path(tempfile.mkdtemp(prefix="kbackup-bench-", dir=args.work_dir))
-        self.cli_dir = self.tmp / "backup-cli"
-        self.sink_dir = self.tmp / "backup-sink"
         self.connectors: list[str] = []
+        self.noop_plugin: Optional[Path] = None
+
+    def for_size(self, size: int, records: int) -> None:
+        """Points every phase at one record size: its own topic, backups and figures."""
+        self.a = argparse.Namespace(**{**vars(self.base), "record_size": size, "records": records})
+        self.topic = f"bench-{size}"
+        self.payload_mb = records * size / MIB
+        self.results = {"phases": {}}
+        self.cli_dir = self.tmp / f"backup-cli-{size}"
+        self.sink_dir = self.tmp / f"backup-sink-{size}"
+        self.count_dir = self.tmp / f"noop-counts-{size}"
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -349,14 +498,15 @@ class Bench:
         """Runs one phase; adds the broker's and worker's CPU seconds and peak RSS during it."""
         assert self.sampler is not None
         self.log(f"phase {name} ...")
-        self.sampler.set_phase(name)
+        key = f"{self.a.record_size}:{name}"  # the sampler's peaks per size and phase
+        self.sampler.set_phase(key)
         cpu0 = self.jvm_cpu()
         res = fn()
         cpu1 = self.jvm_cpu()
-        self.sampler.set_phase(f"after-{name}")
+        self.sampler.set_phase(f"after-{key}")
         res["broker_cpu_s"] = round(cpu1["broker"] - cpu0["broker"], 2)
         res["worker_cpu_s"] = round(cpu1["worker"] - cpu0["worker"], 2)
-        peaks = self.sampler.peaks.get(name, {})
+        peaks = self.sampler.peaks.get(key, {})
         for who in ("broker", "worker"):
             res[f"{who}_peak_rss_mib"] = round(peaks.get(who, 0) / 1024, 1) or None
             res[f"{who}_peak_anon_mib"] = round(peaks.get(f"{who}.RssAnon", 0) / 1024, 1) or None
@@ -438,17 +588,26 @@ class Bench:
     def cli_backup(self) -> dict[str, Any]:
         c = self.cluster
         assert c is not None
-        r = run_measured([str(KBACKUP), "backup", "--bootstrap-server", c.bootstrap,
-                          "--dir", str(self.cli_dir), "--topics", self.topic,
-                          "--until-caught-up", "--json", "-q",
-                          *[x for kv in self.a.backup_config for x in ("--config", kv)]],
-                         self.a.phase_timeout, "kbackup backup")
+        watch = ProgressWatch(lambda: self.segment_bytes(self.cli_dir)).start()
+        try:
+            r = self._cli_backup_cmd()
+        finally:
+            progress = watch.stop(self.a.records)
         summary = json.loads(r["stdout"])
         if summary.get("records") != self.a.records:
             raise BenchError(f"kbackup backup wrote {summary.get('records')} records, expected "
                              f"{self.a.records}: {summary}")
         return {**r, **self.rates(r["wall_s"]), "reported_seconds": summary.get("seconds"),
-                "records": summary["records"]}
+                "records": summary["records"], **progress}
+
+    def _cli_backup_cmd(self) -> dict[str, Any]:
+        c = self.cluster
+        assert c is not None
+        return run_measured([str(KBACKUP), "backup", "--bootstrap-server", c.bootstrap,
+                             "--dir", str(self.cli_dir), "--topics", self.topic,
+                             "--until-caught-up", "--json", "-q",
+                             *[x for kv in self.a.backup_config for x in ("--config", kv)]],
+                            self.a.phase_timeout, "kbackup backup")
 
     def inspect(self, d: Path) -> dict[str, Any]:
         t0 = time.monotonic()
@@ -473,6 +632,8 @@ class Bench:
         name = "bench-sink"
         expect_bytes = self.results["backup_cli_files"]["bytes"]
         t0 = time.monotonic()
+        threads = TaskThreadSampler(c.worker.process.pid if c.worker else None,
+                                    f"task-thread-{name}").start()
         c.connect.create_connector(name, {
             "connector.class": "io.kbackup.connect.BackupSinkConnector",
             "tasks.max": a.tasks, "topics": self.topic, "target.dir": str(self.sink_dir),
@@ -501,7 +662,10 @@ class Bench:
             ins = self.inspect(self.sink_dir)
             return ins if ins["records"] >= a.records else None
 
-        ins = self.wait(done, f"sink connector to back up {a.records} records", interval=0.25)
+        try:
+            ins = self.wait(done, f"sink connector to back up {a.records} records", interval=0.25)
+        finally:
+            task_threads = threads.stop()
         wall = time.monotonic() - t0
         # Durable and committed: the sink commits only offsets whose records are fsynced.
         group = f"connect-{name}"
@@ -520,7 +684,7 @@ class Bench:
                 "startup_s": start_s,
                 "steady_records_per_s": a.records / (wall - start_s) if wall > start_s else None,
                 "last_inspect_s": ins["inspect_s"], "inspections": inspections,
-                "bytes": ins["bytes"], "committed_wall_s": committed_s,
+                "bytes": ins["bytes"], "committed_wall_s": committed_s, **task_threads,
                 "worker_hwm_mib": (proc_status_kib(c.worker.process.pid, "VmHWM") or 0) / 1024
                 if c.worker else None}
 
@@ -534,18 +698,31 @@ class Bench:
         a, c = self.a, self.cluster
         assert c is not None and self.wm is not None
         target = f"{self.topic}-cli"
-        r = run_measured([str(KBACKUP), "restore", "--bootstrap-server", c.bootstrap,
-                          "--dir", str(self.cli_dir), "--topics", self.topic,
-                          "--rename", f"{self.topic}:{target}", "--json", "-q",
-                          *[x for kv in self.a.restore_config for x in ("--config", kv)]],
-                         a.phase_timeout, "kbackup restore")
+        wm = Watermarks(c.bootstrap)  # its own client: the watch polls from another thread
+        watch = ProgressWatch(lambda: wm.total(target, a.partitions), interval=0.25).start()
+        try:
+            r = self._cli_restore_cmd(target)
+        finally:
+            progress = watch.stop(a.records)
+            wm.close()
         summary = json.loads(r["stdout"])
         # One transaction per batch: each commit marker takes an offset, so count records.
         have = self.wm.committed_records(target, a.partitions)
         if have != a.records or not summary.get("finished"):
             raise BenchError(f"kbackup restore: {target} holds {have} records (expected "
                              f"{a.records}), finished={summary.get('finished')}")
-        return {**r, **self.rates(r["wall_s"]), "records_sent": summary.get("records_sent")}
+        # last_progress_s: the end offsets stop moving (commit markers included).
+        return {**r, **self.rates(r["wall_s"]), "records_sent": summary.get("records_sent"),
+                **progress}
+
+    def _cli_restore_cmd(self, target: str) -> dict[str, Any]:
+        a, c = self.a, self.cluster
+        assert c is not None
+        return run_measured([str(KBACKUP), "restore", "--bootstrap-server", c.bootstrap,
+                             "--dir", str(self.cli_dir), "--topics", self.topic,
+                             "--rename", f"{self.topic}:{target}", "--json", "-q",
+                             *[x for kv in self.a.restore_config for x in ("--config", kv)]],
+                            a.phase_timeout, "kbackup restore")
 
     def source_restore(self) -> dict[str, Any]:
         a, c = self.a, self.cluster
@@ -616,23 +793,129 @@ class Bench:
 
     # -- run ----------------------------------------------------------------------------------
 
+    # -- the Connect ceiling: the same topic and tasks through connectors that do nothing -------
+
+    def noop_counts(self) -> int:
+        n = 0
+        for f in self.count_dir.glob("sink-*"):
+            if not f.name.endswith(".tmp"):
+                try:
+                    n += int(f.read_text() or 0)
+                except (OSError, ValueError):
+                    pass
+        return n
+
+    def noop_sink(self) -> dict[str, Any]:
+        a, c = self.a, self.cluster
+        assert c is not None
+        name = "bench-noop-sink"
+        self.count_dir.mkdir(parents=True, exist_ok=True)
+        t0 = time.monotonic()
+        threads = TaskThreadSampler(c.worker.process.pid if c.worker else None,
+                                    f"task-thread-{name}").start()
+        c.connect.create_connector(name, {
+            "connector.class": "io.kbackup.bench.noop.NoopSinkConnector",
+            "tasks.max": a.tasks, "topics": self.topic, "count.dir": str(self.count_dir),
+            "consumer.override.isolation.level": "read_committed", **CONVERTERS})
+        self.connectors.append(name)
+        first: dict[str, float] = {}
+
+        def done() -> bool:
+            self.connector_failed(name)
+            n = self.noop_counts()
+            if n > 0 and "t" not in first:
+                first["t"] = time.monotonic()
+            return n >= a.records
+
+        try:
+            self.wait(done, f"no-op sink to consume {a.records} records", interval=0.25)
+        finally:
+            task_threads = threads.stop()
+        wall = time.monotonic() - t0
+        start_s = first.get("t", t0) - t0
+        return {"wall_s": wall, **self.rates(wall), "tasks": a.tasks, "startup_s": start_s,
+                "steady_records_per_s": a.records / (wall - start_s) if wall > start_s else None,
+                **task_threads}
+
+    def noop_source(self) -> dict[str, Any]:
+        a, c = self.a, self.cluster
+        assert c is not None and self.wm is not None
+        name = "bench-noop-source"
+        target = f"{self.topic}-noop"
+        c.kafka.create_topic(target, partitions=a.partitions)
+        t0 = time.monotonic()
+        c.connect.create_connector(name, {
+            "connector.class": "io.kbackup.bench.noop.NoopSourceConnector",
+            "tasks.max": a.tasks, "topic": target, "records": a.records,
+            "record.size": a.record_size, "partitions": a.partitions,
+            "batch.size": 1000,  # BackupSourceConfig's batch.size default
+            **CONVERTERS})
+        self.connectors.append(name)
+        first: dict[str, float] = {}
+
+        def landed() -> bool:
+            self.connector_failed(name)
+            try:
+                n = self.wm.total(target, a.partitions)
+            except Exception:  # noqa: BLE001 - metadata not there yet
+                return False
+            if n > 0 and "t" not in first:
+                first["t"] = time.monotonic()
+            return n >= a.records
+
+        self.wait(landed, f"{a.records} records in {target}", interval=0.25)
+        wall = time.monotonic() - t0
+        have = self.wm.total(target, a.partitions)
+        if have != a.records:
+            raise BenchError(f"no-op source: {target} holds {have} records, expected {a.records}")
+        start_s = first.get("t", t0) - t0
+        return {"wall_s": wall, **self.rates(wall), "tasks": a.tasks, "startup_s": start_s,
+                "steady_records_per_s": a.records / (wall - start_s) if wall > start_s else None}
+
+    # -- run ----------------------------------------------------------------------------------
+
+    def inprocess_phase(self) -> dict[str, Any]:
+        """The in-process bench (tests/bench/inprocess.py) before Kafka starts: no broker or
+        worker competes with it for the 2 cores."""
+        a = self.base
+        self.log("phase inprocess (no Kafka) ...")
+        res = inprocess.run_inprocess(a.record_sizes, mib=a.inprocess_mib,
+                                      warmup_mib=min(64, a.inprocess_mib),
+                                      partitions=a.partitions, work_dir=a.work_dir,
+                                      tmpfs_dir=inprocess.default_tmpfs(),
+                                      timeout=a.phase_timeout * 3, log=self.log)
+        res["summary"] = inprocess.summary_rows(res)
+        print(inprocess.table(res), flush=True)
+        return res
+
+    def records_for(self, size: int) -> int:
+        """--records if given, else --mib-per-size of payload (fixed costs under 10 % of a phase)."""
+        if self.base.records:
+            return self.base.records
+        return max(1_000, self.base.mib_per_size * MIB // size)
+
     def run(self) -> dict[str, Any]:
-        a = self.a
-        R = self.results
+        a = self.base
+        R = self.report
         R["started_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         R["load_at_start"] = loadavg()
         R["uptime_at_start"] = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
         R["machine"] = machine_info()
-        R["params"] = {"records": a.records, "record_size": a.record_size,
-                       "partitions": a.partitions, "tasks": a.tasks,
-                       "payload_mib": round(self.payload_mb, 1), "worker_heap": "-Xmx512m",
-                       "phase_timeout_s": a.phase_timeout,
+        R["params"] = {"record_sizes": a.record_sizes,
+                       "records": {str(s): self.records_for(s) for s in a.record_sizes},
+                       "partitions": a.partitions, "tasks": a.tasks, "worker_heap": "-Xmx512m",
+                       "phase_timeout_s": a.phase_timeout, "ceiling": not a.no_ceiling,
+                       "inprocess_mib": None if a.no_inprocess else a.inprocess_mib,
                        "backup_config": a.backup_config, "restore_config": a.restore_config}
         self.log(f"load at start: {R['uptime_at_start']}")
-        self.log(f"{a.records} records x {a.record_size} B = {self.payload_mb:.1f} MiB over "
-                 f"{a.partitions} partitions; connector tasks.max={a.tasks}; work dir {self.tmp}")
         t_start = time.monotonic()
-        self.cluster = Cluster("bench", plugin_path=REPO / "dist")
+        if not a.no_inprocess:
+            R["inprocess"] = self.inprocess_phase()
+        overrides = {}
+        if not a.no_ceiling:
+            self.noop_plugin = build_noop_plugin(self.tmp / "noop-build", inprocess.LIBS)
+            overrides["plugin.path"] = f"{REPO / 'dist'},{self.noop_plugin}"
+        self.cluster = Cluster("bench", plugin_path=REPO / "dist", worker_overrides=overrides)
         t0 = time.monotonic()
         self.cluster.start()
         R["cluster_start_s"] = round(time.monotonic() - t0, 1)
@@ -640,30 +923,61 @@ class Bench:
         self.sampler = RssSampler({"broker": c.broker.process.pid,
                                    "worker": c.worker.process.pid if c.worker else None}).start()
         self.wm = Watermarks(c.bootstrap)
+        for size in a.record_sizes:
+            self.for_size(size, self.records_for(size))
+            R["sizes"][str(size)] = self.results
+            self.run_size()
+        R["worker_vm_hwm_mib"] = round((proc_status_kib(c.worker.process.pid, "VmHWM") or 0)
+                                       / 1024, 1) if c.worker else None
+        R["broker_vm_hwm_mib"] = round((proc_status_kib(c.broker.process.pid, "VmHWM") or 0)
+                                       / 1024, 1)
+        R["load_at_end"] = loadavg()
+        R["total_s"] = round(time.monotonic() - t_start, 1)
+        return R
 
+    def run_size(self) -> dict[str, Any]:
+        """Every Kafka phase for the current record size (self.for_size)."""
+        a = self.a
+        R = self.results
+        R["params"] = {"records": a.records, "record_size": a.record_size,
+                       "partitions": a.partitions, "tasks": a.tasks,
+                       "payload_mib": round(self.payload_mb, 1)}
+        R["load_at_start"] = loadavg()
+        self.log(f"{a.records} records x {a.record_size} B = {self.payload_mb:.1f} MiB over "
+                 f"{a.partitions} partitions; connector tasks.max={a.tasks}; work dir {self.tmp}")
+        t_start = time.monotonic()
         load = self.phase("load", self.load)
         cons = self.phase("consumer_perf", self.consumer_perf)
         b = self.phase("backup_cli", self.cli_backup)
         R["backup_cli_files"] = self.inspect(self.cli_dir)
         s = self.phase("backup_sink", self.sink_backup)
         self.stop_connector("bench-sink")
+        if self.noop_plugin:
+            self.phase("noop_sink", self.noop_sink)
+            self.stop_connector("bench-noop-sink")
         self.phase("restore_cli", self.cli_restore)
         self.phase("restore_source", self.source_restore)
         self.stop_connector("bench-source")
+        if self.noop_plugin:
+            self.phase("noop_source", self.noop_source)
+            self.stop_connector("bench-noop-source")
         self.phase("verify", self.verify)
         self.phase("cat_jsonl", self.cat)
 
+        P = R["phases"]
         for ph, ref in (("backup_cli", cons), ("backup_sink", cons), ("restore_cli", load),
                         ("restore_source", load)):
-            p = R["phases"][ph]
+            p = P[ph]
             p["ratio"] = p["records_per_s"] / ref["records_per_s"] if ref["records_per_s"] else None
             p["reference"] = ref["tool"]
+        # The Connect ceiling: our connectors against no-op ones in the same worker and topic.
+        for ph, noop in (("backup_sink", "noop_sink"), ("restore_source", "noop_source")):
+            if noop in P and P[noop]["records_per_s"]:
+                P[ph]["ratio_vs_noop"] = P[ph]["records_per_s"] / P[noop]["records_per_s"]
+                st, nst = P[ph].get("steady_records_per_s"), P[noop].get("steady_records_per_s")
+                P[ph]["steady_ratio_vs_noop"] = st / nst if st and nst else None
         b["ratio_vs_consumer_perf_wall"] = cons["wall_s"] / b["wall_s"]
         s["same_bytes_as_cli_backup"] = s["bytes"] == R["backup_cli_files"]["bytes"]
-        R["worker_vm_hwm_mib"] = round((proc_status_kib(c.worker.process.pid, "VmHWM") or 0)
-                                       / 1024, 1) if c.worker else None
-        R["broker_vm_hwm_mib"] = round((proc_status_kib(c.broker.process.pid, "VmHWM") or 0)
-                                       / 1024, 1)
         R["load_at_end"] = loadavg()
         R["total_s"] = round(time.monotonic() - t_start, 1)
         return R
@@ -709,8 +1023,10 @@ def table(R: dict[str, Any]) -> str:
         ("read (ConsumerPerformance)", "consumer_perf", None),
         ("backup, CLI", "backup_cli", "ConsumerPerf"),
         ("backup, sink connector", "backup_sink", "ConsumerPerf"),
+        ("no-op sink (ceiling)", "noop_sink", None),
         ("restore, CLI", "restore_cli", "ProducerPerf"),
         ("restore, source connector", "restore_source", "ProducerPerf"),
+        ("no-op source (ceiling)", "noop_source", None),
         ("verify (CLI)", "verify", None),
         ("cat --format jsonl (CLI)", "cat_jsonl", None),
     ]
@@ -753,6 +1069,24 @@ def notes(R: dict[str, Any]) -> str:
                      f"then {fmt(s['steady_records_per_s'], ',.0f')} records/s; "
                      f"all records in the target after {s['wall_s']:.1f}s, restore-status "
                      f"finished after {s['finished_wall_s']:.1f}s")
+    for ph, what in (("backup_cli", "files"), ("restore_cli", "target")):
+        if ph in P and P[ph].get("first_record_s") is not None:
+            p = P[ph]
+            lines.append(f"{ph}: first records in the {what} {p['first_record_s']:.1f}s after "
+                         f"start, then {fmt(p['steady_records_per_s'], ',.0f')} records/s until "
+                         f"{fmt(p['last_progress_s'])}s; process exit (durable end) "
+                         f"{p['wall_s']:.1f}s")
+    for ph in ("backup_sink", "noop_sink"):
+        if P.get(ph, {}).get("task_thread_states"):
+            lines.append(f"{ph} task threads: states {P[ph]['task_thread_states']} (R running, "
+                         f"S waiting, D in I/O such as fsync), {P[ph]['task_thread_cpu_s']} CPU s")
+    for ph, noop in (("backup_sink", "noop_sink"), ("restore_source", "noop_source")):
+        if P.get(ph, {}).get("ratio_vs_noop") is not None:
+            lines.append(f"{ph} vs the no-op connector in the same worker: "
+                         f"{P[ph]['ratio_vs_noop']:.2f} (wall), "
+                         f"{fmt(P[ph].get('steady_ratio_vs_noop'), '.2f')} (steady state); no-op "
+                         f"first record {P[noop]['startup_s']:.1f}s, "
+                         f"{fmt(P[noop]['steady_records_per_s'], ',.0f')} records/s steady")
     if "consumer_perf" in P:
         cp = P["consumer_perf"]
         lines.append(f"ConsumerPerformance incl. group join: {cp['incl_join_mb_per_s']:.1f} MB/s; "
@@ -760,8 +1094,9 @@ def notes(R: dict[str, Any]) -> str:
     lines.append(f"backup files: {R['backup_cli_files']['bytes'] / MIB:.1f} MiB for "
                  f"{R['params']['payload_mib']} MiB of payload"
                  if "backup_cli_files" in R else "")
-    lines.append(f"JVM lifetime peak RSS (VmHWM): worker {R.get('worker_vm_hwm_mib')} MiB, "
-                 f"broker {R.get('broker_vm_hwm_mib')} MiB")
+    if R.get("worker_vm_hwm_mib"):
+        lines.append(f"JVM lifetime peak RSS (VmHWM): worker {R.get('worker_vm_hwm_mib')} MiB, "
+                     f"broker {R.get('broker_vm_hwm_mib')} MiB")
     lines.append(f"load average at start {R['load_at_start']}, at end {R.get('load_at_end')}; "
                  f"total {R.get('total_s')}s")
     return "\n".join(ln for ln in lines if ln)
@@ -771,13 +1106,28 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(
         prog="bench.py",
         description="kbackup throughput and memory against Kafka's own perf tools, one run.")
-    ap.add_argument("--records", type=int, default=2_000_000, help="records to produce (2000000)")
-    ap.add_argument("--record-size", type=int, default=100, help="bytes per record value (100)")
+    ap.add_argument("--records", type=int, default=None,
+                    help="records to produce per record size (default: --mib-per-size of payload)")
+    ap.add_argument("--mib-per-size", type=int, default=1024,
+                    help="payload MiB per record size when --records is not given (1024)")
+    ap.add_argument("--record-sizes", default="100,1024,65536",
+                    help="comma-separated value sizes in bytes, each a run of every phase "
+                         "(100,1024,65536)")
+    ap.add_argument("--record-size", type=int, default=None,
+                    help="one value size only (same as --record-sizes B)")
+    ap.add_argument("--no-ceiling", action="store_true",
+                    help="skip the no-op sink and source connectors (the Connect ceiling)")
+    ap.add_argument("--no-inprocess", action="store_true",
+                    help="skip the in-process phases (tests/bench/inprocess.py, no Kafka)")
+    ap.add_argument("--inprocess-mib", type=int, default=512,
+                    help="payload MiB per case of the in-process phases (512)")
     ap.add_argument("--partitions", type=int, default=6, help="partitions of the topic (6)")
     ap.add_argument("--tasks", type=int, default=2,
                     help="tasks.max of the sink and source connectors (2: one per core here)")
-    ap.add_argument("--phase-timeout", type=float, default=300,
-                    help="seconds any one phase may take before the bench fails (300)")
+    ap.add_argument("--phase-timeout", type=float, default=900,
+                    help="seconds any one phase may take before the bench fails (900: the "
+                         "default 1 GiB of 100-byte records takes the CLI restore about 10 "
+                         "minutes at its current 18,500 records/s)")
     ap.add_argument("--work-dir", default=None,
                     help="parent of the temporary backup directories (default: system temp)")
     ap.add_argument("--out", default=None,
@@ -788,8 +1138,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--restore-config", action="append", default=[], metavar="KEY=VALUE",
                     help="extra `--config` for `kbackup restore` (repeatable)")
     args = ap.parse_args(argv)
-    if args.records < 1 or args.record_size < 1 or args.partitions < 1 or args.tasks < 1:
-        ap.error("--records, --record-size, --partitions and --tasks must be at least 1")
+    args.record_sizes = ([args.record_size] if args.record_size else
+                         [int(x) for x in args.record_sizes.split(",") if x.strip()])
+    if ((args.records is not None and args.records < 1) or min(args.record_sizes) < 1
+            or args.partitions < 1 or args.tasks < 1 or args.mib_per_size < 1):
+        ap.error("--records, --record-sizes, --mib-per-size, --partitions and --tasks must be at "
+                 "least 1")
     if not KBACKUP.exists() or not (REPO / "dist" / "kbackup-connect.jar").exists():
         print(f"bench: {KBACKUP} or dist/kbackup-connect.jar missing; fix: run `make dist`",
               file=sys.stderr)
@@ -809,21 +1163,30 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(bench.cluster.log_tails(30), file=sys.stderr)
     finally:
         bench.cleanup()
-    R = results or bench.results
+    R = results or bench.report
     R["ok"] = failed is None
     if failed is not None:
         R["error"] = str(failed)[:4000]
     out.write_text(json.dumps(R, indent=2, default=str) + "\n")
     print()
-    print(f"kbackup bench: {args.records} records x {args.record_size} B, {args.partitions} "
-          f"partitions, connector tasks.max={args.tasks}"
-          + (f", backup --config {args.backup_config}" if args.backup_config else "")
-          + (f", restore --config {args.restore_config}" if args.restore_config else ""))
+    if R.get("inprocess"):
+        print("in-process (no Kafka): sink and source tasks through JNI into files")
+        print(inprocess.table(R["inprocess"]))
+        print()
+    for size, S in R.get("sizes", {}).items():
+        prm = S.get("params", {})
+        print(f"kbackup bench: {prm.get('records')} records x {size} B, {args.partitions} "
+              f"partitions, connector tasks.max={args.tasks}"
+              + (f", backup --config {args.backup_config}" if args.backup_config else "")
+              + (f", restore --config {args.restore_config}" if args.restore_config else "")
+              + f"; load {S.get('load_at_start')} -> {S.get('load_at_end')}")
+        print(table(S))
+        if R["ok"]:
+            print(notes(S))
+        print()
     print(f"machine: {R.get('machine', {}).get('cpus')} x {R.get('machine', {}).get('cpu_model')}, "
-          f"{R.get('machine', {}).get('mem_total_mib')} MiB; {R.get('uptime_at_start', '')}")
-    print(table(R))
-    if R["ok"]:
-        print(notes(R))
+          f"{R.get('machine', {}).get('mem_total_mib')} MiB; {R.get('uptime_at_start', '')}; "
+          f"total {R.get('total_s')}s")
     print(f"results: {out}")
     return 0 if failed is None else 1
 

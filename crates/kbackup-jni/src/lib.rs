@@ -35,6 +35,11 @@ static SINKS: Handles<BackupSink> = Handles::new("sink");
 /// Open restore readers, one per source task.
 static SOURCES: Handles<RestoreSource> = Handles::new("source");
 
+/// Payload bytes above which a `sourcePoll` batch stops before `batch.size` records: a batch
+/// of 1,000 records of 64 KiB was 64 MiB copied into the worker's heap twice (the buffer, then
+/// the records), and collections took a third of the in-process restore (docs/benchmarks.md).
+const SOURCE_POLL_MAX_BYTES: u64 = 8 * 1024 * 1024;
+
 /// `String version()`: core version and format version.
 #[no_mangle]
 pub extern "system" fn Java_io_kbackup_connect_internal_Native_version<'l>(
@@ -317,7 +322,11 @@ pub extern "system" fn Java_io_kbackup_connect_internal_Native_sourcePoll<'l>(
         let acks = codec::decode_acks(&bytes_arg(env, &acks, "acks")?)?;
         let max = usize::try_from(max_records).unwrap_or(0).max(1);
         let source = SOURCES.get(handle)?;
-        let buf = match lock("source", handle, &source)?.poll(&acks, max)? {
+        let buf = match lock("source", handle, &source)?.poll_bounded(
+            &acks,
+            max,
+            SOURCE_POLL_MAX_BYTES,
+        )? {
             Polled::Records(records) => codec::encode_batch(0, &records),
             Polled::Waiting => codec::encode_batch(codec::FLAG_WAITING_FOR_ACKS, &[]),
             Polled::Finished => codec::encode_batch(codec::FLAG_FINISHED, &[]),

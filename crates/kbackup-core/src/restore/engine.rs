@@ -347,6 +347,18 @@ impl RestoreSource {
 
     /// Takes acknowledgements, commits finished partitions' groups, returns the next batch.
     pub fn poll(&mut self, acks: &[Ack], max_records: usize) -> Result<Polled> {
+        self.poll_bounded(acks, max_records, u64::MAX)
+    }
+
+    /// [`RestoreSource::poll`] whose batch also stops once it holds `max_bytes` of keys,
+    /// values and headers (always at least one record): the Connect path, where one batch of
+    /// `batch.size` large records would be copied whole into the worker's heap, twice.
+    pub fn poll_bounded(
+        &mut self,
+        acks: &[Ack],
+        max_records: usize,
+        max_bytes: u64,
+    ) -> Result<Polled> {
         if self.closed {
             return Err(Error::State(
                 "poll after close: the task was already stopped".into(),
@@ -362,10 +374,14 @@ impl RestoreSource {
             max_records
         };
         let mut out = Vec::new();
+        let mut bytes = 0u64;
         let keys: Vec<TopicPartition> = self.runs.keys().cloned().collect();
         let n = keys.len();
         for i in 0..n {
-            if out.len() >= max {
+            let full = |out: &Vec<BatchRecord>, bytes: u64| {
+                out.len() >= max || (!out.is_empty() && bytes >= max_bytes)
+            };
+            if full(&out, bytes) {
                 break;
             }
             let tp = &keys[(self.cursor + i) % n];
@@ -375,12 +391,14 @@ impl RestoreSource {
             let (Some(_), Some(reader)) = (run.next, run.reader.as_mut()) else {
                 continue;
             };
-            while out.len() < max {
+            while !full(&out, bytes) {
                 match window::next_in_window(reader, &run.window)? {
                     Some(record) => {
                         run.next = Some(record.offset + 1);
                         run.queue.handed_out(record.offset);
-                        self.bytes_handed_out += record.payload_bytes();
+                        let b = record.payload_bytes();
+                        bytes += b;
+                        self.bytes_handed_out += b;
                         out.push(BatchRecord {
                             topic: tp.topic.clone(),
                             partition: tp.partition,

@@ -381,6 +381,20 @@ fn held_configs_refused_for_good_fail_the_task_naming_the_cause() {
 }
 
 #[test]
+fn poll_bounded_stops_at_the_byte_bound_but_hands_out_at_least_one_record() {
+    let dir = tempfile::tempdir().unwrap();
+    write_backup(dir.path(), &[3, 4, 8]); // one key byte each
+    let cfg = engine_cfg(dir.path(), false);
+    let mut src = open_fake(&cfg, -1, &mut FakeTarget::default());
+    let batch = |p: Polled| match p {
+        Polled::Records(r) => offsets(&r),
+        other => panic!("expected records, got {other:?}"),
+    };
+    assert_eq!(batch(src.poll_bounded(&[], 10, 0).unwrap()), vec![3]);
+    assert_eq!(batch(src.poll_bounded(&[], 10, 2).unwrap()), vec![4, 8]);
+}
+
+#[test]
 fn engine_finishes_once_everything_is_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     write_backup(dir.path(), &[3, 4, 8]);

@@ -27,7 +27,7 @@ use crate::perms::Perms;
 use crate::record::BatchRecord;
 use crate::record::{TopicPartition, TopicPartitionOffset};
 use crate::segment::{SegmentHeader, SegmentWriter, FRAME_PREFIX_LEN};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,7 +45,9 @@ pub struct BackupSink {
     /// Every Kafka call of the sink goes through here.
     cluster: Arc<dyn ClusterClient>,
     clock: Arc<dyn Fn() -> i64 + Send + Sync>,
-    parts: HashMap<String, HashMap<i32, PartitionState>>,
+    /// Looked up for every record: B-trees, because a lookup among a task's few topics and
+    /// partitions is a comparison or two, where SipHash hashing cost more than the append.
+    parts: BTreeMap<String, BTreeMap<i32, PartitionState>>,
     topics: HashMap<String, TopicState>,
     /// Directories with new entries that must be fsynced before data is reported durable.
     dirs_to_sync: BTreeSet<PathBuf>,
@@ -127,7 +129,7 @@ impl BackupSink {
             config,
             cluster,
             clock,
-            parts: HashMap::new(),
+            parts: BTreeMap::new(),
             topics: HashMap::new(),
             dirs_to_sync: BTreeSet::new(),
             scratch: Vec::with_capacity(4096),
@@ -324,6 +326,7 @@ impl BackupSink {
         let perms = self.perms;
         let st = self.partition(topic, partition)?;
         let mut rolled = false;
+        let mut new_dir = None;
         if let Some(seg) = &st.seg {
             let too_big = seg.len() + (FRAME_PREFIX_LEN + body.len()) as u64 > max_size;
             let too_old = max_age > 0 && now - seg.header().created_ms >= max_age;
@@ -356,21 +359,29 @@ impl BackupSink {
             // happens to the records.
             st.unreported.push(w.path().to_path_buf());
             st.seg = Some(w);
-            let dir = st.dir.clone();
-            self.dirs_to_sync.insert(dir);
+            new_dir = Some(st.dir.clone());
         }
-        let st = self.partition(topic, partition)?;
-        st.seg
+        // One partition lookup per record: `st` is used to the end, and the sink-wide
+        // bookkeeping waits until it is released.
+        let appended = st
+            .seg
             .as_mut()
             .expect("created above")
-            .append(offset, timestamp, body)?;
-        st.last_written = Some(offset);
-        st.first_appended.get_or_insert(offset);
+            .append(offset, timestamp, body);
         let bytes = (FRAME_PREFIX_LEN + body.len()) as u64;
-        let c = &mut st.counters;
-        c.records += 1;
-        c.bytes += bytes;
-        c.max_ts_written = c.max_ts_written.max(timestamp);
+        if appended.is_ok() {
+            st.last_written = Some(offset);
+            st.first_appended.get_or_insert(offset);
+            let c = &mut st.counters;
+            c.records += 1;
+            c.bytes += bytes;
+            c.max_ts_written = c.max_ts_written.max(timestamp);
+        }
+        if let Some(dir) = new_dir {
+            // Owed whatever happened to the record: the segment's directory entry exists.
+            self.dirs_to_sync.insert(dir);
+        }
+        appended?;
         self.totals.records += 1;
         self.totals.bytes += bytes;
         self.totals.rolled += u64::from(rolled);

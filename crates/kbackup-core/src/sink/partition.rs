@@ -187,16 +187,20 @@ impl BackupSink {
 
     /// Reopens a poisoned partition from its files (cut back to the last flush at poisoning).
     pub(super) fn reopen_if_poisoned(&mut self, topic: &str, partition: i32) -> Result<()> {
+        // Runs for every record: look, and take the state out only when it is poisoned (a
+        // remove and re-insert each time cost a String and two moves of the state per record).
+        let poisoned = self
+            .parts
+            .get(topic)
+            .and_then(|m| m.get(&partition))
+            .is_some_and(|st| st.poisoned.is_some());
+        if !poisoned {
+            return Ok(());
+        }
         let Some(old) = self.parts.get_mut(topic).and_then(|m| m.remove(&partition)) else {
             return Ok(());
         };
-        let Some(why) = old.poisoned.clone() else {
-            self.parts
-                .entry(topic.to_string())
-                .or_default()
-                .insert(partition, old);
-            return Ok(());
-        };
+        let why = old.poisoned.clone().unwrap_or_default();
         let first_appended = old.first_appended;
         let counters = old.counters.clone();
         drop(old); // releases the writer lock
