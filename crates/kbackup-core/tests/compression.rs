@@ -113,7 +113,10 @@ fn zstd_and_lz4_blocks_read_back_byte_exact_and_seek_through_the_index() {
             r.seek(target).unwrap();
             assert_eq!(r.next_record().unwrap().unwrap(), rec(target), "{codec}");
         }
-        assert_eq!(b.partition("t", 0).unwrap().last_offset().unwrap(), Some(399));
+        assert_eq!(
+            b.partition("t", 0).unwrap().last_offset().unwrap(),
+            Some(399)
+        );
         let rep = b.verify().unwrap();
         assert!(rep.ok, "{codec}: {:?}", rep.problems);
         assert_eq!(rep.records, 400);
@@ -230,7 +233,10 @@ fn a_torn_block_loses_only_the_unflushed_block_and_is_cut_on_reopen() {
         .collect();
     sink.put(&batch).unwrap();
     sink.close().unwrap();
-    assert_eq!(read_all(d.path()).unwrap(), (0..100).map(rec).collect::<Vec<_>>());
+    assert_eq!(
+        read_all(d.path()).unwrap(),
+        (0..100).map(rec).collect::<Vec<_>>()
+    );
     assert!(Backup::open(d.path()).unwrap().verify().unwrap().ok);
 }
 
@@ -258,7 +264,10 @@ fn a_partition_of_version_1_then_version_2_segments_reads_seamlessly() {
         .collect();
     assert!(versions.contains(&SEGMENT_VERSION_RECORDS), "{versions:?}");
     assert!(versions.contains(&SEGMENT_VERSION_BLOCKS), "{versions:?}");
-    assert_eq!(read_all(d.path()).unwrap(), (0..120).map(rec).collect::<Vec<_>>());
+    assert_eq!(
+        read_all(d.path()).unwrap(),
+        (0..120).map(rec).collect::<Vec<_>>()
+    );
     let b = Backup::open(d.path()).unwrap();
     assert!(b.verify().unwrap().ok);
     for target in [0, 29, 30, 31, 77, 119] {
