@@ -14,7 +14,7 @@ use crate::index;
 use crate::layout;
 use crate::manifest::{self, RootMarker, TopicManifest};
 use crate::record::{Record, TopicPartition};
-use crate::segment::{Block, BlockAt, Frame, SegmentFile};
+use crate::segment::{Block, BlockAt, Frame, SegmentFile, FRAME_PREFIX_LEN};
 // The verify types moved to `verify`; these keep the old `reader::` paths working.
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -37,8 +37,11 @@ pub struct PartitionSummary {
     pub last_offset: Option<i64>,
     /// Number of records.
     pub records: u64,
-    /// Bytes of segment files.
+    /// Bytes of segment files (as stored: compressed blocks in format version 2).
     pub bytes: u64,
+    /// Bytes of the records uncompressed (their version 1 record frames): `bytes / raw_bytes`
+    /// is the compression ratio.
+    pub raw_bytes: u64,
     /// Number of segment files.
     pub segments: usize,
     /// Smallest record timestamp (null when empty).
@@ -48,7 +51,7 @@ pub struct PartitionSummary {
 }
 
 /// Per-topic figures of [`BackupSummary`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TopicSummary {
     /// Topic name.
     pub topic: String,
@@ -60,6 +63,11 @@ pub struct TopicSummary {
     pub records: u64,
     /// Segment bytes over all partitions.
     pub bytes: u64,
+    /// Record bytes uncompressed over all partitions.
+    pub raw_bytes: u64,
+    /// `bytes / raw_bytes` (null when no record): 1.0 uncompressed, 0.25 for a backup a
+    /// quarter of its records' size.
+    pub ratio: Option<f64>,
 }
 
 /// The topics and partitions of a backup (`Native.listPartitions` returns it as JSON).
@@ -79,7 +87,7 @@ pub struct TopicListing {
 }
 
 /// What `kbackup inspect` shows.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BackupSummary {
     /// Backup root directory.
     pub root: PathBuf,
@@ -91,6 +99,15 @@ pub struct BackupSummary {
     pub records: u64,
     /// Segment bytes over all topics.
     pub bytes: u64,
+    /// Record bytes uncompressed over all topics.
+    pub raw_bytes: u64,
+    /// `bytes / raw_bytes` (null when no record).
+    pub ratio: Option<f64>,
+}
+
+/// Stored over raw bytes, rounded to 3 decimals; `None` without records.
+fn ratio(stored: u64, raw: u64) -> Option<f64> {
+    (raw > 0).then(|| (stored as f64 / raw as f64 * 1000.0).round() / 1000.0)
 }
 
 pub(crate) fn list_dir(dir: &Path) -> Result<Vec<(String, PathBuf, bool)>> {
@@ -174,6 +191,7 @@ impl Backup {
             seg: None,
             last_returned: None,
             chain: None,
+            raw_bytes: 0,
         })
     }
 
@@ -207,6 +225,7 @@ impl Backup {
                     last_offset: None,
                     records: 0,
                     bytes,
+                    raw_bytes: 0,
                     segments: r.segments.len(),
                     min_timestamp: None,
                     max_timestamp: None,
@@ -218,12 +237,19 @@ impl Backup {
                     s.min_timestamp = Some(s.min_timestamp.map_or(ts, |m| m.min(ts)));
                     s.max_timestamp = Some(s.max_timestamp.map_or(ts, |m| m.max(ts)));
                 }
+                s.raw_bytes = r.raw_bytes;
                 parts.push(s);
             }
+            let (bytes, raw_bytes) = (
+                parts.iter().map(|p| p.bytes).sum(),
+                parts.iter().map(|p| p.raw_bytes).sum(),
+            );
             topics.push(TopicSummary {
                 manifest: manifest::read_topic_manifest(&self.root, &topic)?,
                 records: parts.iter().map(|p| p.records).sum(),
-                bytes: parts.iter().map(|p| p.bytes).sum(),
+                bytes,
+                raw_bytes,
+                ratio: ratio(bytes, raw_bytes),
                 topic,
                 partitions: parts,
             });
@@ -233,6 +259,11 @@ impl Backup {
             format_version: self.marker.version,
             records: topics.iter().map(|t| t.records).sum(),
             bytes: topics.iter().map(|t| t.bytes).sum(),
+            raw_bytes: topics.iter().map(|t| t.raw_bytes).sum(),
+            ratio: ratio(
+                topics.iter().map(|t| t.bytes).sum(),
+                topics.iter().map(|t| t.raw_bytes).sum(),
+            ),
             topics,
         })
     }
@@ -277,6 +308,8 @@ enum At {
         timestamp: i64,
         /// The first record of the segment.
         first: bool,
+        /// Bytes of its record frame uncompressed.
+        raw_len: usize,
     },
     End,
     Torn(String),
@@ -290,11 +323,15 @@ impl OpenSegment {
         if !self.blocks {
             return Ok(match self.file.read_frame(self.pos)? {
                 Frame::Record {
-                    offset, timestamp, ..
+                    offset,
+                    timestamp,
+                    body,
+                    ..
                 } => At::Record {
                     offset,
                     timestamp,
                     first: self.pos == self.header_len,
+                    raw_len: FRAME_PREFIX_LEN + body.len(),
                 },
                 Frame::End => At::End,
                 Frame::Torn(why) => At::Torn(why),
@@ -303,11 +340,12 @@ impl OpenSegment {
         }
         loop {
             if let Some((b, i)) = &self.block {
-                if let Some(&(offset, timestamp, _)) = b.records.get(*i) {
+                if let Some((offset, timestamp, body)) = b.records.get(*i) {
                     return Ok(At::Record {
-                        offset,
-                        timestamp,
+                        offset: *offset,
+                        timestamp: *timestamp,
                         first: self.pos == self.header_len && *i == 0,
+                        raw_len: FRAME_PREFIX_LEN + body.len(),
                     });
                 }
                 self.pos = b.next;
@@ -387,6 +425,8 @@ pub struct PartitionReader {
     /// Last offset of the previous segment when it was read to its end: the next segment's
     /// header must name it, or a segment is missing or was cut short.
     chain: Option<(i64, PathBuf)>,
+    /// Uncompressed bytes (record frames) of the records returned so far.
+    raw_bytes: u64,
 }
 
 impl PartitionReader {
@@ -477,6 +517,7 @@ impl PartitionReader {
                     offset,
                     timestamp,
                     first,
+                    raw_len,
                 } => {
                     if first && offset != s.base {
                         return Err(Error::corrupt(
@@ -499,6 +540,7 @@ impl PartitionReader {
                         ));
                     }
                     self.last_returned = Some(offset);
+                    self.raw_bytes += raw_len as u64;
                     return Ok(Some((offset, timestamp)));
                 }
                 At::End => {
@@ -650,6 +692,7 @@ impl PartitionReader {
             seg: None,
             last_returned: None,
             chain: None,
+            raw_bytes: 0,
         }
     }
 }

@@ -215,7 +215,7 @@ fn a_torn_block_loses_only_the_unflushed_block_and_is_cut_on_reopen() {
         assert_eq!(scan.torn.as_ref().map(|t| t.0), Some(last as u64));
         let got = read_all(d.path()).unwrap();
         let first_lost = got.len() as i64;
-        assert!(first_lost < 100 && first_lost >= 75 - 25, "{first_lost}");
+        assert!((75..100).contains(&first_lost), "{first_lost}");
         assert_eq!(got, (0..first_lost).map(rec).collect::<Vec<_>>());
     }
     // The writer cuts the torn block and the records are appended again.

@@ -75,8 +75,14 @@ impl Default for Compression {
 }
 
 impl Compression {
-    /// Parses `compression.type` / `compression.level` (`setting` names the settings in errors).
+    /// Parses `compression.type` / `compression.level` (`setting` names the codec setting in
+    /// errors: `compression.type` or `--compression`; the level's is named after it).
     pub fn parse(codec: &str, level: Option<i32>, setting: &str) -> Result<Compression> {
+        let level_setting = if setting.starts_with("--") {
+            format!("{setting}-level")
+        } else {
+            "compression.level".to_string()
+        };
         let codec = match codec.trim().to_ascii_lowercase().as_str() {
             "none" => Codec::None,
             "zstd" => Codec::Zstd,
@@ -91,7 +97,7 @@ impl Compression {
         let range = zstd::compression_level_range();
         if codec == Codec::Zstd && !range.contains(&level) {
             return Err(Error::Config(format!(
-                "compression level {level} is out of range for zstd; set it to {} to {} \
+                "{level_setting} {level} is out of range for zstd; set it to {} to {} \
                  (default {ZSTD_DEFAULT_LEVEL})",
                 range.start(),
                 range.end()
