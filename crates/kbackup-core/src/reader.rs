@@ -299,6 +299,9 @@ struct OpenSegment {
     blocks: bool,
     /// Version 2: the block at `pos`, decompressed, and the index of the current record in it.
     block: Option<(Block, usize)>,
+    /// Version 1: the record frame last answered by `peek` (its position, body, next frame),
+    /// so consuming or decoding it does not check its CRC again.
+    peeked: Option<(usize, std::ops::Range<usize>, usize)>,
 }
 
 /// A record (or what stands instead) at an [`OpenSegment`]'s position.
@@ -326,13 +329,17 @@ impl OpenSegment {
                     offset,
                     timestamp,
                     body,
-                    ..
-                } => At::Record {
-                    offset,
-                    timestamp,
-                    first: self.pos == self.header_len,
-                    raw_len: FRAME_PREFIX_LEN + body.len(),
-                },
+                    next,
+                } => {
+                    let raw_len = FRAME_PREFIX_LEN + body.len();
+                    self.peeked = Some((self.pos, body, next));
+                    At::Record {
+                        offset,
+                        timestamp,
+                        first: self.pos == self.header_len,
+                        raw_len,
+                    }
+                }
                 Frame::End => At::End,
                 Frame::Torn(why) => At::Torn(why),
                 Frame::Corrupt(why) => At::Corrupt(why),
@@ -364,11 +371,14 @@ impl OpenSegment {
     fn consume(&mut self) -> Result<()> {
         match &mut self.block {
             Some((_, i)) => *i += 1,
-            None => {
-                if let Frame::Record { next, .. } = self.file.read_frame(self.pos)? {
-                    self.pos = next;
+            None => match self.peeked.take() {
+                Some((pos, _, next)) if pos == self.pos => self.pos = next,
+                _ => {
+                    if let Frame::Record { next, .. } = self.file.read_frame(self.pos)? {
+                        self.pos = next;
+                    }
                 }
-            }
+            },
         }
         Ok(())
     }
@@ -381,13 +391,16 @@ impl OpenSegment {
                 record_body::decode(&mut Cursor::new(&b.raw[body]))
                     .map_err(|e| e.into_corrupt(&self.path, self.pos as u64))
             }
-            None => match self.file.read_frame(self.pos)? {
-                Frame::Record { body, .. } => self.file.decode_body(body),
-                _ => Err(Error::corrupt(
-                    &self.path,
-                    self.pos as u64,
-                    "record vanished while being read",
-                )),
+            None => match &self.peeked {
+                Some((pos, body, _)) if *pos == self.pos => self.file.decode_body(body.clone()),
+                _ => match self.file.read_frame(self.pos)? {
+                    Frame::Record { body, .. } => self.file.decode_body(body),
+                    _ => Err(Error::corrupt(
+                        &self.path,
+                        self.pos as u64,
+                        "record vanished while being read",
+                    )),
+                },
             },
         }
     }
@@ -474,6 +487,7 @@ impl PartitionReader {
             is_last,
             blocks: h.version >= SEGMENT_VERSION_BLOCKS,
             block: None,
+            peeked: None,
         }))
     }
 

@@ -140,7 +140,7 @@ pub fn encode(c: Compression, raw: &[u8], records: u32, first: i64, last: i64) -
     let compressed = match c.codec {
         Codec::None => None,
         Codec::Zstd => Some(
-            zstd::bulk::compress(raw, c.level)
+            zstd_compress(raw, c.level)
                 .map_err(|e| Error::State(format!("zstd compression failed: {e}")))?,
         ),
         Codec::Lz4 => Some(lz4_flex::block::compress(raw)),
@@ -159,6 +159,35 @@ pub fn encode(c: Compression, raw: &[u8], records: u32, first: i64, last: i64) -
     out.extend_from_slice(&crc32fast::hash(raw).to_be_bytes());
     out.extend_from_slice(stored);
     Ok(out)
+}
+
+thread_local! {
+    // One zstd context per thread and level, reused across blocks: creating one per 256 KiB
+    // block costs allocations and table setup on every block.
+    static ZSTD_C: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { std::cell::RefCell::new(None) };
+    static ZSTD_D: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+fn zstd_compress(raw: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
+    ZSTD_C.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.as_ref().is_none_or(|(l, _)| *l != level) {
+            *c = Some((level, zstd::bulk::Compressor::new(level)?));
+        }
+        c.as_mut().expect("set above").1.compress(raw)
+    })
+}
+
+fn zstd_decompress(stored: &[u8], raw_len: usize) -> std::io::Result<Vec<u8>> {
+    ZSTD_D.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.is_none() {
+            *d = Some(zstd::bulk::Decompressor::new()?);
+        }
+        d.as_mut().expect("set above").decompress(stored, raw_len)
+    })
 }
 
 /// Reads a block header from a frame body; the message of an error says what is wrong.
@@ -210,7 +239,7 @@ pub fn decode(body: &[u8]) -> std::result::Result<(BlockHeader, Vec<u8>), String
     let raw_len = h.raw_len as usize;
     let raw = match h.codec {
         Codec::None => stored.to_vec(),
-        Codec::Zstd => zstd::bulk::decompress(stored, raw_len)
+        Codec::Zstd => zstd_decompress(stored, raw_len)
             .map_err(|e| format!("zstd block does not decompress: {e}"))?,
         Codec::Lz4 => {
             let mut out = vec![0u8; raw_len];
