@@ -120,7 +120,7 @@ public class BackupSinkConfig extends AbstractConfig {
             .define(FILE_MODE_CONFIG, Type.STRING, FILE_MODE_DEFAULT, new FileModeValidator(), Importance.MEDIUM,
                     FILE_MODE_DOC)
             .define(COMPRESSION_TYPE_CONFIG, Type.STRING, COMPRESSION_TYPE_DEFAULT,
-                    ConfigDef.CaseInsensitiveValidString.in("none", "zstd", "lz4"), Importance.MEDIUM,
+                    ConfigDef.ValidString.in("none", "zstd", "lz4"), Importance.MEDIUM,
                     COMPRESSION_TYPE_DOC)
             .define(COMPRESSION_LEVEL_CONFIG, Type.INT, COMPRESSION_LEVEL_DEFAULT, ConfigDef.Range.between(1, 22),
                     Importance.LOW, COMPRESSION_LEVEL_DOC);

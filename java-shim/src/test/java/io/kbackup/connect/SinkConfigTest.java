@@ -101,7 +101,7 @@ class SinkConfigTest {
         assertEquals("zstd", json.get("compression_type"));
         assertEquals(3L, json.get("compression_level"));
         Map<String, String> p = valid(tmp);
-        p.put("compression.type", "LZ4");
+        p.put("compression.type", "lz4");
         @SuppressWarnings("unchecked")
         Map<String, Object> lz4 = (Map<String, Object>) Json.parse(new BackupSinkConfig(p).toNativeJson("b1", "b1-0"));
         assertEquals("lz4", lz4.get("compression_type"));
