@@ -286,3 +286,45 @@ fn an_unknown_codec_is_refused_with_the_fix() {
     };
     assert!(msg.contains("none, zstd, lz4"), "{msg}");
 }
+
+/// Rule 9 of "Torn tail versus corruption": a complete block is written whole, so a record
+/// frame cut short inside it (with every CRC of the block consistent, as a writer bug would
+/// leave it) is corruption, never a torn tail the writer would cut off.
+#[test]
+fn a_complete_last_block_whose_records_end_short_is_corruption_not_a_torn_tail() {
+    let d = tempfile::tempdir().unwrap();
+    let mut cfg = config(d.path(), "zstd");
+    cfg.index_interval_bytes = 1 << 20;
+    backup(cfg, 0..20, 20);
+    let seg = segments(d.path()).pop().unwrap();
+    let mut data = std::fs::read(&seg).unwrap();
+    let pos = *frames(&seg).last().unwrap();
+    let body = data[pos + frame::PREFIX_LEN..].to_vec();
+    let (h, raw) = kbackup_core::format::block::decode(&body).unwrap();
+    let short = &raw[..raw.len() - 7];
+    let new = kbackup_core::format::block::encode(
+        Default::default(),
+        short,
+        h.records,
+        h.first_offset,
+        h.last_offset,
+    )
+    .unwrap();
+    data.truncate(pos);
+    data.extend_from_slice(&frame::prefix(&new));
+    data.extend_from_slice(&new);
+    std::fs::write(&seg, &data).unwrap();
+    match segment::scan_file(&seg) {
+        Err(Error::Corrupt {
+            position, detail, ..
+        }) => {
+            assert_eq!(position, pos as u64);
+            assert!(detail.contains("inside a complete block"), "{detail}");
+        }
+        other => panic!("expected corruption, got {other:?}"),
+    }
+    match read_all(d.path()) {
+        Err(Error::Corrupt { position, .. }) => assert_eq!(position, pos as u64),
+        other => panic!("{:?}", other.map(|r| r.len())),
+    }
+}
