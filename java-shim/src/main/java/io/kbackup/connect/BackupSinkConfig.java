@@ -84,12 +84,13 @@ public class BackupSinkConfig extends AbstractConfig {
 
     public static final String COMPRESSION_TYPE_CONFIG = "compression.type";
     private static final String COMPRESSION_TYPE_DOC = "Codec of the blocks new segments are written in: "
-            + "zstd (segment format version 2, about a third to a tenth of the records' size for text-like "
-            + "values, at a throughput cost measured in docs/benchmarks.md), lz4 (faster, larger) or none "
+            + "zstd (segment format version 2; a fifth of the records' size for the JSON-like records of "
+            + "make bench, for about a third more writer CPU, docs/benchmarks.md), lz4 (larger) or none "
             + "(format version 1, readable by every kbackup release). Records are compressed in blocks of up to "
             + "256 KiB inside a segment, never whole segments. Changing it affects only new segments; a backup "
-            + "may mix versions. Records that producers already compressed are stored raw in a block that would "
-            + "not shrink.";
+            + "may mix versions. Producer batch compression does not matter (the connector receives records "
+            + "decompressed); a block that does not shrink (values compressed by the application) is stored "
+            + "raw.";
     public static final String COMPRESSION_TYPE_DEFAULT = "zstd";
 
     public static final String COMPRESSION_LEVEL_CONFIG = "compression.level";
