@@ -85,7 +85,7 @@ public class BackupSinkConfig extends AbstractConfig {
     public static final String COMPRESSION_TYPE_CONFIG = "compression.type";
     private static final String COMPRESSION_TYPE_DOC = "Codec of the blocks new segments are written in: "
             + "zstd (segment format version 2; a fifth of the records' size for the JSON-like records of "
-            + "make bench, for about a third more writer CPU, docs/benchmarks.md), lz4 (larger) or none "
+            + "make bench, for a quarter to 40% more writer CPU, docs/benchmarks.md), lz4 (larger) or none "
             + "(format version 1, readable by every kbackup release). Records are compressed in blocks of up to "
             + "256 KiB inside a segment, never whole segments. Changing it affects only new segments; a backup "
             + "may mix versions. Producer batch compression does not matter (the connector receives records "
