@@ -1,7 +1,7 @@
 //! Reading a segment piecewise with positioned reads (docs/format.md, "Torn tail versus
 //! corruption": why never a memory mapping).
 
-use super::{corrupt_frame, record_frame, Frame, SegmentHeader, CORRUPT_LABEL, FRAME_PREFIX_LEN};
+use super::{corrupt_frame, record_frame, Frame, SegmentHeader, BLOCK_LABEL, FRAME_PREFIX_LEN};
 use crate::error::{Error, Result};
 use crate::format::block::BlockHeader;
 use crate::format::body::{self, MAX_BODY_LEN, MIN_BODY};
@@ -142,7 +142,7 @@ impl SegmentFile {
         Ok(match self.check_frame(pos)? {
             Check::End => BlockAt::End,
             Check::Torn(why) => BlockAt::Torn(why),
-            Check::Corrupt(why) => BlockAt::Corrupt(format!("{CORRUPT_LABEL}{why}")),
+            Check::Corrupt(why) => BlockAt::Corrupt(format!("{BLOCK_LABEL}{why}")),
             Check::Complete { body, next } => {
                 let path = self.path.clone();
                 let bytes = self.body(body)?;

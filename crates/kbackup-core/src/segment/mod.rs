@@ -198,6 +198,9 @@ fn corrupt_frame(why: &str) -> Frame {
     Frame::Corrupt(format!("{CORRUPT_LABEL}{why}"))
 }
 
+/// Prefix of a corrupt block frame's detail in a version 2 segment.
+const BLOCK_LABEL: &str = "block ";
+
 /// Prefix of a corrupt frame's detail (`frame::scan` label).
 const CORRUPT_LABEL: &str = "record ";
 
@@ -315,7 +318,8 @@ pub fn scan(path: &Path) -> Result<Option<SegmentScan>> {
         Ok(())
     };
     let blocks = header.version >= SEGMENT_VERSION_BLOCKS;
-    let scanned = frame::scan(&mut file, path, start, CORRUPT_LABEL, |pos, bytes| {
+    let label = if blocks { BLOCK_LABEL } else { CORRUPT_LABEL };
+    let scanned = frame::scan(&mut file, path, start, label, |pos, bytes| {
         stored_bytes += (FRAME_PREFIX_LEN + bytes.len()) as u64;
         if !blocks {
             raw_bytes += (FRAME_PREFIX_LEN + bytes.len()) as u64;
