@@ -688,6 +688,65 @@ class Bench:
                 "worker_hwm_mib": (proc_status_kib(c.worker.process.pid, "VmHWM") or 0) / 1024
                 if c.worker else None}
 
+    def compression_matrix(self) -> dict[str, Any]:
+        """Issue 11: what block compression costs and saves. For producer batches compressed
+        with none and with zstd (text-like JSON records from a payload file, closer to real
+        topics than ProducerPerformance's random letters), back up with each codec (CLI,
+        timed, CPU from wait4) and restore the none and zstd backups; stored/raw bytes from
+        `inspect`. docs/benchmarks.md "Compression"."""
+        import random
+
+        a, c = self.a, self.cluster
+        assert c is not None and self.wm is not None
+        # six backups and two restores: bounded, so a full run's large sizes stay affordable
+        n = min(a.records, 200_000, max(1, (128 << 20) // a.record_size))
+        rnd = random.Random(11)
+        events = ["page_view", "add_to_cart", "checkout", "login", "search"]
+        lines = []
+        for i in range(5000):
+            line = (f'{{"id":{rnd.randrange(10**9)},"user":"user-{rnd.randrange(50000)}",'
+                    f'"event":"{rnd.choice(events)}","path":"/products/{rnd.randrange(10**5)}",'
+                    f'"ts":{1_700_000_000_000 + i * 37},"score":{rnd.random():.4f}}}')
+            lines.append((line + " " * a.record_size)[:max(a.record_size, 40)])
+        payload = self.tmp / "payload.txt"
+        payload.write_text("\n".join(lines))
+        out: dict[str, Any] = {"load_at_start": loadavg(), "records": n}
+        for pc in ("none", "zstd"):
+            topic = f"bench-z-{a.record_size}-{pc}"
+            c.kafka.create_topic(topic, partitions=a.partitions)
+            self.kafka_tool(PRODUCER_PERF, "--topic", topic, "--num-records", str(n),
+                            "--payload-file", str(payload), "--throughput", "-1",
+                            "--producer-props", f"bootstrap.servers={c.bootstrap}",
+                            f"compression.type={pc}")
+            for bc in ("none", "zstd", "lz4"):
+                d = self.tmp / f"z-{a.record_size}-{pc}-{bc}"
+                r = run_measured([str(KBACKUP), "backup", "--bootstrap-server", c.bootstrap,
+                                  "--dir", str(d), "--topics", topic, "--until-caught-up",
+                                  "--compression", bc, "--json", "-q"],
+                                 a.phase_timeout, f"kbackup backup --compression {bc}")
+                doc = kbackup_json("inspect", str(d), "--json", timeout=a.phase_timeout)
+                row = {"wall_s": round(r["wall_s"], 2), "cpu_s": round(r["cpu_s"], 2),
+                       "records_per_s": round(n / r["wall_s"]),
+                       "bytes": doc["bytes"], "raw_bytes": doc["raw_bytes"],
+                       "ratio": doc["ratio"], "load": loadavg()}
+                if pc == "none" and bc in ("none", "zstd"):
+                    target = f"{topic}-r-{bc}"
+                    rr = run_measured([str(KBACKUP), "restore", "--bootstrap-server",
+                                       c.bootstrap, "--dir", str(d), "--topics", topic,
+                                       "--rename", f"{topic}:{target}", "--json", "-q"],
+                                      a.phase_timeout, f"kbackup restore ({bc} backup)")
+                    have = self.wm.committed_records(target, a.partitions)
+                    if have != n:
+                        raise BenchError(f"restore of the {bc} backup: {have} records")
+                    row.update(restore_wall_s=round(rr["wall_s"], 2),
+                               restore_cpu_s=round(rr["cpu_s"], 2),
+                               restore_records_per_s=round(n / rr["wall_s"]))
+                out[f"producer_{pc}/backup_{bc}"] = row
+                self.log(f"compression producer={pc} backup={bc}: {row}")
+                shutil.rmtree(d, ignore_errors=True)
+        out["load_at_end"] = loadavg()
+        return out
+
     def stop_connector(self, name: str) -> None:
         assert self.cluster is not None
         self.cluster.connect.delete_connector(name)
@@ -909,7 +968,7 @@ class Bench:
                        "backup_config": a.backup_config, "restore_config": a.restore_config}
         self.log(f"load at start: {R['uptime_at_start']}")
         t_start = time.monotonic()
-        if not a.no_inprocess:
+        if not a.no_inprocess and not a.compression_only:
             R["inprocess"] = self.inprocess_phase()
         overrides = {}
         if not a.no_ceiling:
@@ -926,7 +985,10 @@ class Bench:
         for size in a.record_sizes:
             self.for_size(size, self.records_for(size))
             R["sizes"][str(size)] = self.results
-            self.run_size()
+            if a.compression_only:
+                self.phase("compression", self.compression_matrix)
+            else:
+                self.run_size()
         R["worker_vm_hwm_mib"] = round((proc_status_kib(c.worker.process.pid, "VmHWM") or 0)
                                        / 1024, 1) if c.worker else None
         R["broker_vm_hwm_mib"] = round((proc_status_kib(c.broker.process.pid, "VmHWM") or 0)
@@ -963,6 +1025,7 @@ class Bench:
             self.stop_connector("bench-noop-source")
         self.phase("verify", self.verify)
         self.phase("cat_jsonl", self.cat)
+        self.phase("compression", self.compression_matrix)
 
         P = R["phases"]
         for ph, ref in (("backup_cli", cons), ("backup_sink", cons), ("restore_cli", load),
@@ -1094,6 +1157,13 @@ def notes(R: dict[str, Any]) -> str:
     lines.append(f"backup files: {R['backup_cli_files']['bytes'] / MIB:.1f} MiB for "
                  f"{R['params']['payload_mib']} MiB of payload"
                  if "backup_cli_files" in R else "")
+    for k, row in P.get("compression", {}).items():
+        if isinstance(row, dict) and "ratio" in row:
+            lines.append(f"compression {k}: stored/raw {row['ratio']}, backup "
+                         f"{row['records_per_s']:,} rec/s {row['cpu_s']} CPU s"
+                         + (f", restore {row['restore_records_per_s']:,} rec/s "
+                            f"{row['restore_cpu_s']} CPU s" if "restore_wall_s" in row else "")
+                         + f" (load {row['load']})")
     if R.get("worker_vm_hwm_mib"):
         lines.append(f"JVM lifetime peak RSS (VmHWM): worker {R.get('worker_vm_hwm_mib')} MiB, "
                      f"broker {R.get('broker_vm_hwm_mib')} MiB")
@@ -1137,6 +1207,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                     help="extra `--config` for `kbackup backup` (repeatable), to try client tuning")
     ap.add_argument("--restore-config", action="append", default=[], metavar="KEY=VALUE",
                     help="extra `--config` for `kbackup restore` (repeatable)")
+    ap.add_argument("--compression-only", action="store_true",
+                    help="run only the compression phase (codecs x producer compression)")
     args = ap.parse_args(argv)
     args.record_sizes = ([args.record_size] if args.record_size else
                          [int(x) for x in args.record_sizes.split(",") if x.strip()])

@@ -55,8 +55,10 @@ def backed_up(cluster, kbackup, workdir: Path, name: str, n: int) -> tuple[str, 
     values = [b"record-%04d-" % i + b"x" * 200 for i in range(n)]
     cluster.kafka.produce(topic, [{"partition": 0, "value": v} for v in values])
     backup = workdir / "backup"
+    # Version 1 segments (one record per frame): these tests damage chosen records;
+    # test_compression.py damages compressed blocks.
     kbackup.run("backup", "--bootstrap-server", cluster.bootstrap, "--dir", str(backup),
-                "--topics", topic, "--until-caught-up", "-q")
+                "--topics", topic, "--until-caught-up", "--compression", "none", "-q")
     return topic, values, backup
 
 
@@ -156,14 +158,16 @@ def test_damage_at_structural_positions_is_refused_by_cli_and_connectors(
     backup = workdir / "backup"
     kbackup.run("backup", "--bootstrap-server", cluster.bootstrap, "--dir", str(backup),
                 "--topics", ",".join(names.values()), "--max-segment-bytes", "8000",
-                "--group-offsets", "--until-caught-up", "-q")
+                "--compression", "none", "--group-offsets", "--until-caught-up", "-q")
     # A second capture with another position, so the log has a middle entry.
     cluster.kafka.commit_group_offsets(group, {(names["log"], 0): 45})
     kbackup.run("backup", "--bootstrap-server", cluster.bootstrap, "--dir", str(backup),
-                "--topics", names["log"], "--group-offsets", "--until-caught-up", "-q")
+                "--topics", names["log"], "--compression", "none", "--group-offsets",
+                "--until-caught-up", "-q")
     cluster.kafka.commit_group_offsets(group, {(names["log"], 0): 50})
     kbackup.run("backup", "--bootstrap-server", cluster.bootstrap, "--dir", str(backup),
-                "--topics", names["log"], "--group-offsets", "--until-caught-up", "-q")
+                "--topics", names["log"], "--compression", "none", "--group-offsets",
+                "--until-caught-up", "-q")
 
     def segments(t: str) -> list[Path]:
         return sorted((backup / "topics" / t / "0").glob("*.segment"))

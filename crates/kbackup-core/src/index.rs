@@ -8,7 +8,7 @@
 //! reverse).
 
 use crate::error::{Error, Result};
-use crate::format::{check_version, FileKind, FORMAT_VERSION};
+use crate::format::{check_version, FileKind, INDEX_FORMAT_VERSION};
 use crate::layout;
 use std::path::Path;
 
@@ -104,7 +104,7 @@ pub struct Indexes {
 pub fn encode_header(magic: [u8; 4], base_offset: i64, interval: u32) -> [u8; INDEX_HEADER_LEN] {
     let mut h = [0u8; INDEX_HEADER_LEN];
     h[0..4].copy_from_slice(&magic);
-    h[4..6].copy_from_slice(&FORMAT_VERSION.to_be_bytes());
+    h[4..6].copy_from_slice(&INDEX_FORMAT_VERSION.to_be_bytes());
     // 6..8 reserved, zero.
     h[8..16].copy_from_slice(&base_offset.to_be_bytes());
     h[16..20].copy_from_slice(&interval.to_be_bytes());

@@ -184,7 +184,7 @@ mod tests {
             let mut w = SegmentWriter::create(
                 &dir,
                 SegmentHeader {
-                    version: crate::format::FORMAT_VERSION,
+                    version: crate::format::SEGMENT_VERSION_RECORDS,
                     header_len: 0,
                     partition,
                     base_offset: recs[0].0,

@@ -9,11 +9,12 @@
 //! the sink repairs when it next opens the partition); `verify` reports those as warnings.
 
 use crate::error::{Error, Result};
+use crate::format::{body as record_body, bytes::Cursor, SEGMENT_VERSION_BLOCKS};
 use crate::index;
 use crate::layout;
 use crate::manifest::{self, RootMarker, TopicManifest};
 use crate::record::{Record, TopicPartition};
-use crate::segment::{Frame, SegmentFile};
+use crate::segment::{Block, BlockAt, Frame, SegmentFile, FRAME_PREFIX_LEN};
 // The verify types moved to `verify`; these keep the old `reader::` paths working.
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -36,8 +37,11 @@ pub struct PartitionSummary {
     pub last_offset: Option<i64>,
     /// Number of records.
     pub records: u64,
-    /// Bytes of segment files.
+    /// Bytes of segment files (as stored: compressed blocks in format version 2).
     pub bytes: u64,
+    /// Bytes of the records uncompressed (their version 1 record frames): `bytes / raw_bytes`
+    /// is the compression ratio.
+    pub raw_bytes: u64,
     /// Number of segment files.
     pub segments: usize,
     /// Smallest record timestamp (null when empty).
@@ -47,7 +51,7 @@ pub struct PartitionSummary {
 }
 
 /// Per-topic figures of [`BackupSummary`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TopicSummary {
     /// Topic name.
     pub topic: String,
@@ -59,6 +63,11 @@ pub struct TopicSummary {
     pub records: u64,
     /// Segment bytes over all partitions.
     pub bytes: u64,
+    /// Record bytes uncompressed over all partitions.
+    pub raw_bytes: u64,
+    /// `bytes / raw_bytes` (null when no record): 1.0 uncompressed, 0.25 for a backup a
+    /// quarter of its records' size.
+    pub ratio: Option<f64>,
 }
 
 /// The topics and partitions of a backup (`Native.listPartitions` returns it as JSON).
@@ -78,7 +87,7 @@ pub struct TopicListing {
 }
 
 /// What `kbackup inspect` shows.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BackupSummary {
     /// Backup root directory.
     pub root: PathBuf,
@@ -90,6 +99,15 @@ pub struct BackupSummary {
     pub records: u64,
     /// Segment bytes over all topics.
     pub bytes: u64,
+    /// Record bytes uncompressed over all topics.
+    pub raw_bytes: u64,
+    /// `bytes / raw_bytes` (null when no record).
+    pub ratio: Option<f64>,
+}
+
+/// Stored over raw bytes, rounded to 3 decimals; `None` without records.
+fn ratio(stored: u64, raw: u64) -> Option<f64> {
+    (raw > 0).then(|| (stored as f64 / raw as f64 * 1000.0).round() / 1000.0)
 }
 
 pub(crate) fn list_dir(dir: &Path) -> Result<Vec<(String, PathBuf, bool)>> {
@@ -173,6 +191,7 @@ impl Backup {
             seg: None,
             last_returned: None,
             chain: None,
+            raw_bytes: 0,
         })
     }
 
@@ -206,6 +225,7 @@ impl Backup {
                     last_offset: None,
                     records: 0,
                     bytes,
+                    raw_bytes: 0,
                     segments: r.segments.len(),
                     min_timestamp: None,
                     max_timestamp: None,
@@ -217,12 +237,19 @@ impl Backup {
                     s.min_timestamp = Some(s.min_timestamp.map_or(ts, |m| m.min(ts)));
                     s.max_timestamp = Some(s.max_timestamp.map_or(ts, |m| m.max(ts)));
                 }
+                s.raw_bytes = r.raw_bytes;
                 parts.push(s);
             }
+            let (bytes, raw_bytes) = (
+                parts.iter().map(|p| p.bytes).sum(),
+                parts.iter().map(|p| p.raw_bytes).sum(),
+            );
             topics.push(TopicSummary {
                 manifest: manifest::read_topic_manifest(&self.root, &topic)?,
                 records: parts.iter().map(|p| p.records).sum(),
-                bytes: parts.iter().map(|p| p.bytes).sum(),
+                bytes,
+                raw_bytes,
+                ratio: ratio(bytes, raw_bytes),
                 topic,
                 partitions: parts,
             });
@@ -232,6 +259,11 @@ impl Backup {
             format_version: self.marker.version,
             records: topics.iter().map(|t| t.records).sum(),
             bytes: topics.iter().map(|t| t.bytes).sum(),
+            raw_bytes: topics.iter().map(|t| t.raw_bytes).sum(),
+            ratio: ratio(
+                topics.iter().map(|t| t.bytes).sum(),
+                topics.iter().map(|t| t.raw_bytes).sum(),
+            ),
             topics,
         })
     }
@@ -260,8 +292,140 @@ struct OpenSegment {
     prev_last: i64,
     file: SegmentFile,
     header_len: usize,
+    /// Position of the current frame: a record frame (version 1) or a block (version 2).
     pos: usize,
     is_last: bool,
+    /// Version 2: records stored in compressed blocks.
+    blocks: bool,
+    /// Version 2: the block at `pos`, decompressed, and the index of the current record in it.
+    block: Option<(Block, usize)>,
+    /// Version 1: the record frame last answered by `peek` (its position, body, next frame),
+    /// so consuming or decoding it does not check its CRC again.
+    peeked: Option<(usize, std::ops::Range<usize>, usize)>,
+}
+
+/// A record (or what stands instead) at an [`OpenSegment`]'s position.
+enum At {
+    Record {
+        offset: i64,
+        timestamp: i64,
+        /// The first record of the segment.
+        first: bool,
+        /// Bytes of its record frame uncompressed.
+        raw_len: usize,
+    },
+    End,
+    Torn(String),
+    Corrupt(String),
+}
+
+impl OpenSegment {
+    /// What is at the current position, without moving past it (version 2: decompresses the
+    /// block holding it, once).
+    fn peek(&mut self) -> Result<At> {
+        if !self.blocks {
+            return Ok(match self.file.read_frame(self.pos)? {
+                Frame::Record {
+                    offset,
+                    timestamp,
+                    body,
+                    next,
+                } => {
+                    let raw_len = FRAME_PREFIX_LEN + body.len();
+                    self.peeked = Some((self.pos, body, next));
+                    At::Record {
+                        offset,
+                        timestamp,
+                        first: self.pos == self.header_len,
+                        raw_len,
+                    }
+                }
+                Frame::End => At::End,
+                Frame::Torn(why) => At::Torn(why),
+                Frame::Corrupt(why) => At::Corrupt(why),
+            });
+        }
+        loop {
+            if let Some((b, i)) = &self.block {
+                if let Some((offset, timestamp, body)) = b.records.get(*i) {
+                    return Ok(At::Record {
+                        offset: *offset,
+                        timestamp: *timestamp,
+                        first: self.pos == self.header_len && *i == 0,
+                        raw_len: FRAME_PREFIX_LEN + body.len(),
+                    });
+                }
+                self.pos = b.next;
+                self.block = None;
+            }
+            match self.file.read_block(self.pos)? {
+                BlockAt::Block(b) => self.block = Some((b, 0)),
+                BlockAt::End => return Ok(At::End),
+                BlockAt::Torn(why) => return Ok(At::Torn(why)),
+                BlockAt::Corrupt(why) => return Ok(At::Corrupt(why)),
+            }
+        }
+    }
+
+    /// Moves past the record [`OpenSegment::peek`] answered.
+    fn consume(&mut self) -> Result<()> {
+        match &mut self.block {
+            Some((_, i)) => *i += 1,
+            None => match self.peeked.take() {
+                Some((pos, _, next)) if pos == self.pos => self.pos = next,
+                _ => {
+                    if let Frame::Record { next, .. } = self.file.read_frame(self.pos)? {
+                        self.pos = next;
+                    }
+                }
+            },
+        }
+        Ok(())
+    }
+
+    /// Decodes the record [`OpenSegment::peek`] answered.
+    fn record(&mut self) -> Result<Record> {
+        match &self.block {
+            Some((b, i)) => {
+                let body = b.records[*i].2.clone();
+                record_body::decode(&mut Cursor::new(&b.raw[body]))
+                    .map_err(|e| e.into_corrupt(&self.path, self.pos as u64))
+            }
+            None => match &self.peeked {
+                Some((pos, body, _)) if *pos == self.pos => self.file.decode_body(body.clone()),
+                _ => match self.file.read_frame(self.pos)? {
+                    Frame::Record { body, .. } => self.file.decode_body(body),
+                    _ => Err(Error::corrupt(
+                        &self.path,
+                        self.pos as u64,
+                        "record vanished while being read",
+                    )),
+                },
+            },
+        }
+    }
+
+    /// Whether an offset index entry (offset, position) points at its record: a record frame
+    /// with that offset (version 1) or a block whose first record has it (version 2).
+    fn points_at(&mut self, position: usize, offset: i64) -> Result<bool> {
+        if self.blocks {
+            return Ok(match self.file.read_block(position)? {
+                BlockAt::Block(b) if b.header.first_offset == offset => {
+                    self.pos = position;
+                    self.block = Some((b, 0));
+                    true
+                }
+                _ => false,
+            });
+        }
+        Ok(match self.file.read_frame(position)? {
+            Frame::Record { offset: o, .. } if o == offset => {
+                self.pos = position;
+                true
+            }
+            _ => false,
+        })
+    }
 }
 
 /// Reads one partition's records in offset order across its segments.
@@ -274,6 +438,8 @@ pub struct PartitionReader {
     /// Last offset of the previous segment when it was read to its end: the next segment's
     /// header must name it, or a segment is missing or was cut short.
     chain: Option<(i64, PathBuf)>,
+    /// Uncompressed bytes (record frames) of the records returned so far.
+    raw_bytes: u64,
 }
 
 impl PartitionReader {
@@ -319,12 +485,16 @@ impl PartitionReader {
             pos: h.header_len as usize,
             file,
             is_last,
+            blocks: h.version >= SEGMENT_VERSION_BLOCKS,
+            block: None,
+            peeked: None,
         }))
     }
 
-    /// The frame at the current position, moving across segments; `None` at the end.
-    /// Answers (offset, timestamp, body range) and leaves the position after the frame.
-    fn advance(&mut self) -> Result<Option<(i64, i64, std::ops::Range<usize>)>> {
+    /// The record at the current position, moving across segments; `None` at the end.
+    /// Answers (offset, timestamp) and leaves the segment AT the record (`OpenSegment::peek`):
+    /// the caller decodes it, then moves past it with `OpenSegment::consume`.
+    fn advance(&mut self) -> Result<Option<(i64, i64)>> {
         loop {
             if self.seg.is_none() {
                 if self.cur >= self.segments.len() {
@@ -356,14 +526,14 @@ impl PartitionReader {
                 }
             }
             let s = self.seg.as_mut().expect("loaded");
-            match s.file.read_frame(s.pos)? {
-                Frame::Record {
+            match s.peek()? {
+                At::Record {
                     offset,
                     timestamp,
-                    body,
-                    next,
+                    first,
+                    raw_len,
                 } => {
-                    if s.pos == s.header_len && offset != s.base {
+                    if first && offset != s.base {
                         return Err(Error::corrupt(
                             &s.path,
                             s.pos as u64,
@@ -383,22 +553,23 @@ impl PartitionReader {
                             ),
                         ));
                     }
-                    s.pos = next;
                     self.last_returned = Some(offset);
-                    return Ok(Some((offset, timestamp, body)));
+                    self.raw_bytes += raw_len as u64;
+                    return Ok(Some((offset, timestamp)));
                 }
-                Frame::End => {
+                At::End => {
                     self.chain = self.last_returned.map(|l| (l, s.path.clone()));
                 }
-                Frame::Torn(why) if s.is_last => {
+                At::Torn(why) if s.is_last => {
                     log::debug!(
                         "{}: ignoring torn tail at byte {} ({why})",
                         s.path.display(),
                         s.pos
                     );
                     s.pos = s.file.len() as usize;
+                    s.block = None;
                 }
-                Frame::Torn(why) | Frame::Corrupt(why) => {
+                At::Torn(why) | At::Corrupt(why) => {
                     return Err(Error::corrupt(&s.path, s.pos as u64, why));
                 }
             }
@@ -408,19 +579,28 @@ impl PartitionReader {
     }
 
     fn next_position(&mut self) -> Result<Option<(i64, i64)>> {
-        Ok(self.advance()?.map(|(o, t, _)| (o, t)))
+        let Some(at) = self.advance()? else {
+            return Ok(None);
+        };
+        self.seg
+            .as_mut()
+            .expect("advance leaves the segment loaded")
+            .consume()?;
+        Ok(Some(at))
     }
 
     /// The next record, or `None` at the end of the partition.
     pub fn next_record(&mut self) -> Result<Option<Record>> {
-        let Some((_, _, body)) = self.advance()? else {
+        if self.advance()?.is_none() {
             return Ok(None);
-        };
+        }
         let s = self
             .seg
             .as_mut()
             .expect("advance leaves the segment loaded");
-        s.file.decode_body(body).map(Some)
+        let r = s.record()?;
+        s.consume()?;
+        Ok(Some(r))
     }
 
     /// Positions the reader at the first record with offset >= `offset`.
@@ -453,9 +633,8 @@ impl PartitionReader {
                 let i = entries.partition_point(|e| e.offset <= offset);
                 if i > 0 {
                     let e = entries[i - 1];
-                    match s.file.read_frame(e.position as usize)? {
-                        Frame::Record { offset: o, .. } if o == e.offset => s.pos = e.position as usize,
-                        _ => log::warn!("{}: index entry for offset {} does not point at that record; scanning the segment instead (run `kbackup reindex`)", ipath.display(), e.offset),
+                    if !s.points_at(e.position as usize, e.offset)? {
+                        log::warn!("{}: index entry for offset {} does not point at that record; scanning the segment instead (run `kbackup reindex`)", ipath.display(), e.offset);
                     }
                 }
             }
@@ -467,22 +646,20 @@ impl PartitionReader {
             let Some(s) = self.seg.as_mut() else {
                 return Ok(());
             };
-            match s.file.read_frame(s.pos)? {
-                Frame::Record {
-                    offset: o, next, ..
-                } if o < offset => {
-                    s.pos = next;
+            match s.peek()? {
+                At::Record { offset: o, .. } if o < offset => {
+                    s.consume()?;
                     self.last_returned = Some(o);
                 }
-                Frame::Record { .. } => return Ok(()),
-                Frame::End => {
+                At::Record { .. } => return Ok(()),
+                At::End => {
                     self.chain = self.last_returned.map(|l| (l, s.path.clone()));
                     self.seg = None;
                     self.cur += 1;
                     return Ok(());
                 }
                 // Let next_record report (or ignore) it with the right rules.
-                Frame::Torn(_) | Frame::Corrupt(_) => return Ok(()),
+                At::Torn(_) | At::Corrupt(_) => return Ok(()),
             }
         }
     }
@@ -567,6 +744,7 @@ impl PartitionReader {
             seg: None,
             last_returned: None,
             chain: None,
+            raw_bytes: 0,
         }
     }
 }

@@ -62,6 +62,18 @@ pub struct BackupArgs {
     /// search where read is allowed (0640 -> 0750).
     #[arg(long = "file-mode", value_name = "MODE")]
     pub file_mode: Option<String>,
+    /// Compress new segments in blocks of up to 256 KiB with this codec: zstd (the default),
+    /// lz4 (faster, larger) or none (segment format version 1, readable by every kbackup
+    /// release). A continued backup keeps what is written; new segments use this.
+    #[arg(long, value_name = "CODEC", default_value = "zstd")]
+    pub compression: String,
+    /// zstd level, 1 (fastest) to 22 (smallest); default 3.
+    #[arg(
+        long = "compression-level",
+        value_name = "N",
+        allow_negative_numbers = true
+    )]
+    pub compression_level: Option<i32>,
     /// Serve Prometheus metrics on http://HOST:PORT/metrics while the backup runs (records
     /// and bytes written, backup lag per partition, fsync time, group captures; see
     /// docs/operations.md).
@@ -130,6 +142,11 @@ impl BackupObserver for RunUi {
 /// Runs `kbackup backup`.
 pub fn run(args: &BackupArgs) -> Result<()> {
     kbackup_core::perms::Perms::parse(args.file_mode.as_deref(), "--file-mode")?;
+    kbackup_core::format::block::Compression::parse(
+        &args.compression,
+        args.compression_level,
+        "--compression",
+    )?;
     let cluster = args.cluster.cluster()?;
     let available = kafka::list_topics(&cluster)?;
     let topics = select_topics(args, &available, &cluster)?;
@@ -150,6 +167,7 @@ pub fn run(args: &BackupArgs) -> Result<()> {
         max_segment_bytes: args.max_segment_bytes,
         max_segment_age_ms: args.max_segment_age,
         file_mode: args.file_mode.clone(),
+        compression: (args.compression.clone(), args.compression_level),
     };
     let out = driver::run_backup(&run, &mut ui)?;
     let progress = ui.into_progress();

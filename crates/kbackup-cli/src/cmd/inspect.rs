@@ -27,20 +27,22 @@ pub fn run(args: &InspectArgs) -> Result<()> {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "backup {} (format version {}): {} topics, {} records, {}",
+        "backup {} (format version {}): {} topics, {} records, {}{}",
         summary.root.display(),
         summary.format_version,
         summary.topics.len(),
         summary.records,
-        human_bytes(summary.bytes)
+        human_bytes(summary.bytes),
+        stored_vs_raw(summary.raw_bytes, summary.ratio)
     );
     for t in &summary.topics {
         let _ = write!(
             s,
-            "\ntopic {}: {} records, {}",
+            "\ntopic {}: {} records, {}{}",
             t.topic,
             t.records,
-            human_bytes(t.bytes)
+            human_bytes(t.bytes),
+            stored_vs_raw(t.raw_bytes, t.ratio)
         );
         match &t.manifest {
             Some(m) => {
@@ -83,6 +85,14 @@ pub fn run(args: &InspectArgs) -> Result<()> {
         }
     }
     write_stdout(&mut std::io::stdout().lock(), s.as_bytes())
+}
+
+/// " stored (N raw, ratio R)": what compression saved.
+fn stored_vs_raw(raw: u64, ratio: Option<f64>) -> String {
+    match ratio {
+        Some(r) => format!(" stored ({} raw, ratio {r:.3})", human_bytes(raw)),
+        None => String::new(),
+    }
 }
 
 /// 1536 -> "1.5 KiB".

@@ -65,6 +65,19 @@ pub fn check(data: &[u8], pos: usize, min_body: u32, max_body: u32) -> Check {
     }
 }
 
+/// [`check`] for the record frames inside a block's decompressed bytes (segment version 2).
+///
+/// A block is only opened once its own frame is complete and passed its CRCs and its raw CRC,
+/// so nothing inside it can be an interrupted write: what [`check`] calls torn (a short frame,
+/// zero fill) is corruption here. This is rule 9 of "Torn tail versus corruption"; the only
+/// torn tail of a version 2 segment is an incomplete block frame, decided by [`check`].
+pub fn check_in_block(raw: &[u8], pos: usize, min_body: u32, max_body: u32) -> Check {
+    match check(raw, pos, min_body, max_body) {
+        Check::Torn(why) => Check::Corrupt(format!("inside a complete block: {why}")),
+        other => other,
+    }
+}
+
 /// [`check`] for a reader that holds only part of the file. `rest` starts at the frame and
 /// runs to the end of the frame or to the end of the file, whichever comes first (more is
 /// allowed); `zero_to_end` answers whether every byte from the frame to the end of the FILE is

@@ -7,6 +7,7 @@
 //! JNI batch buffer. The modules for each file kind (`segment`, `index`, `offsets_log`,
 //! `manifest`) hold only what is particular to that kind.
 
+pub mod block;
 pub mod body;
 pub mod bytes;
 pub mod frame;
@@ -25,10 +26,30 @@ pub const TIME_INDEX_MAGIC: [u8; 4] = *b"KBTI";
 /// Magic at the start of every group-offsets log.
 pub const GROUP_OFFSETS_MAGIC: [u8; 4] = *b"KBGO";
 
-/// Version of the backup format written by this code: root marker, segments and indexes.
-pub const FORMAT_VERSION: u16 = 1;
+/// Version of the backup format written by this code: the root marker of a new backup, and the
+/// newest segment version ([`SEGMENT_VERSION_BLOCKS`]).
+pub const FORMAT_VERSION: u16 = 2;
 /// Oldest backup format version this code still reads.
 pub const OLDEST_SUPPORTED: u16 = 1;
+/// Segment version 1: one record per frame. Still written with compression `none` (no block
+/// frame, byte for byte what older releases write and read).
+pub const SEGMENT_VERSION_RECORDS: u16 = 1;
+/// Segment version 2: frames hold compressed blocks of record frames (docs/format.md,
+/// "Blocks"). Written for every codec but `none`.
+pub const SEGMENT_VERSION_BLOCKS: u16 = 2;
+/// Version of the index files (unchanged by segment version 2: an entry's position is the
+/// frame holding the record, a record frame in version 1 and a block in version 2).
+pub const INDEX_FORMAT_VERSION: u16 = 1;
+/// Block codec ids (docs/format.md, "Blocks"): stored bytes are the raw bytes.
+pub const CODEC_NONE: u8 = 0;
+/// Block codec id: a zstd frame (RFC 8878).
+pub const CODEC_ZSTD: u8 = 1;
+/// Block codec id: an LZ4 block (no frame, no size prefix), as lz4_flex::block writes it.
+pub const CODEC_LZ4: u8 = 2;
+/// A block is closed once its raw record frames reach this many bytes (or at a flush).
+pub const BLOCK_RAW_TARGET: usize = 256 * 1024;
+/// zstd level when none is configured.
+pub const ZSTD_DEFAULT_LEVEL: i32 = 3;
 /// Version of the group-offsets log written by this code (numbered apart from the backup
 /// format: the log changed without the segments changing).
 pub const GROUP_OFFSETS_FORMAT_VERSION: u16 = 2;
@@ -67,6 +88,9 @@ impl FileKind {
         match self {
             FileKind::GroupOffsetsLog => {
                 GROUP_OFFSETS_OLDEST_SUPPORTED..=GROUP_OFFSETS_FORMAT_VERSION
+            }
+            FileKind::OffsetIndex | FileKind::TimeIndex => {
+                INDEX_FORMAT_VERSION..=INDEX_FORMAT_VERSION
             }
             _ => OLDEST_SUPPORTED..=FORMAT_VERSION,
         }

@@ -1,8 +1,9 @@
 //! Reading a segment piecewise with positioned reads (docs/format.md, "Torn tail versus
 //! corruption": why never a memory mapping).
 
-use super::{corrupt_frame, record_frame, Frame, SegmentHeader, FRAME_PREFIX_LEN};
+use super::{corrupt_frame, record_frame, Frame, SegmentHeader, BLOCK_LABEL, FRAME_PREFIX_LEN};
 use crate::error::{Error, Result};
+use crate::format::block::BlockHeader;
 use crate::format::body::{self, MAX_BODY_LEN, MIN_BODY};
 use crate::format::bytes::Cursor;
 use crate::format::frame::{self, Check, FrameSource};
@@ -134,6 +135,41 @@ impl SegmentFile {
         }
     }
 
+    /// Reads the version 2 block frame at `pos`: decompressed, its raw CRC, record frames and
+    /// header checked (the rules of [`super::scan`]). A damaged block is `Frame::Corrupt`-like:
+    /// [`BlockAt::Corrupt`] with what is wrong, to be reported at `pos`.
+    pub fn read_block(&mut self, pos: usize) -> Result<BlockAt> {
+        Ok(match self.check_frame(pos)? {
+            Check::End => BlockAt::End,
+            Check::Torn(why) => BlockAt::Torn(why),
+            Check::Corrupt(why) => BlockAt::Corrupt(format!("{BLOCK_LABEL}{why}")),
+            Check::Complete { body, next } => {
+                let path = self.path.clone();
+                let bytes = self.body(body)?;
+                let decoded = super::decode_block(&path, pos, bytes).and_then(|(h, raw)| {
+                    let mut records = Vec::with_capacity(h.records as usize);
+                    super::each_in_block(&path, pos, &raw, |_, o, t, body| {
+                        records.push((o, t, body));
+                        Ok(())
+                    })?;
+                    let ot: Vec<(i64, i64)> = records.iter().map(|r| (r.0, r.1)).collect();
+                    super::check_block_header(&path, pos, &h, &ot)?;
+                    Ok((h, raw, records))
+                });
+                match decoded {
+                    Ok((header, raw, records)) => BlockAt::Block(Block {
+                        header,
+                        raw,
+                        records,
+                        next,
+                    }),
+                    Err(Error::Corrupt { detail, .. }) => BlockAt::Corrupt(detail),
+                    Err(e) => return Err(e),
+                }
+            }
+        })
+    }
+
     /// Decodes the body of a record located by [`SegmentFile::read_frame`].
     pub fn decode_body(&mut self, range: Range<usize>) -> Result<Record> {
         let start = range.start as u64;
@@ -141,6 +177,32 @@ impl SegmentFile {
         let data = self.body(range)?;
         body::decode(&mut Cursor::new(data)).map_err(|e| e.into_corrupt(&path, start))
     }
+}
+
+/// A decompressed, checked block of a version 2 segment.
+#[derive(Debug, Clone)]
+pub struct Block {
+    /// Its header.
+    pub header: BlockHeader,
+    /// The raw record frames.
+    pub raw: Vec<u8>,
+    /// (offset, timestamp, body range in `raw`) of each record.
+    pub records: Vec<(i64, i64, Range<usize>)>,
+    /// File position of the next frame.
+    pub next: usize,
+}
+
+/// What [`SegmentFile::read_block`] finds at a position.
+#[derive(Debug, Clone)]
+pub enum BlockAt {
+    /// A valid block.
+    Block(Block),
+    /// The end of the segment at a frame boundary.
+    End,
+    /// An incomplete last write.
+    Torn(String),
+    /// Damage, to be reported at the block's position.
+    Corrupt(String),
 }
 
 impl FrameSource for SegmentFile {

@@ -12,14 +12,14 @@ mod file;
 mod tests;
 mod writer;
 
-pub use file::SegmentFile;
+pub use file::{Block, BlockAt, SegmentFile};
 pub use writer::{remove_segment_files, truncate_segment, SegmentWriter};
 
 use crate::error::{Error, Result};
 use crate::format::body::{self, MIN_BODY};
 use crate::format::bytes::{put_str16, Cursor, DecodeError};
 use crate::format::frame;
-use crate::format::{check_version, FileKind, FORMAT_VERSION};
+use crate::format::{block, check_version, FileKind, SEGMENT_VERSION_BLOCKS};
 use crate::index::{IndexBuilder, Indexes};
 use crate::record::Record;
 use std::ops::Range;
@@ -61,7 +61,7 @@ impl SegmentHeader {
         let len = HEADER_FIXED_LEN + 2 + self.topic.len() + 4;
         let mut h = Vec::with_capacity(len);
         h.extend_from_slice(&SEGMENT_MAGIC);
-        h.extend_from_slice(&FORMAT_VERSION.to_be_bytes());
+        h.extend_from_slice(&self.version.to_be_bytes());
         h.extend_from_slice(&(len as u16).to_be_bytes());
         h.extend_from_slice(&self.partition.to_be_bytes());
         h.extend_from_slice(&self.base_offset.to_be_bytes());
@@ -101,9 +101,10 @@ impl SegmentHeader {
                 format!("header length {header_len} too small"),
             ));
         }
-        // A version 1 header is exactly as long as its topic says; a disagreement is a damaged
-        // length (not a header still being written, nor a longer header of a newer version).
-        if version == 1 && data.len() >= HEADER_FIXED_LEN + 2 {
+        // A version 1 or 2 header is exactly as long as its topic says; a disagreement is a
+        // damaged length (not a header still being written, nor a longer header of a newer
+        // version).
+        if (version == 1 || version == 2) && data.len() >= HEADER_FIXED_LEN + 2 {
             let topic_len =
                 u16::from_be_bytes([data[HEADER_FIXED_LEN], data[HEADER_FIXED_LEN + 1]]);
             if header_len != HEADER_FIXED_LEN + 2 + topic_len as usize + 4 {
@@ -197,6 +198,9 @@ fn corrupt_frame(why: &str) -> Frame {
     Frame::Corrupt(format!("{CORRUPT_LABEL}{why}"))
 }
 
+/// Prefix of a corrupt block frame's detail in a version 2 segment.
+const BLOCK_LABEL: &str = "block ";
+
 /// Prefix of a corrupt frame's detail (`frame::scan` label).
 const CORRUPT_LABEL: &str = "record ";
 
@@ -251,6 +255,11 @@ pub struct SegmentScan {
     /// The index builder after the valid records, so a writer reopening the segment continues
     /// its index exactly where the files end.
     pub builder: IndexBuilder,
+    /// Bytes of the valid records uncompressed (record frames; equal to `stored_bytes` in
+    /// version 1).
+    pub raw_bytes: u64,
+    /// Bytes of the valid frames as stored (record frames or block frames, without header).
+    pub stored_bytes: u64,
 }
 
 impl SegmentScan {
@@ -275,10 +284,10 @@ pub fn scan(path: &Path) -> Result<Option<SegmentScan>> {
     let mut builder = IndexBuilder::new(header.index_interval_bytes);
     let mut indexes = Indexes::default();
     let (mut records, mut first, mut last, mut max_ts) = (0u64, None, None::<i64>, None::<i64>);
+    let (mut raw_bytes, mut stored_bytes) = (0u64, 0u64);
     let start = header.header_len as usize;
-    let scanned = frame::scan(&mut file, path, start, CORRUPT_LABEL, |pos, bytes| {
-        let (offset, timestamp) =
-            body::check(bytes).map_err(|e| Error::corrupt(path, pos as u64, malformed(&e)))?;
+    // One record, found at `pos` (its frame, or in version 2 the block holding it).
+    let mut record = |pos: usize, offset: i64, timestamp: i64| -> Result<()> {
         if first.is_none() && offset != header.base_offset {
             return Err(Error::corrupt(
                 path,
@@ -307,6 +316,23 @@ pub fn scan(path: &Path) -> Result<Option<SegmentScan>> {
         max_ts = Some(max_ts.map_or(timestamp, |m: i64| m.max(timestamp)));
         records += 1;
         Ok(())
+    };
+    let blocks = header.version >= SEGMENT_VERSION_BLOCKS;
+    let label = if blocks { BLOCK_LABEL } else { CORRUPT_LABEL };
+    let scanned = frame::scan(&mut file, path, start, label, |pos, bytes| {
+        stored_bytes += (FRAME_PREFIX_LEN + bytes.len()) as u64;
+        if !blocks {
+            raw_bytes += (FRAME_PREFIX_LEN + bytes.len()) as u64;
+            let (offset, timestamp) =
+                body::check(bytes).map_err(|e| Error::corrupt(path, pos as u64, malformed(&e)))?;
+            return record(pos, offset, timestamp);
+        }
+        let records = block_records(path, pos, bytes)?;
+        raw_bytes += records.raw_len as u64;
+        for (offset, timestamp) in records.records {
+            record(pos, offset, timestamp)?;
+        }
+        Ok(())
     })?;
     let file_len = file.len();
     let torn = scanned.torn;
@@ -321,7 +347,102 @@ pub fn scan(path: &Path) -> Result<Option<SegmentScan>> {
         torn,
         indexes,
         builder,
+        raw_bytes,
+        stored_bytes,
     }))
+}
+
+/// The records of a version 2 block frame (at `pos`, body `bytes`).
+pub(crate) struct BlockRecords {
+    /// Raw (decompressed) length of the block.
+    pub raw_len: usize,
+    /// (offset, timestamp) of each record.
+    pub records: Vec<(i64, i64)>,
+}
+
+/// Decompresses and checks a block: its raw CRC, every record frame inside it (where nothing
+/// may be torn, [`frame::check_in_block`]), and that its header's count and offsets agree with
+/// the records. Errors name the block's position in the file.
+pub(crate) fn block_records(path: &Path, pos: usize, bytes: &[u8]) -> Result<BlockRecords> {
+    let raw = decode_block(path, pos, bytes)?;
+    let mut out = Vec::new();
+    each_in_block(path, pos, &raw.1, |_, offset, timestamp, _| {
+        out.push((offset, timestamp));
+        Ok(())
+    })?;
+    check_block_header(path, pos, &raw.0, &out)?;
+    Ok(BlockRecords {
+        raw_len: raw.1.len(),
+        records: out,
+    })
+}
+
+/// Decompresses a block frame body at `pos`, checking its raw CRC.
+pub(crate) fn decode_block(
+    path: &Path,
+    pos: usize,
+    bytes: &[u8],
+) -> Result<(block::BlockHeader, Vec<u8>)> {
+    block::decode(bytes).map_err(|why| Error::corrupt(path, pos as u64, format!("block {why}")))
+}
+
+/// Checks the header of the block at `pos` against its records' (offset, timestamp).
+pub(crate) fn check_block_header(
+    path: &Path,
+    pos: usize,
+    h: &block::BlockHeader,
+    records: &[(i64, i64)],
+) -> Result<()> {
+    let (first, last) = (records.first().map(|r| r.0), records.last().map(|r| r.0));
+    if records.len() != h.records as usize
+        || first != Some(h.first_offset)
+        || last != Some(h.last_offset)
+    {
+        return Err(Error::corrupt(
+            path,
+            pos as u64,
+            format!(
+                "block header says {} records, offsets {} to {}; the block holds {} records, \
+                 offsets {first:?} to {last:?}",
+                h.records,
+                h.first_offset,
+                h.last_offset,
+                records.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Walks the record frames of a block's raw bytes: `visit(raw position, offset, timestamp,
+/// body range)`. Errors are corruption at the block's file position `pos`, naming the record's
+/// raw position inside the block.
+pub(crate) fn each_in_block(
+    path: &Path,
+    pos: usize,
+    raw: &[u8],
+    mut visit: impl FnMut(usize, i64, i64, Range<usize>) -> Result<()>,
+) -> Result<()> {
+    let mut at = 0;
+    loop {
+        let why = match frame::check_in_block(raw, at, MIN_BODY as u32, MAX_BODY_LEN) {
+            frame::Check::End => return Ok(()),
+            frame::Check::Complete { body, next } => match body::check(&raw[body.clone()]) {
+                Ok((offset, timestamp)) => {
+                    visit(at, offset, timestamp, body)?;
+                    at = next;
+                    continue;
+                }
+                Err(e) => malformed(&e),
+            },
+            frame::Check::Torn(why) | frame::Check::Corrupt(why) => why,
+        };
+        return Err(Error::corrupt(
+            path,
+            pos as u64,
+            format!("block: record at raw byte {at} of the block: {why}"),
+        ));
+    }
 }
 
 /// Scans a segment file; a file too short to hold its header is a torn creation and is reported

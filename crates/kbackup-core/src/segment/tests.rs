@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::format::body;
+use crate::format::SEGMENT_VERSION_RECORDS;
 use crate::index;
 use crate::layout;
 use crate::perms::Perms;
@@ -11,7 +12,7 @@ use std::path::PathBuf;
 
 fn header(base: i64) -> SegmentHeader {
     SegmentHeader {
-        version: FORMAT_VERSION,
+        version: SEGMENT_VERSION_RECORDS,
         header_len: 0,
         partition: 2,
         base_offset: base,

@@ -2,7 +2,8 @@
 
 use super::{SegmentHeader, SegmentScan, FRAME_PREFIX_LEN, MAX_BODY_LEN};
 use crate::error::{Error, Result};
-use crate::format::frame;
+use crate::format::block::{self, Compression};
+use crate::format::{frame, BLOCK_RAW_TARGET, SEGMENT_VERSION_BLOCKS};
 use crate::index::{self, IndexBuilder};
 use crate::layout;
 use crate::perms::Perms;
@@ -26,6 +27,12 @@ pub struct SegmentWriter {
     records: u64,
     last_offset: Option<i64>,
     dirty: bool,
+    /// Version 2: the codec of the blocks this writer closes.
+    compression: Compression,
+    /// Version 2: record frames of the open block, not yet written.
+    block: Vec<u8>,
+    /// Version 2: (offset, timestamp) of the records of the open block.
+    block_records: Vec<(i64, i64)>,
 }
 
 /// A file the writer appends to; its writes and fsyncs pass the fault-injection hooks.
@@ -154,6 +161,9 @@ impl SegmentWriter {
             records: 0,
             last_offset: None,
             dirty: true,
+            compression: Compression::default(),
+            block: Vec::new(),
+            block_records: Vec::new(),
         })
     }
 
@@ -197,7 +207,16 @@ impl SegmentWriter {
             last_offset: scan.last_offset,
             // A previous writer may have died before its fsync: sync once before reporting.
             dirty: true,
+            compression: Compression::default(),
+            block: Vec::new(),
+            block_records: Vec::new(),
         })
+    }
+
+    /// Sets the codec of the blocks this writer closes from now on (version 2 segments; a
+    /// version 1 segment always holds plain record frames).
+    pub fn set_compression(&mut self, c: Compression) {
+        self.compression = c;
     }
 
     /// Appends one record given its encoded body (docs/format.md "record body").
@@ -208,12 +227,32 @@ impl SegmentWriter {
                 body.len()
             )));
         }
-        let pos = self.len;
         let prefix = frame::prefix(body);
-        self.out
-            .write_all(&prefix)
-            .and_then(|_| self.out.write_all(body))
-            .map_err(|e| Error::io(e, "append to segment", &self.path))?;
+        if self.header.version >= SEGMENT_VERSION_BLOCKS {
+            // Into the open block; it is compressed and written when full or at a flush.
+            self.block.extend_from_slice(&prefix);
+            self.block.extend_from_slice(body);
+            self.block_records.push((offset, timestamp));
+            if self.block.len() >= BLOCK_RAW_TARGET {
+                self.close_block()?;
+            }
+        } else {
+            let pos = self.len;
+            self.out
+                .write_all(&prefix)
+                .and_then(|_| self.out.write_all(body))
+                .map_err(|e| Error::io(e, "append to segment", &self.path))?;
+            self.index(offset, timestamp, pos)?;
+            self.len += (FRAME_PREFIX_LEN + body.len()) as u64;
+        }
+        self.records += 1;
+        self.last_offset = Some(offset);
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// Feeds one record at frame position `pos` to the index builder, writing its entries.
+    fn index(&mut self, offset: i64, timestamp: i64, pos: u64) -> Result<()> {
         if let Some((o, t)) = self.builder.observe(offset, timestamp, pos) {
             self.oidx
                 .write_all(&index::encode_entry(o.offset, o.position as i64))
@@ -224,10 +263,43 @@ impl SegmentWriter {
                     .map_err(|e| Error::io(e, "append to time index", &self.path))?;
             }
         }
+        Ok(())
+    }
+
+    /// Compresses the open block and writes it as one frame; its records are indexed at the
+    /// block's position (docs/format.md, "Blocks").
+    fn close_block(&mut self) -> Result<()> {
+        let (Some(&(first, _)), Some(&(last, _))) =
+            (self.block_records.first(), self.block_records.last())
+        else {
+            return Ok(());
+        };
+        let body = block::encode(
+            self.compression,
+            &self.block,
+            self.block_records.len() as u32,
+            first,
+            last,
+        )?;
+        if body.len() > MAX_BODY_LEN as usize {
+            return Err(Error::State(format!(
+                "block of records {first} to {last} is {} bytes, larger than a segment frame holds",
+                body.len()
+            )));
+        }
+        let pos = self.len;
+        self.out
+            .write_all(&frame::prefix(&body))
+            .and_then(|_| self.out.write_all(&body))
+            .map_err(|e| Error::io(e, "append to segment", &self.path))?;
+        for (offset, timestamp) in std::mem::take(&mut self.block_records) {
+            self.index(offset, timestamp, pos)?;
+        }
         self.len += (FRAME_PREFIX_LEN + body.len()) as u64;
-        self.records += 1;
-        self.last_offset = Some(offset);
-        self.dirty = true;
+        self.block.clear();
+        if self.block.capacity() > 2 * BLOCK_RAW_TARGET {
+            self.block = Vec::new(); // after a huge record, give the memory back
+        }
         Ok(())
     }
 
@@ -236,6 +308,7 @@ impl SegmentWriter {
         if !self.dirty {
             return Ok(());
         }
+        self.close_block()?;
         for w in [&mut self.out, &mut self.oidx, &mut self.tidx] {
             w.flush()
                 .map_err(|e| Error::io(e, "write buffered data to", &w.get_ref().path))?;
@@ -273,9 +346,10 @@ impl SegmentWriter {
     pub fn header(&self) -> &SegmentHeader {
         &self.header
     }
-    /// Bytes written so far (header included, buffered bytes included).
+    /// Bytes written so far (header included, buffered bytes included; the open block of a
+    /// version 2 segment counts uncompressed, an upper bound of what it will take).
     pub fn len(&self) -> u64 {
-        self.len
+        self.len + self.block.len() as u64
     }
     /// True when the segment holds no record.
     pub fn is_empty(&self) -> bool {

@@ -1,6 +1,7 @@
 //! The sink's configuration (the JSON of docs/jni.md, or built by the CLI).
 
 use crate::error::{Error, Result};
+use crate::format::block::Compression;
 use crate::index::DEFAULT_INDEX_INTERVAL_BYTES;
 use crate::perms::Perms;
 use serde::Deserialize;
@@ -58,6 +59,14 @@ pub struct SinkConfig {
     /// Octal mode of the files the backup creates (`file.mode`; `None`: 0600, owner only).
     #[serde(default)]
     pub file_mode: Option<String>,
+    /// Block codec of new segments: `none`, `zstd` or `lz4` (`compression.type`). Absent from
+    /// the JSON: `none`, what builds before compression wrote; the connector and the CLI
+    /// default to zstd and always send it.
+    #[serde(default)]
+    pub compression_type: Option<String>,
+    /// zstd level (`compression.level`; default 3).
+    #[serde(default)]
+    pub compression_level: Option<i32>,
 }
 
 impl SinkConfig {
@@ -76,6 +85,8 @@ impl SinkConfig {
             groups_include: None,
             groups_exclude: None,
             file_mode: None,
+            compression_type: None,
+            compression_level: None,
         }
     }
 
@@ -108,7 +119,17 @@ impl SinkConfig {
             ));
         }
         Perms::parse(self.file_mode.as_deref(), "file.mode")?;
+        self.compression()?;
         Ok(())
+    }
+
+    /// The codec and level of new blocks (checked by `validate`).
+    pub fn compression(&self) -> Result<Compression> {
+        Compression::parse(
+            self.compression_type.as_deref().unwrap_or("none"),
+            self.compression_level,
+            "compression.type",
+        )
     }
 
     /// The modes of the files and directories the backup creates (checked by `validate`).

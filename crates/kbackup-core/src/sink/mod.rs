@@ -119,10 +119,11 @@ impl BackupSink {
             None
         };
         log::info!(
-            "backup sink {} {} writing to {} (format version {FORMAT_VERSION})",
+            "backup sink {} {} writing to {} (format version {FORMAT_VERSION}, compression {})",
             config.connector_name,
             config.task_id,
-            config.target_dir.display()
+            config.target_dir.display(),
+            config.compression_type.as_deref().unwrap_or("none")
         );
         Ok(BackupSink {
             perms: config.perms(),
@@ -323,6 +324,7 @@ impl BackupSink {
         let max_size = self.config.max_segment_size_bytes;
         let max_age = self.config.max_segment_age_ms;
         let interval = self.config.index_interval_bytes;
+        let compression = self.config.compression()?;
         let perms = self.perms;
         let st = self.partition(topic, partition)?;
         let mut rolled = false;
@@ -345,7 +347,7 @@ impl BackupSink {
         }
         if st.seg.is_none() {
             let header = SegmentHeader {
-                version: FORMAT_VERSION,
+                version: compression.segment_version(),
                 header_len: 0,
                 partition,
                 base_offset: offset,
@@ -354,7 +356,8 @@ impl BackupSink {
                 created_ms: now,
                 topic: topic.to_string(),
             };
-            let w = SegmentWriter::create(&st.dir, header, perms)?;
+            let mut w = SegmentWriter::create(&st.dir, header, perms)?;
+            w.set_compression(compression);
             // Noted before the first append: its directory entry is owed an fsync whatever
             // happens to the records.
             st.unreported.push(w.path().to_path_buf());

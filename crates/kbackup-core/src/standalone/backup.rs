@@ -44,6 +44,8 @@ pub struct BackupRun {
     pub max_segment_age_ms: Option<i64>,
     /// Octal mode of the files created (default: owner only).
     pub file_mode: Option<String>,
+    /// Block codec of new segments (`none`, `zstd`, `lz4`) and zstd level.
+    pub compression: (String, Option<i32>),
 }
 
 /// What the front end sees of a running backup.
@@ -108,6 +110,8 @@ pub fn run_backup(run: &BackupRun, observer: &mut dyn BackupObserver) -> Result<
         sink_cfg.max_segment_age_ms = ms;
     }
     sink_cfg.file_mode = run.file_mode.clone();
+    sink_cfg.compression_type = Some(run.compression.0.clone());
+    sink_cfg.compression_level = run.compression.1;
     let perms = sink_cfg.perms();
     let mut sink = BackupSink::open(sink_cfg)?;
 

@@ -94,6 +94,25 @@ class SinkConfigTest {
     }
 
     @Test
+    void compressionDefaultsToZstdAndRejectsUnknownCodecsNamingTheChoices() {
+        BackupSinkConfig c = new BackupSinkConfig(valid(tmp));
+        @SuppressWarnings("unchecked")
+        Map<String, Object> json = (Map<String, Object>) Json.parse(c.toNativeJson("b1", "b1-0"));
+        assertEquals("zstd", json.get("compression_type"));
+        assertEquals(3L, json.get("compression_level"));
+        Map<String, String> p = valid(tmp);
+        p.put("compression.type", "lz4");
+        @SuppressWarnings("unchecked")
+        Map<String, Object> lz4 = (Map<String, Object>) Json.parse(new BackupSinkConfig(p).toNativeJson("b1", "b1-0"));
+        assertEquals("lz4", lz4.get("compression_type"));
+        p.put("compression.type", "snappy");
+        p.put("compression.level", "30");
+        Map<String, List<String>> e = errors(offline().validate(p));
+        assertTrue(e.get("compression.type").get(0).contains("zstd"), e.toString());
+        assertTrue(e.containsKey("compression.level"), e.toString());
+    }
+
+    @Test
     void clientPropsFallBackToConsumerOverridesAndNoSecretReachesTheCore() {
         Map<String, String> p = valid(tmp);
         p.remove("cluster.security.protocol");
