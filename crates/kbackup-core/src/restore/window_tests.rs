@@ -373,7 +373,7 @@ fn offset_windows_are_inclusive_per_partition() {
     assert_eq!(offsets(&b), (10..=20).collect::<Vec<_>>());
 }
 
-/// Figures for docs/reliability-pitr.md: how long finding a window's start takes with the time
+/// Figures for docs/reliability.md ("Point-in-time restore"): how long finding a window's start takes with the time
 /// index against reading the partition. `cargo test --release -p kbackup-core --lib
 /// measure_time_seek -- --ignored --nocapture`.
 #[test]
