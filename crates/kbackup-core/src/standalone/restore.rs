@@ -45,7 +45,7 @@ const TXN_MAX_TIME: Duration = Duration::from_secs(2);
 /// whole transaction in milliseconds, the time bound means nothing, and against a slow
 /// (throttled) target the commit waits for all of it, past the transaction timeout.
 const IN_FLIGHT_TIME: Duration = Duration::from_millis(500);
-const IN_FLIGHT_MIN_BYTES: u64 = 64 << 10;
+const IN_FLIGHT_MIN_BYTES: u64 = 256 << 10;
 const IN_FLIGHT_MAX_BYTES: u64 = 16 << 20;
 
 /// The target's delivery rate over the last second or so, and from it the in-flight cap.
