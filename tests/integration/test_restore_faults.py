@@ -15,7 +15,6 @@ import random
 import signal
 import subprocess
 import time
-from pathlib import Path
 from typing import Callable, Optional
 
 import pytest
@@ -72,6 +71,13 @@ def bk(cluster, kbackup, tmp_path_factory) -> Backup:
 def small_bk(cluster, kbackup, tmp_path_factory) -> Backup:
     """The backup of the quick regression tests."""
     return make_backup(cluster, kbackup, tmp_path_factory.mktemp("rf-small"), 12_000)
+
+
+def raw_bytes(kbackup, b: Backup) -> int:
+    """The backup's records in uncompressed bytes (`inspect`), to size produce quotas."""
+    import json
+
+    return json.loads(kbackup.run("inspect", b.dir, "--json").stdout)["raw_bytes"]
 
 
 def written(target, topic: str) -> int:
@@ -207,7 +213,8 @@ def test_worker_sigkilled_ten_times_mid_restore(bk, kbackup, new_cluster, exactl
                  "producer.override.max.in.flight.requests.per.connection": 1}
         # and a broker quota, so a fast machine cannot finish before the kills: some 70 s of
         # writing in all, of which the kill loop lets through a few seconds per cycle
-        seg_bytes = sum(f.stat().st_size for f in Path(bk.dir).rglob("*.segment"))
+        # the records' uncompressed bytes (what the producer sends), not the zstd segments'
+        seg_bytes = raw_bytes(kbackup, bk)
         target.run_tool("kafka.admin.ConfigCommand", "--bootstrap-server", target.bootstrap,
                         "--alter", "--add-config", f"producer_byte_rate={max(1, seg_bytes // 70)}",
                         "--entity-type", "clients", "--entity-default")
@@ -241,7 +248,7 @@ def test_cli_restore_sigkilled_ten_times_is_exactly_once(bk, kbackup, new_cluste
     # stretches the whole restore to some 100 s. Each run is killed a random while after its
     # first commit (`written` reads the last stable offsets), so each makes some progress.
     client_id = unique("rf-cli-restore")
-    seg_bytes = sum(f.stat().st_size for f in Path(bk.dir).rglob("*.segment"))
+    seg_bytes = raw_bytes(kbackup, bk)  # uncompressed: what the producer sends
     target.run_tool("kafka.admin.ConfigCommand", "--bootstrap-server", target.bootstrap,
                     "--alter", "--add-config", f"producer_byte_rate={max(1, seg_bytes // 100)}",
                     "--entity-type", "clients", "--entity-name", client_id)
