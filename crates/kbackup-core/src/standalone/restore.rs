@@ -2,8 +2,8 @@
 //!
 //! A transactional rdkafka producer writes each record to the same partition with its key,
 //! value, headers and timestamp, a transaction spanning engine batches (bounded in records,
-//! bytes, time and bytes in flight); once a transaction commits, its delivery reports become the (original offset -> new offset) acknowledgements the next
-//! poll hands to the engine.
+//! bytes, time and bytes in flight); once a transaction commits, its delivery reports become
+//! the (original offset -> new offset) acknowledgements the next poll hands to the engine.
 //!
 //! Exactly once across kills: the target's committed records are the restore position. A re-run
 //! first initialises the producer with the same `transactional.id` (which fences the killed
@@ -296,12 +296,12 @@ fn pump(
         producer
             .begin_transaction()
             .map_err(|e| kafka::kafka_error(&cfg.cluster, "begin a restore transaction", &e))?;
-        let started = Instant::now();
-        let (mut sent, mut bytes) = (0usize, 0u64);
+        let (started, txn_start_bytes) = (Instant::now(), sent_bytes);
+        let mut sent = 0usize;
         loop {
             for r in &records {
                 let b = send(cfg, producer, r)?;
-                (sent_bytes, bytes) = (sent_bytes + b, bytes + b);
+                sent_bytes += b;
                 // Delivery paces the transaction: wait while too much is in flight.
                 while sent_bytes - reported() > rate.cap(reported()) {
                     producer.poll(Duration::from_millis(20));
@@ -309,7 +309,7 @@ fn pump(
             }
             sent += records.len();
             if sent >= TXN_MAX_RECORDS
-                || bytes >= TXN_MAX_BYTES
+                || sent_bytes - txn_start_bytes >= TXN_MAX_BYTES
                 || started.elapsed() >= TXN_MAX_TIME
                 || observer.stop_requested()
             {
@@ -360,7 +360,8 @@ fn pump(
             )));
         }
         log::debug!(
-            "restore transaction committed: {sent} records, {bytes} bytes in {:?}",
+            "restore transaction committed: {sent} records, {} bytes in {:?}",
+            sent_bytes - txn_start_bytes,
             started.elapsed()
         );
         observer.progressed(committed.len() as u64);
