@@ -113,9 +113,13 @@ class Kbackup:
     def __init__(self, path: Path):
         self.path = path
 
-    def run(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+    def run(self, *args: str, check: bool = True, timeout: float = 120,
+            env: Optional[dict[str, str]] = None) -> subprocess.CompletedProcess:
+        """Runs the CLI; `env` adds variables to this process's environment (e.g. an S3
+        server's AWS_* settings)."""
         proc = subprocess.run([str(self.path), *map(str, args)], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, timeout=timeout)
+                              stderr=subprocess.PIPE, text=True, timeout=timeout,
+                              env={**os.environ, **env} if env else None)
         # every output goes through the end-of-session secret check
         where = f"`kbackup {args[0] if args else ''}` (CLI run {next(_cli_runs)})"
         security.record_leaks(security.leaks_in_text(proc.stdout, f"{where} stdout")

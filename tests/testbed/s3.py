@@ -142,6 +142,26 @@ class S3Server:
             raise RuntimeError(f"ListMultipartUploads answered {status}: {body[:500]!r}")
         return re.findall(r"<Key>([^<]*)</Key>", body.decode())
 
+    def list_keys(self, prefix: str = "") -> dict[str, int]:
+        """Every object under `prefix` as the server lists it (ListObjectsV2), key -> size."""
+        out: dict[str, int] = {}
+        token: Optional[str] = None
+        while True:
+            params = {"list-type": "2", "prefix": prefix}
+            if token:
+                params["continuation-token"] = token
+            status, _, body = self.request("GET", params=params)
+            if status != 200:
+                raise RuntimeError(f"ListObjectsV2 answered {status}: {body[:500]!r}")
+            text = body.decode()
+            for item in re.findall(r"<Contents>(.*?)</Contents>", text, re.S):
+                key = re.search(r"<Key>([^<]*)</Key>", item).group(1)
+                out[key] = int(re.search(r"<Size>(\d+)</Size>", item).group(1))
+            m = re.search(r"<NextContinuationToken>([^<]*)</NextContinuationToken>", text)
+            if not m:
+                return out
+            token = m.group(1)
+
     def log(self) -> str:
         return tail(self.log_file)
 

@@ -63,6 +63,9 @@ enum Command {
     Prune(cmd::prune::PruneArgs),
     /// Compare a backup with the live cluster: records and time behind, missing partitions.
     Status(cmd::status::StatusArgs),
+    /// Copy a backup between a local directory and an object store (s3://, gs://, az://),
+    /// checking every record at both ends.
+    Copy(cmd::copy::CopyArgs),
 }
 
 fn version() -> String {
@@ -117,6 +120,7 @@ fn run(cli: Cli) -> kbackup_core::Result<u8> {
         Command::RestorePlan(a) => cmd::restore_plan::run(&a).map(|_| EXIT_OK),
         Command::RestoreStatus(a) => cmd::restore_status::run(&a).map(|_| EXIT_OK),
         Command::Prune(a) => cmd::prune::run(&a).map(|_| EXIT_OK),
+        Command::Copy(a) => cmd::copy::run(&a).map(|_| EXIT_OK),
         Command::Status(a) => {
             cmd::status::run(&a).map(|fresh| if fresh { EXIT_OK } else { EXIT_STALE })
         }

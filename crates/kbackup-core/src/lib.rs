@@ -7,6 +7,7 @@
 
 pub mod cluster;
 pub mod codec;
+pub mod copy;
 pub mod error;
 pub mod faults;
 pub mod format;

@@ -74,21 +74,26 @@ pub fn read_root_marker(root: &Path) -> Result<RootMarker> {
         }
         Err(e) => return Err(Error::io(e, "read backup marker", path)),
     };
-    let marker: RootMarker = serde_json::from_slice(&bytes).map_err(|e| {
+    parse_root_marker(&bytes, &path)
+}
+
+/// Checks the bytes of a root marker read from `path` (a file or an object, for messages).
+pub fn parse_root_marker(bytes: &[u8], path: &Path) -> Result<RootMarker> {
+    let marker: RootMarker = serde_json::from_slice(bytes).map_err(|e| {
         Error::corrupt(
-            &path,
+            path,
             0,
             format!("not valid kbackup marker JSON ({e}); if only this file is damaged, rewrite it as {{\"format\":\"kbackup\",\"version\":1,\"created_ms\":0,\"created_by\":\"manual\"}}"),
         )
     })?;
     if marker.format != FORMAT_NAME {
         return Err(Error::corrupt(
-            &path,
+            path,
             0,
             format!("format is {:?}, expected \"kbackup\"", marker.format),
         ));
     }
-    crate::format::check_version(crate::format::FileKind::RootMarker, &path, marker.version)?;
+    crate::format::check_version(crate::format::FileKind::RootMarker, path, marker.version)?;
     Ok(marker)
 }
 
@@ -154,16 +159,21 @@ pub fn read_topic_manifest(root: &Path, topic: &str) -> Result<Option<TopicManif
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io(e, "read topic manifest", path)),
     };
-    let m: TopicManifest = serde_json::from_slice(&bytes).map_err(|e| {
+    parse_topic_manifest(&bytes, &path, topic).map(Some)
+}
+
+/// Checks the bytes of the manifest of `topic` read from `path` (a file or an object).
+pub fn parse_topic_manifest(bytes: &[u8], path: &Path, topic: &str) -> Result<TopicManifest> {
+    let m: TopicManifest = serde_json::from_slice(bytes).map_err(|e| {
         Error::corrupt(
-            &path,
+            path,
             e.column() as u64,
             format!("not a valid topic manifest ({e})"),
         )
     })?;
     if m.topic != topic {
         return Err(Error::corrupt(
-            &path,
+            path,
             0,
             format!(
                 "manifest names topic {:?} but lives in the directory of {topic:?}",
@@ -171,7 +181,7 @@ pub fn read_topic_manifest(root: &Path, topic: &str) -> Result<Option<TopicManif
             ),
         ));
     }
-    Ok(Some(m))
+    Ok(m)
 }
 
 /// Writes a topic manifest atomically (temp file, fsync, rename, fsync directory).

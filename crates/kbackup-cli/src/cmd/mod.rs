@@ -7,6 +7,7 @@
 pub mod backup;
 pub mod cat;
 pub mod cluster;
+pub mod copy;
 pub mod inspect;
 pub mod metrics;
 pub mod offsets;

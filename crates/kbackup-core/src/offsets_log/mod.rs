@@ -205,8 +205,9 @@ pub struct LogScan {
     pub torn: Option<(u64, String)>,
 }
 
-/// Parses a whole log image; reports a torn last append, fails on damage anywhere.
-fn scan(data: &[u8], path: &Path) -> Result<LogScan> {
+/// Parses a whole log image read from `path` (a file or an object, for messages): reports a
+/// torn last append, fails on damage anywhere ([`check`] of bytes already read).
+pub fn scan(data: &[u8], path: &Path) -> Result<LogScan> {
     let empty = |torn: Option<(u64, String)>| LogScan {
         version: None,
         entries: Vec::new(),

@@ -8,12 +8,17 @@ use crate::format::body::{self, MAX_BODY_LEN, MIN_BODY};
 use crate::format::bytes::Cursor;
 use crate::format::frame::{self, Check, FrameSource};
 use crate::record::Record;
+use crate::storage::Store;
 use std::fs::File;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-/// Bytes read at once; a frame larger than this is read whole.
+/// Bytes read at once from a file; a frame larger than this is read whole.
 const READ_CHUNK: usize = 256 * 1024;
+/// Bytes read at once from an object store: one ranged GET costs a round trip, so a larger
+/// read-ahead keeps a scan from being latency bound while memory stays bounded by it.
+const OBJECT_READ_CHUNK: usize = 8 * 1024 * 1024;
 /// The longest possible segment header (`header_len` is a u16).
 const HEADER_MAX: usize = u16::MAX as usize;
 
@@ -26,7 +31,9 @@ const HEADER_MAX: usize = u16::MAX as usize;
 /// read, as with a mapping taken at open.
 pub struct SegmentFile {
     path: PathBuf,
-    file: File,
+    file: Source,
+    /// Bytes read at once (the read-ahead).
+    chunk: usize,
     /// End of the readable bytes: the length at open, lowered if a read finds the file shorter.
     len: u64,
     buf: Vec<u8>,
@@ -44,8 +51,30 @@ impl SegmentFile {
             .len();
         Ok(SegmentFile {
             path: path.to_path_buf(),
-            file,
+            file: Source::File(file),
+            chunk: READ_CHUNK,
             len,
+            buf: Vec::new(),
+            buf_pos: 0,
+        })
+    }
+
+    /// Opens a segment stored as the object `key` of `store`, read with ranged reads of up to
+    /// 8 MiB (a local store reads its file the same way as [`SegmentFile::open`]). Messages
+    /// name the object by [`Store::describe`]. A missing object is [`Error::NotFound`].
+    pub fn open_object(store: Arc<dyn Store>, key: &str) -> Result<SegmentFile> {
+        let path = PathBuf::from(store.describe(key));
+        let meta = store
+            .head(key)?
+            .ok_or_else(|| Error::NotFound(format!("segment {} does not exist", path.display())))?;
+        Ok(SegmentFile {
+            path,
+            file: Source::Object {
+                store,
+                key: key.to_string(),
+            },
+            chunk: OBJECT_READ_CHUNK,
+            len: meta.size,
             buf: Vec::new(),
             buf_pos: 0,
         })
@@ -75,14 +104,13 @@ impl SegmentFile {
         let buf_end = self.buf_pos + self.buf.len() as u64;
         if pos < self.buf_pos || end > buf_end {
             let size = ((end - pos) as usize)
-                .max(READ_CHUNK)
+                .max(self.chunk)
                 .min((self.len - pos) as usize);
-            if self.buf.capacity() > 4 * READ_CHUNK && size <= READ_CHUNK {
+            if self.buf.capacity() > 4 * self.chunk && size <= self.chunk {
                 self.buf = Vec::new(); // after a huge record, give the memory back
             }
             self.buf.resize(size, 0);
-            let got = read_full_at(&self.file, &mut self.buf, pos)
-                .map_err(|e| Error::io(e, "read segment", &self.path))?;
+            let got = self.file.read_full_at(&mut self.buf, pos, &self.path)?;
             self.buf.truncate(got);
             self.buf_pos = pos;
             if got < size {
@@ -242,6 +270,29 @@ impl FrameSource for SegmentFile {
             ));
         }
         Ok(data)
+    }
+}
+
+/// Where a [`SegmentFile`]'s bytes come from.
+enum Source {
+    File(File),
+    Object { store: Arc<dyn Store>, key: String },
+}
+
+impl Source {
+    /// Fills `buf` from `pos`, fewer bytes only at the end; answers the bytes read.
+    fn read_full_at(&self, buf: &mut [u8], pos: u64, path: &Path) -> Result<usize> {
+        match self {
+            Source::File(file) => {
+                read_full_at(file, buf, pos).map_err(|e| Error::io(e, "read segment", path))
+            }
+            Source::Object { store, key } => {
+                let got = store.get_range(key, pos..pos + buf.len() as u64)?;
+                let n = got.len().min(buf.len());
+                buf[..n].copy_from_slice(&got[..n]);
+                Ok(n)
+            }
+        }
     }
 }
 

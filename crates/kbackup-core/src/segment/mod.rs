@@ -277,7 +277,14 @@ impl SegmentScan {
 /// base offset. Corruption is an error with position; a torn tail is reported in the result.
 /// A file shorter than its header (a torn creation) gives `Ok(None)`.
 pub fn scan(path: &Path) -> Result<Option<SegmentScan>> {
-    let mut file = SegmentFile::open(path)?;
+    scan_opened(SegmentFile::open(path)?)
+}
+
+/// [`scan`] of a segment already opened, from a file or an object
+/// ([`SegmentFile::open_object`]); errors name [`SegmentFile::path`].
+pub fn scan_opened(mut file: SegmentFile) -> Result<Option<SegmentScan>> {
+    let path_buf = file.path().to_path_buf();
+    let path = path_buf.as_path();
     let Some(header) = file.header()? else {
         return Ok(None);
     };

@@ -328,6 +328,16 @@ pub fn local_dir(location: &str) -> std::result::Result<PathBuf, String> {
     }
 }
 
+/// Checks a location the way [`open_store`] will read it (for argument parsers): the error is
+/// the message naming the supported forms.
+pub fn check_location(location: &str) -> std::result::Result<String, String> {
+    match parse_location(location) {
+        Ok(_) => Ok(location.to_string()),
+        Err(Error::Config(why)) => Err(why),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// Opens the store behind a location: a plain path or `file://` URL gives a [`LocalStore`];
 /// `s3://`, `gs://` and `az://` give an [`ObjectStore`] configured from `options` and the
 /// environment. Opening does not contact the store (see docs/storage.md).
