@@ -328,3 +328,58 @@ fn a_complete_last_block_whose_records_end_short_is_corruption_not_a_torn_tail()
         other => panic!("{:?}", other.map(|r| r.len())),
     }
 }
+
+/// `buffer.memory.bytes` bounds the open blocks of ALL partitions: 600 partitions that each
+/// fill slowly would otherwise hold a block each (600 x 256 KiB). After every `put` the sink
+/// holds at most the budget, and every record still reads back in order from its partition.
+#[test]
+fn open_blocks_of_many_partitions_stay_within_buffer_memory_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("b");
+    let mut cfg = config(&root, "zstd");
+    cfg.buffer_memory_bytes = 1024 * 1024;
+    let budget = cfg.buffer_memory_bytes;
+    let parts = 600;
+    let mut sink = BackupSink::open(cfg).unwrap();
+    let (mut peak, mut max_seen) = (0u64, 0u64);
+    for round in 0..12i64 {
+        // one 2 KiB record per partition per put: no block reaches 256 KiB by itself
+        let batch: Vec<BatchRecord> = (0..parts)
+            .map(|p| {
+                let mut r = record(round, 0);
+                r.value = Some(format!("p{p}-r{round}-").repeat(200).into_bytes());
+                BatchRecord {
+                    topic: "t".into(),
+                    partition: p,
+                    record: r,
+                }
+            })
+            .collect();
+        let before: u64 = batch
+            .iter()
+            .map(|b| b.record.value.as_ref().unwrap().len() as u64)
+            .sum();
+        sink.put(&batch).unwrap();
+        peak = peak.max(sink.buffered_bytes());
+        max_seen = max_seen.max(before);
+    }
+    assert!(
+        peak <= budget,
+        "{peak} bytes held in open blocks, budget {budget}"
+    );
+    assert!(
+        12 * max_seen > 4 * budget,
+        "the data is larger than the budget, so it was enforced"
+    );
+    sink.flush().unwrap();
+    sink.close().unwrap();
+    let b = Backup::open(&root).unwrap();
+    for p in [0, 299, 599] {
+        let mut r = b.partition("t", p).unwrap();
+        let mut got = Vec::new();
+        while let Some(rec) = r.next_record().unwrap() {
+            got.push(rec.offset);
+        }
+        assert_eq!(got, (0..12).collect::<Vec<_>>(), "partition {p}");
+    }
+}

@@ -62,6 +62,11 @@ pub struct BackupArgs {
     /// search where read is allowed (0640 -> 0750).
     #[arg(long = "file-mode", value_name = "MODE")]
     pub file_mode: Option<String>,
+    /// Upper bound of the record bytes held in open compression blocks over all partitions
+    /// (default 33554432, 32 MiB; at least 1 MiB). Above it the largest blocks are written
+    /// early, so memory does not grow with the partition count.
+    #[arg(long = "buffer-memory", value_name = "BYTES")]
+    pub buffer_memory: Option<u64>,
     /// Compress new segments in blocks of up to 256 KiB with this codec: zstd (the default),
     /// lz4 (faster, larger) or none (segment format version 1, readable by every kbackup
     /// release). A continued backup keeps what is written; new segments use this.
@@ -168,6 +173,7 @@ pub fn run(args: &BackupArgs) -> Result<()> {
         max_segment_age_ms: args.max_segment_age,
         file_mode: args.file_mode.clone(),
         compression: (args.compression.clone(), args.compression_level),
+        buffer_memory_bytes: args.buffer_memory,
     };
     let out = driver::run_backup(&run, &mut ui)?;
     let progress = ui.into_progress();

@@ -4,6 +4,21 @@ use super::{SegmentHeader, SegmentScan, FRAME_PREFIX_LEN, MAX_BODY_LEN};
 use crate::error::{Error, Result};
 use crate::format::block::{self, Compression};
 use crate::format::{frame, BLOCK_RAW_TARGET, SEGMENT_VERSION_BLOCKS};
+
+/// Write buffer of a version 1 segment, whose record frames are written one by one.
+const RECORD_WRITE_BUFFER: usize = 64 * 1024;
+/// Write buffer of a version 2 segment: a block is written whole (its frame prefix goes
+/// through the buffer, the body past it), so the open block is the real buffer.
+const BLOCK_WRITE_BUFFER: usize = 8 * 1024;
+
+/// Capacity of a segment's write buffer, by its format version.
+fn write_buffer(version: u16) -> usize {
+    if version >= SEGMENT_VERSION_BLOCKS {
+        BLOCK_WRITE_BUFFER
+    } else {
+        RECORD_WRITE_BUFFER
+    }
+}
 use crate::index::{self, IndexBuilder};
 use crate::layout;
 use crate::perms::Perms;
@@ -152,7 +167,7 @@ impl SegmentWriter {
         let oidx = idx_files.pop().expect("two files");
         Ok(SegmentWriter {
             path,
-            out: BufWriter::with_capacity(256 * 1024, out),
+            out: BufWriter::with_capacity(write_buffer(header.version), out),
             oidx: BufWriter::new(oidx),
             tidx: BufWriter::new(tidx),
             builder: IndexBuilder::new(header.index_interval_bytes),
@@ -191,7 +206,10 @@ impl SegmentWriter {
         let builder = scan.builder.clone();
         Ok(SegmentWriter {
             path: path.to_path_buf(),
-            out: BufWriter::with_capacity(256 * 1024, open_append(path, "open segment")?),
+            out: BufWriter::with_capacity(
+                write_buffer(scan.header.version),
+                open_append(path, "open segment")?,
+            ),
             oidx: BufWriter::new(open_append(
                 &layout::offset_index_path(path),
                 "open offset index",
@@ -217,6 +235,20 @@ impl SegmentWriter {
     /// version 1 segment always holds plain record frames).
     pub fn set_compression(&mut self, c: Compression) {
         self.compression = c;
+    }
+
+    /// Record bytes held in memory in the open block (version 2), not yet written.
+    pub fn buffered(&self) -> usize {
+        self.block.len()
+    }
+
+    /// Writes the open block now, however small, and gives its memory back: how the sink keeps
+    /// the blocks of all its partitions within `buffer.memory.bytes`. Nothing becomes durable
+    /// (that is [`Self::flush`]); an error leaves the segment as an append error does.
+    pub fn release_block(&mut self) -> Result<()> {
+        self.close_block()?;
+        self.block = Vec::new();
+        Ok(())
     }
 
     /// Appends one record given its encoded body (docs/format.md "record body").

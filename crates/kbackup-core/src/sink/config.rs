@@ -67,6 +67,20 @@ pub struct SinkConfig {
     /// zstd level (`compression.level`; default 3).
     #[serde(default)]
     pub compression_level: Option<i32>,
+    /// Upper bound of the record bytes held in open compression blocks over all partitions
+    /// (`buffer.memory.bytes`; default 32 MiB). Above it the largest blocks are written early.
+    #[serde(default = "default_buffer_memory")]
+    pub buffer_memory_bytes: u64,
+}
+
+/// Smallest [`SinkConfig::buffer_memory_bytes`] accepted.
+pub const MIN_BUFFER_MEMORY: u64 = 1024 * 1024;
+
+/// Default of [`SinkConfig::buffer_memory_bytes`]: 128 full 256 KiB blocks.
+pub const DEFAULT_BUFFER_MEMORY: u64 = 32 * 1024 * 1024;
+
+fn default_buffer_memory() -> u64 {
+    DEFAULT_BUFFER_MEMORY
 }
 
 impl SinkConfig {
@@ -87,6 +101,7 @@ impl SinkConfig {
             file_mode: None,
             compression_type: None,
             compression_level: None,
+            buffer_memory_bytes: DEFAULT_BUFFER_MEMORY,
         }
     }
 
@@ -117,6 +132,12 @@ impl SinkConfig {
             return Err(Error::Config(
                 "index.interval.bytes must be at least 1".into(),
             ));
+        }
+        if self.buffer_memory_bytes < MIN_BUFFER_MEMORY {
+            return Err(Error::Config(format!(
+                "buffer.memory.bytes is {}; set it to at least {MIN_BUFFER_MEMORY} (1 MiB)",
+                self.buffer_memory_bytes
+            )));
         }
         Perms::parse(self.file_mode.as_deref(), "file.mode")?;
         self.compression()?;

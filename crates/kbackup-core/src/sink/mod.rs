@@ -11,7 +11,7 @@ mod manifests;
 mod monitoring;
 mod partition;
 
-pub use config::SinkConfig;
+pub use config::{SinkConfig, DEFAULT_BUFFER_MEMORY, MIN_BUFFER_MEMORY};
 use manifests::*;
 use partition::*;
 
@@ -245,7 +245,8 @@ impl BackupSink {
             }
         }
         self.scratch = scratch;
-        res
+        res?;
+        self.bound_buffers()
     }
 
     /// Appends the records of an encoded batch buffer (docs/jni.md) without decoding keys,
@@ -257,6 +258,56 @@ impl BackupSink {
         let now = (self.clock)();
         for r in refs {
             self.append(r.topic, r.partition, r.offset, r.timestamp, r.body, now)?;
+        }
+        self.bound_buffers()
+    }
+
+    /// Record bytes held in open compression blocks over all partitions.
+    pub fn buffered_bytes(&self) -> u64 {
+        self.parts
+            .values()
+            .flat_map(|m| m.values())
+            .filter_map(|st| st.seg.as_ref())
+            .map(|w| w.buffered() as u64)
+            .sum()
+    }
+
+    /// Keeps the open compression blocks of all partitions within `buffer.memory.bytes`: above
+    /// it, the largest blocks are written out early (smaller blocks, nothing made durable) until
+    /// half the budget is left. So memory is bounded by the setting, not by partitions times
+    /// a block: a task with 600 partitions that each fill slowly holds at most the budget. An
+    /// error poisons the partition like a failed append.
+    fn bound_buffers(&mut self) -> Result<()> {
+        let budget = self.config.buffer_memory_bytes;
+        let mut total = self.buffered_bytes();
+        if total <= budget {
+            return Ok(());
+        }
+        let mut open: Vec<(usize, String, i32)> = Vec::new();
+        for (topic, m) in &self.parts {
+            for (p, st) in m {
+                if let Some(n) = st.seg.as_ref().map(|w| w.buffered()).filter(|n| *n > 0) {
+                    open.push((n, topic.clone(), *p));
+                }
+            }
+        }
+        open.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        for (n, topic, p) in open {
+            if total <= budget / 2 {
+                break;
+            }
+            let st = self
+                .parts
+                .get_mut(&topic)
+                .and_then(|m| m.get_mut(&p))
+                .expect("listed above");
+            let res = st.seg.as_mut().expect("listed above").release_block();
+            if let Err(e) = res {
+                st.poison(&format!("{topic}-{p}"), &e);
+                self.totals.errors += 1;
+                return Err(e);
+            }
+            total -= n as u64;
         }
         Ok(())
     }

@@ -46,6 +46,9 @@ pub struct BackupRun {
     pub file_mode: Option<String>,
     /// Block codec of new segments (`none`, `zstd`, `lz4`) and zstd level.
     pub compression: (String, Option<i32>),
+    /// Bound of the bytes in open compression blocks over all partitions (default: the
+    /// sink's, [`crate::sink::DEFAULT_BUFFER_MEMORY`]).
+    pub buffer_memory_bytes: Option<u64>,
 }
 
 /// What the front end sees of a running backup.
@@ -112,6 +115,9 @@ pub fn run_backup(run: &BackupRun, observer: &mut dyn BackupObserver) -> Result<
     sink_cfg.file_mode = run.file_mode.clone();
     sink_cfg.compression_type = Some(run.compression.0.clone());
     sink_cfg.compression_level = run.compression.1;
+    if let Some(b) = run.buffer_memory_bytes {
+        sink_cfg.buffer_memory_bytes = b;
+    }
     let perms = sink_cfg.perms();
     let mut sink = BackupSink::open(sink_cfg)?;
 

@@ -98,6 +98,14 @@ public class BackupSinkConfig extends AbstractConfig {
             + "the other codecs.";
     public static final int COMPRESSION_LEVEL_DEFAULT = 3;
 
+    public static final String BUFFER_MEMORY_BYTES_CONFIG = "buffer.memory.bytes";
+    private static final String BUFFER_MEMORY_BYTES_DOC = "Upper bound of the record bytes a task holds in "
+            + "open compression blocks over all its partitions. A block is written when it reaches 256 KiB or at "
+            + "a flush; above this bound the largest open blocks are written early (smaller blocks, nothing lost), "
+            + "so a task's memory for blocks is bounded by this setting, not by its partition count. Not used "
+            + "with compression.type=none.";
+    public static final long BUFFER_MEMORY_BYTES_DEFAULT = 32L * 1024 * 1024;
+
     /** Set by the connector in each task config: the task's index, for the task id. */
     public static final String TASK_INDEX_CONFIG = "kbackup.task.index";
 
@@ -124,7 +132,9 @@ public class BackupSinkConfig extends AbstractConfig {
                     ConfigDef.ValidString.in("none", "zstd", "lz4"), Importance.MEDIUM,
                     COMPRESSION_TYPE_DOC)
             .define(COMPRESSION_LEVEL_CONFIG, Type.INT, COMPRESSION_LEVEL_DEFAULT, ConfigDef.Range.between(1, 22),
-                    Importance.LOW, COMPRESSION_LEVEL_DOC);
+                    Importance.LOW, COMPRESSION_LEVEL_DOC)
+            .define(BUFFER_MEMORY_BYTES_CONFIG, Type.LONG, BUFFER_MEMORY_BYTES_DEFAULT,
+                    ConfigDef.Range.atLeast(1024L * 1024), Importance.LOW, BUFFER_MEMORY_BYTES_DOC);
 
     public BackupSinkConfig(Map<String, String> props) {
         super(CONFIG_DEF, props);
@@ -216,6 +226,7 @@ public class BackupSinkConfig extends AbstractConfig {
         m.put("file_mode", getString(FILE_MODE_CONFIG));
         m.put("compression_type", getString(COMPRESSION_TYPE_CONFIG).toLowerCase(java.util.Locale.ROOT));
         m.put("compression_level", getInt(COMPRESSION_LEVEL_CONFIG));
+        m.put("buffer_memory_bytes", getLong(BUFFER_MEMORY_BYTES_CONFIG));
         return Json.write(m);
     }
 
