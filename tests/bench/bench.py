@@ -85,6 +85,16 @@ def proc_status_all(pid: Optional[int]) -> dict[str, int]:
     return out
 
 
+def proc_fd_count(pid: Optional[int]) -> Optional[int]:
+    """Open file descriptors of a process (entries of /proc/PID/fd), None if it is gone."""
+    if not pid:
+        return None
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return None
+
+
 # Resident memory split: anonymous (heap, buffers: what the process really needs) and
 # file-backed (mapped backup segments, shared libraries: reclaimable page cache).
 RSS_FIELDS = ("VmRSS", "RssAnon", "RssFile")
@@ -118,12 +128,16 @@ class RssSampler:
     def sample(self) -> None:
         phase = self.phase
         for name, pid in self.pids.items():
-            st = proc_status_all(pid() if callable(pid) else pid)
+            pid = pid() if callable(pid) else pid
+            st = proc_status_all(pid)
             d = self.peaks.setdefault(phase, {})
             for field in RSS_FIELDS:
                 if field in st:
                     key = name if field == "VmRSS" else f"{name}.{field}"
                     d[key] = max(d.get(key, 0), st[field])
+            fds = proc_fd_count(pid)
+            if fds is not None:
+                d[f"{name}.fds"] = max(d.get(f"{name}.fds", 0), fds)
 
     def set_phase(self, phase: str) -> None:
         self.sample()  # the last sample of the previous phase
@@ -176,7 +190,8 @@ def run_measured(argv: list[str], timeout: float, what: str,
                            "cpu_s": ru.ru_utime + ru.ru_stime,
                            "max_rss_kib": ru.ru_maxrss,  # kilobytes on Linux
                            "sampled_peak_anon_kib": peaks.get("cmd.RssAnon"),
-                           "sampled_peak_file_kib": peaks.get("cmd.RssFile")}
+                           "sampled_peak_file_kib": peaks.get("cmd.RssFile"),
+                           "sampled_peak_fds": peaks.get("cmd.fds")}
     if p.returncode != 0:
         raise BenchError(f"{what} exited {p.returncode}: {' '.join(argv)}\n"
                          f"stderr: {err[-3000:]}")
@@ -421,6 +436,73 @@ class TaskThreadSampler:
                 "task_thread_cpu_s": round(sum(self.cpu1[t] - self.cpu0[t] for t in self.cpu1), 2)}
 
 
+class HeapSampler:
+    """The worker's Java heap while a phase runs: `jstat -gc PID <ms>` (the JDK's tool, which
+    reads the JVM's perf-data file and never stops the worker) prints a line per interval;
+    the bench keeps the peak of used heap (young + old) and of the old generation, whose use
+    is what survives collections. One small JVM for the whole phase, started and answering
+    before the phase begins, so its start-up is not in the phase."""
+
+    COLUMNS = ("S0C", "S1C", "EC", "OC", "S0U", "S1U", "EU", "OU", "YGC", "FGC")
+
+    def __init__(self, pid: Optional[int], interval_ms: int = 250):
+        self.pid, self.interval_ms = pid, interval_ms
+        self.out = tempfile.TemporaryFile()
+        self.proc: Optional[Process] = None
+        self.error: Optional[str] = None
+
+    def start(self, timeout: float = 30) -> "HeapSampler":
+        jstat = shutil.which("jstat")
+        if not self.pid or not jstat:
+            self.error = "no worker pid or no jstat on PATH"
+            return self
+        self.proc = Process("jstat", [jstat, "-gc", str(self.pid), str(self.interval_ms)])
+        self.proc.start(stdout=self.out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while len(self._rows()) < 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return self
+
+    def _rows(self) -> list[dict[str, float]]:
+        self.out.seek(0)
+        lines = self.out.read().decode("utf-8", "replace").split("\n")[:-1]  # last may be partial
+        rows, head = [], None
+        for ln in lines:
+            f = ln.split()
+            if f and f[0] == "S0C":
+                head = f
+            elif head and len(f) == len(head):
+                row = dict(zip(head, f))
+                try:  # only the columns used (CGC/CGCT are "-" with the serial collector)
+                    rows.append({k: float(row[k]) for k in self.COLUMNS})
+                except (KeyError, ValueError):
+                    continue
+        return rows
+
+    def stop(self) -> dict[str, Any]:
+        if self.proc:
+            self.proc.stop()
+        rows = self._rows()
+        self.out.close()
+        if not rows:
+            return {"heap_error": self.error or "jstat printed nothing"}
+
+        def used(r: dict[str, float]) -> float:
+            return r["S0U"] + r["S1U"] + r["EU"] + r["OU"]
+
+        mib = 1024.0  # jstat prints KB
+        return {"heap_used_peak_mib": round(max(used(r) for r in rows) / mib, 1),
+                "heap_old_used_start_mib": round(rows[0]["OU"] / mib, 1),
+                "heap_old_used_peak_mib": round(max(r["OU"] for r in rows) / mib, 1),
+                "heap_old_used_end_mib": round(rows[-1]["OU"] / mib, 1),
+                "heap_committed_peak_mib": round(max(r["S0C"] + r["S1C"] + r["EC"] + r["OC"]
+                                                     for r in rows) / mib, 1),
+                "young_gcs": int(rows[-1]["YGC"] - rows[0]["YGC"]),
+                "full_gcs": int(rows[-1]["FGC"] - rows[0]["FGC"]),
+                "heap_samples": len(rows)}
+
+
+
 # --------------------------------------------------------------------------------------------
 # The Connect ceiling: a no-op sink and source (tests/bench/noop), compiled by the bench
 
@@ -472,6 +554,7 @@ class Bench:
         self.tmp = Path(tempfile.mkdtemp(prefix="kbackup-bench-", dir=args.work_dir))
         self.connectors: list[str] = []
         self.noop_plugin: Optional[Path] = None
+        self.phase_prefix: Optional[str] = None  # scale mode: the case's name
 
     def for_size(self, size: int, records: int) -> None:
         """Points every phase at one record size: its own topic, backups and figures."""
@@ -498,7 +581,8 @@ class Bench:
         """Runs one phase; adds the broker's and worker's CPU seconds and peak RSS during it."""
         assert self.sampler is not None
         self.log(f"phase {name} ...")
-        key = f"{self.a.record_size}:{name}"  # the sampler's peaks per size and phase
+        # the sampler's peaks per size (or scale case) and phase
+        key = f"{self.phase_prefix or self.a.record_size}:{name}"
         self.sampler.set_phase(key)
         cpu0 = self.jvm_cpu()
         res = fn()
@@ -511,6 +595,7 @@ class Bench:
             res[f"{who}_peak_rss_mib"] = round(peaks.get(who, 0) / 1024, 1) or None
             res[f"{who}_peak_anon_mib"] = round(peaks.get(f"{who}.RssAnon", 0) / 1024, 1) or None
             res[f"{who}_peak_file_mib"] = round(peaks.get(f"{who}.RssFile", 0) / 1024, 1) or None
+            res[f"{who}_peak_fds"] = peaks.get(f"{who}.fds")
         res.pop("stdout", None)
         res.pop("stderr", None)
         self.results["phases"][name] = res
@@ -678,7 +763,7 @@ class Bench:
         self.wait(committed, f"group {group} to commit {a.records} offsets", interval=0.5)
         committed_s = time.monotonic() - t0
         if ins["records"] != a.records:
-            raise BenchError(f"sink backup holds {ins['records']} records, expected {a.records}")
+            raise BenchError(f"{name} holds {ins['records']} records, expected {a.records}")
         start_s = first.get("t", t0) - t0
         return {"wall_s": wall, **self.rates(wall), "tasks": a.tasks,
                 "startup_s": start_s,
@@ -971,7 +1056,7 @@ class Bench:
         if not a.no_inprocess and not a.compression_only:
             R["inprocess"] = self.inprocess_phase()
         overrides = {}
-        if not a.no_ceiling:
+        if not a.no_ceiling and not a.scale_no_sink:
             self.noop_plugin = build_noop_plugin(self.tmp / "noop-build", inprocess.LIBS)
             overrides["plugin.path"] = f"{REPO / 'dist'},{self.noop_plugin}"
         self.cluster = Cluster("bench", plugin_path=REPO / "dist", worker_overrides=overrides)
@@ -1045,6 +1130,351 @@ class Bench:
         R["total_s"] = round(time.monotonic() - t_start, 1)
         return R
 
+    # -- scale mode (issue 12 item 3): cost against partitions ---------------------------------
+
+    def run_scale(self) -> dict[str, Any]:
+        """`--scale P,...` and `--scale-topics T`: for each case a fresh topic set (one topic of
+        P partitions, or T topics of one partition), loaded with the same records, then read by
+        ConsumerPerformance, backed up by the CLI and by the sink connector, with records/s,
+        peak RSS, open file descriptors and CPU per record of each. docs/benchmarks.md
+        "Scale"."""
+        a = self.base
+        R = self.report
+        R["started_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        R["load_at_start"] = loadavg()
+        R["uptime_at_start"] = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+        R["machine"] = machine_info()
+        R["params"] = {"mode": "scale", "scale": a.scale, "scale_topics": a.scale_topics,
+                       "records": a.scale_records, "record_size": a.scale_record_size,
+                       "tasks": a.tasks, "worker_heap": "-Xmx512m",
+                       "phase_timeout_s": a.phase_timeout, "backup_config": a.backup_config,
+                       "compression": a.scale_compression or "zstd (the default)",
+                       "sink": not a.scale_no_sink, "ceiling": not a.no_ceiling}
+        R["cases"] = {}
+        self.log(f"load at start: {R['uptime_at_start']}")
+        t_start = time.monotonic()
+        overrides = {}
+        if not a.no_ceiling:
+            self.noop_plugin = build_noop_plugin(self.tmp / "noop-build", inprocess.LIBS)
+            overrides["plugin.path"] = f"{REPO / 'dist'},{self.noop_plugin}"
+        self.cluster = Cluster("bench-scale", plugin_path=REPO / "dist",
+                               worker_overrides=overrides)
+        t0 = time.monotonic()
+        self.cluster.start()
+        R["cluster_start_s"] = round(time.monotonic() - t0, 1)
+        c = self.cluster
+        assert c.worker is not None
+        worker = c.worker
+        # a callable: the worker is restarted before each connector phase
+        self.sampler = RssSampler({"broker": c.broker.process.pid,
+                                   "worker": lambda: worker.process.pid}).start()
+        self.wm = Watermarks(c.bootstrap)
+        cases = [(f"p{p}", [f"scale-p{p}"], p) for p in a.scale]
+        if a.scale_topics:
+            t = a.scale_topics
+            cases.append((f"t{t}", [f"scale-t{t}-{i:04d}" for i in range(t)], 1))
+        for name, topics, parts in cases:
+            R["cases"][name] = self.scale_case(name, topics, parts)
+        R["worker_vm_hwm_mib"] = round((proc_status_kib(c.worker.process.pid, "VmHWM") or 0)
+                                       / 1024, 1) if c.worker else None
+        R["load_at_end"] = loadavg()
+        R["total_s"] = round(time.monotonic() - t_start, 1)
+        return R
+
+    def scale_case(self, name: str, topics: list[str], parts: int) -> dict[str, Any]:
+        a, c = self.base, self.cluster
+        assert c is not None and self.wm is not None
+        n, size = a.scale_records, a.scale_record_size
+        total_parts = len(topics) * parts
+        self.a = argparse.Namespace(**{**vars(a), "record_size": size, "records": n,
+                                       "partitions": total_parts})
+        self.results = {"phases": {}}
+        R = self.results
+        self.phase_prefix = name
+        self.report["cases"][name] = R  # kept in the JSON also if a later phase fails
+        self.topics, self.parts_per_topic = topics, parts
+        # one topic: its name; many: a regex for the CLI, ConsumerPerformance and the sink
+        self.topic = topics[0]
+        self.topic_regex = None if len(topics) == 1 else f"scale-t{len(topics)}-.*"
+        self.payload_mb = n * size / MIB
+        self.cli_dir = self.tmp / f"scale-cli-{name}"
+        self.sink_dir = self.tmp / f"scale-sink-{name}"
+        R["params"] = {"topics": len(topics), "partitions_per_topic": parts,
+                       "partitions": total_parts, "records": n, "record_size": size,
+                       "payload_mib": round(self.payload_mb, 1), "tasks": a.tasks}
+        R["load_at_start"] = loadavg()
+        self.log(f"scale case {name}: {n} records x {size} B = {self.payload_mb:.0f} MiB over "
+                 f"{len(topics)} topic(s) x {parts} partition(s)")
+        t_start = time.monotonic()
+        if len(topics) > 1:  # one topic: created by the load phase, as in the default run
+            t0 = time.monotonic()
+            self.create_topics(topics, parts)
+            R["create_topics_s"] = round(time.monotonic() - t0, 1)
+        load = self.phase("load", self.scale_load)
+        cons = self.phase("consumer_perf", self.scale_consumer_perf)
+        b = self.phase("backup_cli", self.scale_cli_backup)
+        R["backup_cli_files"] = self.inspect(self.cli_dir)
+        if a.scale_no_sink:  # CLI only: what a client setting or codec changes
+            b["ratio"] = b["records_per_s"] / cons["records_per_s"] if cons["records_per_s"] else None
+            b["reference"] = cons["tool"]
+            b["cpu_s_per_m_records"] = b["cpu_s"] / n * 1e6
+            cons["cpu_s_per_m_records"] = cons["cpu_s"] / n * 1e6
+            shutil.rmtree(self.cli_dir, ignore_errors=True)
+            self.delete_topics(topics)
+            R["load_at_end"] = loadavg()
+            R["total_s"] = round(time.monotonic() - t_start, 1)
+            return R
+        self.fresh_worker()
+        s = self.phase("backup_sink", lambda: self.scale_sink_backup(
+            "bench-scale-sink", "io.kbackup.connect.BackupSinkConnector",
+            {"target.dir": str(self.sink_dir), "cluster.bootstrap.servers": c.bootstrap,
+             **({"compression.type": a.scale_compression} if a.scale_compression else {})}))
+        s.update(self.live_heap())
+        self.stop_connector("bench-scale-sink")
+        if self.noop_plugin:
+            count_dir = self.tmp / f"scale-noop-{name}"
+            count_dir.mkdir(parents=True, exist_ok=True)
+            self.count_dir = count_dir
+            self.fresh_worker()
+            ns = self.phase("noop_sink", lambda: self.scale_sink_backup(
+                "bench-scale-noop", "io.kbackup.bench.noop.NoopSinkConnector",
+                {"count.dir": str(count_dir)}))
+            ns.update(self.live_heap())
+            self.stop_connector("bench-scale-noop")
+            ns["cpu_s_per_m_records"] = ns["worker_cpu_s"] / n * 1e6
+            ns["ratio"] = ns["records_per_s"] / cons["records_per_s"] if cons["records_per_s"] else None
+            ns["reference"] = cons["tool"]
+            s["ratio_vs_noop"] = s["records_per_s"] / ns["records_per_s"] if ns["records_per_s"] else None
+            shutil.rmtree(count_dir, ignore_errors=True)
+        for p in (b, s):
+            p["ratio"] = p["records_per_s"] / cons["records_per_s"] if cons["records_per_s"] else None
+            p["reference"] = cons["tool"]
+        b["cpu_s_per_m_records"] = b["cpu_s"] / n * 1e6
+        s["cpu_s_per_m_records"] = s["worker_cpu_s"] / n * 1e6  # the worker runs the sink
+        cons["cpu_s_per_m_records"] = cons["cpu_s"] / n * 1e6
+        s["same_bytes_as_cli_backup"] = s["bytes"] == R["backup_cli_files"]["bytes"]
+        # free the disk and the broker before the next case
+        shutil.rmtree(self.cli_dir, ignore_errors=True)
+        shutil.rmtree(self.sink_dir, ignore_errors=True)
+        self.delete_topics(topics)
+        R["load_at_end"] = loadavg()
+        R["total_s"] = round(time.monotonic() - t_start, 1)
+        self.log(f"scale case {name}: load {load['records_per_s']:,.0f} rec/s, "
+                 f"ConsumerPerformance {cons['records_per_s']:,.0f} rec/s, total {R['total_s']}s")
+        return R
+
+    def create_topics(self, topics: list[str], parts: int) -> None:
+        """All topics of a case in a few CreateTopics calls, then one wait for every leader."""
+        from confluent_kafka.admin import NewTopic
+
+        assert self.cluster is not None
+        admin = self.cluster.kafka.admin()
+        for i in range(0, len(topics), 200):
+            futs = admin.create_topics([NewTopic(t, num_partitions=parts, replication_factor=1)
+                                        for t in topics[i:i + 200]], operation_timeout=120)
+            for f in futs.values():
+                f.result(180)
+        want = set(topics)
+
+        def ready() -> bool:
+            md = admin.list_topics(timeout=30)
+            ok = {t for t, tm in md.topics.items() if t in want and not tm.error
+                  and len(tm.partitions) == parts
+                  and all(p.leader >= 0 for p in tm.partitions.values())}
+            return ok == want
+
+        self.wait(ready, f"leaders of {len(topics)} topic(s) of {parts} partition(s)", interval=1)
+
+    def delete_topics(self, topics: list[str]) -> None:
+        assert self.cluster is not None
+        admin = self.cluster.kafka.admin()
+        for i in range(0, len(topics), 200):
+            for f in admin.delete_topics(topics[i:i + 200], operation_timeout=120).values():
+                try:
+                    f.result(180)
+                except Exception as e:  # noqa: BLE001 - the next case has its own topics
+                    self.log(f"delete topics: {e}")
+
+    def scale_total(self) -> int:
+        assert self.wm is not None
+        return sum(self.wm.total(t, self.parts_per_topic) for t in self.topics)
+
+    def scale_load(self) -> dict[str, Any]:
+        """One topic: ProducerPerformance, as the default run. Many topics: ProducerPerformance
+        writes one topic only, so a librdkafka producer in this process spreads the records
+        round-robin over them (values of random capital letters, like ProducerPerformance's);
+        its rate is not comparable with the tool's. Every value is a different slice of 64 MiB
+        of random capital letters, as ProducerPerformance draws a new random value per record:
+        repeated values would let the backup's zstd blocks shrink to almost nothing."""
+        a, c = self.a, self.cluster
+        assert c is not None
+        if len(self.topics) == 1:
+            res = self.load()
+        else:
+            import random
+
+            from confluent_kafka import Producer
+
+            rnd = random.Random(12)
+            letters = bytes(65 + b % 26 for b in range(256))
+            pool = os.urandom(64 * MIB).translate(letters)
+            span = len(pool) - a.record_size
+            p = Producer({"bootstrap.servers": c.bootstrap, "linger.ms": 20,
+                          "batch.size": 1 << 20, "log_level": 0})
+            t0 = time.monotonic()
+            topics, nt = self.topics, len(self.topics)
+            for i in range(a.records):
+                while True:
+                    try:
+                        off = rnd.randrange(span)
+                        p.produce(topics[i % nt], pool[off:off + a.record_size], partition=0)
+                        break
+                    except BufferError:
+                        p.poll(0.05)
+                if i % 5000 == 0:
+                    p.poll(0)
+            left = p.flush(a.phase_timeout)
+            wall = time.monotonic() - t0
+            if left:
+                raise BenchError(f"load: {left} records not delivered")
+            res = {"tool": "confluent_kafka Producer (librdkafka), round-robin over topics",
+                   "wall_s": wall, **self.rates(wall)}
+        have = self.scale_total()
+        if have != a.records:
+            raise BenchError(f"load: {len(self.topics)} topic(s) hold {have} records, expected "
+                             f"{a.records}")
+        return res
+
+    def scale_consumer_perf(self) -> dict[str, Any]:
+        if self.topic_regex is None:
+            return self.consumer_perf()
+        a, c = self.a, self.cluster
+        assert c is not None
+        r = self.kafka_tool(CONSUMER_PERF, "--bootstrap-server", c.bootstrap, "--include",
+                            self.topic_regex, "--num-records", str(a.records), "--timeout",
+                            "60000", "--command-property", "isolation.level=read_committed")
+        row = parse_consumer_perf(r["stdout"])
+        if int(row.get("data.consumed.in.nMsg", 0)) < a.records:
+            raise BenchError(f"ConsumerPerformance read {row.get('data.consumed.in.nMsg')} of "
+                             f"{a.records} records")
+        return {"tool": "ConsumerPerformance", **r,
+                "records_per_s": row["fetch.nMsg.sec"], "mb_per_s": row["fetch.MB.sec"],
+                "incl_join_records_per_s": row["nMsg.sec"], "incl_join_mb_per_s": row["MB.sec"],
+                "rebalance_ms": row.get("rebalance.time.ms"), "fetch_ms": row.get("fetch.time.ms"),
+                "raw": row}
+
+    def scale_cli_backup(self) -> dict[str, Any]:
+        c = self.cluster
+        assert c is not None
+        sel = (["--topics", self.topic] if self.topic_regex is None
+               else ["--topics-regex", self.topic_regex])
+        r = run_measured([str(KBACKUP), "backup", "--bootstrap-server", c.bootstrap,
+                          "--dir", str(self.cli_dir), *sel, "--until-caught-up", "--json", "-q",
+                          *(["--compression", self.a.scale_compression]
+                            if self.a.scale_compression else []),
+                          *[x for kv in self.a.backup_config for x in ("--config", kv)]],
+                         self.a.phase_timeout, "kbackup backup")
+        summary = json.loads(r["stdout"])
+        if summary.get("records") != self.a.records:
+            raise BenchError(f"kbackup backup wrote {summary.get('records')} records, expected "
+                             f"{self.a.records}: {summary}")
+        return {**r, **self.rates(r["wall_s"]), "reported_seconds": summary.get("seconds"),
+                "records": summary["records"]}
+
+    def fresh_worker(self) -> None:
+        """Restarts the worker, so each connector phase starts from the same JVM state: its
+        RSS and heap never shrink back after a phase (serial GC), and the cases run one after
+        the other in the same worker otherwise."""
+        assert self.cluster is not None
+        t0 = time.monotonic()
+        self.cluster.restart_worker()
+        self.log(f"worker restarted in {time.monotonic() - t0:.1f}s")
+        time.sleep(2)  # past the start-up's own allocation burst
+
+    def live_heap(self) -> dict[str, Any]:
+        """After the phase, with the connector still running (partitions assigned, idle): a
+        full GC (`jcmd GC.run`), then the old generation's use from jstat, i.e. the heap that
+        is live. Costs a second of CPU; runs outside the timed phase."""
+        assert self.cluster is not None and self.cluster.worker is not None
+        pid = str(self.cluster.worker.process.pid)
+        try:
+            run(["jcmd", pid, "GC.run"], timeout=60)
+            out = run(["jstat", "-gc", pid], timeout=60).stdout.split("\n")
+            row = dict(zip(out[0].split(), out[1].split()))
+            used = sum(float(row[k]) for k in ("S0U", "S1U", "EU", "OU"))
+            return {"heap_live_after_gc_mib": round(used / 1024, 1),
+                    "worker_rss_after_gc_mib": round(
+                        (proc_status_kib(int(pid), "VmRSS") or 0) / 1024, 1)}
+        except Exception as e:  # noqa: BLE001 - informational
+            return {"heap_live_error": str(e)[:300]}
+
+    def scale_sink_backup(self, name: str, cls: str, extra: dict[str, Any]) -> dict[str, Any]:
+        """A sink connector (ours, or the no-op one) over the case's topics (`topics`, or
+        `topics.regex` for many), until every record is in files (ours: `inspect` counts them)
+        or counted (no-op), and the group committed every offset; the worker's fds and heap
+        (jstat) before and during the phase."""
+        a, c = self.a, self.cluster
+        assert c is not None and c.worker is not None
+        noop = "Noop" in cls
+        wpid = c.worker.process.pid
+        expect_bytes = 0 if noop else self.results["backup_cli_files"]["bytes"]
+        before = {"worker_rss_before_mib": round((proc_status_kib(wpid, "VmRSS") or 0) / 1024, 1),
+                  "worker_anon_before_mib": round((proc_status_kib(wpid, "RssAnon") or 0) / 1024, 1),
+                  "worker_fds_before": proc_fd_count(wpid)}
+        heap = HeapSampler(wpid).start()
+        sel = ({"topics": self.topic} if self.topic_regex is None
+               else {"topics.regex": self.topic_regex})
+        t0 = time.monotonic()
+        try:
+            c.connect.create_connector(name, {
+                "connector.class": cls, "tasks.max": a.tasks, **sel, **extra,
+                "consumer.override.isolation.level": "read_committed", **CONVERTERS})
+            self.connectors.append(name)
+            stable = {"bytes": -1, "since": time.monotonic()}
+            first: dict[str, float] = {}
+
+            def done() -> Optional[dict[str, Any]]:
+                self.connector_failed(name)
+                if noop:
+                    k = self.noop_counts()
+                    if k > 0 and "t" not in first:
+                        first["t"] = time.monotonic()
+                    return {"records": k, "bytes": None, "inspect_s": None} \
+                        if k >= a.records else None
+                size = self.segment_bytes(self.sink_dir)
+                now = time.monotonic()
+                if size > 0 and "t" not in first:
+                    first["t"] = now
+                if size != stable["bytes"]:
+                    stable.update(bytes=size, since=now)
+                if size < expect_bytes and (size == 0 or now - stable["since"] < 5):
+                    return None
+                ins = self.inspect(self.sink_dir)
+                return ins if ins["records"] >= a.records else None
+
+            ins = self.wait(done, f"sink connector to back up {a.records} records",
+                            interval=0.25)
+            wall = time.monotonic() - t0
+        finally:
+            heap_res = heap.stop()
+        group = f"connect-{name}"
+        want = set(self.topics)
+
+        def committed() -> Optional[int]:
+            got = c.kafka.group_offsets(group)
+            k = sum(v for (t, _), v in got.items() if t in want)
+            return k if k >= a.records else None
+
+        self.wait(committed, f"group {group} to commit {a.records} offsets", interval=0.5)
+        committed_s = time.monotonic() - t0
+        if ins["records"] != a.records:
+            raise BenchError(f"sink backup holds {ins['records']} records, expected {a.records}")
+        start_s = first.get("t", t0) - t0
+        return {"wall_s": wall, **self.rates(wall), "tasks": a.tasks, "startup_s": start_s,
+                "steady_records_per_s": a.records / (wall - start_s) if wall > start_s else None,
+                "last_inspect_s": ins["inspect_s"], "bytes": ins["bytes"],
+                "committed_wall_s": committed_s, **before, **heap_res}
+
     def cleanup(self) -> None:
         # the measured commands are gone already: run_measured kills them on any exception
         if self.sampler:
@@ -1112,6 +1542,39 @@ def table(R: dict[str, Any]) -> str:
             f"{fmt(p.get('broker_cpu_s')):>7} {fmt(p.get('worker_cpu_s')):>7} "
             f"{fmt(p.get('worker_peak_rss_mib'), '.0f'):>7} "
             f"{fmt(p.get('worker_peak_anon_mib'), '.0f'):>6}")
+    return "\n".join(out)
+
+
+def scale_table(R: dict[str, Any]) -> str:
+    """One row per case and phase: what a partition more costs (docs/benchmarks.md "Scale")."""
+    head = (f"{'case':<6} {'parts':>5} {'phase':<14} {'wall s':>6} {'rec/s':>9} {'ratio':>5} "
+            f"{'RSS MiB':>7} {'anon':>6} {'fds':>5} {'CPU s/M':>7} {'heap pk':>7} "
+            f"{'old pk':>6} {'live':>7} {'brk CPU':>7}")
+    out = [head, "-" * len(head)]
+    for case, C in R.get("cases", {}).items():
+        parts = C.get("params", {}).get("partitions")
+        for label, key in (("read (CPerf)", "consumer_perf"), ("backup, CLI", "backup_cli"),
+                           ("backup, sink", "backup_sink"), ("no-op sink", "noop_sink")):
+            p = C.get("phases", {}).get(key)
+            if not p:
+                continue
+            if key in ("backup_sink", "noop_sink"):  # the worker's figures are the sink's
+                rss, anon, fds = (p.get("worker_peak_rss_mib"), p.get("worker_peak_anon_mib"),
+                                  p.get("worker_peak_fds"))
+            else:
+                rss = p["max_rss_kib"] / 1024 if p.get("max_rss_kib") else None
+                anon = (p["sampled_peak_anon_kib"] / 1024 if p.get("sampled_peak_anon_kib")
+                        else None)
+                fds = p.get("sampled_peak_fds")
+            out.append(
+                f"{case:<6} {fmt(parts, 'd'):>5} {label:<14} {fmt(p.get('wall_s')):>6} "
+                f"{fmt(p.get('records_per_s'), ',.0f'):>9} {fmt(p.get('ratio'), '.2f'):>5} "
+                f"{fmt(rss, '.0f'):>7} {fmt(anon, '.0f'):>6} {fmt(fds, 'd'):>5} "
+                f"{fmt(p.get('cpu_s_per_m_records'), '.1f'):>7} "
+                f"{fmt(p.get('heap_used_peak_mib'), '.0f'):>7} "
+                f"{fmt(p.get('heap_old_used_peak_mib'), '.0f'):>6} "
+                f"{fmt(p.get('heap_live_after_gc_mib'), '.0f'):>7} "
+                f"{fmt(p.get('broker_cpu_s')):>7}")
     return "\n".join(out)
 
 
@@ -1209,7 +1672,30 @@ def main(argv: Optional[list[str]] = None) -> int:
                     help="extra `--config` for `kbackup restore` (repeatable)")
     ap.add_argument("--compression-only", action="store_true",
                     help="run only the compression phase (codecs x producer compression)")
+    ap.add_argument("--scale", default="", metavar="P,...",
+                    help="scale mode: for each partition count, a topic of P partitions backed "
+                         "up by the CLI and by the sink (e.g. 6,60,600); no other phases run")
+    ap.add_argument("--scale-topics", type=int, default=0, metavar="T",
+                    help="scale mode: also T topics of 1 partition each (e.g. 1000)")
+    ap.add_argument("--scale-records", type=int, default=524_288,
+                    help="records per scale case (524288: 512 MiB of 1 KiB records)")
+    ap.add_argument("--scale-record-size", type=int, default=1024,
+                    help="value size in bytes of the scale cases (1024)")
+    ap.add_argument("--scale-no-sink", action="store_true",
+                    help="scale mode: skip the sink and no-op sink phases (CLI experiments)")
+    ap.add_argument("--scale-compression", default=None, choices=("none", "zstd", "lz4"),
+                    help="codec of the scale cases' CLI backup (--compression) and sink "
+                         "(compression.type); default: theirs (zstd)")
     args = ap.parse_args(argv)
+    try:
+        args.scale = [int(x) for x in args.scale.split(",") if x.strip()]
+    except ValueError:
+        ap.error("--scale takes comma-separated partition counts, e.g. 6,60,600")
+    scale_mode = bool(args.scale or args.scale_topics)
+    if scale_mode and (min(args.scale or [1]) < 1 or args.scale_topics < 0
+                       or args.scale_records < 1 or args.scale_record_size < 1):
+        ap.error("--scale, --scale-topics, --scale-records and --scale-record-size must be "
+                 "positive")
     args.record_sizes = ([args.record_size] if args.record_size else
                          [int(x) for x in args.record_sizes.split(",") if x.strip()])
     if ((args.records is not None and args.records < 1) or min(args.record_sizes) < 1
@@ -1227,7 +1713,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     results: Optional[dict[str, Any]] = None
     failed: Optional[BaseException] = None
     try:
-        results = bench.run()
+        results = bench.run_scale() if scale_mode else bench.run()
     except (BenchError, TestbedError, ConnectError, subprocess.TimeoutExpired) as e:
         failed = e
         print(f"bench: FAILED: {e}", file=sys.stderr)
@@ -1244,6 +1730,18 @@ def main(argv: Optional[list[str]] = None) -> int:
     if R.get("inprocess"):
         print("in-process (no Kafka): sink and source tasks through JNI into files")
         print(inprocess.table(R["inprocess"]))
+        print()
+    if R.get("cases"):
+        prm = R.get("params", {})
+        print(f"kbackup bench, scale: {prm.get('records')} records x {prm.get('record_size')} B "
+              f"per case, connector tasks.max={args.tasks}; load {R.get('load_at_start')} -> "
+              f"{R.get('load_at_end')}")
+        print(scale_table(R))
+        print("RSS/anon/fds: the CLI process, or the worker's peak during the sink phase; "
+              "CPU s/M: CPU seconds per million records (the worker's for the sink); heap pk / "
+              "old pk: the worker's peak used heap and old generation (jstat); live: its "
+              "heap after a full GC at the end of the phase, the connector still running; "
+              "the worker is restarted before each connector phase")
         print()
     for size, S in R.get("sizes", {}).items():
         prm = S.get("params", {})
