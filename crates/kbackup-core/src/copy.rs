@@ -76,6 +76,20 @@ pub struct CopyReport {
     pub only_in_destination: Vec<String>,
 }
 
+impl CopyReport {
+    /// Notes a torn tail (`torn` as the scans report it) cut at `copied` of `source_len` bytes.
+    fn note_torn(&mut self, key: &str, torn: &Option<(u64, String)>, copied: u64, source_len: u64) {
+        if let Some((_, why)) = torn {
+            self.torn.push(TornTail {
+                key: key.into(),
+                copied,
+                source_len,
+                why: why.clone(),
+            });
+        }
+    }
+}
+
 /// Copies the backup in `src` to `dst`. `progress` is called with the size of each segment
 /// once it is copied and checked ([`crate::reader::Backup::segment_bytes`]-like totals come
 /// from listing the source).
@@ -320,14 +334,7 @@ fn copy_log(src: &dyn Store, dst: &dyn Store, key: &str, rep: &mut CopyReport) -
         });
         return Ok(());
     }
-    if let Some((_, why)) = &scan.torn {
-        rep.torn.push(TornTail {
-            key: key.into(),
-            copied: scan.valid_len,
-            source_len: scan.file_len,
-            why: why.clone(),
-        });
-    }
+    rep.note_torn(key, &scan.torn, scan.valid_len, scan.file_len);
     put_checked(dst, key, &data[..scan.valid_len as usize], rep)
 }
 
@@ -346,14 +353,7 @@ fn copy_segment(
         });
         return Ok(0);
     };
-    if let Some((_, why)) = &scan.torn {
-        rep.torn.push(TornTail {
-            key: key.into(),
-            copied: scan.valid_len,
-            source_len: scan.file_len,
-            why: why.clone(),
-        });
-    }
+    rep.note_torn(key, &scan.torn, scan.valid_len, scan.file_len);
     let intact = match dst.head(key)? {
         Some(m) if m.size == scan.valid_len => matches!(read_back(dst, key, &scan), Ok(())),
         _ => false,

@@ -16,15 +16,39 @@ pub const MAX_BODY_LEN: u32 = i32::MAX as u32;
 
 /// Appends a record body: offset, timestamp, type, key, value, headers.
 pub(crate) fn encode(buf: &mut Vec<u8>, r: &Record) {
-    buf.extend_from_slice(&r.offset.to_be_bytes());
-    buf.extend_from_slice(&r.timestamp.to_be_bytes());
-    buf.push(r.timestamp_type.as_i8() as u8);
-    put_bytes32(buf, r.key.as_deref());
-    put_bytes32(buf, r.value.as_deref());
-    buf.extend_from_slice(&(r.headers.len() as i32).to_be_bytes());
-    for h in &r.headers {
-        put_str16(buf, &h.key);
-        put_bytes32(buf, h.value.as_deref());
+    encode_parts(
+        buf,
+        r.offset,
+        r.timestamp,
+        r.timestamp_type,
+        r.key.as_deref(),
+        r.value.as_deref(),
+        r.headers
+            .iter()
+            .map(|h| (h.key.as_str(), h.value.as_deref())),
+    );
+}
+
+/// [`encode`] from borrowed parts (a consumed message's slices), without building a
+/// [`Record`] first.
+pub(crate) fn encode_parts<'a>(
+    buf: &mut Vec<u8>,
+    offset: i64,
+    timestamp: i64,
+    timestamp_type: TimestampType,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    headers: impl ExactSizeIterator<Item = (&'a str, Option<&'a [u8]>)>,
+) {
+    buf.extend_from_slice(&offset.to_be_bytes());
+    buf.extend_from_slice(&timestamp.to_be_bytes());
+    buf.push(timestamp_type.as_i8() as u8);
+    put_bytes32(buf, key);
+    put_bytes32(buf, value);
+    buf.extend_from_slice(&(headers.len() as i32).to_be_bytes());
+    for (k, v) in headers {
+        put_str16(buf, k);
+        put_bytes32(buf, v);
     }
 }
 

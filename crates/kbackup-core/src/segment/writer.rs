@@ -237,9 +237,10 @@ impl SegmentWriter {
         self.compression = c;
     }
 
-    /// Record bytes held in memory in the open block (version 2), not yet written.
+    /// Memory held for the open block (version 2): its capacity, which a written block keeps
+    /// for the next one, so this is what the partition costs even between blocks.
     pub fn buffered(&self) -> usize {
-        self.block.len()
+        self.block.capacity()
     }
 
     /// Writes the open block now, however small, and gives its memory back: how the sink keeps

@@ -262,7 +262,7 @@ impl BackupSink {
         self.bound_buffers()
     }
 
-    /// Record bytes held in open compression blocks over all partitions.
+    /// Memory held for open compression blocks over all partitions (their capacity).
     pub fn buffered_bytes(&self) -> u64 {
         self.parts
             .values()
@@ -273,8 +273,9 @@ impl BackupSink {
     }
 
     /// Keeps the open compression blocks of all partitions within `buffer.memory.bytes`: above
-    /// it, the largest blocks are written out early (smaller blocks, nothing made durable) until
-    /// half the budget is left. So memory is bounded by the setting, not by partitions times
+    /// it, the largest blocks are written out early (smaller blocks, nothing made durable) and
+    /// their memory given back (an empty block kept for reuse costs memory too) until half the
+    /// budget is left. So memory is bounded by the setting, not by partitions times
     /// a block: a task with 600 partitions that each fill slowly holds at most the budget. An
     /// error poisons the partition like a failed append.
     fn bound_buffers(&mut self) -> Result<()> {
@@ -291,7 +292,7 @@ impl BackupSink {
                 }
             }
         }
-        open.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        open.sort_unstable_by_key(|o| std::cmp::Reverse(o.0));
         for (n, topic, p) in open {
             if total <= budget / 2 {
                 break;

@@ -1,11 +1,11 @@
 //! The standalone backup loop: a consistent snapshot per partition (`until caught up`, the
 //! end offsets seen at start) or a continuous backup until asked to stop.
 
+use crate::codec::BatchBuilder;
 use crate::error::{Error, Result};
 use crate::groups::{CaptureConfig, GroupOffsetCapture};
 use crate::kafka::{self, RdKafkaCluster, CONNECT_TIMEOUT};
-use crate::record::BatchRecord;
-use crate::record::{Header, Record, TimestampType, TopicPartition, TopicPartitionOffset};
+use crate::record::{TimestampType, TopicPartition, TopicPartitionOffset};
 use crate::sink::{BackupSink, SinkConfig};
 use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 
 /// Records handed to the sink in one `put`.
 const PUT_BATCH: usize = 2000;
+/// Bytes of a batch buffer that hand it to the sink before it holds `PUT_BATCH` records.
+const PUT_BATCH_BYTES: usize = 8 * 1024 * 1024;
 /// Pause between two `flush`es (fsync) while records keep coming.
 const FLUSH_EVERY: Duration = Duration::from_secs(5);
 /// Pause between two group-offset captures in continuous mode.
@@ -143,7 +145,9 @@ pub fn run_backup(run: &BackupRun, observer: &mut dyn BackupObserver) -> Result<
     }
     let consumer = kafka::consumer(cluster, "read the backed-up topics", &set)?;
 
-    let mut state: HashMap<(String, i32), PartState> = HashMap::new();
+    // By topic, then partition: a consumed message finds its state by its borrowed topic
+    // name, without building a key per message.
+    let mut state: HashMap<String, HashMap<i32, PartState>> = HashMap::new();
     let mut tpl = TopicPartitionList::new();
     for r in &resume {
         // read_committed: the "high" watermark is the last stable offset.
@@ -175,8 +179,8 @@ pub fn run_backup(run: &BackupRun, observer: &mut dyn BackupObserver) -> Result<
         };
         tpl.add_partition_offset(&r.topic, r.partition, offset)
             .map_err(|e| kafka::kafka_error(cluster, "assign partitions", &e))?;
-        state.insert(
-            (r.topic.clone(), r.partition),
+        state.entry(r.topic.clone()).or_default().insert(
+            r.partition,
             PartState {
                 end,
                 pos: start,
@@ -208,16 +212,17 @@ pub fn run_backup(run: &BackupRun, observer: &mut dyn BackupObserver) -> Result<
     let until = !run.continuous;
     let total: u64 = state
         .values()
+        .flat_map(HashMap::values)
         .map(|s| (s.end - s.start).max(0) as u64)
         .sum();
     observer.planned(until.then_some(total));
     if until {
-        for s in state.values_mut() {
+        for s in state.values_mut().flat_map(HashMap::values_mut) {
             s.done = s.pos >= s.end;
         }
     }
 
-    let mut batch: Vec<BatchRecord> = Vec::with_capacity(PUT_BATCH);
+    let mut batch = BatchBuilder::new();
     let mut records = 0u64;
     let mut last_flush = Instant::now();
     let mut last_check = Instant::now();
@@ -229,21 +234,23 @@ pub fn run_backup(run: &BackupRun, observer: &mut dyn BackupObserver) -> Result<
                 stopped = true;
                 break;
             }
-            if until && state.values().all(|s| s.done) {
+            if until && state.values().flat_map(HashMap::values).all(|s| s.done) {
                 break;
             }
             match consumer.poll(Duration::from_millis(200)) {
                 None => {}
                 Some(Ok(m)) => {
-                    let key = (m.topic().to_string(), m.partition());
-                    if let Some(s) = state.get_mut(&key) {
+                    let s = state
+                        .get_mut(m.topic())
+                        .and_then(|t| t.get_mut(&m.partition()));
+                    if let Some(s) = s {
                         let o = m.offset();
                         if until && o >= s.end {
                             s.done = true; // past the snapshot: not part of this backup
                         } else {
                             observer.progressed((o + 1 - s.pos).max(0) as u64);
                             s.pos = o + 1;
-                            batch.push(to_batch_record(&m));
+                            push_message(&mut batch, &m);
                             if until && s.pos >= s.end {
                                 s.done = true;
                             }
@@ -269,10 +276,11 @@ pub fn run_backup(run: &BackupRun, observer: &mut dyn BackupObserver) -> Result<
                 }
             }
             if batch.len() >= PUT_BATCH
+                || batch.bytes() >= PUT_BATCH_BYTES
                 || (!batch.is_empty() && last_flush.elapsed() >= FLUSH_EVERY)
             {
                 records += batch.len() as u64;
-                let put = sink.put(&batch);
+                let put = sink.put_encoded(batch.finish());
                 batch.clear(); // never handed again, failed or not
                 put?;
             }
@@ -288,7 +296,9 @@ pub fn run_backup(run: &BackupRun, observer: &mut dyn BackupObserver) -> Result<
                 if let Ok(pos) = consumer.position() {
                     for e in pos.elements() {
                         if let (Some(s), Offset::Offset(p)) = (
-                            state.get_mut(&(e.topic().to_string(), e.partition())),
+                            state
+                                .get_mut(e.topic())
+                                .and_then(|t| t.get_mut(&e.partition())),
                             e.offset(),
                         ) {
                             if !s.done && p > s.pos {
@@ -312,7 +322,7 @@ pub fn run_backup(run: &BackupRun, observer: &mut dyn BackupObserver) -> Result<
     let mut end_result = result;
     if end_result.is_ok() && !batch.is_empty() {
         records += batch.len() as u64;
-        end_result = sink.put(&batch);
+        end_result = sink.put_encoded(batch.finish());
     }
     let durable = match &end_result {
         Ok(()) => sink.flush(),
@@ -345,7 +355,10 @@ pub fn run_backup(run: &BackupRun, observer: &mut dyn BackupObserver) -> Result<
     let ends_at_start = until.then(|| {
         state
             .iter()
-            .map(|((t, p), s)| (TopicPartition::new(t.clone(), *p), s.end))
+            .flat_map(|(t, m)| {
+                m.iter()
+                    .map(move |(p, s)| (TopicPartition::new(t.clone(), *p), s.end))
+            })
             .collect()
     });
     Ok(BackupOutcome {
@@ -397,34 +410,48 @@ pub fn undescribed_topics_error<'a>(
     })
 }
 
-/// A consumed message as the core's record, byte for byte (null stays distinct from empty).
-fn to_batch_record<M: Message>(m: &M) -> BatchRecord {
-    let (timestamp, timestamp_type) = match m.timestamp() {
+/// Appends a consumed message to a batch buffer byte for byte (null stays distinct from
+/// empty), from its borrowed key, value and headers.
+fn push_message<M: Message>(batch: &mut BatchBuilder, m: &M) {
+    let (timestamp, timestamp_type) = timestamp_of(m);
+    let headers = m.headers();
+    let n = headers.map_or(0, |h| h.count());
+    let iter = (0..n).map(|i| {
+        let h = headers.expect("n > 0 only with headers").get(i);
+        (h.key, h.value)
+    });
+    batch.push(
+        m.topic(),
+        m.partition(),
+        m.offset(),
+        timestamp,
+        timestamp_type,
+        m.key(),
+        m.payload(),
+        ExactLen(iter, n),
+    );
+}
+
+/// An iterator of known length (rdkafka's header access is by index).
+struct ExactLen<I>(I, usize);
+
+impl<I: Iterator> Iterator for ExactLen<I> {
+    type Item = I::Item;
+    fn next(&mut self) -> Option<I::Item> {
+        self.0.next()
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.1, Some(self.1))
+    }
+}
+
+impl<I: Iterator> ExactSizeIterator for ExactLen<I> {}
+
+/// A message's timestamp and its type.
+fn timestamp_of<M: Message>(m: &M) -> (i64, TimestampType) {
+    match m.timestamp() {
         rdkafka::Timestamp::NotAvailable => (-1, TimestampType::NoTimestamp),
         rdkafka::Timestamp::CreateTime(t) => (t, TimestampType::CreateTime),
         rdkafka::Timestamp::LogAppendTime(t) => (t, TimestampType::LogAppendTime),
-    };
-    let headers = m
-        .headers()
-        .map(|hs| {
-            hs.iter()
-                .map(|h| Header {
-                    key: h.key.to_string(),
-                    value: h.value.map(<[u8]>::to_vec),
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    BatchRecord {
-        topic: m.topic().to_string(),
-        partition: m.partition(),
-        record: Record {
-            offset: m.offset(),
-            timestamp,
-            timestamp_type,
-            key: m.key().map(<[u8]>::to_vec),
-            value: m.payload().map(<[u8]>::to_vec),
-            headers,
-        },
     }
 }
