@@ -203,7 +203,7 @@ def test_cli_metrics_addr_serves_backup_and_restore_figures(cluster, kbackup, wo
 
     topic = unique("cli-metrics")
     cluster.kafka.create_topic(topic, 2)
-    n, size = 15000, 100  # enough for the restore to take several transactions (below)
+    n, size = 30000, 100  # enough for the restore to take several transactions (below)
     cluster.kafka.produce(topic, [{"partition": i % 2, "value": b"m" * size} for i in range(n)])
     target = workdir / "backup"
     port = free_port()
@@ -243,9 +243,10 @@ def test_cli_metrics_addr_serves_backup_and_restore_figures(cluster, kbackup, wo
             backup.wait()
 
     # The restore, paced so it runs long enough to be scraped: one record per produce request
-    # and one request in flight (some 6 s for 15,000 records here), and the page is renewed
-    # every 250 ms. Records count as restored once their transaction commits: it ends after
-    # the first engine batch (2000 records) that ends 2 s or more after it began.
+    # and one request in flight (some 12 s for 30,000 records when alone; the suite's load made
+    # 15,000 finish before a scrape saw it in progress), and the page is renewed every 250 ms.
+    # Records count as restored once their transaction commits: it ends after the first engine
+    # batch (2000 records) that ends 2 s or more after it began.
     restored = unique("cli-metrics-restored")
     port = free_port()
     restore = subprocess.Popen(
