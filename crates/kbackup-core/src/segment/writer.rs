@@ -4,6 +4,12 @@ use super::{SegmentHeader, SegmentScan, FRAME_PREFIX_LEN, MAX_BODY_LEN};
 use crate::error::{Error, Result};
 use crate::format::block::{self, Compression};
 use crate::format::{frame, BLOCK_RAW_TARGET, SEGMENT_VERSION_BLOCKS};
+use crate::index::{self, IndexBuilder};
+use crate::layout;
+use crate::perms::Perms;
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
 
 /// Write buffer of a version 1 segment, whose record frames are written one by one.
 const RECORD_WRITE_BUFFER: usize = 64 * 1024;
@@ -19,12 +25,6 @@ fn write_buffer(version: u16) -> usize {
         RECORD_WRITE_BUFFER
     }
 }
-use crate::index::{self, IndexBuilder};
-use crate::layout;
-use crate::perms::Perms;
-use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
 
 /// Appends records to one segment and its two index files.
 ///
