@@ -68,6 +68,10 @@ class Broker(JvmService):
             "num.network.threads": 2,
             "num.io.threads": 4,
             "log.flush.interval.messages": None,
+            # Fixtures carry timestamps from 2020-2022: with the 7-day default the retention check
+            # (every 5 minutes) could delete a topic's first segment between produce and consume.
+            # Tests that exercise retention set retention.ms on their topics.
+            "log.retention.ms": -1,
         }
         if self.security is not None:
             props.update(self.security.broker_props(self.port, self.controller_port))
