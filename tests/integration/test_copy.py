@@ -22,7 +22,7 @@ import shutil
 from pathlib import Path
 
 from conftest import unique
-from fixtures import MIB, assert_restored_equal, fixture_records
+from fixtures import CREATE_TS_BASE, MIB, assert_restored_equal, fixture_records
 from test_group_offsets import _read_as_group
 from testbed.s3 import S3Server
 
@@ -74,6 +74,7 @@ def test_a_backup_copied_to_s3_and_back_restores_byte_exact_with_groups_translat
         assert {key.removeprefix("prod/nightly/"): size for key, size in listed.items()} == \
             {key: len(data) for key, data in before.items()}
         assert s3.pending_uploads() == []
+        _read_verbs_agree(kbackup, local, url, env, topic, group, want_records)
 
         shutil.rmtree(local)  # the bucket holds the only copy now
         back = tmp_path / "from-s3"
@@ -91,6 +92,43 @@ def test_a_backup_copied_to_s3_and_back_restores_byte_exact_with_groups_translat
     for p in (0, 1):
         assert read[(topic, p)] == [r.value for r in original[p] if r.offset >= pos[p]], \
             f"group {group} on partition {p} reads what it had not read"
+
+
+def _read_verbs_agree(kbackup, local: Path, url: str, env: dict, topic: str, group: str,
+                      records: int):
+    """inspect, cat, offsets and restore-plan read the bucket's copy exactly as the directory:
+    the same JSON but for the location, the records byte for byte, the window found through
+    the time index and the group targets found through the offset index and the offsets log,
+    all through ranged reads of the objects (issue 9: the read verbs work on a URL)."""
+    def both(*args: str, drop: tuple[str, ...] = ()):
+        out = []
+        for where in (local, url):
+            got = kbackup.run(*args[:1], where, *args[1:], env=env).stdout
+            if drop:
+                got = json.loads(got)
+                for key in drop:
+                    got.pop(key)
+            out.append(got)
+        return out
+
+    at_dir, at_url = both("inspect", "--json", drop=("root",))
+    assert at_url == at_dir and at_dir["records"] > 0, (at_dir, at_url)
+    at_dir, at_url = both("cat", "--topic", topic)
+    assert at_url == at_dir, "cat prints other records from the bucket"
+    assert len(at_dir.splitlines()) == records
+    at_dir, at_url = both("cat", "--topic", topic, "--partition", "1", "--from-offset", "30")
+    assert at_url == at_dir and json.loads(at_dir.splitlines()[0])["offset"] == 30
+    at_dir, at_url = both("offsets", "--json", drop=("dir",))
+    assert at_url == at_dir and {r["group"] for r in at_dir["offsets"]} == {group}, at_dir
+    from_ts = str(CREATE_TS_BASE + 100_000 + 25 * 7)  # inside partition 1's timestamps
+    for window in ((), ("--from-time", from_ts)):
+        at_dir, at_url = both("restore-plan", "--topics", topic, "--json", *window,
+                              drop=("dir",))
+        assert at_url == at_dir, (window, at_dir, at_url)
+        assert group in json.dumps(at_dir), at_dir
+    # a topic the bucket does not hold is named as such, like a directory's
+    proc = kbackup.run("cat", url, "--topic", "no-such-topic", env=env, check=False)
+    assert proc.returncode != 0 and "no-such-topic is not in the backup at " + url in proc.stderr
 
 
 def test_damage_in_the_bucket_stops_the_copy_back_and_a_torn_tail_is_cut(kbackup, tmp_path):
@@ -119,6 +157,10 @@ def test_damage_in_the_bucket_stops_the_copy_back_and_a_torn_tail_is_cut(kbackup
         bad = bytearray(good)
         bad[len(bad) // 2] ^= 0x40
         assert s3.request("PUT", f"copy/{victim}", body=bytes(bad))[0] == 200
+        # reading the bucket names the damaged object and byte too
+        proc = kbackup.run("inspect", url, env=env, check=False)
+        assert proc.returncode == 4, proc.stderr
+        assert f"{url}/{victim}" in proc.stderr and "byte" in proc.stderr, proc.stderr
         dst = tmp_path / "back"
         proc = kbackup.run("copy", url, dst, "-q", env=env, check=False)
         assert proc.returncode == 4, proc.stderr

@@ -15,7 +15,7 @@
 //! what the destination already holds intact.
 
 use crate::error::{Error, Result};
-use crate::layout;
+use crate::layout::{self, KeyKind};
 use crate::manifest;
 use crate::offsets_log;
 use crate::segment::{self, SegmentFile, SegmentScan};
@@ -102,7 +102,7 @@ pub fn copy(
     dst: Arc<dyn Store>,
     progress: &mut dyn FnMut(u64),
 ) -> Result<CopyReport> {
-    let marker = read_marker(src.as_ref())?;
+    let (_, marker) = manifest::read_store_marker(src.as_ref())?;
     check_destination(dst.as_ref(), &marker)?;
     let mut rep = CopyReport {
         source: src.location(),
@@ -128,18 +128,18 @@ pub fn copy(
         if key == layout::ROOT_MARKER {
             continue;
         }
-        let kind = classify(key);
+        let kind = layout::classify_key(key);
         match &kind {
-            Kind::Manifest(topic) => {
+            KeyKind::Manifest(topic) => {
                 let data = src.get(key)?;
                 manifest::parse_topic_manifest(&data, &describe(&src, key), topic)?;
                 put_checked(dst.as_ref(), key, &data, &mut rep)?;
             }
-            Kind::Segment => {
+            KeyKind::Segment { .. } => {
                 let bytes = copy_segment(&src, &dst, key, &mut rep)?;
                 progress(bytes);
             }
-            Kind::Index(segment_key) => {
+            KeyKind::Index(segment_key) => {
                 if !segments.contains(segment_key.as_str()) {
                     rep.skipped.push(Skipped {
                         key: key.into(),
@@ -149,9 +149,9 @@ pub fn copy(
                 // the destination gets the indexes its copied segments imply (copy_segment)
                 continue;
             }
-            Kind::OffsetsLog => copy_log(src.as_ref(), dst.as_ref(), key, &mut rep)?,
-            Kind::Lock => continue,
-            Kind::RestoreState => {
+            KeyKind::OffsetsLog { .. } => copy_log(src.as_ref(), dst.as_ref(), key, &mut rep)?,
+            KeyKind::Lock => continue,
+            KeyKind::RestoreState => {
                 rep.skipped.push(Skipped {
                     key: key.into(),
                     why: "restore progress of a restore into a cluster; a copy starts without \
@@ -160,7 +160,7 @@ pub fn copy(
                 });
                 continue;
             }
-            Kind::Other => {
+            KeyKind::Other => {
                 rep.skipped.push(Skipped {
                     key: key.into(),
                     why: "not part of the backup format (docs/format.md)".into(),
@@ -169,7 +169,7 @@ pub fn copy(
             }
         }
         copied.insert(key.to_string());
-        if let Kind::Segment = kind {
+        if let KeyKind::Segment { .. } = kind {
             let seg = PathBuf::from(key);
             for ix in [
                 layout::offset_index_path(&seg),
@@ -190,80 +190,8 @@ pub fn copy(
     Ok(rep)
 }
 
-/// What a key of a backup is.
-enum Kind {
-    Manifest(String),
-    Segment,
-    /// An index file, with the key of its segment.
-    Index(String),
-    OffsetsLog,
-    Lock,
-    RestoreState,
-    Other,
-}
-
-fn classify(key: &str) -> Kind {
-    if key.starts_with(&format!("{}/", layout::RESTORE_STATE_DIR)) {
-        return Kind::RestoreState;
-    }
-    let parts: Vec<&str> = key.split('/').collect();
-    match parts.as_slice() {
-        [t, topic, name] if *t == layout::TOPICS_DIR && *name == layout::TOPIC_MANIFEST => {
-            if layout::validate_topic_name(topic).is_ok() {
-                Kind::Manifest(topic.to_string())
-            } else {
-                Kind::Other
-            }
-        }
-        [t, topic, p, name] if *t == layout::TOPICS_DIR => {
-            if layout::validate_topic_name(topic).is_err()
-                || layout::parse_partition_dir_name(p).is_none()
-            {
-                return Kind::Other;
-            }
-            if *name == layout::GROUP_OFFSETS_LOG {
-                return Kind::OffsetsLog;
-            }
-            if *name == layout::WRITER_LOCK || name.ends_with(".lock") {
-                return Kind::Lock;
-            }
-            if layout::parse_segment_file_name(name).is_some() {
-                return Kind::Segment;
-            }
-            for ext in [layout::OFFSET_INDEX_EXT, layout::TIME_INDEX_EXT] {
-                if let Some(stem) = name.strip_suffix(&format!(".{ext}")) {
-                    let seg = format!("{stem}.{}", layout::SEGMENT_EXT);
-                    if layout::parse_segment_file_name(&seg).is_some() {
-                        return Kind::Index(format!("{t}/{topic}/{p}/{seg}"));
-                    }
-                }
-            }
-            Kind::Other
-        }
-        _ => Kind::Other,
-    }
-}
-
 fn describe(store: &Arc<dyn Store>, key: &str) -> PathBuf {
     PathBuf::from(store.describe(key))
-}
-
-/// The source's root marker, checked.
-fn read_marker(src: &dyn Store) -> Result<Vec<u8>> {
-    let data = match src.get(layout::ROOT_MARKER) {
-        Ok(d) => d,
-        Err(Error::NotFound(_)) => {
-            return Err(Error::NotFound(format!(
-                "{} is not a kbackup backup: it has no {}; point at the location given as \
-                 target.dir / --dir when the backup was written",
-                src.location(),
-                layout::ROOT_MARKER
-            )))
-        }
-        Err(e) => return Err(e),
-    };
-    manifest::parse_root_marker(&data, &PathBuf::from(src.describe(layout::ROOT_MARKER)))?;
-    Ok(data)
 }
 
 /// Refuses a destination that holds something other than this backup.
@@ -448,40 +376,4 @@ fn read_back(dst: &Arc<dyn Store>, key: &str, want: &SegmentScan) -> Result<()> 
             },
         ),
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keys_are_classified_by_the_layout() {
-        let k = |key| match classify(key) {
-            Kind::Manifest(t) => format!("manifest {t}"),
-            Kind::Segment => "segment".into(),
-            Kind::Index(s) => format!("index of {s}"),
-            Kind::OffsetsLog => "log".into(),
-            Kind::Lock => "lock".into(),
-            Kind::RestoreState => "restore".into(),
-            Kind::Other => "other".into(),
-        };
-        assert_eq!(k("topics/orders/topic.json"), "manifest orders");
-        assert_eq!(k("topics/orders/0/00000000000000000000.segment"), "segment");
-        assert_eq!(
-            k("topics/orders/3/00000000000000000042.time-index"),
-            "index of topics/orders/3/00000000000000000042.segment"
-        );
-        assert_eq!(k("topics/orders/3/group-offsets.log"), "log");
-        assert_eq!(k("topics/orders/3/writer.lock"), "lock");
-        assert_eq!(k("restore-state/abc/state.json"), "restore");
-        for other in [
-            "topics/orders/007/00000000000000000000.segment",
-            "topics/orders/0/42.segment",
-            "topics/or ders/0/00000000000000000000.segment",
-            "notes.txt",
-            "topics/orders/0/x/y",
-        ] {
-            assert_eq!(k(other), "other", "{other}");
-        }
-    }
 }

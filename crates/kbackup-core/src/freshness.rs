@@ -14,8 +14,6 @@
 
 use crate::error::{Error, Result};
 use crate::kafka;
-use crate::layout;
-use crate::offsets_log;
 use crate::reader::Backup;
 use crate::record::TopicPartition;
 use rdkafka::consumer::Consumer;
@@ -183,7 +181,7 @@ fn backed_up(backup: &Backup, topic: &str, p: i32) -> Result<BackedUp> {
         newest = reader.next_record()?.map(|r| r.timestamp);
     }
     let tp = TopicPartition::new(topic, p);
-    let entries = offsets_log::read_all(&layout::group_offsets_log(backup.root(), &tp))?;
+    let entries = backup.group_offsets(&tp)?;
     Ok(BackedUp {
         next_offset: last.map(|o| o + 1),
         newest_timestamp_ms: newest,
@@ -269,7 +267,7 @@ fn moved_groups(
     cluster: &BTreeMap<String, String>,
     tp: &TopicPartition,
 ) -> Result<Vec<GroupMoved>> {
-    let latest = offsets_log::latest_per_group(&layout::group_offsets_log(backup.root(), tp))?;
+    let latest = backup.latest_group_offsets(tp)?;
     let mut out = Vec::new();
     for (group, e) in latest {
         let what = format!("read committed offset of group {group:?} on {tp}");

@@ -200,9 +200,20 @@ pub fn read_offset_index(
     segment_len: u64,
 ) -> Result<Vec<OffsetEntry>> {
     let data = std::fs::read(path).map_err(|e| Error::io(e, "read offset index", path))?;
-    check_header(path, &data, OFFSET_INDEX_MAGIC, base_offset)?;
+    parse_offset_index(&data, path, base_offset, segment_len)
+}
+
+/// [`read_offset_index`] over bytes already read from `path` (a file or an object, for
+/// messages).
+pub fn parse_offset_index(
+    data: &[u8],
+    path: &Path,
+    base_offset: i64,
+    segment_len: u64,
+) -> Result<Vec<OffsetEntry>> {
+    check_header(path, data, OFFSET_INDEX_MAGIC, base_offset)?;
     let mut out: Vec<OffsetEntry> = Vec::with_capacity((data.len() - INDEX_HEADER_LEN) / 16);
-    for (i, (offset, position)) in entries(&data).enumerate() {
+    for (i, (offset, position)) in entries(data).enumerate() {
         let at = (INDEX_HEADER_LEN + i * INDEX_ENTRY_LEN) as u64;
         let bad_order = out
             .last()
@@ -225,9 +236,14 @@ pub fn read_offset_index(
 /// Reads a time index file and checks its header and ordering.
 pub fn read_time_index(path: &Path, base_offset: i64) -> Result<Vec<TimeEntry>> {
     let data = std::fs::read(path).map_err(|e| Error::io(e, "read time index", path))?;
-    check_header(path, &data, TIME_INDEX_MAGIC, base_offset)?;
+    parse_time_index(&data, path, base_offset)
+}
+
+/// [`read_time_index`] over bytes already read from `path` (a file or an object).
+pub fn parse_time_index(data: &[u8], path: &Path, base_offset: i64) -> Result<Vec<TimeEntry>> {
+    check_header(path, data, TIME_INDEX_MAGIC, base_offset)?;
     let mut out: Vec<TimeEntry> = Vec::new();
-    for (i, (timestamp, offset)) in entries(&data).enumerate() {
+    for (i, (timestamp, offset)) in entries(data).enumerate() {
         let at = (INDEX_HEADER_LEN + i * INDEX_ENTRY_LEN) as u64;
         if out
             .last()
@@ -246,7 +262,26 @@ pub fn read_time_index(path: &Path, base_offset: i64) -> Result<Vec<TimeEntry>> 
 /// out-of-order timestamps never make this skip a record at or after `timestamp`; a point-in-
 /// time restore scans at most one index interval from `X`.
 pub fn skip_before_time(segment_path: &Path, base_offset: i64, timestamp: i64) -> i64 {
-    let times = match read_time_index(&layout::time_index_path(segment_path), base_offset) {
+    skip_before_time_with(
+        read_time_index(&layout::time_index_path(segment_path), base_offset),
+        || {
+            let len = std::fs::metadata(segment_path).map_or(0, |m| m.len());
+            read_offset_index(&layout::offset_index_path(segment_path), base_offset, len).ok()
+        },
+        base_offset,
+        timestamp,
+    )
+}
+
+/// [`skip_before_time`] over a time index already read and a way to read the offset index
+/// (only called when no time entry reaches `timestamp`), for segments in object storage.
+pub fn skip_before_time_with(
+    times: Result<Vec<TimeEntry>>,
+    offsets: impl FnOnce() -> Option<Vec<OffsetEntry>>,
+    base_offset: i64,
+    timestamp: i64,
+) -> i64 {
+    let times = match times {
         Ok(t) => t,
         Err(e) => {
             log::warn!("{e}; scanning the segment for the time instead (run `kbackup reindex`)");
@@ -262,9 +297,7 @@ pub fn skip_before_time(segment_path: &Path, base_offset: i64, timestamp: i64) -
     }
     // No entry reaches `timestamp`: the maximum never rose after the last time entry, so every
     // record up to the last OFFSET index entry is older too.
-    let len = std::fs::metadata(segment_path).map_or(0, |m| m.len());
-    read_offset_index(&layout::offset_index_path(segment_path), base_offset, len)
-        .ok()
+    offsets()
         .and_then(|o| o.last().map(|e| e.offset))
         .unwrap_or(times[k - 1].offset)
         .max(times[k - 1].offset)

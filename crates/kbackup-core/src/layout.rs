@@ -156,6 +156,97 @@ pub fn list_segments(partition_dir: &Path) -> Result<Vec<(i64, PathBuf)>> {
     Ok(out)
 }
 
+/// What a key of a backup (a path relative to its root, `/`-separated) is in the format.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyKind {
+    /// `topics/<topic>/topic.json`.
+    Manifest(String),
+    /// `topics/<topic>/<partition>/<base>.segment`.
+    Segment {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
+        /// Base offset from the name.
+        base: i64,
+    },
+    /// An offset or time index, with the key of its segment.
+    Index(String),
+    /// `topics/<topic>/<partition>/group-offsets.log`.
+    OffsetsLog {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
+    },
+    /// A writer's or log's lock file.
+    Lock,
+    /// Under `restore-state/`.
+    RestoreState,
+    /// Not part of the format.
+    Other,
+}
+
+/// Classifies a key of a backup by the layout above (the root marker is [`KeyKind::Other`]:
+/// callers look for it by name).
+pub fn classify_key(key: &str) -> KeyKind {
+    if key.starts_with(&format!("{RESTORE_STATE_DIR}/")) {
+        return KeyKind::RestoreState;
+    }
+    let parts: Vec<&str> = key.split('/').collect();
+    match parts.as_slice() {
+        [t, topic, name] if *t == TOPICS_DIR && *name == TOPIC_MANIFEST => {
+            if validate_topic_name(topic).is_ok() {
+                KeyKind::Manifest(topic.to_string())
+            } else {
+                KeyKind::Other
+            }
+        }
+        [t, topic, p, name] if *t == TOPICS_DIR => {
+            let partition = match parse_partition_dir_name(p) {
+                Some(p) if validate_topic_name(topic).is_ok() => p,
+                _ => return KeyKind::Other,
+            };
+            if *name == GROUP_OFFSETS_LOG {
+                return KeyKind::OffsetsLog {
+                    topic: topic.to_string(),
+                    partition,
+                };
+            }
+            if *name == WRITER_LOCK || name.ends_with(".lock") {
+                return KeyKind::Lock;
+            }
+            if let Some(base) = parse_segment_file_name(name) {
+                return KeyKind::Segment {
+                    topic: topic.to_string(),
+                    partition,
+                    base,
+                };
+            }
+            for ext in [OFFSET_INDEX_EXT, TIME_INDEX_EXT] {
+                if let Some(stem) = name.strip_suffix(&format!(".{ext}")) {
+                    let seg = format!("{stem}.{SEGMENT_EXT}");
+                    if parse_segment_file_name(&seg).is_some() {
+                        return KeyKind::Index(format!("{t}/{topic}/{p}/{seg}"));
+                    }
+                }
+            }
+            KeyKind::Other
+        }
+        _ => KeyKind::Other,
+    }
+}
+
+/// The key of a partition's file `name` (`topics/<topic>/<partition>/<name>`).
+pub fn partition_key(tp: &TopicPartition, name: &str) -> String {
+    format!("{TOPICS_DIR}/{}/{}/{name}", tp.topic, tp.partition)
+}
+
+/// The key of a topic's manifest (`topics/<topic>/topic.json`).
+pub fn topic_manifest_key(topic: &str) -> String {
+    format!("{TOPICS_DIR}/{topic}/{TOPIC_MANIFEST}")
+}
+
 // ---------------------------------------------------------------------------------------------
 // Listing a backup: the one walk of its directories (reader, restore, prune and the CLI use it).
 
@@ -319,5 +410,49 @@ mod tests {
         for bad in ["", "-1", "01", "1a", "99999999999"] {
             assert_eq!(parse_partition_dir_name(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn keys_are_classified_by_the_layout() {
+        let k = |key| match classify_key(key) {
+            KeyKind::Manifest(t) => format!("manifest {t}"),
+            KeyKind::Segment {
+                topic,
+                partition,
+                base,
+            } => format!("segment {topic}-{partition}@{base}"),
+            KeyKind::Index(s) => format!("index of {s}"),
+            KeyKind::OffsetsLog { topic, partition } => format!("log {topic}-{partition}"),
+            KeyKind::Lock => "lock".into(),
+            KeyKind::RestoreState => "restore".into(),
+            KeyKind::Other => "other".into(),
+        };
+        assert_eq!(k("topics/orders/topic.json"), "manifest orders");
+        assert_eq!(
+            k("topics/orders/0/00000000000000000042.segment"),
+            "segment orders-0@42"
+        );
+        assert_eq!(
+            k("topics/orders/3/00000000000000000042.time-index"),
+            "index of topics/orders/3/00000000000000000042.segment"
+        );
+        assert_eq!(k("topics/orders/3/group-offsets.log"), "log orders-3");
+        assert_eq!(k("topics/orders/3/writer.lock"), "lock");
+        assert_eq!(k("restore-state/abc/state.json"), "restore");
+        for other in [
+            "topics/orders/007/00000000000000000000.segment",
+            "topics/orders/0/42.segment",
+            "topics/or ders/0/00000000000000000000.segment",
+            "notes.txt",
+            "topics/orders/0/x/y",
+        ] {
+            assert_eq!(k(other), "other", "{other}");
+        }
+        let tp = TopicPartition::new("orders", 3);
+        assert_eq!(
+            partition_key(&tp, GROUP_OFFSETS_LOG),
+            "topics/orders/3/group-offsets.log"
+        );
+        assert_eq!(topic_manifest_key("orders"), "topics/orders/topic.json");
     }
 }

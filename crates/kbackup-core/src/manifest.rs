@@ -7,6 +7,7 @@
 use crate::error::{Error, Result};
 use crate::layout;
 use crate::perms::Perms;
+use crate::storage::Store;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -75,6 +76,25 @@ pub fn read_root_marker(root: &Path) -> Result<RootMarker> {
         Err(e) => return Err(Error::io(e, "read backup marker", path)),
     };
     parse_root_marker(&bytes, &path)
+}
+
+/// Reads and checks the root marker of a backup in `store` (its bytes too, for a copy); a
+/// clear error when the location holds no backup.
+pub fn read_store_marker(store: &dyn Store) -> Result<(RootMarker, Vec<u8>)> {
+    let data = match store.get(layout::ROOT_MARKER) {
+        Ok(d) => d,
+        Err(Error::NotFound(_)) => {
+            return Err(Error::NotFound(format!(
+                "{} is not a kbackup backup: it has no {}; point at the location given as \
+                 target.dir / --dir when the backup was written",
+                store.location(),
+                layout::ROOT_MARKER
+            )))
+        }
+        Err(e) => return Err(e),
+    };
+    let marker = parse_root_marker(&data, Path::new(&store.describe(layout::ROOT_MARKER)))?;
+    Ok((marker, data))
 }
 
 /// Checks the bytes of a root marker read from `path` (a file or an object, for messages).

@@ -7,23 +7,101 @@
 //! record included, is an error naming file and position. The only bytes it leaves out
 //! silently are a torn tail at the very end of a partition's last segment (an interrupted write
 //! the sink repairs when it next opens the partition); `verify` reports those as warnings.
+//!
+//! A backup in object storage ([`Backup::open_location`] with an `s3://`, `gs://` or `az://`
+//! URL) is read with the same rules: it is listed once when opened, its segments are read with
+//! ranged reads of up to 8 MiB ([`SegmentFile::open_object`]) and its indexes and logs whole.
 
 use crate::error::{Error, Result};
 use crate::format::{body as record_body, bytes::Cursor, SEGMENT_VERSION_BLOCKS};
 use crate::index;
 use crate::layout;
+use crate::layout::KeyKind;
 use crate::manifest::{self, RootMarker, TopicManifest};
+use crate::offsets_log::{self, GroupOffsetEntry};
 use crate::record::{Record, TopicPartition};
 use crate::segment::{Block, BlockAt, Frame, SegmentFile, FRAME_PREFIX_LEN};
+use crate::storage::{self, ObjectMeta, Store, StoreOptions};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 // The verify types moved to `verify`; these keep the old `reader::` paths working.
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
-/// An opened backup directory.
+/// An opened backup: a local directory, or a prefix of an object store.
 #[derive(Debug, Clone)]
 pub struct Backup {
+    /// The directory, or the URL for a backup in object storage (for messages and reports).
     root: PathBuf,
     marker: RootMarker,
+    /// Set for a backup in object storage.
+    objects: Option<Objects>,
+}
+
+/// A backup in object storage: its store and what was under `topics/` when it was opened.
+#[derive(Debug, Clone)]
+struct Objects {
+    store: Arc<dyn Store>,
+    /// Every object under `topics/` with its kind, sorted by key.
+    listing: Vec<(ObjectMeta, KeyKind)>,
+}
+
+impl Objects {
+    fn has_topic(&self, topic: &str) -> bool {
+        self.listing.iter().any(|(_, k)| match k {
+            KeyKind::Manifest(t) => t == topic,
+            KeyKind::Segment { topic: t, .. } | KeyKind::OffsetsLog { topic: t, .. } => t == topic,
+            _ => false,
+        })
+    }
+
+    /// The partitions of `topic` holding a segment or a group-offsets log.
+    fn partitions(&self, topic: &str) -> Vec<i32> {
+        let set: BTreeSet<i32> = self
+            .listing
+            .iter()
+            .filter_map(|(_, k)| match k {
+                KeyKind::Segment {
+                    topic: t,
+                    partition,
+                    ..
+                }
+                | KeyKind::OffsetsLog {
+                    topic: t,
+                    partition,
+                } if t == topic => Some(*partition),
+                _ => None,
+            })
+            .collect();
+        set.into_iter().collect()
+    }
+
+    /// A partition's segments as (base offset, key as a path), sorted by base offset.
+    fn segments(&self, tp: &TopicPartition) -> Vec<(i64, PathBuf)> {
+        let mut out: Vec<(i64, PathBuf)> = self
+            .listing
+            .iter()
+            .filter_map(|(o, k)| match k {
+                KeyKind::Segment {
+                    topic,
+                    partition,
+                    base,
+                } if *topic == tp.topic && *partition == tp.partition => {
+                    Some((*base, PathBuf::from(&o.key)))
+                }
+                _ => None,
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    fn size(&self, key: &str) -> Option<u64> {
+        self.listing
+            .binary_search_by(|(o, _)| o.key.as_str().cmp(key))
+            .ok()
+            .map(|i| self.listing[i].0.size)
+    }
 }
 
 /// Per-partition figures of [`BackupSummary`].
@@ -131,7 +209,41 @@ impl Backup {
     pub fn open(root: impl AsRef<Path>) -> Result<Backup> {
         let root = root.as_ref().to_path_buf();
         let marker = manifest::read_root_marker(&root)?;
-        Ok(Backup { root, marker })
+        Ok(Backup {
+            root,
+            marker,
+            objects: None,
+        })
+    }
+
+    /// Opens the backup at a location: a directory or `file://` URL as [`Backup::open`]; an
+    /// object-store URL (`s3://bucket/prefix`, `gs://`, `az://`) through the store `options`
+    /// and the environment configure. The store is listed once, here: objects written later
+    /// are not seen by this `Backup`.
+    pub fn open_location(location: &str, options: &StoreOptions) -> Result<Backup> {
+        if let Ok(dir) = storage::local_dir(location) {
+            return Backup::open(dir);
+        }
+        let store: Arc<dyn Store> = Arc::from(storage::open_store(location, options)?);
+        let (marker, _) = manifest::read_store_marker(store.as_ref())?;
+        let listing = store
+            .list(&format!("{}/", layout::TOPICS_DIR))?
+            .into_iter()
+            .map(|o| {
+                let kind = layout::classify_key(&o.key);
+                (o, kind)
+            })
+            .collect();
+        Ok(Backup {
+            root: PathBuf::from(store.location()),
+            marker,
+            objects: Some(Objects { store, listing }),
+        })
+    }
+
+    /// Whether the backup is in object storage (then only the reading verbs work on it).
+    pub fn is_object_store(&self) -> bool {
+        self.objects.is_some()
     }
 
     /// The backup root directory.
@@ -146,45 +258,113 @@ impl Backup {
 
     /// Backed-up topics, sorted by name.
     pub fn topics(&self) -> Result<Vec<String>> {
-        layout::list_topics(&self.root)
+        let Some(objects) = &self.objects else {
+            return layout::list_topics(&self.root);
+        };
+        let set: BTreeSet<&str> = objects
+            .listing
+            .iter()
+            .filter_map(|(_, k)| match k {
+                KeyKind::Manifest(t)
+                | KeyKind::Segment { topic: t, .. }
+                | KeyKind::OffsetsLog { topic: t, .. } => Some(t.as_str()),
+                _ => None,
+            })
+            .collect();
+        Ok(set.into_iter().map(String::from).collect())
     }
 
-    fn topic_dir(&self, topic: &str) -> Result<PathBuf> {
-        let dir = layout::topic_dir(&self.root, topic)?;
-        if !dir.is_dir() {
+    fn check_topic(&self, topic: &str) -> Result<()> {
+        let found = match &self.objects {
+            None => layout::topic_dir(&self.root, topic)?.is_dir(),
+            Some(o) => {
+                layout::validate_topic_name(topic)?;
+                o.has_topic(topic)
+            }
+        };
+        if !found {
             return Err(Error::NotFound(format!(
                 "topic {topic} is not in the backup at {}; `kbackup inspect` lists the topics it holds",
                 self.root.display()
             )));
         }
-        Ok(dir)
+        Ok(())
     }
 
     /// The manifest of `topic` (`None` when the sink has not written one yet).
     pub fn manifest(&self, topic: &str) -> Result<Option<TopicManifest>> {
-        self.topic_dir(topic)?;
-        manifest::read_topic_manifest(&self.root, topic)
+        self.check_topic(topic)?;
+        let Some(o) = &self.objects else {
+            return manifest::read_topic_manifest(&self.root, topic);
+        };
+        let key = layout::topic_manifest_key(topic);
+        if o.size(&key).is_none() {
+            return Ok(None);
+        }
+        let path = PathBuf::from(o.store.describe(&key));
+        manifest::parse_topic_manifest(&o.store.get(&key)?, &path, topic).map(Some)
     }
 
     /// Backed-up partition numbers of `topic`, sorted.
     pub fn partitions(&self, topic: &str) -> Result<Vec<i32>> {
-        self.topic_dir(topic)?;
-        layout::list_partitions(&self.root, topic)
+        self.check_topic(topic)?;
+        match &self.objects {
+            None => layout::list_partitions(&self.root, topic),
+            Some(o) => Ok(o.partitions(topic)),
+        }
+    }
+
+    /// Every captured consumer-group position of a partition, in append order (none when the
+    /// partition has no group-offsets log). Damage is an [`Error::Corrupt`]; a torn last
+    /// entry is left out (`verify` reports it).
+    pub fn group_offsets(&self, tp: &TopicPartition) -> Result<Vec<GroupOffsetEntry>> {
+        let Some(o) = &self.objects else {
+            return offsets_log::read_all(&layout::group_offsets_log(&self.root, tp));
+        };
+        let key = layout::partition_key(tp, layout::GROUP_OFFSETS_LOG);
+        if o.size(&key).is_none() {
+            return Ok(Vec::new());
+        }
+        let data = o.store.get(&key)?;
+        Ok(offsets_log::scan(&data, Path::new(&o.store.describe(&key)))?.entries)
+    }
+
+    /// Each group's latest captured position on a partition ([`offsets_log::latest`]).
+    pub fn latest_group_offsets(
+        &self,
+        tp: &TopicPartition,
+    ) -> Result<BTreeMap<String, GroupOffsetEntry>> {
+        Ok(offsets_log::latest(self.group_offsets(tp)?))
     }
 
     /// A reader over one partition, positioned at its first record.
     pub fn partition(&self, topic: &str, partition: i32) -> Result<PartitionReader> {
-        self.topic_dir(topic)?;
+        self.check_topic(topic)?;
         let tp = TopicPartition::new(topic, partition);
-        let dir = layout::partition_dir(&self.root, &tp)?;
-        if !dir.is_dir() {
-            return Err(Error::NotFound(format!(
+        let not_found = || {
+            Error::NotFound(format!(
                 "partition {partition} of topic {topic} is not in the backup at {}",
                 self.root.display()
-            )));
-        }
-        let segments = layout::list_segments(&dir)?;
+            ))
+        };
+        let segments = match &self.objects {
+            None => {
+                let dir = layout::partition_dir(&self.root, &tp)?;
+                if !dir.is_dir() {
+                    return Err(not_found());
+                }
+                layout::list_segments(&dir)?
+            }
+            Some(o) => {
+                layout::validate_partition(partition)?;
+                if !o.partitions(topic).contains(&partition) {
+                    return Err(not_found());
+                }
+                o.segments(&tp)
+            }
+        };
         Ok(PartitionReader {
+            store: self.objects.as_ref().map(|o| o.store.clone()),
             tp,
             segments,
             cur: 0,
@@ -214,11 +394,7 @@ impl Backup {
             let mut parts = Vec::new();
             for p in self.partitions(&topic)? {
                 let mut r = self.partition(&topic, p)?;
-                let bytes = r
-                    .segments
-                    .iter()
-                    .map(|(_, path)| std::fs::metadata(path).map(|m| m.len()).unwrap_or(0))
-                    .sum();
+                let bytes = r.segments.iter().map(|(_, path)| self.size_of(path)).sum();
                 let mut s = PartitionSummary {
                     partition: p,
                     first_offset: None,
@@ -245,7 +421,7 @@ impl Backup {
                 parts.iter().map(|p| p.raw_bytes).sum(),
             );
             topics.push(TopicSummary {
-                manifest: manifest::read_topic_manifest(&self.root, &topic)?,
+                manifest: self.manifest(&topic)?,
                 records: parts.iter().map(|p| p.records).sum(),
                 bytes,
                 raw_bytes,
@@ -273,14 +449,20 @@ impl Backup {
         let mut total = 0;
         for topic in self.topics()? {
             for p in self.partitions(&topic)? {
-                let dir =
-                    layout::partition_dir(&self.root, &TopicPartition::new(topic.clone(), p))?;
-                for (_, path) in layout::list_segments(&dir)? {
-                    total += std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                for (_, path) in self.partition(&topic, p)?.segments() {
+                    total += self.size_of(path);
                 }
             }
         }
         Ok(total)
+    }
+
+    /// Size of a segment as [`PartitionReader::segments`] names it (0 if it vanished).
+    fn size_of(&self, path: &Path) -> u64 {
+        match &self.objects {
+            None => std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
+            Some(o) => o.size(&path.to_string_lossy()).unwrap_or(0),
+        }
     }
 }
 
@@ -430,6 +612,8 @@ impl OpenSegment {
 
 /// Reads one partition's records in offset order across its segments.
 pub struct PartitionReader {
+    /// The store of a backup in object storage (`segments` then holds keys).
+    store: Option<Arc<dyn Store>>,
     tp: TopicPartition,
     segments: Vec<(i64, PathBuf)>,
     cur: usize,
@@ -448,15 +632,20 @@ impl PartitionReader {
         &self.tp
     }
 
-    /// The partition's segments as (base offset, path), in order.
+    /// The partition's segments as (base offset, path), in order; for a backup in object
+    /// storage the path is the object's key.
     pub fn segments(&self) -> &[(i64, PathBuf)] {
         &self.segments
     }
 
     fn load(&self, i: usize) -> Result<Option<OpenSegment>> {
-        let (base, path) = &self.segments[i];
+        let (base, at) = &self.segments[i];
         let is_last = i + 1 == self.segments.len();
-        let mut file = SegmentFile::open(path)?;
+        let mut file = match &self.store {
+            None => SegmentFile::open(at)?,
+            Some(store) => SegmentFile::open_object(store.clone(), &at.to_string_lossy())?,
+        };
+        let path = &file.path().to_path_buf();
         let Some(h) = file.header()? else {
             if is_last {
                 return Ok(None); // created but never written: nothing to read
@@ -627,8 +816,18 @@ impl PartitionReader {
             return Ok(());
         };
         // Jump with the sparse index; fall back to a scan from the start when it is unusable.
-        let ipath = layout::offset_index_path(&s.path);
-        match index::read_offset_index(&ipath, s.base, s.file.len()) {
+        let ipath = layout::offset_index_path(&self.segments[i].1);
+        let entries = match &self.store {
+            None => index::read_offset_index(&ipath, s.base, s.file.len()),
+            Some(store) => {
+                let key = ipath.to_string_lossy();
+                let ipath = PathBuf::from(store.describe(&key));
+                store
+                    .get(&key)
+                    .and_then(|data| index::parse_offset_index(&data, &ipath, s.base, s.file.len()))
+            }
+        };
+        match entries {
             Ok(entries) => {
                 let i = entries.partition_point(|e| e.offset <= offset);
                 if i > 0 {
@@ -683,7 +882,9 @@ impl PartitionReader {
         for i in first..self.segments.len() {
             let (base, path) = self.segments[i].clone();
             let end = self.segments.get(i + 1).map_or(i64::MAX, |s| s.0);
-            let from = index::skip_before_time(&path, base, timestamp).max(min_offset);
+            let from = self
+                .skip_before_time(&path, base, timestamp)
+                .max(min_offset);
             if from >= end {
                 continue;
             }
@@ -736,8 +937,30 @@ impl PartitionReader {
         Ok(n)
     }
 
+    /// [`index::skip_before_time`] for the segment at `at` (a path, or a key in the store).
+    fn skip_before_time(&self, at: &Path, base: i64, timestamp: i64) -> i64 {
+        let Some(store) = &self.store else {
+            return index::skip_before_time(at, base, timestamp);
+        };
+        let get = |p: PathBuf| {
+            let key = p.to_string_lossy().into_owned();
+            store
+                .get(&key)
+                .map(|d| (d, PathBuf::from(store.describe(&key))))
+        };
+        let times = get(layout::time_index_path(at))
+            .and_then(|(data, path)| index::parse_time_index(&data, &path, base));
+        let offsets = || {
+            let len = store.head(&at.to_string_lossy()).ok()??.size;
+            let (data, path) = get(layout::offset_index_path(at)).ok()?;
+            index::parse_offset_index(&data, &path, base, len).ok()
+        };
+        index::skip_before_time_with(times, offsets, base, timestamp)
+    }
+
     fn fresh(&self) -> PartitionReader {
         PartitionReader {
+            store: self.store.clone(),
             tp: self.tp.clone(),
             segments: self.segments.clone(),
             cur: 0,

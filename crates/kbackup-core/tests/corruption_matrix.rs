@@ -263,7 +263,11 @@ fn check_case(f: &Fixture, file: &Path, expect: &Expect) -> Result<(), String> {
                 Err(e) if is_corrupt_at(&e, file, *pos) => {}
                 other => return Err(format!("latest_per_group: {other:?}")),
             }
-            match restore::plan(root, &["t".to_string()], &Default::default()) {
+            match restore::plan(
+                &Backup::open(root).map_err(|e| e.to_string())?,
+                &["t".to_string()],
+                &Default::default(),
+            ) {
                 Err(e) if is_corrupt_at(&e, file, *pos) => {}
                 other => return Err(format!("restore plan: {:?}", other.map(|p| p.len()))),
             }
@@ -280,8 +284,12 @@ fn check_case(f: &Fixture, file: &Path, expect: &Expect) -> Result<(), String> {
         }
         Expect::LogTorn { pos } => {
             verify_has(root, Severity::Warning, file, *pos)?;
-            restore::plan(root, &["t".to_string()], &Default::default())
-                .map_err(|e| e.to_string())?;
+            restore::plan(
+                &Backup::open(root).map_err(|e| e.to_string())?,
+                &["t".to_string()],
+                &Default::default(),
+            )
+            .map_err(|e| e.to_string())?;
         }
     }
     Ok(())

@@ -3,12 +3,10 @@
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use clap::{Args, ValueEnum};
-use kbackup_core::reader::Backup;
 use kbackup_core::record::Record;
 use kbackup_core::{Error, Result};
 use serde::Serialize;
 use std::io::{BufWriter, Write};
-use std::path::PathBuf;
 
 /// Output formats of `cat`.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,9 +18,11 @@ pub enum Format {
 /// `kbackup cat`.
 #[derive(Args, Debug)]
 pub struct CatArgs {
-    /// Backup directory.
-    #[arg(value_name = "DIR", value_parser = super::backup_dir)]
-    pub dir: PathBuf,
+    /// The backup: a directory, file:///path, or s3://bucket/prefix, gs://bucket/prefix,
+    /// az://container/prefix (object stores take their settings and credentials from their
+    /// standard environment variables, e.g. AWS_ENDPOINT_URL; docs/storage.md).
+    #[arg(value_name = "BACKUP", value_parser = super::backup_location)]
+    pub dir: String,
     /// Topic to print.
     #[arg(long, value_name = "TOPIC")]
     pub topic: String,
@@ -84,7 +84,7 @@ fn line<'a>(topic: &'a str, partition: i32, r: &'a Record) -> Line<'a> {
 
 /// Runs `kbackup cat`.
 pub fn run(args: &CatArgs) -> Result<()> {
-    let backup = Backup::open(&args.dir)?;
+    let backup = super::open_backup(&args.dir)?;
     let partitions = match args.partition {
         Some(p) => vec![p],
         None => backup.partitions(&args.topic)?,

@@ -2,17 +2,17 @@
 
 use super::{print_json, write_stdout};
 use clap::Args;
-use kbackup_core::reader::Backup;
 use kbackup_core::Result;
 use std::fmt::Write as _;
-use std::path::PathBuf;
 
 /// `kbackup inspect`.
 #[derive(Args, Debug)]
 pub struct InspectArgs {
-    /// Backup directory.
-    #[arg(value_name = "DIR", value_parser = super::backup_dir)]
-    pub dir: PathBuf,
+    /// The backup: a directory, file:///path, or s3://bucket/prefix, gs://bucket/prefix,
+    /// az://container/prefix (object stores take their settings and credentials from their
+    /// standard environment variables, e.g. AWS_ENDPOINT_URL; docs/storage.md).
+    #[arg(value_name = "BACKUP", value_parser = super::backup_location)]
+    pub dir: String,
     /// One JSON document on stdout instead of text (same as the connector's inspect call).
     #[arg(long)]
     pub json: bool,
@@ -20,7 +20,7 @@ pub struct InspectArgs {
 
 /// Runs `kbackup inspect`.
 pub fn run(args: &InspectArgs) -> Result<()> {
-    let summary = Backup::open(&args.dir)?.summary()?;
+    let summary = super::open_backup(&args.dir)?.summary()?;
     if args.json {
         return print_json(&summary);
     }

@@ -30,6 +30,22 @@ pub fn backup_dir(value: &str) -> Result<PathBuf, String> {
     kbackup_core::storage::local_dir(value)
 }
 
+/// Parses the backup argument of a verb that reads a backup wherever it is: a directory, a
+/// `file://` URL or an object-store URL (`s3://`, `gs://`, `az://`); anything else is refused
+/// (exit 2) naming the supported forms.
+pub fn backup_location(value: &str) -> Result<String, String> {
+    kbackup_core::storage::check_location(value)
+}
+
+/// Opens the backup at a location [`backup_location`] accepted. An object store takes its
+/// settings and credentials from its standard environment variables (docs/storage.md).
+pub fn open_backup(location: &str) -> kbackup_core::Result<kbackup_core::reader::Backup> {
+    kbackup_core::reader::Backup::open_location(
+        location,
+        &kbackup_core::storage::StoreOptions::default(),
+    )
+}
+
 /// Writes to stdout, mapping failures (including a closed pipe, which main treats as success)
 /// to [`Error::Io`].
 pub fn write_stdout(out: &mut impl Write, bytes: &[u8]) -> kbackup_core::Result<()> {

@@ -5,20 +5,18 @@
 
 use super::progress::utc_time;
 use clap::Args;
-use kbackup_core::layout;
-use kbackup_core::offsets_log;
-use kbackup_core::reader::Backup;
 use kbackup_core::record::TopicPartition;
 use kbackup_core::{Error, Result};
 use serde::Serialize;
-use std::path::PathBuf;
 
 /// `kbackup offsets`.
 #[derive(Args, Debug)]
 pub struct OffsetsArgs {
-    /// Backup directory.
-    #[arg(value_name = "DIR", value_parser = super::backup_dir)]
-    pub dir: PathBuf,
+    /// The backup: a directory, file:///path, or s3://bucket/prefix, gs://bucket/prefix,
+    /// az://container/prefix (object stores take their settings and credentials from their
+    /// standard environment variables, e.g. AWS_ENDPOINT_URL; docs/storage.md).
+    #[arg(value_name = "BACKUP", value_parser = super::backup_location)]
+    pub dir: String,
     /// Only this consumer group.
     #[arg(long, value_name = "GROUP")]
     pub group: Option<String>,
@@ -45,7 +43,7 @@ struct Row {
 
 /// Runs `kbackup offsets`.
 pub fn run(args: &OffsetsArgs) -> Result<()> {
-    let backup = Backup::open(&args.dir)?;
+    let backup = super::open_backup(&args.dir)?;
     let topics = match &args.topic {
         Some(t) => {
             backup.partitions(t)?; // a clear error when the topic is not in the backup
@@ -57,7 +55,7 @@ pub fn run(args: &OffsetsArgs) -> Result<()> {
     for topic in &topics {
         for p in backup.partitions(topic)? {
             let tp = TopicPartition::new(topic.clone(), p);
-            let latest = offsets_log::latest_per_group(&layout::group_offsets_log(&args.dir, &tp))?;
+            let latest = backup.latest_group_offsets(&tp)?;
             for (group, e) in latest {
                 if args.group.as_ref().is_some_and(|g| *g != group) {
                     continue;
@@ -80,8 +78,7 @@ pub fn run(args: &OffsetsArgs) -> Result<()> {
             "the backup at {} holds no offsets of consumer group {g:?}; run `kbackup offsets {}` \
              to list the captured groups (a backup captures groups only with --group-offsets or \
              the sink connector's group capture)",
-            args.dir.display(),
-            args.dir.display()
+            args.dir, args.dir
         )));
     }
     if args.json {

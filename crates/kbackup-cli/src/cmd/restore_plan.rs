@@ -7,14 +7,12 @@
 
 use super::restore::{parse_renames, WindowArgs};
 use clap::Args;
-use kbackup_core::reader::Backup;
 use kbackup_core::restore::window::format_time;
 use kbackup_core::restore::{self, CARRIED_CONFIGS};
 use kbackup_core::translate::Target;
 use kbackup_core::{Error, Result};
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 /// Appends one formatted line to the output buffer; the buffer is written at once at the end,
 /// so a closed stdout becomes an error value (success for main), never a panic.
@@ -28,9 +26,11 @@ macro_rules! outln {
 /// `kbackup restore-plan`.
 #[derive(Args, Debug)]
 pub struct RestorePlanArgs {
-    /// Backup directory.
-    #[arg(value_name = "DIR", value_parser = super::backup_dir)]
-    pub dir: PathBuf,
+    /// The backup: a directory, file:///path, or s3://bucket/prefix, gs://bucket/prefix,
+    /// az://container/prefix (object stores take their settings and credentials from their
+    /// standard environment variables, e.g. AWS_ENDPOINT_URL; docs/storage.md).
+    #[arg(value_name = "BACKUP", value_parser = super::backup_location)]
+    pub dir: String,
     /// Comma-separated backed-up topics the restore would restore.
     #[arg(long, value_name = "LIST", value_delimiter = ',', required = true)]
     pub topics: Vec<String>,
@@ -84,7 +84,7 @@ struct TopicPlan {
 
 /// Runs `kbackup restore-plan`.
 pub fn run(args: &RestorePlanArgs) -> Result<()> {
-    let backup = Backup::open(&args.dir)?;
+    let backup = super::open_backup(&args.dir)?;
     let renames = parse_renames(&args.rename)?;
     let topics = super::list_items(&args.topics);
     let have = backup.topics()?;
@@ -92,7 +92,7 @@ pub fn run(args: &RestorePlanArgs) -> Result<()> {
         if !have.contains(t) {
             return Err(Error::NotFound(format!(
                 "topic {t} is not in the backup at {}; it holds: {}",
-                args.dir.display(),
+                args.dir,
                 if have.is_empty() {
                     "no topics".to_string()
                 } else {
@@ -109,7 +109,7 @@ pub fn run(args: &RestorePlanArgs) -> Result<()> {
         }
     }
     let window = args.window.window(&topics)?;
-    let planned = restore::plan(&args.dir, &topics, &window)?;
+    let planned = restore::plan(&backup, &topics, &window)?;
     let mut plans = Vec::new();
     for t in &topics {
         let manifest = backup.manifest(t)?;

@@ -309,11 +309,16 @@ pub fn read_all(path: &Path) -> Result<Vec<GroupOffsetEntry>> {
 
 /// The last entry of each group, keyed by group id.
 pub fn latest_per_group(path: &Path) -> Result<BTreeMap<String, GroupOffsetEntry>> {
+    Ok(latest(read_all(path)?))
+}
+
+/// [`latest_per_group`] over entries already read (in append order), from a file or an object.
+pub fn latest(entries: Vec<GroupOffsetEntry>) -> BTreeMap<String, GroupOffsetEntry> {
     let mut latest = BTreeMap::new();
-    for e in read_all(path)? {
+    for e in entries {
         latest.insert(e.group.clone(), e);
     }
-    Ok(latest)
+    latest
 }
 
 /// Each group's position as of `at` (ms since the epoch): its last entry captured AT OR BEFORE
@@ -323,9 +328,17 @@ pub fn per_group_as_of(
     path: &Path,
     at: Option<i64>,
 ) -> Result<(BTreeMap<String, GroupOffsetEntry>, Vec<String>)> {
+    Ok(as_of(read_all(path)?, at))
+}
+
+/// [`per_group_as_of`] over entries already read (in append order), from a file or an object.
+pub fn as_of(
+    entries: Vec<GroupOffsetEntry>,
+    at: Option<i64>,
+) -> (BTreeMap<String, GroupOffsetEntry>, Vec<String>) {
     let mut known = BTreeMap::new();
     let mut later = std::collections::BTreeSet::new();
-    for e in read_all(path)? {
+    for e in entries {
         if at.is_none_or(|t| e.capture_time_ms <= t) {
             later.remove(&e.group);
             // The latest capture wins; appends by two writers may interleave their times.
@@ -339,7 +352,7 @@ pub fn per_group_as_of(
             later.insert(e.group);
         }
     }
-    Ok((known, later.into_iter().collect()))
+    (known, later.into_iter().collect())
 }
 
 /// The lock file of the log at `path`.

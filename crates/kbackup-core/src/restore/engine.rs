@@ -230,7 +230,7 @@ impl RestoreSource {
                         None => WindowSpan::default(),
                     };
                     let (groups, not_captured) = if cfg.restore_group_offsets {
-                        group_targets(&cfg.source_dir, &tp, reader.as_mut(), &cfg.window, &span)?
+                        group_targets(&backup, &tp, reader.as_mut(), &cfg.window, &span)?
                     } else {
                         (Vec::new(), Vec::new())
                     };

@@ -191,7 +191,12 @@ fn engine_plans_groups_and_resumes_after_a_crash() {
         crate::perms::OWNER_ONLY,
     )
     .unwrap();
-    let plan = plan(root, &["t".to_string()], &Default::default()).unwrap();
+    let plan = plan(
+        &crate::reader::Backup::open(root).unwrap(),
+        &["t".to_string()],
+        &Default::default(),
+    )
+    .unwrap();
     let targets: BTreeMap<_, _> = plan[0]
         .groups
         .iter()

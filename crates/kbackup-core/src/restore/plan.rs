@@ -3,13 +3,11 @@
 use super::state::*;
 use super::window::{self, PartitionWindow, RestoreWindow, WindowSpan};
 use crate::error::{Error, Result};
-use crate::layout;
 use crate::offsets_log;
 use crate::reader::{Backup, PartitionReader};
 use crate::reconcile::{self, TargetLog};
 use crate::record::TopicPartition;
 use crate::translate::{self};
-use std::path::Path;
 
 /// The captured groups of a backed-up partition and the record each resumes at, inside the
 /// window `w` whose records lie in `span`; also the groups left out because every capture of
@@ -21,14 +19,13 @@ use std::path::Path;
 /// window resumes at its first record, one past it at the end. Groups without a committed
 /// offset are left out; translation state is empty.
 pub fn group_targets(
-    root: &Path,
+    backup: &Backup,
     tp: &TopicPartition,
     reader: Option<&mut PartitionReader>,
     window: &RestoreWindow,
     span: &WindowSpan,
 ) -> Result<(Vec<GroupTarget>, Vec<String>)> {
-    let (known, not_captured) =
-        offsets_log::per_group_as_of(&layout::group_offsets_log(root, tp), window.to_time_ms)?;
+    let (known, not_captured) = offsets_log::as_of(backup.group_offsets(tp)?, window.to_time_ms);
     let w = window.for_partition(tp);
     let mut out = Vec::new();
     let mut reader = reader;
@@ -96,19 +93,22 @@ pub(super) fn partition_span(
 
 /// What `kbackup restore-plan` shows: per topic and partition, the window's records and each
 /// group's target.
-pub fn plan(root: &Path, topics: &[String], window: &RestoreWindow) -> Result<Vec<PartitionPlan>> {
-    let backup = Backup::open(root)?;
+pub fn plan(
+    backup: &Backup,
+    topics: &[String],
+    window: &RestoreWindow,
+) -> Result<Vec<PartitionPlan>> {
     let mut out = Vec::new();
     for topic in topics {
-        for p in layout::list_partitions(root, topic)? {
+        for p in backup.partitions(topic)? {
             let tp = TopicPartition::new(topic.clone(), p);
-            let mut reader = open_reader(&backup, topic, p)?;
+            let mut reader = open_reader(backup, topic, p)?;
             let span = match reader.as_mut() {
                 Some(r) => partition_span(r, &window.for_partition(&tp), true)?,
                 None => WindowSpan::default(),
             };
             let (groups, groups_not_captured) =
-                group_targets(root, &tp, reader.as_mut(), window, &span)?;
+                group_targets(backup, &tp, reader.as_mut(), window, &span)?;
             out.push(PartitionPlan {
                 tp,
                 span,

@@ -182,7 +182,12 @@ fn groups_land_on_the_first_restored_record_at_or_after_their_position_as_of_the
         to_time_ms: Some(10_800),
         ..Default::default()
     };
-    let planned = plan(root, &["t".to_string()], &window).unwrap();
+    let planned = plan(
+        &crate::reader::Backup::open(root).unwrap(),
+        &["t".to_string()],
+        &window,
+    )
+    .unwrap();
     let p = &planned[0];
     // In the window: offsets 30..=80 by their own stamps, minus the late ones below 10_300
     // (33 at 9_830, 38 at 9_880, ..., 78 at 10_280), plus late ones stamped inside (83..=98
@@ -225,7 +230,12 @@ fn groups_land_on_the_first_restored_record_at_or_after_their_position_as_of_the
         to_offsets: window::parse_offsets("k", "t=70").unwrap(),
         ..Default::default()
     };
-    let plan2 = plan(root, &["t".to_string()], &w2).unwrap();
+    let plan2 = plan(
+        &crate::reader::Backup::open(root).unwrap(),
+        &["t".to_string()],
+        &w2,
+    )
+    .unwrap();
     let t: BTreeMap<_, _> = plan2[0]
         .groups
         .iter()
