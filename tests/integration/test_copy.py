@@ -96,15 +96,15 @@ def test_a_backup_copied_to_s3_and_back_restores_byte_exact_with_groups_translat
 
 def _read_verbs_agree(kbackup, local: Path, url: str, env: dict, topic: str, group: str,
                       records: int):
-    """inspect, cat, offsets and restore-plan read the bucket's copy exactly as the directory:
-    the same JSON but for the location, the records byte for byte, the window found through
+    """inspect, cat, verify, offsets and restore-plan read the bucket's copy exactly as the
+    directory: the same JSON but for the location, the records byte for byte, the window found through
     the time index and the group targets found through the offset index and the offsets log,
     all through ranged reads of the objects (issue 9: the read verbs work on a URL)."""
     def both(*args: str, drop: tuple[str, ...] = ()):
         out = []
         for where in (local, url):
             got = kbackup.run(*args[:1], where, *args[1:], env=env).stdout
-            if drop:
+            if "--json" in args:
                 got = json.loads(got)
                 for key in drop:
                     got.pop(key)
@@ -118,6 +118,8 @@ def _read_verbs_agree(kbackup, local: Path, url: str, env: dict, topic: str, gro
     assert len(at_dir.splitlines()) == records
     at_dir, at_url = both("cat", "--topic", topic, "--partition", "1", "--from-offset", "30")
     assert at_url == at_dir and json.loads(at_dir.splitlines()[0])["offset"] == 30
+    at_dir, at_url = both("verify", "--json", "-q")
+    assert at_url == at_dir and at_dir["ok"] and at_dir["problems"] == [], (at_dir, at_url)
     at_dir, at_url = both("offsets", "--json", drop=("dir",))
     assert at_url == at_dir and {r["group"] for r in at_dir["offsets"]} == {group}, at_dir
     from_ts = str(CREATE_TS_BASE + 100_000 + 25 * 7)  # inside partition 1's timestamps
@@ -161,6 +163,12 @@ def test_damage_in_the_bucket_stops_the_copy_back_and_a_torn_tail_is_cut(kbackup
         proc = kbackup.run("inspect", url, env=env, check=False)
         assert proc.returncode == 4, proc.stderr
         assert f"{url}/{victim}" in proc.stderr and "byte" in proc.stderr, proc.stderr
+        proc = kbackup.run("verify", url, "--json", "-q", env=env, check=False)
+        assert proc.returncode == 4, proc.stderr
+        found = json.loads(proc.stdout)["problems"]
+        assert [(p["severity"], p["file"]) for p in found] == [("error", f"{url}/{victim}")], \
+            found
+        assert found[0]["position"] is not None
         dst = tmp_path / "back"
         proc = kbackup.run("copy", url, dst, "-q", env=env, check=False)
         assert proc.returncode == 4, proc.stderr

@@ -10,7 +10,7 @@
 use crate::error::{Error, Result};
 use crate::format::{check_version, FileKind, INDEX_FORMAT_VERSION};
 use crate::layout;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Magic of an offset index file ("KBOI"); defined in [`crate::format`].
 pub use crate::format::OFFSET_INDEX_MAGIC;
@@ -321,28 +321,45 @@ pub enum IndexState {
 
 /// Compares the index files of `segment_path` with the expected contents.
 pub fn compare(segment_path: &Path, expected: &(Vec<u8>, Vec<u8>)) -> Result<IndexState> {
+    compare_with(
+        segment_path,
+        expected,
+        |path| match std::fs::read(path) {
+            Ok(have) => Ok(Some(have)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(e, "read index", path)),
+        },
+        Path::to_path_buf,
+    )
+}
+
+/// [`compare`] for a segment at `segment_at` read by `read` (`None`: no such index), naming
+/// the index files by `display` (an object's URL in a bucket).
+pub fn compare_with(
+    segment_at: &Path,
+    expected: &(Vec<u8>, Vec<u8>),
+    read: impl Fn(&Path) -> Result<Option<Vec<u8>>>,
+    display: impl Fn(&Path) -> PathBuf,
+) -> Result<IndexState> {
     let pairs = [
-        (layout::offset_index_path(segment_path), &expected.0),
-        (layout::time_index_path(segment_path), &expected.1),
+        (layout::offset_index_path(segment_at), &expected.0),
+        (layout::time_index_path(segment_at), &expected.1),
     ];
     for (path, want) in pairs {
-        match std::fs::read(&path) {
-            Ok(have) if &have == want => {}
-            Ok(have) => {
+        match read(&path)? {
+            Some(have) if &have == want => {}
+            Some(have) => {
                 let position = have
                     .iter()
                     .zip(want.iter())
                     .position(|(a, b)| a != b)
                     .unwrap_or(have.len().min(want.len()));
                 return Ok(IndexState::Stale {
-                    file: path.display().to_string(),
+                    file: display(&path).display().to_string(),
                     position: position as u64,
                 });
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(IndexState::Missing(path.display().to_string()))
-            }
-            Err(e) => return Err(Error::io(e, "read index", path)),
+            None => return Ok(IndexState::Missing(display(&path).display().to_string())),
         }
     }
     Ok(IndexState::Valid)

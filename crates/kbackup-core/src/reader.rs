@@ -457,8 +457,94 @@ impl Backup {
         Ok(total)
     }
 
+    // Where verify walks: a place in the backup is a real path for a directory and a key (as
+    // a path) for a bucket; these answer the same questions for both.
+
+    /// The `topics/` directory, or the `topics` key prefix.
+    pub(crate) fn topics_at(&self) -> PathBuf {
+        match &self.objects {
+            None => layout::topics_dir(&self.root),
+            Some(_) => PathBuf::from(layout::TOPICS_DIR),
+        }
+    }
+
+    /// Whether `at` is a directory (a bucket: whether any object lies under it).
+    pub(crate) fn is_dir_at(&self, at: &Path) -> bool {
+        match &self.objects {
+            None => at.is_dir(),
+            Some(o) => {
+                let prefix = format!("{}/", at.to_string_lossy());
+                o.listing.iter().any(|(m, _)| m.key.starts_with(&prefix))
+            }
+        }
+    }
+
+    /// The entries of the directory `at` as (name, place, is a directory), sorted by name; in
+    /// a bucket the "directories" are the key prefixes one level below `at`.
+    pub(crate) fn entries_at(&self, at: &Path) -> Result<Vec<(String, PathBuf, bool)>> {
+        let Some(o) = &self.objects else {
+            return list_dir(at);
+        };
+        let prefix = format!("{}/", at.to_string_lossy());
+        let mut seen: BTreeMap<String, bool> = BTreeMap::new();
+        for (m, _) in &o.listing {
+            if let Some(rest) = m.key.strip_prefix(&prefix) {
+                let (name, is_dir) = match rest.split_once('/') {
+                    Some((dir, _)) => (dir, true),
+                    None => (rest, false),
+                };
+                *seen.entry(name.to_string()).or_default() |= is_dir;
+            }
+        }
+        Ok(seen
+            .into_iter()
+            .map(|(name, is_dir)| {
+                let place = at.join(&name);
+                (name, place, is_dir)
+            })
+            .collect())
+    }
+
+    /// The path or URL of a place, for reports.
+    pub(crate) fn display_at(&self, at: &Path) -> PathBuf {
+        match &self.objects {
+            None => at.to_path_buf(),
+            Some(o) => PathBuf::from(o.store.describe(&at.to_string_lossy())),
+        }
+    }
+
+    /// The bytes of the file or object at `at`; `None` if there is none.
+    pub(crate) fn read_at(&self, at: &Path, what: &'static str) -> Result<Option<Vec<u8>>> {
+        match &self.objects {
+            None => match std::fs::read(at) {
+                Ok(d) => Ok(Some(d)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(Error::io(e, what, at)),
+            },
+            Some(o) => {
+                let key = at.to_string_lossy();
+                if o.size(&key).is_none() {
+                    return Ok(None);
+                }
+                match o.store.get(&key) {
+                    Ok(d) => Ok(Some(d)),
+                    Err(Error::NotFound(_)) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            }
+        }
+    }
+
+    /// Opens the segment at `at` for reading.
+    pub(crate) fn open_segment_at(&self, at: &Path) -> Result<SegmentFile> {
+        match &self.objects {
+            None => SegmentFile::open(at),
+            Some(o) => SegmentFile::open_object(o.store.clone(), &at.to_string_lossy()),
+        }
+    }
+
     /// Size of a segment as [`PartitionReader::segments`] names it (0 if it vanished).
-    fn size_of(&self, path: &Path) -> u64 {
+    pub(crate) fn size_of(&self, path: &Path) -> u64 {
         match &self.objects {
             None => std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
             Some(o) => o.size(&path.to_string_lossy()).unwrap_or(0),

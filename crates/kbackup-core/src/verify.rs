@@ -8,9 +8,8 @@
 use crate::error::{Error, Result};
 use crate::index::{self, IndexState};
 use crate::layout;
-use crate::manifest;
 use crate::offsets_log;
-use crate::reader::{list_dir, Backup};
+use crate::reader::Backup;
 use crate::record::TopicPartition;
 use crate::segment::{self, SegmentScan};
 use serde::Serialize;
@@ -95,19 +94,19 @@ impl Backup {
             bytes: 0,
             problems: Vec::new(),
         };
-        let topics_dir = layout::topics_dir(self.root());
-        if !topics_dir.is_dir() {
+        let topics_dir = self.topics_at();
+        if !self.is_dir_at(&topics_dir) {
             problem(
                 &mut rep,
                 Severity::Warning,
-                &topics_dir,
+                &self.display_at(&topics_dir),
                 None,
                 "no topics directory: the backup holds no data yet".into(),
             );
         } else {
-            for (name, path, is_dir) in list_dir(&topics_dir)? {
+            for (name, path, is_dir) in self.entries_at(&topics_dir)? {
                 if !is_dir || layout::validate_topic_name(&name).is_err() {
-                    problem(&mut rep, Severity::Warning, &path, None, "unexpected entry in topics/ (not a topic directory); remove it if it is not yours".into());
+                    problem(&mut rep, Severity::Warning, &self.display_at(&path), None, "unexpected entry in topics/ (not a topic directory); remove it if it is not yours".into());
                     continue;
                 }
                 self.verify_topic(&name, &path, &mut rep, progress)?;
@@ -124,13 +123,14 @@ impl Backup {
         rep: &mut VerifyReport,
         progress: &mut dyn FnMut(u64),
     ) -> Result<()> {
-        match manifest::read_topic_manifest(self.root(), topic) {
+        let manifest_at = self.display_at(&dir.join(layout::TOPIC_MANIFEST));
+        match self.manifest(topic) {
             Ok(Some(_)) => {}
-            Ok(None) => problem(rep, Severity::Warning, &dir.join(layout::TOPIC_MANIFEST), None,
+            Ok(None) => problem(rep, Severity::Warning, &manifest_at, None,
                 "topic manifest missing: a restore cannot re-create the topic with its partition count and configs; create the topic by hand or let the sink rewrite it".into()),
-            Err(e) => problem(rep, Severity::Error, &dir.join(layout::TOPIC_MANIFEST), None, e.to_string()),
+            Err(e) => problem(rep, Severity::Error, &manifest_at, None, e.to_string()),
         }
-        for (name, path, is_dir) in list_dir(dir)? {
+        for (name, path, is_dir) in self.entries_at(dir)? {
             if name == layout::TOPIC_MANIFEST {
                 continue;
             }
@@ -139,7 +139,7 @@ impl Backup {
                 _ => problem(
                     rep,
                     Severity::Warning,
-                    &path,
+                    &self.display_at(&path),
                     None,
                     "unexpected entry in a topic directory; remove it if it is not yours".into(),
                 ),
@@ -156,8 +156,12 @@ impl Backup {
         rep: &mut VerifyReport,
         progress: &mut dyn FnMut(u64),
     ) -> Result<()> {
-        let segments = layout::list_segments(dir)?;
-        for (name, path, _) in list_dir(dir)? {
+        let entries = self.entries_at(dir)?;
+        let segments: Vec<(i64, PathBuf)> = entries
+            .iter()
+            .filter_map(|(name, at, _)| Some((layout::parse_segment_file_name(name)?, at.clone())))
+            .collect();
+        for (name, path, _) in entries.iter() {
             let known = layout::parse_segment_file_name(&name).is_some()
                 || name == layout::GROUP_OFFSETS_LOG
                 || name == layout::WRITER_LOCK
@@ -173,20 +177,20 @@ impl Backup {
                             .is_some_and(|b| segments.iter().any(|(s, _)| *s == b))
                     });
             if !known {
-                problem(rep, Severity::Warning, &path, None, "unexpected file in a partition directory (not a segment, index or group-offsets log, or an index without its segment)".into());
+                problem(rep, Severity::Warning, &self.display_at(path), None, "unexpected file in a partition directory (not a segment, index or group-offsets log, or an index without its segment)".into());
             }
         }
         self.verify_offsets_log(&dir.join(layout::GROUP_OFFSETS_LOG), rep);
         let mut prev_last: Option<(i64, PathBuf)> = None;
-        for (i, (base, path)) in segments.iter().enumerate() {
+        for (i, (base, at)) in segments.iter().enumerate() {
             let is_last = i + 1 == segments.len();
             rep.segments += 1;
-            let len = std::fs::metadata(path)
-                .map_err(|e| Error::io(e, "stat segment", path))?
-                .len();
+            let file = self.open_segment_at(at)?;
+            let len = file.len();
+            let path = &file.path().to_path_buf();
             rep.bytes += len;
             progress(len);
-            let scan = match segment::scan(path) {
+            let scan = match segment::scan_opened(file) {
                 Ok(Some(s)) => s,
                 Ok(None) => {
                     let sev = if is_last {
@@ -250,7 +254,9 @@ impl Backup {
                     );
                 }
             }
-            match index::compare(path, &scan.index_files())? {
+            let read = |p: &Path| self.read_at(p, "read index");
+            let shown = |p: &Path| self.display_at(p);
+            match index::compare_with(at, &scan.index_files(), read, shown)? {
                 IndexState::Valid => {}
                 IndexState::Missing(f) => problem(
                     rep,
@@ -284,8 +290,12 @@ impl Backup {
     }
 
     /// Checks a partition's group-offsets log: every entry's CRC, the header and version.
-    fn verify_offsets_log(&self, log: &Path, rep: &mut VerifyReport) {
-        match offsets_log::check(log) {
+    fn verify_offsets_log(&self, at: &Path, rep: &mut VerifyReport) {
+        let log = &self.display_at(at);
+        let checked = self
+            .read_at(at, "read group-offsets log")
+            .and_then(|data| data.map(|d| offsets_log::scan(&d, log)).transpose());
+        match checked {
             Ok(None) => {}
             Ok(Some(scan)) => {
                 if let Some((pos, why)) = scan.torn {

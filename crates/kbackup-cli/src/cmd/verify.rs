@@ -3,18 +3,18 @@
 use super::progress::Progress;
 use super::{print_json, write_stdout};
 use clap::Args;
-use kbackup_core::reader::Backup;
 use kbackup_core::verify::Severity;
 use kbackup_core::Result;
 use std::fmt::Write as _;
-use std::path::PathBuf;
 
 /// `kbackup verify`.
 #[derive(Args, Debug)]
 pub struct VerifyArgs {
-    /// Backup directory.
-    #[arg(value_name = "DIR", value_parser = super::backup_dir)]
-    pub dir: PathBuf,
+    /// The backup: a directory, file:///path, or s3://bucket/prefix, gs://bucket/prefix,
+    /// az://container/prefix (object stores take their settings and credentials from their
+    /// standard environment variables, e.g. AWS_ENDPOINT_URL; docs/storage.md).
+    #[arg(value_name = "BACKUP", value_parser = super::backup_location)]
+    pub dir: String,
     /// One JSON document on stdout instead of text.
     #[arg(long)]
     pub json: bool,
@@ -25,7 +25,7 @@ pub struct VerifyArgs {
 
 /// Runs `kbackup verify`; answers whether the backup is free of errors (warnings allowed).
 pub fn run(args: &VerifyArgs) -> Result<bool> {
-    let backup = Backup::open(&args.dir)?;
+    let backup = super::open_backup(&args.dir)?;
     let mut progress = Progress::new("verify", "bytes", Some(backup.segment_bytes()?), args.quiet);
     let report = backup.verify_with_progress(&mut |n| progress.inc(n))?;
     progress.finish(&format!(
