@@ -162,7 +162,7 @@ impl Backup {
             .filter_map(|(name, at, _)| Some((layout::parse_segment_file_name(name)?, at.clone())))
             .collect();
         for (name, path, _) in entries.iter() {
-            let known = layout::parse_segment_file_name(&name).is_some()
+            let known = layout::parse_segment_file_name(name).is_some()
                 || name == layout::GROUP_OFFSETS_LOG
                 || name == layout::WRITER_LOCK
                 || name == offsets_log::LOCK_FILE
