@@ -3,9 +3,11 @@
 Why: the cold copy an operator trusts lives off the cluster's disks, in a bucket with its own
 lifecycle and object lock. A backup taken from a real broker (every record shape, a 1 MiB
 value, committed and aborted transactions so offsets cannot line up, a consumer group) is
-copied to versitygw (tests/testbed/s3.py) with nothing but the standard AWS_* variables, the
-local backup is deleted, the bucket's copy is brought back and restored into a NEW cluster:
-byte-exact, read back with confluent-kafka, and the group reads exactly what it had not read.
+copied to versitygw (tests/testbed/s3.py) with nothing but the standard AWS_* variables; the
+reading verbs print the same for the bucket as for the directory; the local backup is deleted,
+the bucket's copy is brought back byte for byte, and `kbackup restore` reads the bucket in place
+into a NEW cluster: byte-exact, read back with confluent-kafka, and the group reads exactly
+what it had not read.
 What lands in the bucket is checked from the server's own listing, not from kbackup's.
 
 A copy is never blind: a segment damaged in the bucket stops the copy back with the object
@@ -79,15 +81,21 @@ def test_a_backup_copied_to_s3_and_back_restores_byte_exact_with_groups_translat
         shutil.rmtree(local)  # the bucket holds the only copy now
         back = tmp_path / "from-s3"
         kbackup.run("copy", url, back, "-q", env=env)
-    assert _files(back) == before, "a round trip through the bucket changes no byte"
-    kbackup.run("verify", back, "-q")
+        assert _files(back) == before, "a round trip through the bucket changes no byte"
+        kbackup.run("verify", back, "-q")
 
-    target = new_cluster("copy-target", with_worker=False)
-    kbackup.run("restore", "--bootstrap-server", target.bootstrap, "--dir", back, "--topics",
-                topic, "--group-offsets", timeout=300)
+        # restored straight from the bucket (no copy back): progress kept in a local directory
+        target = new_cluster("copy-target", with_worker=False)
+        restore = ("restore", "--bootstrap-server", target.bootstrap, "--dir", url, "--topics",
+                   topic, "--group-offsets")
+        proc = kbackup.run(*restore, env=env, check=False)
+        assert proc.returncode == 2 and "--state-dir" in proc.stderr, proc.stderr
+        state = tmp_path / "restore-state"
+        kbackup.run(*restore, "--state-dir", state, env=env, timeout=300)
+        assert s3.list_keys("prod/nightly/restore-state/") == {}, "the bucket is only read"
     for p in (0, 1):
         assert_restored_equal(target.kafka.consume_partition(topic, p), original[p],
-                              f"{topic}/{p} restored from the bucket's copy")
+                              f"{topic}/{p} restored from the bucket")
     read = _read_as_group(target.bootstrap, group, [topic], {(topic, 0), (topic, 1)})
     for p in (0, 1):
         assert read[(topic, p)] == [r.value for r in original[p] if r.offset >= pos[p]], \

@@ -9,13 +9,12 @@
 use super::cluster::ClusterArgs;
 use super::progress::RunUi;
 use clap::Args;
-use kbackup_core::reader::Backup;
 use kbackup_core::restore::window::RestoreWindow;
 use kbackup_core::restore::{self, RestoreSource, SourceConfig};
 use kbackup_core::standalone::restore::{self as driver, RestoreObserver};
 use kbackup_core::{Error, Result};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Records asked from the engine per poll.
 const POLL_BATCH: usize = 2000;
@@ -25,9 +24,11 @@ const POLL_BATCH: usize = 2000;
 pub struct RestoreArgs {
     #[command(flatten)]
     pub cluster: ClusterArgs,
-    /// Backup directory to restore from.
-    #[arg(long, value_name = "DIR", value_parser = super::backup_dir)]
-    pub dir: PathBuf,
+    /// The backup to restore from: a directory, file:///path, or s3://bucket/prefix,
+    /// gs://bucket/prefix, az://container/prefix (read in place, with the store's settings and
+    /// credentials from its standard environment variables; needs --state-dir).
+    #[arg(long, value_name = "BACKUP", value_parser = super::backup_location)]
+    pub dir: String,
     /// Comma-separated backed-up topics to restore.
     #[arg(long, value_name = "LIST", value_delimiter = ',', required = true)]
     pub topics: Vec<String>,
@@ -44,7 +45,8 @@ pub struct RestoreArgs {
     #[arg(long = "allow-non-empty")]
     pub allow_non_empty: bool,
     /// Where the restore keeps its progress (default: DIR/restore-state/DIGEST, one per
-    /// target cluster and topic list, so a rerun after a crash resumes).
+    /// target cluster and topic list, so a rerun after a crash resumes). Required for a
+    /// backup in object storage: a local directory that outlives the restore.
     #[arg(long = "state-dir", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
     /// Serve Prometheus metrics on http://HOST:PORT/metrics while the restore runs (records
@@ -199,7 +201,7 @@ pub fn run(args: &RestoreArgs) -> Result<()> {
     let cfg = SourceConfig {
         connector_name: restore_name(&args.cluster.bootstrap_server, &topics, &renames, &window),
         task_id: "cli-restore-0".into(),
-        source_dir: args.dir.clone(),
+        source_dir: PathBuf::from(&args.dir),
         topics: topics.clone(),
         topics_rename: renames,
         batch_size: POLL_BATCH,
@@ -210,7 +212,7 @@ pub fn run(args: &RestoreArgs) -> Result<()> {
         window,
     };
     // A missing or foreign directory gets the CLI's own one-line message first.
-    Backup::open(&args.dir)?;
+    cfg.open_backup()?;
     let problems = restore::validate(&cfg);
     if !problems.is_empty() {
         let lines: Vec<String> = problems
@@ -225,7 +227,7 @@ pub fn run(args: &RestoreArgs) -> Result<()> {
         args.quiet,
         args.json_progress,
         args.metrics_addr.as_deref(),
-        &args.dir,
+        Path::new(&args.dir),
     )?;
     let out = driver::run_restore(&cfg, &mut ui)?;
     let progress = ui.into_progress();

@@ -4,7 +4,6 @@ use super::*;
 use super::{engine::*, state::*};
 use crate::cluster::CommitOutcome;
 use crate::error::{Error, Result};
-use crate::layout;
 use crate::record::TopicPartition;
 use crate::translate::{self, Target};
 use std::collections::{BTreeMap, BTreeSet};
@@ -212,7 +211,7 @@ impl RestoreSource {
         if !ts.created_by_restore || ts.configs_restored {
             return Ok(true);
         }
-        for p in layout::list_partitions(&self.cfg.source_dir, topic)? {
+        for p in self.cfg.open_backup()?.partitions(topic)? {
             // Partitions of other tasks: their state files say whether they are done.
             let done = match self.runs.get(&TopicPartition::new(topic, p)) {
                 Some(run) => run.state.done,

@@ -3,6 +3,7 @@
 use crate::error::{Error, Result};
 use crate::layout;
 use crate::manifest;
+use crate::reader::Backup;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -26,7 +27,8 @@ pub struct SourceConfig {
     pub connector_name: String,
     /// Connect task id, for log lines and the status.
     pub task_id: String,
-    /// Root directory of the backup to restore.
+    /// Root directory of the backup to restore, or (the CLI) a bucket URL such as
+    /// `s3://bucket/prefix` ([`SourceConfig::open_backup`]).
     pub source_dir: PathBuf,
     /// Backed-up topics to restore (an explicit list).
     pub topics: Vec<String>,
@@ -79,6 +81,25 @@ impl SourceConfig {
         format!("kbackup-restore-{}", name_digest(&self.connector_name))
     }
 
+    /// The backup bucket's URL when the backup is in object storage (`None`: a directory).
+    pub fn source_url(&self) -> Option<&str> {
+        self.source_dir
+            .to_str()
+            .filter(|loc| {
+                crate::storage::check_location(loc).is_ok()
+                    && crate::storage::local_dir(loc).is_err()
+            })
+    }
+
+    /// Opens the backup to restore: the directory, or the bucket (settings and credentials
+    /// from the store's standard environment variables).
+    pub fn open_backup(&self) -> Result<Backup> {
+        match self.source_url() {
+            Some(url) => Backup::open_location(url, &crate::storage::StoreOptions::default()),
+            None => Backup::open(&self.source_dir),
+        }
+    }
+
     /// The restore state directory this config uses.
     pub fn state_dir(&self) -> PathBuf {
         match &self.restore_state_dir {
@@ -106,7 +127,25 @@ pub fn validate(cfg: &SourceConfig) -> Vec<(String, String)> {
     let mut bad = |key: &str, msg: String| problems.push((key.to_string(), msg));
     let dir = &cfg.source_dir;
     let mut in_backup = None;
-    if dir.as_os_str().is_empty() {
+    if let Some(url) = cfg.source_url() {
+        if cfg.restore_state_dir.is_none() {
+            bad(
+                "restore.state.dir",
+                format!(
+                    "the backup is in object storage ({url}) and a restore keeps its progress in \
+                     a local directory: set restore.state.dir (the CLI's --state-dir) to a \
+                     directory that survives the restore, so a rerun resumes"
+                ),
+            );
+        }
+        match cfg.open_backup().and_then(|b| b.topics()) {
+            Ok(t) => in_backup = Some(t.into_iter().collect::<BTreeSet<_>>()),
+            Err(e) => bad(
+                "source.dir",
+                format!("cannot read the backup at {url}: {e}"),
+            ),
+        }
+    } else if dir.as_os_str().is_empty() {
         bad(
             "source.dir",
             "source.dir is required: set it to the backup directory to restore from".into(),

@@ -7,7 +7,7 @@ use crate::cluster::ClusterClient;
 use crate::error::{Error, Result};
 use crate::kafka::RdKafkaCluster;
 use crate::metrics::{SourceMetrics, SourcePartitionMetrics};
-use crate::reader::{Backup, PartitionReader};
+use crate::reader::PartitionReader;
 use crate::reconcile::{KafkaTargetLog, TargetLog};
 use crate::record::{Ack, BatchRecord};
 use crate::record::{TopicPartition, TopicPartitionOffset};
@@ -186,7 +186,7 @@ impl RestoreSource {
     ) -> Result<RestoreSource> {
         let state_dir = cfg.state_dir();
         claim_state_dir(&state_dir, &cfg.connector_name)?;
-        let backup = Backup::open(&cfg.source_dir)?;
+        let backup = cfg.open_backup()?;
         let mut runs = BTreeMap::new();
         for a in assignment {
             if !cfg.topics.contains(&a.topic) {

@@ -5,8 +5,6 @@ use super::{config::*, state::*};
 use crate::cluster::ClusterClient;
 use crate::error::{Error, Result};
 use crate::kafka::RdKafkaCluster;
-use crate::layout;
-use crate::manifest;
 use std::collections::BTreeMap;
 
 /// Topic configs carried from the backup to a topic the restore creates.
@@ -56,10 +54,11 @@ pub fn prepare_on(cfg: &SourceConfig, cluster: &dyn ClusterClient) -> Result<()>
     }
     let state_dir = cfg.state_dir();
     claim_state_dir(&state_dir, &cfg.connector_name)?;
+    let backup = cfg.open_backup()?;
     for topic in &cfg.topics {
         let target = cfg.target_topic(topic);
-        let m = manifest::read_topic_manifest(&cfg.source_dir, topic)?;
-        let have = layout::list_partitions(&cfg.source_dir, topic)?;
+        let m = backup.manifest(topic)?;
+        let have = backup.partitions(topic)?;
         let needed = m
             .as_ref()
             .map(|m| m.partitions)

@@ -15,7 +15,6 @@
 use crate::cluster::ClusterClient;
 use crate::error::{Error, Result};
 use crate::kafka::{self, RdKafkaCluster};
-use crate::reader::Backup;
 use crate::reconcile::KafkaTargetLog;
 use crate::record::TopicPartitionOffset;
 use crate::record::{Ack, BatchRecord};
@@ -171,7 +170,7 @@ pub fn run_restore(
 
     // Resume where the acknowledged records end (the state files are the truth, as Connect's
     // committed source offsets are for the connector).
-    let backup = Backup::open(&cfg.source_dir)?;
+    let backup = cfg.open_backup()?;
     let mut assignment = Vec::new();
     for t in &cfg.topics {
         for p in backup.partitions(t)? {
