@@ -83,12 +83,9 @@ impl SourceConfig {
 
     /// The backup bucket's URL when the backup is in object storage (`None`: a directory).
     pub fn source_url(&self) -> Option<&str> {
-        self.source_dir
-            .to_str()
-            .filter(|loc| {
-                crate::storage::check_location(loc).is_ok()
-                    && crate::storage::local_dir(loc).is_err()
-            })
+        self.source_dir.to_str().filter(|loc| {
+            crate::storage::check_location(loc).is_ok() && crate::storage::local_dir(loc).is_err()
+        })
     }
 
     /// Opens the backup to restore: the directory, or the bucket (settings and credentials
