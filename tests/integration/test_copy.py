@@ -93,6 +93,9 @@ def test_a_backup_copied_to_s3_and_back_restores_byte_exact_with_groups_translat
         state = tmp_path / "restore-state"
         kbackup.run(*restore, "--state-dir", state, env=env, timeout=300)
         assert s3.list_keys("prod/nightly/restore-state/") == {}, "the bucket is only read"
+        st = json.loads(kbackup.run("restore-status", url, "--state-dir", state, "--json",
+                                    env=env).stdout)
+        assert [r["status"]["finished"] for r in st["restores"]] == [True], st
     for p in (0, 1):
         assert_restored_equal(target.kafka.consume_partition(topic, p), original[p],
                               f"{topic}/{p} restored from the bucket")
@@ -205,3 +208,54 @@ def test_copy_refuses_a_destination_holding_something_else(kbackup, tmp_path):
     assert (other / "notes.txt").read_text() == "not a backup"
     proc = kbackup.run("copy", GOLDEN_V2, "ftp://host/x", check=False)
     assert proc.returncode == 2 and "s3://bucket/prefix" in proc.stderr
+
+
+def test_prune_reindex_status_and_restore_status_work_on_a_bucket(kbackup, tmp_path):
+    """The verbs that change or judge a backup work on a bucket as on a directory (issue 9):
+    `prune` drops the same old segments (deleting the objects, indexes first), `reindex`
+    rebuilds a lost index object byte-exact, `status` reports the same figures, and
+    `restore-status` of a bucket asks for the local --state-dir a bucket restore uses."""
+    local = tmp_path / "golden"
+    shutil.copytree(GOLDEN_V2, local)
+    golden = _files(GOLDEN_V2)
+    with S3Server() as s3:
+        url = f"s3://{s3.bucket}/tools"
+        env = s3.env()
+        kbackup.run("copy", local, url, "-q", env=env)
+
+        def status(where):
+            doc = json.loads(kbackup.run("status", where, "--json", env=env).stdout)
+            doc.pop("checked_at_ms")
+            return doc
+        assert status(url) == status(local)
+
+        # an index object lost in the bucket: verify warns, reindex puts it back byte-exact
+        index_key = "topics/golden/1/00000000000000000100.time-index"
+        assert s3.request("DELETE", f"tools/{index_key}")[0] == 204
+        found = json.loads(kbackup.run("verify", url, "--json", "-q", env=env).stdout)
+        assert [(p["severity"], p["file"]) for p in found["problems"]] == \
+            [("warning", f"{url}/{index_key}")], found
+        out = kbackup.run("reindex", url, env=env).stdout
+        assert "1 index pairs rebuilt" in out, out
+        assert s3.request("GET", f"tools/{index_key}")[2] == golden[index_key]
+        found = json.loads(kbackup.run("verify", url, "--json", "-q", env=env).stdout)
+        assert found["ok"] and found["problems"] == [], found
+
+        # prune: the same segments as from the directory, gone from the server's listing
+        def pruned(where, *flags):
+            doc = json.loads(kbackup.run("prune", where, "--older-than", "1d", "--json",
+                                         *flags, env=env).stdout)
+            return [(s["topic"], s["partition"], s["base_offset"], s["records"], s["bytes"])
+                    for s in doc["removed"]]
+        dry = pruned(url, "--dry-run")
+        assert dry and dry == pruned(local, "--dry-run"), dry
+        assert pruned(url) == dry and pruned(local) == dry
+        left = {k.removeprefix("tools/") for k in s3.list_keys("tools/")}
+        assert left == {k for k in _files(local)}, "the bucket keeps what the directory keeps"
+        for topic, p, base, _, _ in dry:
+            assert f"topics/{topic}/{p}/{base:020d}.segment" not in left
+        found = json.loads(kbackup.run("verify", url, "--json", "-q", env=env).stdout)
+        assert found["ok"] and found["problems"] == [], found
+
+        proc = kbackup.run("restore-status", url, env=env, check=False)
+        assert proc.returncode == 2 and "--state-dir" in proc.stderr, proc.stderr

@@ -21,7 +21,8 @@
 
 use crate::error::{Error, Result};
 use crate::layout;
-use crate::manifest;
+use crate::reader::Backup;
+use crate::record::TopicPartition;
 use crate::segment;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -33,8 +34,11 @@ pub struct PrunedSegment {
     pub topic: String,
     /// Partition number.
     pub partition: i32,
-    /// The segment file.
+    /// The segment file (its URL in a bucket).
     pub path: PathBuf,
+    /// Where the reader finds it: the path, or the key in a bucket.
+    #[serde(skip)]
+    place: PathBuf,
     /// Base offset (the first original offset in the segment).
     pub base_offset: i64,
     /// Last original offset in the segment (`None` for a segment without records).
@@ -74,27 +78,18 @@ impl PruneReport {
     }
 }
 
-fn file_len(path: &Path) -> u64 {
-    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
-}
-
-fn mtime_ms(path: &Path) -> Result<i64> {
-    let m = std::fs::metadata(path).map_err(|e| Error::io(e, "stat segment", path))?;
-    let t = m
-        .modified()
-        .map_err(|e| Error::io(e, "read modification time of", path))?;
-    Ok(t.duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0))
-}
-
 /// Removes from the backup at `root` every segment that [the module rules](self) allow and
 /// whose newest record is older than `cutoff_ms`; with `dry_run` only reports them.
 ///
 /// Fails before deleting anything in a partition when one of its candidate segments is
 /// damaged (the error names the file and position): prune never guesses an age.
 pub fn prune(root: &Path, cutoff_ms: i64, dry_run: bool) -> Result<PruneReport> {
-    manifest::read_root_marker(root)?;
+    prune_backup(&Backup::open(root)?, cutoff_ms, dry_run)
+}
+
+/// [`prune`] of an opened backup: a directory or a bucket (where objects are deleted, and a
+/// segment without a record timestamp is aged by its object's last write).
+pub fn prune_backup(backup: &Backup, cutoff_ms: i64, dry_run: bool) -> Result<PruneReport> {
     let mut report = PruneReport {
         cutoff_ms,
         dry_run,
@@ -102,27 +97,46 @@ pub fn prune(root: &Path, cutoff_ms: i64, dry_run: bool) -> Result<PruneReport> 
         kept_segments: 0,
         partitions: 0,
     };
-    for (topic, partition, dir) in layout::list_partition_dirs(root)? {
+    let mut partitions = Vec::new();
+    for topic in backup.topics()? {
+        for p in backup.partitions(&topic)? {
+            partitions.push(TopicPartition::new(topic.clone(), p));
+        }
+    }
+    for tp in partitions {
         report.partitions += 1;
-        let segments = layout::list_segments(&dir)?;
+        let segments = backup
+            .partition(&tp.topic, tp.partition)?
+            .segments()
+            .to_vec();
         let mut doomed = Vec::new();
         // The last segment is the active one: never a candidate.
-        for (base, path) in segments.iter().take(segments.len().saturating_sub(1)) {
-            let scan = segment::scan_file(path)?;
+        for (base, at) in segments.iter().take(segments.len().saturating_sub(1)) {
+            let file = backup.open_segment_at(at)?;
+            let path = file.path().to_path_buf();
+            let len = file.len();
+            let scan = segment::scan_opened(file)?.ok_or_else(|| {
+                Error::corrupt(
+                    &path,
+                    len,
+                    "segment is shorter than its header (torn while being created)",
+                )
+            })?;
             let newest_ms = match scan.max_timestamp {
                 Some(ts) if ts >= 0 => ts,
-                _ => mtime_ms(path)?,
+                _ => backup.modified_ms_at(at)?,
             };
             if newest_ms >= cutoff_ms {
                 break; // only a prefix goes: a hole would look like a lost segment
             }
-            let bytes = file_len(path)
-                + file_len(&layout::offset_index_path(path))
-                + file_len(&layout::time_index_path(path));
+            let bytes = backup.size_of(at)
+                + backup.size_of(&layout::offset_index_path(at))
+                + backup.size_of(&layout::time_index_path(at));
             doomed.push(PrunedSegment {
-                topic: topic.clone(),
-                partition,
-                path: path.clone(),
+                topic: tp.topic.clone(),
+                partition: tp.partition,
+                place: at.clone(),
+                path,
                 base_offset: *base,
                 last_offset: scan.last_offset,
                 records: scan.records,
@@ -133,7 +147,7 @@ pub fn prune(root: &Path, cutoff_ms: i64, dry_run: bool) -> Result<PruneReport> 
         report.kept_segments += (segments.len() - doomed.len()) as u64;
         if !dry_run && !doomed.is_empty() {
             for s in &doomed {
-                remove_segment(&s.path)?;
+                remove_segment(backup, &s.place)?;
                 log::info!(
                     "pruned {} ({} records, newest at {} ms)",
                     s.path.display(),
@@ -141,7 +155,7 @@ pub fn prune(root: &Path, cutoff_ms: i64, dry_run: bool) -> Result<PruneReport> 
                     s.newest_ms
                 );
             }
-            layout::fsync_dir(&dir)?;
+            backup.sync_partition(&tp)?;
         }
         report.removed.extend(doomed);
     }
@@ -149,17 +163,13 @@ pub fn prune(root: &Path, cutoff_ms: i64, dry_run: bool) -> Result<PruneReport> 
 }
 
 /// Index files first (derived data), then the segment itself.
-fn remove_segment(path: &Path) -> Result<()> {
+fn remove_segment(backup: &Backup, at: &Path) -> Result<()> {
     for p in [
-        layout::offset_index_path(path),
-        layout::time_index_path(path),
-        path.to_path_buf(),
+        layout::offset_index_path(at),
+        layout::time_index_path(at),
+        at.to_path_buf(),
     ] {
-        match std::fs::remove_file(&p) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(e, "delete", p)),
-        }
+        backup.delete_at(&p)?;
     }
     Ok(())
 }
@@ -226,7 +236,7 @@ mod tests {
     #[test]
     fn drops_only_an_old_prefix_and_never_the_last_segment() {
         let d = tempfile::tempdir().unwrap();
-        manifest::init_root(d.path(), crate::perms::OWNER_ONLY).unwrap();
+        crate::manifest::init_root(d.path(), crate::perms::OWNER_ONLY).unwrap();
         // Segment 2 is old again but follows a new one: it must stay (no holes).
         let dir = write_partition(
             d.path(),
@@ -286,7 +296,7 @@ mod tests {
     #[test]
     fn nothing_newer_than_the_cutoff_is_touched() {
         let d = tempfile::tempdir().unwrap();
-        manifest::init_root(d.path(), crate::perms::OWNER_ONLY).unwrap();
+        crate::manifest::init_root(d.path(), crate::perms::OWNER_ONLY).unwrap();
         let dir = write_partition(d.path(), "t", 3, &[&[(10, 1000)], &[(11, 1001)]]);
         let r = prune(d.path(), 1000, false).unwrap();
         assert!(r.removed.is_empty());
@@ -297,7 +307,7 @@ mod tests {
     #[test]
     fn a_damaged_candidate_stops_prune_with_file_and_position() {
         let d = tempfile::tempdir().unwrap();
-        manifest::init_root(d.path(), crate::perms::OWNER_ONLY).unwrap();
+        crate::manifest::init_root(d.path(), crate::perms::OWNER_ONLY).unwrap();
         let dir = write_partition(d.path(), "t", 0, &[&[(0, 1), (1, 2)], &[(2, 3)]]);
         let seg = layout::segment_path(&dir, 0);
         let mut bytes = std::fs::read(&seg).unwrap();

@@ -543,6 +543,60 @@ impl Backup {
         }
     }
 
+    /// When the file or object at `at` was last written (ms since the epoch).
+    pub(crate) fn modified_ms_at(&self, at: &Path) -> Result<i64> {
+        let t = match &self.objects {
+            None => std::fs::metadata(at)
+                .and_then(|m| m.modified())
+                .map_err(|e| Error::io(e, "read modification time of", at))?,
+            Some(o) => {
+                let key = at.to_string_lossy();
+                let i = o
+                    .listing
+                    .binary_search_by(|(m, _)| m.key.as_str().cmp(&key))
+                    .map_err(|_| Error::NotFound(format!("{} vanished", o.store.describe(&key))))?;
+                o.listing[i].0.modified
+            }
+        };
+        Ok(t.duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0))
+    }
+
+    /// Deletes the file or object at `at`; an absent one is no error.
+    pub(crate) fn delete_at(&self, at: &Path) -> Result<()> {
+        match &self.objects {
+            None => match std::fs::remove_file(at) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(Error::io(e, "delete", at)),
+            },
+            Some(o) => o.store.delete(&at.to_string_lossy()),
+        }
+    }
+
+    /// Replaces both index files (objects) of the segment at `at`.
+    pub(crate) fn write_index_at(&self, at: &Path, files: &(Vec<u8>, Vec<u8>)) -> Result<()> {
+        let Some(o) = &self.objects else {
+            return index::write_files(at, files);
+        };
+        for (key, data) in [
+            (layout::offset_index_path(at), &files.0),
+            (layout::time_index_path(at), &files.1),
+        ] {
+            o.store.put(&key.to_string_lossy(), data)?;
+        }
+        Ok(())
+    }
+
+    /// Makes deletions in the partition directory of `tp` durable (a bucket's are at once).
+    pub(crate) fn sync_partition(&self, tp: &TopicPartition) -> Result<()> {
+        match &self.objects {
+            None => layout::fsync_dir(&layout::partition_dir(&self.root, tp)?),
+            Some(_) => Ok(()),
+        }
+    }
+
     /// Size of a segment as [`PartitionReader::segments`] names it (0 if it vanished).
     pub(crate) fn size_of(&self, path: &Path) -> u64 {
         match &self.objects {

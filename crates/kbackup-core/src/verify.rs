@@ -10,7 +10,6 @@ use crate::index::{self, IndexState};
 use crate::layout;
 use crate::offsets_log;
 use crate::reader::Backup;
-use crate::record::TopicPartition;
 use crate::segment::{self, SegmentScan};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -320,22 +319,33 @@ impl Backup {
         };
         for topic in self.topics()? {
             for p in self.partitions(&topic)? {
-                let dir =
-                    layout::partition_dir(self.root(), &TopicPartition::new(topic.clone(), p))?;
-                let segments = layout::list_segments(&dir)?;
+                let segments = self.partition(&topic, p)?.segments().to_vec();
                 let n = segments.len();
-                for (i, (_, path)) in segments.into_iter().enumerate() {
+                for (i, (_, at)) in segments.into_iter().enumerate() {
                     rep.segments += 1;
+                    let file = self.open_segment_at(&at)?;
+                    let (path, len) = (file.path().to_path_buf(), file.len());
                     // A torn tail is only an interrupted write in the last segment; elsewhere
                     // records are missing, and an index of what is left would hide that.
-                    let res = segment::scan_file(&path).and_then(|scan| match &scan.torn {
-                        Some((pos, why)) if i + 1 < n => Err(Error::corrupt(
-                            &path,
-                            *pos,
-                            format!("{why} in a segment that is not the partition's last"),
-                        )),
-                        _ => ensure_index(&path, &scan),
-                    });
+                    let res = segment::scan_opened(file)
+                        .and_then(|scan| {
+                            scan.ok_or_else(|| {
+                                Error::corrupt(
+                                    &path,
+                                    len,
+                                    "segment is shorter than its header (torn while being \
+                                     created)",
+                                )
+                            })
+                        })
+                        .and_then(|scan| match &scan.torn {
+                            Some((pos, why)) if i + 1 < n => Err(Error::corrupt(
+                                &path,
+                                *pos,
+                                format!("{why} in a segment that is not the partition's last"),
+                            )),
+                            _ => self.ensure_index_at(&at, &scan),
+                        });
                     match res {
                         Ok(true) => rep.rebuilt += 1,
                         Ok(false) => {}
@@ -345,6 +355,18 @@ impl Backup {
             }
         }
         Ok(rep)
+    }
+
+    /// [`ensure_index`] for the segment at a reader place (a path, or a key in a bucket).
+    fn ensure_index_at(&self, at: &Path, scan: &SegmentScan) -> Result<bool> {
+        let files = scan.index_files();
+        let read = |p: &Path| self.read_at(p, "read index");
+        let shown = |p: &Path| self.display_at(p);
+        if index::compare_with(at, &files, read, shown)? == IndexState::Valid {
+            return Ok(false);
+        }
+        self.write_index_at(at, &files)?;
+        Ok(true)
     }
 }
 

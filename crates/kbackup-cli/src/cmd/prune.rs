@@ -8,7 +8,6 @@ use clap::Args;
 use kbackup_core::manifest::now_ms;
 use kbackup_core::prune;
 use kbackup_core::{Error, Result};
-use std::path::PathBuf;
 
 /// Appends one formatted line to the output buffer; the buffer is written at once at the end,
 /// so a closed stdout becomes an error value (success for main), never a panic.
@@ -22,9 +21,11 @@ macro_rules! outln {
 /// `kbackup prune`.
 #[derive(Args, Debug)]
 pub struct PruneArgs {
-    /// Backup directory.
-    #[arg(value_name = "DIR", value_parser = super::backup_dir)]
-    pub dir: PathBuf,
+    /// The backup: a directory, file:///path, or s3://bucket/prefix, gs://bucket/prefix,
+    /// az://container/prefix (object stores take their settings and credentials from their
+    /// standard environment variables, e.g. AWS_ENDPOINT_URL; docs/storage.md).
+    #[arg(value_name = "BACKUP", value_parser = super::backup_location)]
+    pub dir: String,
     /// Drop segments whose newest record is older than this: a number with a unit, ms, s, m,
     /// h, d or w (for example 30d, 12h, 90m).
     #[arg(long = "older-than", value_name = "DURATION", value_parser = parse_duration_ms)]
@@ -73,7 +74,7 @@ pub fn run(args: &PruneArgs) -> Result<()> {
         return Err(Error::Config("--older-than must not be negative".into()));
     }
     let cutoff = now_ms().saturating_sub(args.older_than);
-    let report = prune::prune(&args.dir, cutoff, args.dry_run)?;
+    let report = prune::prune_backup(&super::open_backup(&args.dir)?, cutoff, args.dry_run)?;
     if args.json {
         return super::print_json(&serde_json::json!({
             "dir": args.dir,

@@ -6,7 +6,6 @@
 
 use clap::Args;
 use kbackup_core::layout;
-use kbackup_core::manifest;
 use kbackup_core::restore::{self, CommitState, StateDirStatus};
 use kbackup_core::translate::Target;
 use kbackup_core::{Error, Result};
@@ -24,9 +23,10 @@ macro_rules! outln {
 /// `kbackup restore-status`.
 #[derive(Args, Debug)]
 pub struct RestoreStatusArgs {
-    /// Backup directory that was restored from.
-    #[arg(value_name = "DIR", value_parser = super::backup_dir)]
-    pub dir: PathBuf,
+    /// The backup that was restored from: a directory, or a bucket URL (s3://bucket/prefix,
+    /// gs://..., az://...; then --state-dir is required).
+    #[arg(value_name = "BACKUP", value_parser = super::backup_location)]
+    pub dir: String,
     /// The restore's state directory (default: every directory under DIR/restore-state).
     #[arg(long = "state-dir", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
@@ -37,17 +37,24 @@ pub struct RestoreStatusArgs {
 
 /// Runs `kbackup restore-status`; fails (exit 1) only when no status can be read.
 pub fn run(args: &RestoreStatusArgs) -> Result<()> {
-    manifest::read_root_marker(&args.dir)?;
+    let backup = super::open_backup(&args.dir)?;
     let dirs = match &args.state_dir {
         Some(d) => vec![d.clone()],
-        None => layout::list_restore_states(&args.dir)?,
+        None if backup.is_object_store() => {
+            return Err(Error::Config(format!(
+                "a restore from the bucket {} keeps its progress in the local directory given \
+                 as --state-dir; pass the same --state-dir here",
+                args.dir
+            )))
+        }
+        None => layout::list_restore_states(backup.root())?,
     };
     if dirs.is_empty() {
         return Err(Error::NotFound(format!(
             "no restore has run from {}: {} does not exist or is empty (a restore with \
              --state-dir / restore.state.dir elsewhere: pass that directory with --state-dir)",
-            args.dir.display(),
-            layout::restore_state_dir(&args.dir).display()
+            args.dir,
+            layout::restore_state_dir(backup.root()).display()
         )));
     }
     let mut all = Vec::new();

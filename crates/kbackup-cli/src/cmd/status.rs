@@ -10,7 +10,6 @@ use super::progress::utc_time;
 use super::prune::parse_duration_ms;
 use clap::Args;
 use kbackup_core::freshness::{self, Freshness, FreshnessOptions, PartitionFreshness};
-use kbackup_core::reader::Backup;
 use kbackup_core::Result;
 use serde::Serialize;
 use std::path::PathBuf;
@@ -18,9 +17,11 @@ use std::path::PathBuf;
 /// `kbackup status`.
 #[derive(Args, Debug)]
 pub struct StatusArgs {
-    /// Backup directory.
-    #[arg(value_name = "DIR", value_parser = super::backup_dir)]
-    pub dir: PathBuf,
+    /// The backup: a directory, file:///path, or s3://bucket/prefix, gs://bucket/prefix,
+    /// az://container/prefix (object stores take their settings and credentials from their
+    /// standard environment variables, e.g. AWS_ENDPOINT_URL; docs/storage.md).
+    #[arg(value_name = "BACKUP", value_parser = super::backup_location)]
+    pub dir: String,
     /// Topics that must be backed up (default: every topic in the backup).
     #[arg(long, value_delimiter = ',', value_name = "TOPIC,...")]
     pub topics: Vec<String>,
@@ -64,7 +65,7 @@ struct Report {
 
 /// Runs `kbackup status`; Ok(false) when the backup is stale.
 pub fn run(args: &StatusArgs) -> Result<bool> {
-    let backup = Backup::open(&args.dir)?;
+    let backup = super::open_backup(&args.dir)?;
     let cluster = match &args.bootstrap_server {
         Some(b) => ClusterArgs {
             bootstrap_server: b.clone(),
