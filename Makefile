@@ -135,7 +135,7 @@ test: lint unit-test java-test it-test
 demo: dist kafka venv
 	$(PY) tests/demo.py
 
-bench: dist kafka venv bench-classes
+bench: dist kafka venv s3-server bench-classes
 	$(PY) tests/bench/bench.py
 
 # The in-process bench is a test class of the shim (never in the plugin jar): compile it.

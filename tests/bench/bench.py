@@ -149,7 +149,8 @@ class RssSampler:
 
 
 def run_measured(argv: list[str], timeout: float, what: str,
-                 stdout_to_null: bool = False) -> dict[str, Any]:
+                 stdout_to_null: bool = False,
+                 env: Optional[dict[str, str]] = None) -> dict[str, Any]:
     """Runs a command in its own process group and returns wall seconds, stdout, and the
     command's peak RSS and CPU seconds from wait4(2): the same figures `/usr/bin/time -v`
     prints, without a wrapper process in between that a kill would miss. The command is a
@@ -157,7 +158,7 @@ def run_measured(argv: list[str], timeout: float, what: str,
     Ctrl-C, SIGTERM) kills its whole group before it propagates."""
     with tempfile.TemporaryFile() as out_f, tempfile.TemporaryFile() as err_f:
         t0 = time.monotonic()
-        cmd = Process(what, argv)
+        cmd = Process(what, argv, env=env)
         cmd.start(stdout=subprocess.DEVNULL if stdout_to_null else out_f, stderr=err_f)
         p = cmd.proc
         assert p is not None
@@ -839,13 +840,16 @@ class Bench:
         self.connectors.remove(name)
 
     def cli_restore(self) -> dict[str, Any]:
+        return self._cli_restore(f"{self.topic}-cli", str(self.cli_dir))
+
+    def _cli_restore(self, target: str, source: str, extra: tuple[str, ...] = (),
+                     env: Optional[dict[str, str]] = None) -> dict[str, Any]:
         a, c = self.a, self.cluster
         assert c is not None and self.wm is not None
-        target = f"{self.topic}-cli"
         wm = Watermarks(c.bootstrap)  # its own client: the watch polls from another thread
         watch = ProgressWatch(lambda: wm.total(target, a.partitions), interval=0.25).start()
         try:
-            r = self._cli_restore_cmd(target)
+            r = self._cli_restore_cmd(target, source, extra, env)
         finally:
             progress = watch.stop(a.records)
             wm.close()
@@ -859,14 +863,53 @@ class Bench:
         return {**r, **self.rates(r["wall_s"]), "records_sent": summary.get("records_sent"),
                 **progress}
 
-    def _cli_restore_cmd(self, target: str) -> dict[str, Any]:
+    def _cli_restore_cmd(self, target: str, source: Optional[str] = None,
+                         extra: tuple[str, ...] = (),
+                         env: Optional[dict[str, str]] = None) -> dict[str, Any]:
         a, c = self.a, self.cluster
         assert c is not None
         return run_measured([str(KBACKUP), "restore", "--bootstrap-server", c.bootstrap,
-                             "--dir", str(self.cli_dir), "--topics", self.topic,
-                             "--rename", f"{self.topic}:{target}", "--json", "-q",
+                             "--dir", source or str(self.cli_dir), "--topics", self.topic,
+                             "--rename", f"{self.topic}:{target}", "--json", "-q", *extra,
                              *[x for kv in self.a.restore_config for x in ("--config", kv)]],
-                            a.phase_timeout, "kbackup restore")
+                            a.phase_timeout, "kbackup restore", env=env)
+
+    # -- a backup in object storage (issue 9): the CLI's backup copied to a real S3 server -----
+
+    def s3_phases(self) -> None:
+        """The CLI backup copied into versitygw on loopback, then restored and read straight
+        from the bucket: ratios against the same phases on the local directory. Skipped with a
+        note when versitygw is not built (`make s3-server`)."""
+        from testbed.s3 import VERSITYGW, S3Server
+        if not VERSITYGW.exists():
+            self.log(f"s3 phases skipped: {VERSITYGW} missing (make s3-server)")
+            return
+        P = self.results["phases"]
+        with S3Server(work=self.tmp) as s3:
+            self.s3_url = f"s3://{s3.bucket}/bench-{self.a.record_size}"
+            self.s3_env = {**os.environ, **s3.env()}
+            self.phase("s3_copy", self.s3_copy)
+            self.phase("restore_cli_s3", self.cli_restore_s3)
+            self.phase("cat_jsonl_s3", self.cat_s3)
+        for ph, local in (("restore_cli_s3", "restore_cli"), ("cat_jsonl_s3", "cat_jsonl")):
+            if P.get(local, {}).get("records_per_s"):
+                P[ph]["ratio_vs_local"] = P[ph]["records_per_s"] / P[local]["records_per_s"]
+
+    def s3_copy(self) -> dict[str, Any]:
+        r = run_measured([str(KBACKUP), "copy", str(self.cli_dir), self.s3_url, "--json", "-q"],
+                         self.a.phase_timeout, "kbackup copy", env=self.s3_env)
+        return {**r, **self.rates(r["wall_s"]), **self.file_rate(r["wall_s"])}
+
+    def cli_restore_s3(self) -> dict[str, Any]:
+        return self._cli_restore(f"{self.topic}-cli-s3", self.s3_url,
+                                 ("--state-dir", str(self.tmp / f"s3-state-{self.a.record_size}")),
+                                 self.s3_env)
+
+    def cat_s3(self) -> dict[str, Any]:
+        r = run_measured([str(KBACKUP), "cat", self.s3_url, "--topic", self.topic,
+                          "--format", "jsonl"], self.a.phase_timeout, "kbackup cat (s3)",
+                         stdout_to_null=True, env=self.s3_env)
+        return {**r, **self.rates(r["wall_s"]), **self.file_rate(r["wall_s"])}
 
     def source_restore(self) -> dict[str, Any]:
         a, c = self.a, self.cluster
@@ -1110,6 +1153,8 @@ class Bench:
             self.stop_connector("bench-noop-source")
         self.phase("verify", self.verify)
         self.phase("cat_jsonl", self.cat)
+        if not self.a.no_s3:
+            self.s3_phases()
         self.phase("compression", self.compression_matrix)
 
         P = R["phases"]
@@ -1650,6 +1695,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                     help="one value size only (same as --record-sizes B)")
     ap.add_argument("--no-ceiling", action="store_true",
                     help="skip the no-op sink and source connectors (the Connect ceiling)")
+    ap.add_argument("--no-s3", action="store_true",
+                    help="skip the phases through a local S3 server (versitygw)")
     ap.add_argument("--no-inprocess", action="store_true",
                     help="skip the in-process phases (tests/bench/inprocess.py, no Kafka)")
     ap.add_argument("--inprocess-mib", type=int, default=512,

@@ -72,6 +72,8 @@ impl SegmentFile {
             file: Source::Object {
                 store,
                 key: key.to_string(),
+                size: meta.size,
+                ahead: None,
             },
             chunk: OBJECT_READ_CHUNK,
             len: meta.size,
@@ -102,7 +104,33 @@ impl SegmentFile {
             return Ok(&[]);
         }
         let buf_end = self.buf_pos + self.buf.len() as u64;
-        if pos < self.buf_pos || end > buf_end {
+        if pos >= self.buf_pos && pos <= buf_end && end > buf_end {
+            // A sequential read running past the buffer: keep its unread tail and append the
+            // bytes that follow, so the source is read contiguously (an object store's
+            // read-ahead of the next range is then exactly what is asked for next).
+            self.buf.drain(..(pos - self.buf_pos) as usize);
+            self.buf_pos = pos;
+            let want = ((end - buf_end) as usize)
+                .max(self.chunk)
+                .min((self.len - buf_end) as usize);
+            let kept = self.buf.len();
+            self.buf.resize(kept + want, 0);
+            let got = self
+                .file
+                .read_full_at(&mut self.buf[kept..], buf_end, &self.path)?;
+            self.buf.truncate(kept + got);
+            if self.buf.capacity() > 4 * self.chunk && self.buf.len() <= 2 * self.chunk {
+                self.buf.shrink_to(2 * self.chunk); // after a huge record
+            }
+            if got < want {
+                log::debug!(
+                    "{}: file shrank to {} bytes while being read",
+                    self.path.display(),
+                    buf_end + got as u64
+                );
+                self.len = buf_end + got as u64;
+            }
+        } else if pos < self.buf_pos || end > buf_end {
             let size = ((end - pos) as usize)
                 .max(self.chunk)
                 .min((self.len - pos) as usize);
@@ -276,21 +304,74 @@ impl FrameSource for SegmentFile {
 /// Where a [`SegmentFile`]'s bytes come from.
 enum Source {
     File(File),
-    Object { store: Arc<dyn Store>, key: String },
+    Object {
+        store: Arc<dyn Store>,
+        key: String,
+        /// The object's size at open.
+        size: u64,
+        /// The next range, being fetched in the background while the current one is read.
+        ahead: Option<ReadAhead>,
+    },
+}
+
+/// A ranged GET running on its own thread (never on the store's runtime: the store blocks).
+struct ReadAhead {
+    from: u64,
+    len: u64,
+    bytes: std::thread::JoinHandle<Result<Vec<u8>>>,
 }
 
 impl Source {
     /// Fills `buf` from `pos`, fewer bytes only at the end; answers the bytes read.
-    fn read_full_at(&self, buf: &mut [u8], pos: u64, path: &Path) -> Result<usize> {
+    ///
+    /// From an object store, each read also starts fetching the next [`OBJECT_READ_CHUNK`]
+    /// bytes in the background, so a sequential scan waits for one round trip per segment,
+    /// not one per chunk; memory per open segment stays bounded by the buffer plus one chunk.
+    /// A read elsewhere (a seek) drops the read-ahead; a failed read-ahead is read again in
+    /// the foreground, where its error counts.
+    fn read_full_at(&mut self, buf: &mut [u8], pos: u64, path: &Path) -> Result<usize> {
         match self {
             Source::File(file) => {
                 read_full_at(file, buf, pos).map_err(|e| Error::io(e, "read segment", path))
             }
-            Source::Object { store, key } => {
-                let got = store.get_range(key, pos..pos + buf.len() as u64)?;
-                let n = got.len().min(buf.len());
-                buf[..n].copy_from_slice(&got[..n]);
-                Ok(n)
+            Source::Object {
+                store,
+                key,
+                size,
+                ahead,
+            } => {
+                let mut got = 0;
+                let mut ended = false;
+                if let Some(a) = ahead.take().filter(|a| a.from == pos) {
+                    if let Ok(Ok(data)) = a.bytes.join() {
+                        got = data.len().min(buf.len());
+                        buf[..got].copy_from_slice(&data[..got]);
+                        ended = (data.len() as u64) < a.len;
+                    }
+                }
+                if got < buf.len() && !ended {
+                    let from = pos + got as u64;
+                    let more = store.get_range(key, from..pos + buf.len() as u64)?;
+                    let n = more.len().min(buf.len() - got);
+                    buf[got..got + n].copy_from_slice(&more[..n]);
+                    got += n;
+                    ended = got < buf.len();
+                }
+                let next = pos + got as u64;
+                if !ended && next < *size {
+                    let len = (OBJECT_READ_CHUNK as u64).min(*size - next);
+                    let (store, key) = (store.clone(), key.clone());
+                    let bytes = std::thread::Builder::new()
+                        .name("kbackup-read-ahead".into())
+                        .spawn(move || store.get_range(&key, next..next + len))
+                        .map_err(|e| Error::io(e, "start a read-ahead thread for", path))?;
+                    *ahead = Some(ReadAhead {
+                        from: next,
+                        len,
+                        bytes,
+                    });
+                }
+                Ok(got)
             }
         }
     }
