@@ -350,23 +350,35 @@ def test_help_lists_every_subcommand_and_each_help_works(cli):
     assert bad.returncode == 2
 
 
-def test_object_store_url_is_refused_not_written_to_a_local_s3_directory(cli, workdir):
-    """`--dir s3://...` once wrote a backup into ./s3:/bucket and reported success."""
+def test_object_store_url_is_never_written_to_a_local_s3_directory(cli, workdir):
+    """`--dir s3://...` once wrote a backup into ./s3:/bucket and reported success. Today
+    `backup` refuses a bucket URL (it writes only to a directory so far) and every other verb
+    reads the bucket itself (tests/integration/test_copy.py): here one that cannot reach it
+    fails naming the store, and nothing local is made."""
+    import os
     import subprocess
 
     url = "s3://kbackup-bucket/prefix"
-    for argv in (["backup", "--bootstrap-server", "127.0.0.1:1", "--topics", "t", "--dir", url],
-                 ["restore", "--bootstrap-server", "127.0.0.1:1", "--topics", "t", "--dir", url],
-                 ["inspect", url], ["verify", url], ["cat", url, "--topic", "t"],
-                 ["prune", url, "--older-than", "1d"], ["restore-plan", url, "--topics", "t"]):
-        r = subprocess.run([str(cli.path), *argv], cwd=workdir, capture_output=True, text=True,
-                           timeout=60)
-        assert r.returncode == 2, (argv, r.returncode, r.stderr)
-        assert "only in a local directory" in r.stderr, (argv, r.stderr)
-    # a mistyped URL is refused too, naming what it looks like
-    r = subprocess.run([str(cli.path), "inspect", "s3:kbackup-bucket"], cwd=workdir,
-                       capture_output=True, text=True, timeout=60)
-    assert r.returncode == 2 and "looks like a URL" in r.stderr, r.stderr
+    r = subprocess.run([str(cli.path), "backup", "--bootstrap-server", "127.0.0.1:1",
+                        "--topics", "t", "--dir", url], cwd=workdir, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert "only in a local directory" in r.stderr, r.stderr
+    # a reading verb goes to the store: here an endpoint nobody listens on
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(AWS_ENDPOINT_URL="http://127.0.0.1:1", AWS_ALLOW_HTTP="true",
+               AWS_ACCESS_KEY_ID="k", AWS_SECRET_ACCESS_KEY="s", AWS_REGION="us-east-1")
+    r = subprocess.run([str(cli.path), "inspect", url], cwd=workdir, capture_output=True,
+                       text=True, timeout=120, env=env)
+    assert r.returncode == 1, (r.returncode, r.stderr)
+    assert "could not reach the object store at http://127.0.0.1:1" in r.stderr, r.stderr
+    # a mistyped URL is refused, naming what it looks like
+    for argv in (["inspect", "s3:kbackup-bucket"], ["restore", "--bootstrap-server",
+                                                     "127.0.0.1:1", "--topics", "t", "--dir",
+                                                     "s3:kbackup-bucket"]):
+        r = subprocess.run([str(cli.path), *argv], cwd=workdir, capture_output=True,
+                           text=True, timeout=60)
+        assert r.returncode == 2 and "looks like a URL" in r.stderr, (argv, r.stderr)
     assert not (workdir / "s3:").exists(), "a local directory named s3: was made"
 
 
