@@ -893,7 +893,8 @@ class Bench:
             self.phase("cat_jsonl_s3", self.cat_s3)
         for ph, local in (("restore_cli_s3", "restore_cli"), ("cat_jsonl_s3", "cat_jsonl")):
             if P.get(local, {}).get("records_per_s"):
-                P[ph]["ratio_vs_local"] = P[ph]["records_per_s"] / P[local]["records_per_s"]
+                P[ph]["ratio"] = P[ph]["records_per_s"] / P[local]["records_per_s"]
+                P[ph]["reference"] = f"{local} (local directory)"
 
     def s3_copy(self) -> dict[str, Any]:
         r = run_measured([str(KBACKUP), "copy", str(self.cli_dir), self.s3_url, "--json", "-q"],
@@ -1567,6 +1568,9 @@ def table(R: dict[str, Any]) -> str:
         ("no-op source (ceiling)", "noop_source", None),
         ("verify (CLI)", "verify", None),
         ("cat --format jsonl (CLI)", "cat_jsonl", None),
+        ("copy to S3 (versitygw)", "s3_copy", None),
+        ("restore from S3, CLI", "restore_cli_s3", "local dir"),
+        ("cat jsonl from S3 (CLI)", "cat_jsonl_s3", "local dir"),
     ]
     head = (f"{'phase':<30} {'wall s':>7} {'rec/s':>10} {'MB/s':>7} {'file MB/s':>9} "
             f"{'ratio':>6} {'vs':<12} {'RSS MiB':>8} {'anon':>6} {'CPU s':>6} {'brk CPU':>7} "
