@@ -104,51 +104,39 @@ impl SegmentFile {
             return Ok(&[]);
         }
         let buf_end = self.buf_pos + self.buf.len() as u64;
-        if pos >= self.buf_pos && pos <= buf_end && end > buf_end {
-            // A sequential read running past the buffer: keep its unread tail and append the
-            // bytes that follow, so the source is read contiguously (an object store's
-            // read-ahead of the next range is then exactly what is asked for next).
-            self.buf.drain(..(pos - self.buf_pos) as usize);
-            self.buf_pos = pos;
-            let want = ((end - buf_end) as usize)
+        if pos < self.buf_pos || end > buf_end {
+            // A sequential read running past the buffer keeps the buffer's unread tail and
+            // appends the bytes that follow, so the source is read contiguously (an object
+            // store's read-ahead of the next range is then exactly what is asked for next);
+            // any other read starts afresh at `pos`.
+            let keep = if pos >= self.buf_pos && pos <= buf_end {
+                self.buf.drain(..(pos - self.buf_pos) as usize);
+                self.buf.len()
+            } else {
+                self.buf.clear();
+                0
+            };
+            let from = pos + keep as u64;
+            let want = ((end - from) as usize)
                 .max(self.chunk)
-                .min((self.len - buf_end) as usize);
-            let kept = self.buf.len();
-            self.buf.resize(kept + want, 0);
+                .min((self.len - from) as usize);
+            if self.buf.capacity() > 4 * self.chunk && keep + want <= 2 * self.chunk {
+                self.buf.shrink_to(2 * self.chunk); // after a huge record, give the memory back
+            }
+            self.buf.resize(keep + want, 0);
             let got = self
                 .file
-                .read_full_at(&mut self.buf[kept..], buf_end, &self.path)?;
-            self.buf.truncate(kept + got);
-            if self.buf.capacity() > 4 * self.chunk && self.buf.len() <= 2 * self.chunk {
-                self.buf.shrink_to(2 * self.chunk); // after a huge record
-            }
-            if got < want {
-                log::debug!(
-                    "{}: file shrank to {} bytes while being read",
-                    self.path.display(),
-                    buf_end + got as u64
-                );
-                self.len = buf_end + got as u64;
-            }
-        } else if pos < self.buf_pos || end > buf_end {
-            let size = ((end - pos) as usize)
-                .max(self.chunk)
-                .min((self.len - pos) as usize);
-            if self.buf.capacity() > 4 * self.chunk && size <= self.chunk {
-                self.buf = Vec::new(); // after a huge record, give the memory back
-            }
-            self.buf.resize(size, 0);
-            let got = self.file.read_full_at(&mut self.buf, pos, &self.path)?;
-            self.buf.truncate(got);
+                .read_full_at(&mut self.buf[keep..], from, &self.path)?;
+            self.buf.truncate(keep + got);
             self.buf_pos = pos;
-            if got < size {
+            if got < want {
                 // The file shrank since it was opened: it now ends here.
                 log::debug!(
                     "{}: file shrank to {} bytes while being read",
                     self.path.display(),
-                    pos + got as u64
+                    from + got as u64
                 );
-                self.len = pos + got as u64;
+                self.len = from + got as u64;
             }
         }
         let end = end.min(self.len);
