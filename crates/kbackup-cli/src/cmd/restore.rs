@@ -212,7 +212,10 @@ pub fn run(args: &RestoreArgs) -> Result<()> {
         window,
     };
     // A missing or foreign directory gets the CLI's own one-line message first.
-    cfg.open_backup()?;
+    // (From a bucket without --state-dir, the usage error below comes first.)
+    if cfg.source_url().is_none() || cfg.restore_state_dir.is_some() {
+        cfg.open_backup()?;
+    }
     let problems = restore::validate(&cfg);
     if !problems.is_empty() {
         let lines: Vec<String> = problems
