@@ -357,10 +357,15 @@ impl Backup {
             }
             Some(o) => {
                 layout::validate_partition(partition)?;
-                if !o.partitions(topic).contains(&partition) {
+                let segments = o.segments(&tp);
+                let has_log = || {
+                    o.size(&layout::partition_key(&tp, layout::GROUP_OFFSETS_LOG))
+                        .is_some()
+                };
+                if segments.is_empty() && !has_log() {
                     return Err(not_found());
                 }
-                o.segments(&tp)
+                segments
             }
         };
         Ok(PartitionReader {
