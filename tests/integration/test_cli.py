@@ -350,28 +350,27 @@ def test_help_lists_every_subcommand_and_each_help_works(cli):
     assert bad.returncode == 2
 
 
-def test_object_store_url_is_never_written_to_a_local_s3_directory(cli, workdir):
+def test_object_store_url_is_never_written_to_a_local_s3_directory(cluster, cli, workdir):
     """`--dir s3://...` once wrote a backup into ./s3:/bucket and reported success. Today
-    `backup` refuses a bucket URL (it writes only to a directory so far) and every other verb
-    reads the bucket itself (tests/integration/test_copy.py): here one that cannot reach it
-    fails naming the store, and nothing local is made."""
+    every verb, `backup` included, goes to the store itself (tests/integration/test_copy.py,
+    test_s3_backup.py): here one that cannot reach it fails naming the store, and nothing
+    local is made."""
     import os
     import subprocess
 
     url = "s3://kbackup-bucket/prefix"
-    r = subprocess.run([str(cli.path), "backup", "--bootstrap-server", "127.0.0.1:1",
-                        "--topics", "t", "--dir", url], cwd=workdir, capture_output=True,
-                       text=True, timeout=60)
-    assert r.returncode == 2, (r.returncode, r.stderr)
-    assert "only in a local directory" in r.stderr, r.stderr
-    # a reading verb goes to the store: here an endpoint nobody listens on
+    # an endpoint nobody listens on
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update(AWS_ENDPOINT_URL="http://127.0.0.1:1", AWS_ALLOW_HTTP="true",
                AWS_ACCESS_KEY_ID="k", AWS_SECRET_ACCESS_KEY="s", AWS_REGION="us-east-1")
-    r = subprocess.run([str(cli.path), "inspect", url], cwd=workdir, capture_output=True,
-                       text=True, timeout=120, env=env)
-    assert r.returncode == 1, (r.returncode, r.stderr)
-    assert "could not reach the object store at http://127.0.0.1:1" in r.stderr, r.stderr
+    topic = unique("cli-url")
+    cluster.kafka.create_topic(topic, 1)
+    for argv in (["backup", "--bootstrap-server", cluster.bootstrap, "--topics", topic,
+                  "--dir", url], ["inspect", url]):
+        r = subprocess.run([str(cli.path), *argv], cwd=workdir, capture_output=True,
+                           text=True, timeout=120, env=env)
+        assert r.returncode == 1, (argv, r.returncode, r.stderr)
+        assert "could not reach the object store at http://127.0.0.1:1" in r.stderr, r.stderr
     # a mistyped URL is refused, naming what it looks like
     for argv in (["inspect", "s3:kbackup-bucket"], ["restore", "--bootstrap-server",
                                                      "127.0.0.1:1", "--topics", "t", "--dir",

@@ -16,6 +16,7 @@ use crate::layout;
 use crate::metrics::CaptureStats;
 use crate::offsets_log::{self, GroupOffsetEntry};
 use crate::record::TopicPartition;
+use crate::storage::Store;
 use regex::Regex;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
@@ -35,8 +36,11 @@ pub fn failure_window(interval_ms: u64) -> Duration {
 /// What [`GroupOffsetCapture::start`] needs.
 #[derive(Debug, Clone)]
 pub struct CaptureConfig {
-    /// Root directory of the backup.
+    /// Root directory of the backup (its location, for messages, when `store` is set).
     pub root: PathBuf,
+    /// The object store of a backup in a bucket: each capture's changes of a partition are a
+    /// new chunk object of its log ([`offsets_log::append_store`]).
+    pub store: Option<Arc<dyn Store>>,
     /// The source cluster.
     pub cluster: Arc<dyn ClusterClient>,
     /// Only groups whose whole id matches this regex are captured (`None` = all).
@@ -76,6 +80,8 @@ struct Shared {
 struct CaptureState {
     /// Last logged offset per partition and group; loaded from the log on first use.
     last: HashMap<TopicPartition, BTreeMap<String, i64>>,
+    /// In an object store: the place of the next chunk of each partition's log.
+    next_part: HashMap<TopicPartition, u64>,
     /// True while captures fail, so a broker outage logs one warning, not one per interval.
     failing: bool,
     /// When the current run of failed captures began, its last error, and whether that
@@ -108,8 +114,17 @@ fn append_changes(
 ) -> Result<usize> {
     let mut appended = 0;
     for (tp, entries) in changes {
-        let log = layout::group_offsets_log(&cfg.root, &tp);
-        appended += offsets_log::append(&log, &entries, cfg.perms)?;
+        appended += match &cfg.store {
+            Some(store) => {
+                let next = state.next_part.entry(tp.clone()).or_default();
+                let prefix = layout::partition_key(&tp, "");
+                offsets_log::append_store(store.as_ref(), &prefix, next, &entries)?
+            }
+            None => {
+                let log = layout::group_offsets_log(&cfg.root, &tp);
+                offsets_log::append(&log, &entries, cfg.perms)?
+            }
+        };
         let known = state.last.entry(tp).or_default();
         for e in &entries {
             known.insert(e.group.clone(), e.committed_offset);
@@ -201,8 +216,23 @@ impl Shared {
             };
             for (tp, (offset, metadata)) in committed {
                 if !state.last.contains_key(&tp) {
-                    let log = layout::group_offsets_log(&self.cfg.root, &tp);
-                    let latest = offsets_log::latest_per_group(&log)?;
+                    let latest = match &self.cfg.store {
+                        Some(store) => {
+                            let listed = store.list(&layout::partition_key(&tp, ""))?;
+                            let parts =
+                                offsets_log::store_parts(listed.iter().map(|m| m.key.as_str()));
+                            let next = parts.last().map_or(0, |(place, _)| place + 1);
+                            state.next_part.insert(tp.clone(), next);
+                            offsets_log::latest(offsets_log::read_store_parts(
+                                store.as_ref(),
+                                &parts,
+                            )?)
+                        }
+                        None => {
+                            let log = layout::group_offsets_log(&self.cfg.root, &tp);
+                            offsets_log::latest_per_group(&log)?
+                        }
+                    };
                     let known = latest
                         .into_iter()
                         .map(|(g, e)| (g, e.committed_offset))
@@ -414,6 +444,7 @@ mod tests {
     fn cfg(include: Option<&str>, exclude: Option<&str>) -> CaptureConfig {
         CaptureConfig {
             root: PathBuf::from("/nonexistent"),
+            store: None,
             cluster: Arc::new(crate::kafka::RdKafkaCluster::new(&BTreeMap::new())),
             include: include.map(String::from),
             exclude: exclude.map(String::from),

@@ -96,6 +96,25 @@ pub fn group_offsets_log(root: &Path, tp: &TopicPartition) -> PathBuf {
         .join(GROUP_OFFSETS_LOG)
 }
 
+/// `group-offsets.{seq:020}.log`: one chunk of a partition's group-offsets log in an object
+/// store, where objects cannot be appended to. Each chunk is a complete log (header and
+/// entries); the partition's log is `group-offsets.log` (if any) followed by its chunks in
+/// sequence order, and each chunk is created only if absent, so two writers never overwrite
+/// one.
+pub fn group_offsets_chunk_name(seq: u64) -> String {
+    format!("group-offsets.{seq:020}.log")
+}
+
+/// Where a file of a partition directory goes in the order of its group-offsets log: `Some(0)`
+/// for `group-offsets.log`, `Some(seq + 1)` for chunk `seq`, `None` for anything else.
+pub fn offsets_log_part(name: &str) -> Option<u64> {
+    if name == GROUP_OFFSETS_LOG {
+        return Some(0);
+    }
+    let seq = parse_base(name.strip_prefix("group-offsets.")?.strip_suffix(".log")?)?;
+    Some(seq as u64 + 1)
+}
+
 /// `{base_offset:020}.segment`.
 pub fn segment_file_name(base_offset: i64) -> String {
     format!("{base_offset:020}.{SEGMENT_EXT}")
@@ -172,7 +191,8 @@ pub enum KeyKind {
     },
     /// An offset or time index, with the key of its segment.
     Index(String),
-    /// `topics/<topic>/<partition>/group-offsets.log`.
+    /// `topics/<topic>/<partition>/group-offsets.log`, or one of its chunks
+    /// ([`group_offsets_chunk_name`]).
     OffsetsLog {
         /// Topic.
         topic: String,
@@ -207,7 +227,7 @@ pub fn classify_key(key: &str) -> KeyKind {
                 Some(p) if validate_topic_name(topic).is_ok() => p,
                 _ => return KeyKind::Other,
             };
-            if *name == GROUP_OFFSETS_LOG {
+            if offsets_log_part(name).is_some() {
                 return KeyKind::OffsetsLog {
                     topic: topic.to_string(),
                     partition,

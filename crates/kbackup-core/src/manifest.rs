@@ -154,6 +154,18 @@ pub fn init_root(root: &Path, perms: Perms) -> Result<RootMarker> {
             .create_dir_all(root)
             .map_err(|e| Error::io(e, "create target directory", root))?;
     }
+    let (marker, json) = new_marker();
+    layout::write_atomic(&layout::root_marker(root), &json, perms)?;
+    let topics = layout::topics_dir(root);
+    perms
+        .create_dir_all(&topics)
+        .map_err(|e| Error::io(e, "create directory", &topics))?;
+    layout::fsync_dir(root)?;
+    Ok(marker)
+}
+
+/// The root marker of a new backup, and its bytes.
+fn new_marker() -> (RootMarker, Vec<u8>) {
     let marker = RootMarker {
         format: FORMAT_NAME.to_string(),
         version: FORMAT_VERSION,
@@ -162,13 +174,61 @@ pub fn init_root(root: &Path, perms: Perms) -> Result<RootMarker> {
     };
     let mut json = serde_json::to_vec_pretty(&marker).expect("marker serialises");
     json.push(b'\n');
-    layout::write_atomic(&layout::root_marker(root), &json, perms)?;
-    let topics = layout::topics_dir(root);
-    perms
-        .create_dir_all(&topics)
-        .map_err(|e| Error::io(e, "create directory", &topics))?;
-    layout::fsync_dir(root)?;
-    Ok(marker)
+    (marker, json)
+}
+
+/// [`init_root`] for a backup in an object store: creates the marker only if absent (of two
+/// writers starting together one creates it, the other reads it), or checks the one there.
+/// A prefix holding other objects but no marker is refused, like a foreign directory.
+pub fn init_store_root(store: &dyn Store) -> Result<RootMarker> {
+    match read_store_marker(store) {
+        Ok((m, _)) => return Ok(m),
+        Err(Error::NotFound(_)) => {}
+        Err(e) => return Err(e),
+    }
+    let ours = |k: &str| {
+        k.starts_with(&format!("{}/", layout::TOPICS_DIR))
+            || k.starts_with(&format!("{}/", crate::storage::UPLOADS_PREFIX))
+    };
+    if let Some(foreign) = store.list("")?.into_iter().find(|m| !ours(&m.key)) {
+        return Err(Error::Config(format!(
+            "{} is not empty and is not a kbackup backup (no {}, but {} is there); choose an \
+             empty or new prefix",
+            store.location(),
+            layout::ROOT_MARKER,
+            store.describe(&foreign.key)
+        )));
+    }
+    let (marker, json) = new_marker();
+    match store.put_if_absent(layout::ROOT_MARKER, &json) {
+        Ok(()) => Ok(marker),
+        Err(e) if crate::storage::is_conflict(&e) => Ok(read_store_marker(store)?.0),
+        Err(e) => Err(e),
+    }
+}
+
+/// [`read_topic_manifest`] of a backup in an object store.
+pub fn read_store_topic_manifest(store: &dyn Store, topic: &str) -> Result<Option<TopicManifest>> {
+    layout::validate_topic_name(topic)?;
+    let key = layout::topic_manifest_key(topic);
+    match store.get(&key) {
+        Ok(data) => Ok(Some(parse_topic_manifest(
+            &data,
+            Path::new(&store.describe(&key)),
+            topic,
+        )?)),
+        Err(Error::NotFound(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// [`write_topic_manifest`] of a backup in an object store: one whole-object put, so readers
+/// see the old manifest or the new one. Every task writing a partition of the topic may write
+/// it; they write what the cluster describes, so the last one is as good as any.
+pub fn write_store_topic_manifest(store: &dyn Store, m: &TopicManifest) -> Result<()> {
+    let mut json = serde_json::to_vec_pretty(m).expect("manifest serialises");
+    json.push(b'\n');
+    store.put(&layout::topic_manifest_key(&m.topic), &json)
 }
 
 /// Reads a topic manifest; `Ok(None)` when the topic has none yet.

@@ -96,6 +96,18 @@ impl Objects {
         out
     }
 
+    /// The parts of a partition's group-offsets log, in log order.
+    fn log_parts(&self, tp: &TopicPartition) -> Vec<(u64, String)> {
+        offsets_log::store_parts(self.listing.iter().filter_map(|(o, k)| match k {
+            KeyKind::OffsetsLog { topic, partition }
+                if *topic == tp.topic && *partition == tp.partition =>
+            {
+                Some(o.key.as_str())
+            }
+            _ => None,
+        }))
+    }
+
     fn size(&self, key: &str) -> Option<u64> {
         self.listing
             .binary_search_by(|(o, _)| o.key.as_str().cmp(key))
@@ -321,12 +333,8 @@ impl Backup {
         let Some(o) = &self.objects else {
             return offsets_log::read_all(&layout::group_offsets_log(&self.root, tp));
         };
-        let key = layout::partition_key(tp, layout::GROUP_OFFSETS_LOG);
-        if o.size(&key).is_none() {
-            return Ok(Vec::new());
-        }
-        let data = o.store.get(&key)?;
-        Ok(offsets_log::scan(&data, Path::new(&o.store.describe(&key)))?.entries)
+        let parts = o.log_parts(tp);
+        offsets_log::read_store_parts(o.store.as_ref(), &parts)
     }
 
     /// Each group's latest captured position on a partition ([`offsets_log::latest`]).
@@ -358,10 +366,7 @@ impl Backup {
             Some(o) => {
                 layout::validate_partition(partition)?;
                 let segments = o.segments(&tp);
-                let has_log = || {
-                    o.size(&layout::partition_key(&tp, layout::GROUP_OFFSETS_LOG))
-                        .is_some()
-                };
+                let has_log = || !o.log_parts(&tp).is_empty();
                 if segments.is_empty() && !has_log() {
                     return Err(not_found());
                 }
@@ -772,6 +777,25 @@ pub struct PartitionReader {
 }
 
 impl PartitionReader {
+    /// A reader over the segments of one partition in `store` (keys, by base offset), for a
+    /// writer resuming from a bucket without listing the whole backup.
+    pub(crate) fn in_store(
+        store: Arc<dyn Store>,
+        tp: TopicPartition,
+        segments: Vec<(i64, PathBuf)>,
+    ) -> PartitionReader {
+        PartitionReader {
+            store: Some(store),
+            tp,
+            segments,
+            cur: 0,
+            seg: None,
+            last_returned: None,
+            chain: None,
+            raw_bytes: 0,
+        }
+    }
+
     /// The partition being read.
     pub fn topic_partition(&self) -> &TopicPartition {
         &self.tp

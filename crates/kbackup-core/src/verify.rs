@@ -162,7 +162,7 @@ impl Backup {
             .collect();
         for (name, path, _) in entries.iter() {
             let known = layout::parse_segment_file_name(name).is_some()
-                || name == layout::GROUP_OFFSETS_LOG
+                || layout::offsets_log_part(name).is_some()
                 || name == layout::WRITER_LOCK
                 || name == offsets_log::LOCK_FILE
                 || [layout::OFFSET_INDEX_EXT, layout::TIME_INDEX_EXT]
@@ -179,7 +179,11 @@ impl Backup {
                 problem(rep, Severity::Warning, &self.display_at(path), None, "unexpected file in a partition directory (not a segment, index or group-offsets log, or an index without its segment)".into());
             }
         }
-        self.verify_offsets_log(&dir.join(layout::GROUP_OFFSETS_LOG), rep);
+        for (name, at, _) in &entries {
+            if layout::offsets_log_part(name).is_some() {
+                self.verify_offsets_log(at, rep);
+            }
+        }
         let mut prev_last: Option<(i64, PathBuf)> = None;
         for (i, (base, at)) in segments.iter().enumerate() {
             let is_last = i + 1 == segments.len();

@@ -74,6 +74,7 @@ fn capture_appends_only_changes_and_keeps_odd_group_ids() {
     let root = tempfile::tempdir().unwrap();
     let cap = GroupOffsetCapture::start(CaptureConfig {
         root: root.path().to_path_buf(),
+        store: None,
         cluster: std::sync::Arc::new(kbackup_core::kafka::RdKafkaCluster::new(&cluster)),
         include: None,
         exclude: Some("other-.*".into()),
@@ -96,6 +97,7 @@ fn capture_appends_only_changes_and_keeps_odd_group_ids() {
     // A restarted capture reads the log and does not repeat entries.
     let cap = GroupOffsetCapture::start(CaptureConfig {
         root: root.path().to_path_buf(),
+        store: None,
         cluster: std::sync::Arc::new(kbackup_core::kafka::RdKafkaCluster::new(&cluster)),
         include: Some("plain|g one.*".into()),
         exclude: None,

@@ -14,7 +14,7 @@ use kbackup_core::sink::BackupSink;
 use kbackup_core::standalone::backup::{self as driver, BackupObserver, BackupRun};
 use kbackup_core::{Error, Result};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// `kbackup backup`.
@@ -22,9 +22,11 @@ use std::time::Duration;
 pub struct BackupArgs {
     #[command(flatten)]
     pub cluster: ClusterArgs,
-    /// Backup directory (created if missing; an existing backup is continued where it ends).
-    #[arg(long, value_name = "DIR", value_parser = super::backup_dir)]
-    pub dir: PathBuf,
+    /// Where the backup goes: a directory or an object-store URL (`s3://bucket/prefix`,
+    /// `gs://...`, `az://...`); created if missing, an existing backup is continued where it
+    /// ends.
+    #[arg(long, value_name = "DIR|URL", value_parser = super::backup_location)]
+    pub dir: String,
     /// Comma-separated topics to back up.
     #[arg(
         long,
@@ -161,10 +163,10 @@ pub fn run(args: &BackupArgs) -> Result<()> {
         args.quiet,
         args.json_progress,
         args.metrics_addr.as_deref(),
-        &args.dir,
+        Path::new(&args.dir),
     )?;
     let run = BackupRun {
-        dir: args.dir.clone(),
+        dir: PathBuf::from(&args.dir),
         topics: topics.iter().map(|t| (t.clone(), available[t])).collect(),
         cluster,
         group_offsets: args.group_offsets,
@@ -183,7 +185,7 @@ pub fn run(args: &BackupArgs) -> Result<()> {
         "{} records of {} partitions written to {} in {:.1}s{}{}",
         out.records,
         out.partitions.len(),
-        args.dir.display(),
+        args.dir,
         secs,
         out.group_offset_changes
             .map(|n| format!(", {n} group offset changes captured"))

@@ -22,13 +22,6 @@ pub mod verify;
 
 use kbackup_core::Error;
 use std::io::Write;
-use std::path::PathBuf;
-
-/// Parses a backup directory argument through the core's one location rule: a plain path or a
-/// `file://` URL; an object-store URL or another scheme is refused (exit 2) with the fix.
-pub fn backup_dir(value: &str) -> Result<PathBuf, String> {
-    kbackup_core::storage::local_dir(value)
-}
 
 /// Parses the backup argument of a verb that reads a backup wherever it is: a directory, a
 /// `file://` URL or an object-store URL (`s3://`, `gs://`, `az://`); anything else is refused

@@ -31,7 +31,9 @@ use crate::error::{Error, Result};
 use crate::format::bytes::{Cursor, DResult};
 use crate::format::frame::{self, InMemory};
 use crate::format::{check_version, FileKind};
+use crate::layout;
 use crate::perms::Perms;
+use crate::storage::Store;
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{Read, Write};
@@ -305,6 +307,72 @@ pub fn check(path: &Path) -> Result<Option<LogScan>> {
 /// Every entry of the log, in append order; a missing file has none.
 pub fn read_all(path: &Path) -> Result<Vec<GroupOffsetEntry>> {
     Ok(check(path)?.map(|s| s.entries).unwrap_or_default())
+}
+
+/// The parts of a partition's group-offsets log in an object store among `keys` (any keys;
+/// only the partition's log and its chunks count), in log order: `group-offsets.log` first,
+/// then the chunks by sequence ([`layout::group_offsets_chunk_name`]). Each comes with its
+/// place in that order ([`layout::offsets_log_part`]).
+pub fn store_parts<'a>(keys: impl IntoIterator<Item = &'a str>) -> Vec<(u64, String)> {
+    let mut parts: Vec<(u64, String)> = keys
+        .into_iter()
+        .filter_map(|k| {
+            let name = k.rsplit('/').next()?;
+            Some((layout::offsets_log_part(name)?, k.to_string()))
+        })
+        .collect();
+    parts.sort();
+    parts
+}
+
+/// Every entry of a log stored as `parts` ([`store_parts`]), in log order. Damage in any part
+/// is an [`Error::Corrupt`] naming the object; a torn last entry of a part is left out.
+pub fn read_store_parts(
+    store: &dyn Store,
+    parts: &[(u64, String)],
+) -> Result<Vec<GroupOffsetEntry>> {
+    let mut out = Vec::new();
+    for (_, key) in parts {
+        let data = store.get(key)?;
+        out.extend(scan(&data, Path::new(&store.describe(key)))?.entries);
+    }
+    Ok(out)
+}
+
+/// Appends `entries` to the log of the partition under `prefix` (`topics/<t>/<p>/`) in an
+/// object store as a new chunk, created only if absent: `next_part` is the place after the
+/// last part known ([`store_parts`]) and moves past the chunk written. A chunk another writer
+/// created first is never overwritten: the next sequence number is tried.
+pub fn append_store(
+    store: &dyn Store,
+    prefix: &str,
+    next_part: &mut u64,
+    entries: &[GroupOffsetEntry],
+) -> Result<usize> {
+    if entries.is_empty() {
+        return Ok(0);
+    }
+    let seq = (*next_part).max(1) - 1;
+    for attempt in 0..16u64 {
+        let key = format!(
+            "{prefix}{}",
+            layout::group_offsets_chunk_name(seq + attempt)
+        );
+        let data = encode(Path::new(&store.describe(&key)), entries)?;
+        match store.put_if_absent(&key, &data) {
+            Ok(()) => {
+                *next_part = seq + attempt + 2;
+                return Ok(entries.len());
+            }
+            Err(e) if crate::storage::is_conflict(&e) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(Error::State(format!(
+        "{}: 16 group-offsets chunks in a row were created by another writer while this one \
+         tried to append; more than one capture writes this partition",
+        store.describe(prefix.trim_end_matches('/'))
+    )))
 }
 
 /// The last entry of each group, keyed by group id.

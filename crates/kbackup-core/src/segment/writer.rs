@@ -7,9 +7,11 @@ use crate::format::{frame, BLOCK_RAW_TARGET, SEGMENT_VERSION_BLOCKS};
 use crate::index::{self, IndexBuilder};
 use crate::layout;
 use crate::perms::Perms;
+use crate::storage::{PartWriter, Store};
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Write buffer of a version 1 segment, whose record frames are written one by one.
 const RECORD_WRITE_BUFFER: usize = 64 * 1024;
@@ -28,14 +30,22 @@ fn write_buffer(version: u16) -> usize {
 
 /// Appends records to one segment and its two index files.
 ///
-/// Writes go through `BufWriter`s; nothing is durable until [`SegmentWriter::flush`]. Finish a
-/// writer explicitly with [`SegmentWriter::finish`]; dropping it only flushes what the OS may
-/// or may not persist.
+/// In a directory, writes go through `BufWriter`s; nothing is durable until
+/// [`SegmentWriter::flush`]. Finish a writer explicitly with [`SegmentWriter::finish`];
+/// dropping it only flushes what the OS may or may not persist.
+///
+/// In an object store ([`SegmentWriter::create_object`]) the segment is streamed in parts and
+/// the indexes are kept in memory: nothing is durable (or visible) until
+/// [`SegmentWriter::finish`] completes the segment object, only if no other writer created it
+/// first, and then puts its index objects. `flush` only hands the bytes on.
 pub struct SegmentWriter {
+    /// The segment's file, or its key in the store.
     path: PathBuf,
-    out: BufWriter<SegFile>,
-    oidx: BufWriter<SegFile>,
-    tidx: BufWriter<SegFile>,
+    out: BufWriter<Out>,
+    oidx: BufWriter<Out>,
+    tidx: BufWriter<Out>,
+    /// The store of a segment streamed to an object store.
+    store: Option<Arc<dyn Store>>,
     header: SegmentHeader,
     builder: IndexBuilder,
     len: u64,
@@ -66,6 +76,44 @@ impl Write for SegFile {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let f = &mut self.file;
         crate::faults::write(&self.path, buf, |b| f.write(b))
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Where a segment writer's bytes go: a file, an object streamed in parts, or memory (the
+/// index files of a streamed segment, put whole once the segment is complete).
+enum Out {
+    File(SegFile),
+    Object(Box<dyn PartWriter>),
+    Memory(Vec<u8>),
+}
+
+impl Out {
+    /// Path of a file, for messages.
+    fn path(&self) -> Option<&Path> {
+        match self {
+            Out::File(f) => Some(&f.path),
+            _ => None,
+        }
+    }
+}
+
+impl Write for Out {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Out::File(f) => f.write(buf),
+            Out::Object(w) => {
+                w.write(buf)
+                    .map_err(|e| std::io::Error::other(e.to_string()))?;
+                Ok(buf.len())
+            }
+            Out::Memory(v) => {
+                v.extend_from_slice(buf);
+                Ok(buf.len())
+            }
+        }
     }
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
@@ -167,9 +215,10 @@ impl SegmentWriter {
         let oidx = idx_files.pop().expect("two files");
         Ok(SegmentWriter {
             path,
-            out: BufWriter::with_capacity(write_buffer(header.version), out),
-            oidx: BufWriter::new(oidx),
-            tidx: BufWriter::new(tidx),
+            out: BufWriter::with_capacity(write_buffer(header.version), Out::File(out)),
+            oidx: BufWriter::new(Out::File(oidx)),
+            tidx: BufWriter::new(Out::File(tidx)),
+            store: None,
             builder: IndexBuilder::new(header.index_interval_bytes),
             len: bytes.len() as u64,
             header,
@@ -180,6 +229,47 @@ impl SegmentWriter {
             block: Vec::new(),
             block_records: Vec::new(),
         })
+    }
+
+    /// Starts a new segment streamed to `store` under `key` (its index objects beside it, see
+    /// [`layout::offset_index_path`]). Nothing is visible until [`Self::finish`].
+    pub fn create_object(
+        store: Arc<dyn Store>,
+        key: &str,
+        header: SegmentHeader,
+    ) -> Result<SegmentWriter> {
+        let path = PathBuf::from(key);
+        let mut out = Out::Object(store.writer_new(key)?);
+        let bytes = header.encode();
+        out.write_all(&bytes)
+            .map_err(|e| Error::io(e, "write segment header", store.describe(key)))?;
+        let index = |magic| {
+            Out::Memory(
+                index::encode_header(magic, header.base_offset, header.index_interval_bytes)
+                    .to_vec(),
+            )
+        };
+        Ok(SegmentWriter {
+            path,
+            out: BufWriter::with_capacity(write_buffer(header.version), out),
+            oidx: BufWriter::new(index(index::OFFSET_INDEX_MAGIC)),
+            tidx: BufWriter::new(index(index::TIME_INDEX_MAGIC)),
+            store: Some(store),
+            builder: IndexBuilder::new(header.index_interval_bytes),
+            len: bytes.len() as u64,
+            header,
+            records: 0,
+            last_offset: None,
+            dirty: true,
+            compression: Compression::default(),
+            block: Vec::new(),
+            block_records: Vec::new(),
+        })
+    }
+
+    /// True for a segment streamed to an object store.
+    pub fn is_object(&self) -> bool {
+        self.store.is_some()
     }
 
     /// Reopens an existing segment for appending after a scan: truncates a torn tail (with a
@@ -208,16 +298,17 @@ impl SegmentWriter {
             path: path.to_path_buf(),
             out: BufWriter::with_capacity(
                 write_buffer(scan.header.version),
-                open_append(path, "open segment")?,
+                Out::File(open_append(path, "open segment")?),
             ),
-            oidx: BufWriter::new(open_append(
+            oidx: BufWriter::new(Out::File(open_append(
                 &layout::offset_index_path(path),
                 "open offset index",
-            )?),
-            tidx: BufWriter::new(open_append(
+            )?)),
+            tidx: BufWriter::new(Out::File(open_append(
                 &layout::time_index_path(path),
                 "open time index",
-            )?),
+            )?)),
+            store: None,
             builder,
             len: scan.valid_len,
             header: scan.header,
@@ -336,31 +427,70 @@ impl SegmentWriter {
         Ok(())
     }
 
-    /// Writes buffered bytes and fsyncs the segment and both indexes.
+    /// Writes buffered bytes and fsyncs the segment and both indexes. A segment streamed to an
+    /// object store only hands its bytes on (full parts are uploaded): it becomes durable
+    /// when [`Self::finish`] completes it.
     pub fn flush(&mut self) -> Result<()> {
         if !self.dirty {
             return Ok(());
         }
         self.close_block()?;
+        let what = |w: &BufWriter<Out>| {
+            w.get_ref()
+                .path()
+                .map_or_else(|| self.path.clone(), Path::to_path_buf)
+        };
         for w in [&mut self.out, &mut self.oidx, &mut self.tidx] {
             w.flush()
-                .map_err(|e| Error::io(e, "write buffered data to", &w.get_ref().path))?;
-            w.get_ref()
-                .sync()
-                .map_err(|e| Error::io(e, "fsync", &w.get_ref().path))?;
+                .map_err(|e| Error::io(e, "write buffered data to", what(w)))?;
+            if let Out::File(f) = w.get_ref() {
+                f.sync().map_err(|e| Error::io(e, "fsync", &f.path))?;
+            }
         }
-        self.dirty = false;
+        self.dirty = self.store.is_some();
         Ok(())
     }
 
     /// Flushes and closes the segment. On failure the buffers are dropped unwritten: the
     /// caller must cut the file back to what it last saw durable (see [`Self::abandon`]).
+    ///
+    /// A segment streamed to an object store is completed (only if no other writer created
+    /// it: a lost race is the conflict error of [`crate::storage::is_conflict`]) and then its
+    /// index objects are put. On failure nothing of the segment stays visible, except when
+    /// only the index puts failed: the segment is then complete and its indexes are rebuilt
+    /// by the next writer or `kbackup reindex`.
     pub fn finish(mut self) -> Result<()> {
         let res = self.flush();
         if res.is_err() {
             self.abandon();
+            return res;
         }
-        res
+        let Some(store) = self.store.take() else {
+            return res;
+        };
+        let key = self.path.to_string_lossy().into_owned();
+        let (out, _) = self.out.into_parts();
+        let Out::Object(w) = out else {
+            unreachable!("a segment with a store streams to it")
+        };
+        w.complete()?;
+        for (b, ipath) in [
+            (self.oidx, layout::offset_index_path(&self.path)),
+            (self.tidx, layout::time_index_path(&self.path)),
+        ] {
+            let (Out::Memory(data), _) = b.into_parts() else {
+                unreachable!("the indexes of a streamed segment are kept in memory")
+            };
+            store.put(&ipath.to_string_lossy(), &data).map_err(|e| {
+                log::warn!(
+                    "{}: complete, but its index could not be stored ({e}); it is rebuilt \
+                     from the segment by the next writer of the partition",
+                    store.describe(&key)
+                );
+                e
+            })?;
+        }
+        Ok(())
     }
 
     /// Drops the writer after an I/O error without writing its buffers (dropping a

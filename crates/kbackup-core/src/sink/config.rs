@@ -107,11 +107,12 @@ impl SinkConfig {
 
     /// Parses the JSON handed over by the Java side.
     pub fn from_json(json: &[u8]) -> Result<SinkConfig> {
-        let mut cfg: SinkConfig = serde_json::from_slice(json)
+        let cfg: SinkConfig = serde_json::from_slice(json)
             .map_err(|e| Error::Config(format!("sink config JSON is not valid: {e}")))?;
-        // One location rule (storage::local_dir): an object-store URL is refused, not a directory.
+        // One location rule (storage::check_location): a directory, file:// or an object-store
+        // URL; anything else that looks like a URL is refused, never a directory of that name.
         if !cfg.target_dir.as_os_str().is_empty() {
-            cfg.target_dir = crate::storage::local_dir(&cfg.target_dir.to_string_lossy())
+            crate::storage::check_location(&cfg.target_dir.to_string_lossy())
                 .map_err(|e| Error::Config(format!("target.dir: {e}")))?;
         }
         Ok(cfg)

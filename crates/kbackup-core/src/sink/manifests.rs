@@ -17,8 +17,13 @@ impl BackupSink {
     /// Records that a partition of `topic` exists and writes or refreshes the manifest if due.
     pub(super) fn note_topic(&mut self, topic: &str, partition: i32) {
         let root = self.config.target_dir.clone();
+        let store = self.store.clone();
         let ts = self.topics.entry(topic.to_string()).or_insert_with(|| {
-            let manifest = manifest::read_topic_manifest(&root, topic).unwrap_or_else(|e| {
+            let read = match &store {
+                Some(s) => manifest::read_store_topic_manifest(s.as_ref(), topic),
+                None => manifest::read_topic_manifest(&root, topic),
+            };
+            let manifest = read.unwrap_or_else(|e| {
                 log::warn!("{e}; it will be rewritten");
                 None
             });
@@ -107,7 +112,11 @@ impl BackupSink {
             o.partitions == m.partitions && o.configs == m.configs && o.described == m.described
         });
         if !unchanged {
-            if let Err(e) = manifest::write_topic_manifest(&root, &m, self.perms) {
+            let written = match &self.store {
+                Some(s) => manifest::write_store_topic_manifest(s.as_ref(), &m),
+                None => manifest::write_topic_manifest(&root, &m, self.perms),
+            };
+            if let Err(e) = written {
                 log::warn!(
                     "topic {topic}: could not write its manifest ({e}); retrying at the next flush"
                 );

@@ -22,11 +22,13 @@ use crate::format::body;
 use crate::format::FORMAT_VERSION;
 use crate::groups::{CaptureConfig, GroupOffsetCapture};
 use crate::kafka::RdKafkaCluster;
+use crate::layout;
 use crate::manifest;
 use crate::perms::Perms;
 use crate::record::BatchRecord;
 use crate::record::{TopicPartition, TopicPartitionOffset};
 use crate::segment::{SegmentHeader, SegmentWriter, FRAME_PREFIX_LEN};
+use crate::storage::{self, Store, StoreOptions};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -51,6 +53,8 @@ pub struct BackupSink {
     topics: HashMap<String, TopicState>,
     /// Directories with new entries that must be fsynced before data is reported durable.
     dirs_to_sync: BTreeSet<PathBuf>,
+    /// The object store of a backup to a bucket (`None`: `config.target_dir` is a directory).
+    store: Option<Arc<dyn Store>>,
     scratch: Vec<u8>,
     /// Background capture of consumer-group offsets for the open partitions, when a cluster is
     /// configured and `offsets_sync_interval_ms` > 0.
@@ -88,26 +92,57 @@ impl BackupSink {
     }
 
     fn build(
-        config: SinkConfig,
+        mut config: SinkConfig,
         clock: Arc<dyn Fn() -> i64 + Send + Sync>,
         cluster: Arc<dyn ClusterClient>,
     ) -> Result<BackupSink> {
         config.validate()?;
-        manifest::init_root(&config.target_dir, config.perms())?;
-        // Probe writability now so a read-only target fails at start, not at the first put.
-        let probe = config
-            .target_dir
-            .join(format!(".write-probe-{}", std::process::id()));
-        config
-            .perms()
-            .create(&probe)
-            .map_err(|e| Error::io(e, "write to the target directory", &config.target_dir))?;
-        let _ = std::fs::remove_file(&probe);
+        let location = config.target_dir.to_string_lossy().into_owned();
+        let store: Option<Arc<dyn Store>> = match storage::parse_location(&location)? {
+            storage::Target::Local(dir) => {
+                config.target_dir = dir;
+                None
+            }
+            storage::Target::Cloud { .. } => {
+                // settings and credentials from the store's standard environment variables
+                let options = StoreOptions {
+                    perms: config.perms(),
+                    ..StoreOptions::default()
+                };
+                Some(Arc::from(storage::open_store(&location, &options)?))
+            }
+        };
+        if let Some(store) = &store {
+            manifest::init_store_root(store.as_ref())?;
+            // Probe writability now so a read-only bucket fails at start, not at the first put.
+            let probe = format!(
+                "{}/write-probe-{}-{}",
+                storage::UPLOADS_PREFIX,
+                std::process::id(),
+                config
+                    .task_id
+                    .replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+            );
+            store.put(&probe, b"")?;
+            store.delete(&probe)?;
+        } else {
+            manifest::init_root(&config.target_dir, config.perms())?;
+            // Probe writability now so a read-only target fails at start, not at the first put.
+            let probe = config
+                .target_dir
+                .join(format!(".write-probe-{}", std::process::id()));
+            config
+                .perms()
+                .create(&probe)
+                .map_err(|e| Error::io(e, "write to the target directory", &config.target_dir))?;
+            let _ = std::fs::remove_file(&probe);
+        }
         let capture = if config.cluster.contains_key("bootstrap.servers")
             && config.offsets_sync_interval_ms > 0
         {
             Some(GroupOffsetCapture::start(CaptureConfig {
                 root: config.target_dir.clone(),
+                store: store.clone(),
                 cluster: Arc::clone(&cluster),
                 include: config.groups_include.clone(),
                 exclude: config.groups_exclude.clone(),
@@ -133,6 +168,7 @@ impl BackupSink {
             parts: BTreeMap::new(),
             topics: HashMap::new(),
             dirs_to_sync: BTreeSet::new(),
+            store,
             scratch: Vec::with_capacity(4096),
             capture,
             closed: false,
@@ -140,6 +176,62 @@ impl BackupSink {
             ends: HashMap::new(),
             ends_asked_ms: i64::MIN,
         })
+    }
+
+    /// The object store of a backup to a bucket (`None` for a directory).
+    pub fn store(&self) -> Option<Arc<dyn Store>> {
+        self.store.clone()
+    }
+
+    /// Like [`Self::flush`], but first completes every open segment in an object store, so
+    /// everything appended is durable when it returns (a directory's flush already does
+    /// that): the end of a run that stops here.
+    pub fn flush_all(&mut self) -> Result<Vec<TopicPartitionOffset>> {
+        self.check_open()?;
+        for tp in self.open_in_store(|_| true) {
+            self.complete_segment(&tp)?;
+        }
+        self.flush()
+    }
+
+    /// The partitions written to an object store whose open segment `due` picks.
+    fn open_in_store(&self, due: impl Fn(&SegmentWriter) -> bool) -> Vec<TopicPartition> {
+        let mut out = Vec::new();
+        for (topic, m) in &self.parts {
+            for (p, st) in m {
+                let open = st.seg.as_ref().filter(|s| s.is_object() && due(s));
+                if open.is_some() && st.poisoned.is_none() {
+                    out.push(TopicPartition::new(topic.clone(), *p));
+                }
+            }
+        }
+        out
+    }
+
+    /// Completes the open segment of a partition written to an object store: durable when
+    /// this returns. A lost race drops the partition ([`Self::lose_partition`]); another error
+    /// poisons it.
+    fn complete_segment(&mut self, tp: &TopicPartition) -> Result<()> {
+        let st = self.partition(&tp.topic, tp.partition)?;
+        let Some(seg) = st.seg.take() else {
+            return Ok(());
+        };
+        st.prev_segment_last = seg.last_offset();
+        match seg.finish() {
+            Ok(()) => {
+                st.last_durable = st.last_written;
+                st.counters.max_ts_durable = st.counters.max_ts_written;
+                st.counters.rolled += 1;
+                self.totals.rolled += 1;
+                Ok(())
+            }
+            Err(e) if storage::is_conflict(&e) => Err(self.lose_partition(tp, &e)),
+            Err(e) => {
+                st.poison(&tp.to_string(), &e);
+                self.totals.errors += 1;
+                Err(e)
+            }
+        }
     }
 
     /// The configuration the sink was opened with.
@@ -351,6 +443,10 @@ impl BackupSink {
         st.skipping = false;
         let res = self.append_new(topic, partition, offset, timestamp, body, now);
         if let Err(e) = &res {
+            self.totals.errors += 1;
+            if storage::is_conflict(e) {
+                return Err(self.lose_partition(&TopicPartition::new(topic, partition), e));
+            }
             if let Some(st) = self
                 .parts
                 .get_mut(topic)
@@ -358,9 +454,26 @@ impl BackupSink {
             {
                 st.poison(&format!("{topic}-{partition}"), e);
             }
-            self.totals.errors += 1;
         }
         res
+    }
+
+    /// After another writer won the race for a segment key: drops the partition (its upload
+    /// is aborted) and answers the error that stops this writer.
+    fn lose_partition(&mut self, tp: &TopicPartition, e: &Error) -> Error {
+        if let Some(st) = self
+            .parts
+            .get_mut(&tp.topic)
+            .and_then(|m| m.get_mut(&tp.partition))
+        {
+            if let Some(seg) = st.seg.take() {
+                seg.abandon();
+            }
+        }
+        self.forget(tp);
+        let e = lost_race(tp, &self.config.target_dir.to_string_lossy(), e);
+        log::error!("{e}");
+        e
     }
 
     /// Appends a record above the last one written; any error poisons the partition.
@@ -392,7 +505,13 @@ impl BackupSink {
                     seg.path().display(),
                     if too_big { "size" } else { "age" }
                 );
+                let in_store = seg.is_object();
                 seg.finish()?;
+                if in_store {
+                    // complete in the store: durable now (a directory's segment is at flush)
+                    st.last_durable = st.last_written;
+                    st.counters.max_ts_durable = st.counters.max_ts_written;
+                }
                 st.counters.rolled += 1;
                 rolled = true;
             }
@@ -408,13 +527,21 @@ impl BackupSink {
                 created_ms: now,
                 topic: topic.to_string(),
             };
-            let mut w = SegmentWriter::create(&st.dir, header, perms)?;
-            w.set_compression(compression);
-            // Noted before the first append: its directory entry is owed an fsync whatever
-            // happens to the records.
-            st.unreported.push(w.path().to_path_buf());
-            st.seg = Some(w);
-            new_dir = Some(st.dir.clone());
+            if let Some(store) = &st.store {
+                let key = st.dir.join(layout::segment_file_name(offset));
+                let mut w =
+                    SegmentWriter::create_object(store.clone(), &key.to_string_lossy(), header)?;
+                w.set_compression(compression);
+                st.seg = Some(w);
+            } else {
+                let mut w = SegmentWriter::create(&st.dir, header, perms)?;
+                w.set_compression(compression);
+                // Noted before the first append: its directory entry is owed an fsync whatever
+                // happens to the records.
+                st.unreported.push(w.path().to_path_buf());
+                st.seg = Some(w);
+                new_dir = Some(st.dir.clone());
+            }
         }
         // One partition lookup per record: `st` is used to the end, and the sink-wide
         // bookkeeping waits until it is released.
@@ -467,9 +594,20 @@ impl BackupSink {
                 first_err.get_or_insert(e);
             }
         }
+        // In an object store only a complete segment is durable: complete the open ones due by
+        // age, so the age bounds what is not yet durable even when no record arrives to roll
+        // them. (A lost race or an error is counted by complete_segment.)
+        let now = (self.clock)();
+        let max_age = self.config.max_segment_age_ms;
+        let due = self.open_in_store(|s| max_age > 0 && now - s.header().created_ms >= max_age);
+        for tp in due {
+            if let Err(e) = self.complete_segment(&tp) {
+                first_err.get_or_insert(e);
+            }
+        }
         for (topic, m) in self.parts.iter_mut() {
             for (p, st) in m.iter_mut() {
-                if st.poisoned.is_some() {
+                if st.poisoned.is_some() || st.store.is_some() {
                     continue;
                 }
                 if let Some(seg) = &mut st.seg {
@@ -502,10 +640,12 @@ impl BackupSink {
         let mut out = Vec::new();
         for (topic, m) in &mut self.parts {
             for (p, st) in m.iter_mut() {
-                st.counters.max_ts_durable = st.counters.max_ts_written;
-                st.last_durable = st.last_written;
-                st.unreported.clear();
-                st.checkpoint = st.seg.as_ref().map(|s| (s.path().to_path_buf(), s.len()));
+                if st.store.is_none() {
+                    st.counters.max_ts_durable = st.counters.max_ts_written;
+                    st.last_durable = st.last_written;
+                    st.unreported.clear();
+                    st.checkpoint = st.seg.as_ref().map(|s| (s.path().to_path_buf(), s.len()));
+                }
                 if let Some(l) = st.last_durable {
                     out.push(TopicPartitionOffset::new(topic.clone(), *p, l + 1));
                 }

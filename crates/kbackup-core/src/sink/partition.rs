@@ -5,17 +5,24 @@ use super::*;
 use crate::error::{Error, Result};
 use crate::layout;
 use crate::perms::Perms;
+use crate::reader::PartitionReader;
 use crate::record::TopicPartition;
-use crate::segment::{self, SegmentWriter};
-use std::collections::BTreeMap;
+use crate::segment::{self, SegmentFile, SegmentWriter};
+use crate::storage::Store;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Per-partition writer state.
 pub(super) struct PartitionState {
+    /// The partition's directory, or its key prefix in an object store.
     pub(super) dir: PathBuf,
-    /// Holds the partition's exclusive writer lock until the state is dropped.
-    pub(super) _lock: std::fs::File,
+    /// Holds the partition's exclusive writer lock until the state is dropped (a directory;
+    /// in an object store the conditional completion of each segment fences other writers).
+    pub(super) _lock: Option<std::fs::File>,
+    /// The object store the partition is written to (`None`: a local directory).
+    pub(super) store: Option<Arc<dyn Store>>,
     pub(super) seg: Option<SegmentWriter>,
     /// Last offset appended (maybe still buffered).
     pub(super) last_written: Option<i64>,
@@ -92,6 +99,20 @@ impl PartitionState {
     /// cuts the files back to the last successful flush, so pages a failed fsync dropped can
     /// never be read back as data and reported durable later.
     pub(super) fn poison(&mut self, tp: &str, err: &Error) {
+        if self.store.is_some() {
+            // Nothing of an unfinished segment is visible: aborting its upload is the cut.
+            log::error!(
+                "{tp}: error writing to the object store, the partition stops writing until it \
+                 is reopened from what the store lists (what was not durable is fetched again \
+                 from Kafka): {err}"
+            );
+            if let Some(seg) = self.seg.take() {
+                seg.abandon();
+            }
+            self.counters.errors += 1;
+            self.poisoned = Some(err.to_string());
+            return;
+        }
         log::error!(
             "{tp}: I/O error, the partition stops writing until it is reopened from its files \
              (what was not durable is fetched again from Kafka): {err}"
@@ -252,6 +273,9 @@ impl BackupSink {
     }
 
     pub(super) fn open_partition(&mut self, tp: &TopicPartition) -> Result<PartitionState> {
+        if let Some(store) = self.store.clone() {
+            return open_in_store(store, tp);
+        }
         let root = self.config.target_dir.clone();
         let dir = layout::partition_dir(&root, tp)?;
         if !dir.is_dir() {
@@ -309,7 +333,8 @@ impl BackupSink {
         let checkpoint = seg.as_ref().map(|s| (s.path().to_path_buf(), s.len()));
         Ok(PartitionState {
             dir,
-            _lock: lock,
+            _lock: Some(lock),
+            store: None,
             seg,
             last_written: last,
             last_durable: last,
@@ -323,6 +348,89 @@ impl BackupSink {
             counters: PartitionCounters::default(),
         })
     }
+}
+
+/// Opens a partition written to an object store from what the store lists: aborts the uploads
+/// a crashed or stale writer left, rebuilds the index objects of the last segment if its
+/// writer died between completing it and putting them, and resumes after its last record.
+/// Segments are never appended to: the next record starts a new segment.
+fn open_in_store(store: Arc<dyn Store>, tp: &TopicPartition) -> Result<PartitionState> {
+    layout::validate_topic_name(&tp.topic)?;
+    layout::validate_partition(tp.partition)?;
+    let prefix = layout::partition_key(tp, "");
+    let aborted = store.abort_orphans(&prefix)?;
+    if aborted > 0 {
+        log::warn!("{tp}: aborted {aborted} upload(s) left by an earlier writer");
+    }
+    let listed = store.list(&prefix)?;
+    let keys: BTreeSet<&str> = listed.iter().map(|m| m.key.as_str()).collect();
+    let segments: Vec<(i64, PathBuf)> = listed
+        .iter()
+        .filter_map(|m| match layout::classify_key(&m.key) {
+            layout::KeyKind::Segment { base, .. } => Some((base, PathBuf::from(&m.key))),
+            _ => None,
+        })
+        .collect();
+    if let Some((_, seg)) = segments.last() {
+        let indexes = [layout::offset_index_path(seg), layout::time_index_path(seg)];
+        if indexes
+            .iter()
+            .any(|i| !keys.contains(&*i.to_string_lossy()))
+        {
+            let key = seg.to_string_lossy().into_owned();
+            let scan = segment::scan_opened(SegmentFile::open_object(store.clone(), &key)?)?
+                .ok_or_else(|| {
+                    Error::corrupt(
+                        Path::new(&store.describe(&key)),
+                        0,
+                        "a complete segment object shorter than its header",
+                    )
+                })?;
+            let (o, t) = scan.index_files();
+            store.put(&indexes[0].to_string_lossy(), &o)?;
+            store.put(&indexes[1].to_string_lossy(), &t)?;
+            log::warn!(
+                "{}: rebuilt its index objects (its writer stopped before storing them)",
+                store.describe(&key)
+            );
+        }
+    }
+    let reader = PartitionReader::in_store(store.clone(), tp.clone(), segments);
+    let last = reader.last_offset()?;
+    if let Some(l) = last {
+        log::info!(
+            "{tp}: resuming after offset {l} (from {})",
+            store.location()
+        );
+    }
+    Ok(PartitionState {
+        dir: PathBuf::from(prefix.trim_end_matches('/')),
+        _lock: None,
+        store: Some(store),
+        seg: None,
+        last_written: last,
+        last_durable: last,
+        prev_segment_last: last,
+        checkpoint: None,
+        unreported: Vec::new(),
+        poisoned: None,
+        first_appended: None,
+        rewind_to: None,
+        skipping: false,
+        counters: PartitionCounters::default(),
+    })
+}
+
+/// The error of a writer that lost the race for a segment key: another writer (the new owner
+/// after a rebalance, or a second backup of the same location) completed it first.
+pub(super) fn lost_race(tp: &TopicPartition, location: &str, e: &Error) -> Error {
+    Error::State(format!(
+        "{tp}: another writer stored a segment this writer was completing in {location} ({e}). \
+         This task no longer owns the partition (a rebalance gave it to another task) or a \
+         second backup writes to the same location; it stops writing the partition so it can \
+         never overwrite the other writer's data. Run one backup per location; a restarted task \
+         resumes from what the store holds"
+    ))
 }
 
 /// How long a new writer waits for the previous one to release a partition: after a Connect

@@ -5,14 +5,16 @@ use crate::codec::BatchBuilder;
 use crate::error::{Error, Result};
 use crate::groups::{CaptureConfig, GroupOffsetCapture};
 use crate::kafka::{self, RdKafkaCluster, CONNECT_TIMEOUT};
+use crate::reader::Backup;
 use crate::record::{TimestampType, TopicPartition, TopicPartitionOffset};
 use crate::sink::{BackupSink, SinkConfig};
+use crate::storage::StoreOptions;
 use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -195,7 +197,8 @@ pub fn run_backup(run: &BackupRun, observer: &mut dyn BackupObserver) -> Result<
 
     let capture = if run.group_offsets {
         let c = GroupOffsetCapture::start(CaptureConfig {
-            root: run.dir.clone(),
+            root: sink.config().target_dir.clone(),
+            store: sink.store(),
             cluster: Arc::new(RdKafkaCluster::new(cluster)),
             include: None,
             exclude: None,
@@ -325,7 +328,7 @@ pub fn run_backup(run: &BackupRun, observer: &mut dyn BackupObserver) -> Result<
         end_result = sink.put_encoded(batch.finish());
     }
     let durable = match &end_result {
-        Ok(()) => sink.flush(),
+        Ok(()) => sink.flush_all(),
         Err(_) => Ok(Vec::new()),
     };
     let captured = match (&capture, &end_result) {
@@ -341,7 +344,7 @@ pub fn run_backup(run: &BackupRun, observer: &mut dyn BackupObserver) -> Result<
     closed?;
     let group_offset_changes = captured.transpose()?;
     let groups = if run.group_offsets {
-        Some(groups_held(&run.dir, &tps)?)
+        Some(groups_held(&run.dir.to_string_lossy(), &tps)?)
     } else {
         None
     };
@@ -372,12 +375,12 @@ pub fn run_backup(run: &BackupRun, observer: &mut dyn BackupObserver) -> Result<
     })
 }
 
-/// How many consumer groups the backup holds offsets of on these partitions.
-fn groups_held(dir: &Path, tps: &[TopicPartition]) -> Result<usize> {
+/// How many consumer groups the backup at `location` holds offsets of on these partitions.
+fn groups_held(location: &str, tps: &[TopicPartition]) -> Result<usize> {
+    let backup = Backup::open_location(location, &StoreOptions::default())?;
     let mut groups = BTreeSet::new();
     for tp in tps {
-        let log = crate::layout::group_offsets_log(dir, tp);
-        groups.extend(crate::offsets_log::latest_per_group(&log)?.into_keys());
+        groups.extend(backup.latest_group_offsets(tp)?.into_keys());
     }
     Ok(groups.len())
 }
@@ -386,12 +389,13 @@ fn groups_held(dir: &Path, tps: &[TopicPartition]) -> Result<usize> {
 /// would be re-created without its configs (a compacted topic as a deleting one): an error,
 /// so a cron job notices, with the ACL to grant.
 pub fn undescribed_topics_error<'a>(
-    dir: &Path,
+    location: &str,
     topics: impl IntoIterator<Item = &'a String>,
 ) -> Result<()> {
+    let backup = Backup::open_location(location, &StoreOptions::default())?;
     let mut missing = Vec::new();
     for t in topics {
-        if !crate::manifest::read_topic_manifest(dir, t)?.is_some_and(|m| m.described) {
+        if !backup.manifest(t)?.is_some_and(|m| m.described) {
             missing.push(t.as_str());
         }
     }

@@ -102,6 +102,19 @@ impl LocalStore {
         Ok(tmp)
     }
 
+    fn part_writer(&self, key: &str, only_new: bool) -> Result<Box<dyn PartWriter>> {
+        let path = self.path(key)?;
+        let (tmp, f) = self.temp_file(&path)?;
+        Ok(Box::new(LocalPartWriter {
+            key: key.to_string(),
+            path,
+            tmp,
+            file: Some(BufWriter::with_capacity(1 << 20, f)),
+            written: 0,
+            only_new,
+        }))
+    }
+
     fn meta(&self, key: &str, m: &fs::Metadata) -> ObjectMeta {
         ObjectMeta {
             key: key.to_string(),
@@ -120,6 +133,21 @@ fn publish(tmp: &Path, path: &Path) -> Result<()> {
     fsync_dir(path.parent().unwrap_or(Path::new(".")))
 }
 
+/// Links the complete temporary file to `path` only if nothing is there, removes the temporary
+/// name and fsyncs the directory. link(2) fails with EEXIST if the name exists: atomic, unlike
+/// exists-then-rename, so of two racing writers exactly one wins.
+fn publish_new(tmp: &Path, path: &Path) -> Result<()> {
+    let linked = fs::hard_link(tmp, path);
+    let _ = fs::remove_file(tmp);
+    match linked {
+        Ok(()) => fsync_dir(path.parent().unwrap_or(Path::new("."))),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            Err(conflict(path.display().to_string()))
+        }
+        Err(e) => Err(Error::io(e, "create (only if absent)", path)),
+    }
+}
+
 impl Store for LocalStore {
     fn location(&self) -> String {
         self.root.display().to_string()
@@ -134,28 +162,15 @@ impl Store for LocalStore {
     fn put_if_absent(&self, key: &str, data: &[u8]) -> Result<()> {
         let path = self.path(key)?;
         let tmp = self.write_temp(&path, data)?;
-        // link(2) fails with EEXIST if the name exists: atomic, unlike exists-then-rename
-        let linked = fs::hard_link(&tmp, &path);
-        let _ = fs::remove_file(&tmp);
-        match linked {
-            Ok(()) => fsync_dir(path.parent().unwrap_or(Path::new("."))),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                Err(conflict(path.display().to_string()))
-            }
-            Err(e) => Err(Error::io(e, "create (only if absent)", &path)),
-        }
+        publish_new(&tmp, &path)
     }
 
     fn writer(&self, key: &str) -> Result<Box<dyn PartWriter>> {
-        let path = self.path(key)?;
-        let (tmp, f) = self.temp_file(&path)?;
-        Ok(Box::new(LocalPartWriter {
-            key: key.to_string(),
-            path,
-            tmp,
-            file: Some(BufWriter::with_capacity(1 << 20, f)),
-            written: 0,
-        }))
+        self.part_writer(key, false)
+    }
+
+    fn writer_new(&self, key: &str) -> Result<Box<dyn PartWriter>> {
+        self.part_writer(key, true)
     }
 
     fn get(&self, key: &str) -> Result<Vec<u8>> {
@@ -269,6 +284,8 @@ struct LocalPartWriter {
     tmp: PathBuf,
     file: Option<BufWriter<File>>,
     written: u64,
+    /// Complete only if nothing is stored under the key ([`Store::writer_new`]).
+    only_new: bool,
 }
 
 impl LocalPartWriter {
@@ -314,7 +331,11 @@ impl PartWriter for LocalPartWriter {
             let _ = fs::remove_file(&self.tmp);
             return Err(e);
         }
-        publish(&self.tmp, &self.path)?;
+        if self.only_new {
+            publish_new(&self.tmp, &self.path)?;
+        } else {
+            publish(&self.tmp, &self.path)?;
+        }
         let m = fs::metadata(&self.path).map_err(|e| Error::io(e, "stat", &self.path))?;
         Ok(ObjectMeta {
             key: self.key.clone(),

@@ -65,6 +65,25 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// (names are deterministic, so a re-upload after a crash lands on the same key).
     fn writer(&self, key: &str) -> Result<Box<dyn PartWriter>>;
 
+    /// Like [`Store::writer`], but completing creates the object only if nothing exists under
+    /// `key`, atomically, like [`Store::put_if_absent`]: of two writers streaming to one key
+    /// exactly one completes, the other gets the conflict error and nothing of it stays
+    /// visible. This is what fences a stale writer of a segment.
+    ///
+    /// On an object store a stream larger than one part is uploaded under a staging key below
+    /// [`UPLOADS_PREFIX`] (with a small marker naming the upload, so an upload orphaned by a
+    /// crash can be aborted later: [`Store::abort_orphans`]), completed there, and copied to
+    /// `key` only if absent; the staging object is deleted after.
+    fn writer_new(&self, key: &str) -> Result<Box<dyn PartWriter>>;
+
+    /// Aborts the uploads that [`Store::writer_new`] streams left behind for keys under
+    /// `prefix` (their writer crashed, or is a stale writer that must lose), and deletes
+    /// their staging objects. Returns how many were cleaned up. A local directory has none.
+    fn abort_orphans(&self, prefix: &str) -> Result<usize> {
+        let _ = prefix;
+        Ok(0)
+    }
+
     /// Reads a whole object ([`Error::NotFound`] if absent).
     fn get(&self, key: &str) -> Result<Vec<u8>>;
 
@@ -120,6 +139,10 @@ pub(crate) fn conflict(location: String) -> Error {
         ),
     }
 }
+
+/// Where an object store keeps the staging objects and upload markers of
+/// [`Store::writer_new`] streams: outside `topics/`, so no reader ever lists them as data.
+pub const UPLOADS_PREFIX: &str = ".kbackup-uploads";
 
 /// Default part size of a streamed upload: above S3's 5 MiB minimum, small enough that one
 /// part per open partition stays cheap.

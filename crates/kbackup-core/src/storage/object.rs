@@ -9,17 +9,18 @@
 
 use super::{
     check_key, check_prefix, conflict, ObjectMeta, PartWriter, RetrySettings, Scheme, Store,
-    StoreOptions, DEFAULT_PART_SIZE, MIN_PART_SIZE,
+    StoreOptions, DEFAULT_PART_SIZE, MIN_PART_SIZE, UPLOADS_PREFIX,
 };
 use crate::error::{Error, Result};
 use futures_util::TryStreamExt;
-use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey, S3CopyIfNotExists};
 use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
 use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
+use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path as ObjPath;
 use object_store::{
-    BackoffConfig, MultipartUpload, ObjectStore as _, ObjectStoreExt as _, PutMode, PutOptions,
-    PutPayload, RetryConfig,
+    BackoffConfig, MultipartId, MultipartUpload, ObjectStore as _, ObjectStoreExt as _, PutMode,
+    PutOptions, PutPayload, RetryConfig,
 };
 use std::fmt;
 use std::future::Future;
@@ -36,6 +37,8 @@ pub struct ObjectStore {
 
 struct Inner {
     store: Arc<dyn object_store::ObjectStore>,
+    /// The same client, for uploads whose id must be known (to abort them after a crash).
+    multipart: Arc<dyn MultipartStore>,
     runtime: Runtime,
     /// `s3://bucket/prefix`, for messages.
     url: String,
@@ -106,7 +109,16 @@ impl ObjectStore {
             ("connect_timeout", secs(options.retry.connect_timeout)),
             ("timeout", secs(options.retry.request_timeout)),
         ];
-        let (store, endpoint): (Arc<dyn object_store::ObjectStore>, String) = match scheme {
+        type Stores = (
+            Arc<dyn object_store::ObjectStore>,
+            Arc<dyn MultipartStore>,
+            String,
+        );
+        fn both<S: object_store::ObjectStore + MultipartStore>(s: S, endpoint: String) -> Stores {
+            let s = Arc::new(s);
+            (s.clone(), s, endpoint)
+        }
+        let (store, multipart, endpoint): Stores = match scheme {
             Scheme::S3 => {
                 let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
                 if let Some(v) = &options.region {
@@ -133,6 +145,9 @@ impl ObjectStore {
                 for (k, v) in timeouts.iter().map(|(k, v)| (*k, v.as_str())) {
                     b = b.with_config(k.parse().map_err(|e| config_error(&url, e))?, v);
                 }
+                // A conditional copy for Store::writer_new: a multipart copy completed with
+                // If-None-Match (AWS S3 since 2024, versitygw); a setting in `extra` wins.
+                b = b.with_copy_if_not_exists(S3CopyIfNotExists::Multipart);
                 for (k, v) in &options.extra {
                     let key: AmazonS3ConfigKey = k.parse().map_err(|e| config_error(&url, e))?;
                     b = b.with_config(key, v);
@@ -149,7 +164,7 @@ impl ObjectStore {
                     .with_retry(retry)
                     .build()
                     .map_err(|e| config_error(&url, e))?;
-                (Arc::new(s), endpoint)
+                both(s, endpoint)
             }
             Scheme::Gcs => {
                 let mut b = GoogleCloudStorageBuilder::from_env().with_bucket_name(bucket);
@@ -164,7 +179,7 @@ impl ObjectStore {
                     .with_retry(retry)
                     .build()
                     .map_err(|e| config_error(&url, e))?;
-                (Arc::new(s), "Google Cloud Storage".into())
+                both(s, "Google Cloud Storage".into())
             }
             Scheme::Azure => {
                 let mut b = MicrosoftAzureBuilder::from_env().with_container_name(bucket);
@@ -179,7 +194,7 @@ impl ObjectStore {
                     .with_retry(retry)
                     .build()
                     .map_err(|e| config_error(&url, e))?;
-                (Arc::new(s), "Azure Blob Storage".into())
+                both(s, "Azure Blob Storage".into())
             }
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -191,6 +206,7 @@ impl ObjectStore {
         Ok(ObjectStore {
             inner: Arc::new(Inner {
                 store,
+                multipart,
                 runtime,
                 url,
                 endpoint,
@@ -360,6 +376,53 @@ impl Store for ObjectStore {
             failed: false,
             done: false,
         }))
+    }
+
+    fn writer_new(&self, key: &str) -> Result<Box<dyn PartWriter>> {
+        let path = self.inner.path(key)?;
+        Ok(Box::new(NewObjectWriter {
+            inner: self.inner.clone(),
+            key: key.to_string(),
+            path,
+            buf: Vec::new(),
+            staging: None,
+            written: 0,
+            failed: false,
+            done: false,
+        }))
+    }
+
+    fn abort_orphans(&self, prefix: &str) -> Result<usize> {
+        let i = &self.inner;
+        check_prefix(prefix)?;
+        let under = format!("{UPLOADS_PREFIX}/{}", prefix.trim_end_matches('/'));
+        let listed = self.list(under.trim_end_matches('/'))?;
+        let mut cleaned = 0;
+        for m in &listed {
+            if let Some(staging) = m.key.strip_suffix(UPLOAD_MARKER) {
+                let id = String::from_utf8_lossy(&self.get(&m.key)?)
+                    .trim()
+                    .to_string();
+                let path = i.path(staging)?;
+                let aborted =
+                    i.block_on("abort upload", i.multipart.abort_multipart(&path, &id))?;
+                match aborted {
+                    Ok(()) => {}
+                    // already completed or aborted (NoSuchUpload): nothing left to abort
+                    Err(e) if chain(&e).contains("NoSuchUpload") => {}
+                    Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(i.error(e, "abort upload of", staging)),
+                }
+                log::info!(
+                    "aborted the upload of {} left by a writer that crashed or lost its partition",
+                    i.describe(staging)
+                );
+                cleaned += 1;
+            }
+            // the marker, and a staging object completed but never copied into place
+            self.delete(&m.key)?;
+        }
+        Ok(cleaned)
     }
 
     fn get(&self, key: &str) -> Result<Vec<u8>> {
@@ -607,6 +670,239 @@ impl Drop for ObjectPartWriter {
     fn drop(&mut self) {
         if let Some(e) = self.abort_upload() {
             log::warn!("{e}; the bucket's lifecycle rule for incomplete uploads removes it");
+        }
+    }
+}
+
+/// Suffix of the marker object naming the upload id of a staging upload.
+const UPLOAD_MARKER: &str = ".upload";
+
+/// A streamed object completed only if its key is absent ([`Store::writer_new`]): one part or
+/// less is a single conditional PUT; more is a multipart upload under a staging key (with a
+/// marker naming its id), completed there and copied into place if absent.
+struct NewObjectWriter {
+    inner: Arc<Inner>,
+    key: String,
+    path: ObjPath,
+    buf: Vec<u8>,
+    staging: Option<Staging>,
+    written: u64,
+    failed: bool,
+    done: bool,
+}
+
+/// The multipart upload of a [`NewObjectWriter`].
+struct Staging {
+    key: String,
+    path: ObjPath,
+    marker: String,
+    id: MultipartId,
+    parts: Vec<PartId>,
+    /// The upload was completed into the staging object (which must then be deleted).
+    completed: bool,
+}
+
+/// A name no other writer uses: process, time and a counter.
+fn unique_token() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!(
+        "{:x}-{nanos:x}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+impl NewObjectWriter {
+    fn err(&self, e: object_store::Error, op: &'static str) -> Error {
+        self.inner.error(e, op, &self.key)
+    }
+
+    /// Uploads the buffer as the next part, starting the staging upload (and its marker) first.
+    fn flush_part(&mut self) -> Result<()> {
+        let i = self.inner.clone();
+        if self.staging.is_none() {
+            let key = format!("{UPLOADS_PREFIX}/{}.{}", self.key, unique_token());
+            let path = i.path(&key)?;
+            let id = i
+                .block_on("start upload", i.multipart.create_multipart(&path))?
+                .map_err(|e| self.err(e, "start upload of"))?;
+            let marker = format!("{key}{UPLOAD_MARKER}");
+            let staging = Staging {
+                key,
+                path,
+                marker: marker.clone(),
+                id: id.clone(),
+                parts: Vec::new(),
+                completed: false,
+            };
+            self.staging = Some(staging);
+            let mpath = i.path(&marker)?;
+            let payload = PutPayload::from(id.into_bytes());
+            i.block_on("put", i.store.put(&mpath, payload))?
+                .map_err(|e| i.error(e, "put", &marker))?;
+        }
+        let part = PutPayload::from(std::mem::take(&mut self.buf));
+        let st = self.staging.as_mut().expect("started above");
+        let idx = st.parts.len();
+        let id = i
+            .block_on(
+                "upload part",
+                i.multipart.put_part(&st.path, &st.id, idx, part),
+            )?
+            .map_err(|e| i.error(e, "upload part of", &self.key))?;
+        st.parts.push(id);
+        Ok(())
+    }
+
+    fn fail(&mut self, e: Error) -> Error {
+        self.failed = true;
+        self.buf = Vec::new();
+        if let Some(e2) = self.clean_up() {
+            log::warn!("{e2}");
+        }
+        e
+    }
+
+    /// Aborts the staging upload (or deletes the completed staging object) and its marker;
+    /// the first error, if any (an orphan is then cleaned by [`Store::abort_orphans`]).
+    fn clean_up(&mut self) -> Option<Error> {
+        let st = self.staging.take()?;
+        let i = self.inner.clone();
+        let mut first = None;
+        let mut note = |r: std::result::Result<(), object_store::Error>, what: &'static str, k| {
+            if let Err(e) = r {
+                if !matches!(e, object_store::Error::NotFound { .. }) && first.is_none() {
+                    first = Some(i.error(e, what, k));
+                }
+            }
+        };
+        if tokio::runtime::Handle::try_current().is_ok() {
+            // dropped inside a runtime: cannot block; the next abort_orphans cleans up
+            return None;
+        }
+        let r = if st.completed {
+            i.runtime.block_on(i.store.delete(&st.path))
+        } else {
+            i.runtime
+                .block_on(i.multipart.abort_multipart(&st.path, &st.id))
+        };
+        note(r, "clean up staging upload", &st.key);
+        if let Ok(mpath) = i.path(&st.marker) {
+            note(
+                i.runtime.block_on(i.store.delete(&mpath)),
+                "delete upload marker",
+                &st.marker,
+            );
+        }
+        first
+    }
+}
+
+impl PartWriter for NewObjectWriter {
+    fn write(&mut self, mut data: &[u8]) -> Result<()> {
+        if self.failed || self.done {
+            return Err(Error::State(format!(
+                "write to {} after it failed or finished",
+                self.inner.describe(&self.key)
+            )));
+        }
+        let part = self.inner.part_size;
+        while !data.is_empty() {
+            let take = (part - self.buf.len()).min(data.len());
+            if self.buf.capacity() < self.buf.len() + take {
+                // grow by doubling, but never past one part: the memory bound
+                let want = (self.buf.capacity() * 2)
+                    .max(self.buf.len() + take)
+                    .min(part);
+                self.buf.reserve_exact(want - self.buf.len());
+            }
+            self.buf.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            self.written += take as u64;
+            if self.buf.len() == part {
+                if let Err(e) = self.flush_part() {
+                    return Err(self.fail(e));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn written(&self) -> u64 {
+        self.written
+    }
+
+    fn complete(mut self: Box<Self>) -> Result<ObjectMeta> {
+        if self.failed || self.done {
+            return Err(Error::State(format!(
+                "complete of {} after it failed or finished",
+                self.inner.describe(&self.key)
+            )));
+        }
+        let i = self.inner.clone();
+        if self.staging.is_none() {
+            let payload = PutPayload::from(std::mem::take(&mut self.buf));
+            let opts = PutOptions::from(PutMode::Create);
+            let r = i.block_on("put", i.store.put_opts(&self.path, payload, opts))?;
+            if let Err(e) = r {
+                let e = self.err(e, "create (only if absent)");
+                return Err(self.fail(e));
+            }
+        } else {
+            if !self.buf.is_empty() {
+                if let Err(e) = self.flush_part() {
+                    return Err(self.fail(e));
+                }
+            }
+            let st = self.staging.as_mut().expect("checked above");
+            let parts = std::mem::take(&mut st.parts);
+            let r = i.block_on(
+                "complete upload",
+                i.multipart.complete_multipart(&st.path, &st.id, parts),
+            )?;
+            if let Err(e) = r {
+                let e = i.error(e, "complete upload of", &st.key);
+                return Err(self.fail(e));
+            }
+            st.completed = true;
+            let from = st.path.clone();
+            let r = i.block_on(
+                "copy into place",
+                i.store.copy_if_not_exists(&from, &self.path),
+            )?;
+            if let Err(e) = r {
+                let e = self.err(e, "create (only if absent)");
+                return Err(self.fail(e));
+            }
+            if let Some(e) = self.clean_up() {
+                log::warn!("{e}; the next writer of this partition removes it");
+            }
+        }
+        self.done = true;
+        Ok(ObjectMeta {
+            key: self.key.clone(),
+            size: self.written,
+            modified: std::time::SystemTime::now(),
+        })
+    }
+
+    fn abort(mut self: Box<Self>) -> Result<()> {
+        self.done = true;
+        match self.clean_up() {
+            None => Ok(()),
+            Some(e) => Err(e),
+        }
+    }
+}
+
+impl Drop for NewObjectWriter {
+    fn drop(&mut self) {
+        if let Some(e) = self.clean_up() {
+            log::warn!("{e}; the next writer of this partition removes it");
         }
     }
 }

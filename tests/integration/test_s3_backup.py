@@ -1,0 +1,192 @@
+"""Backing up straight into a bucket (issue 9): the CLI writer against a real S3 server.
+
+Why: where kbackup's users keep a cold copy is object storage, and objects cannot be appended
+to, renamed or locked. So the writer streams each segment as a multipart upload that becomes
+visible only when complete, creates it only if no other writer did (the fence against a task
+that lost its partition but keeps writing), keeps group positions as numbered chunk objects
+created the same way, and resumes after a crash from what the server lists, aborting the
+upload the crash orphaned. Every check here reads the server's own listing and its list of
+multipart uploads (tests/testbed/s3.py), not kbackup's view of them, and the restored records
+are read back with confluent-kafka.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+from conftest import unique
+from fixtures import MIB, assert_restored_equal, fixture_records
+from test_group_offsets import _read_as_group
+from testbed.s3 import S3Server
+from testbed.s3faults import FaultProxy
+
+
+def _segments(keys: dict[str, int]) -> list[str]:
+    return sorted(k for k in keys if k.endswith(".segment"))
+
+
+def _cat_offsets(kbackup, url: str, topic: str, env: dict) -> dict[int, list[int]]:
+    out: dict[int, list[int]] = {}
+    for line in kbackup.run("cat", url, "--topic", topic, "--format", "jsonl",
+                            env=env).stdout.splitlines():
+        r = json.loads(line)
+        out.setdefault(r["partition"], []).append(r["offset"])
+    return out
+
+
+def test_cli_backup_to_a_bucket_restores_byte_exact_with_groups_translated(
+        cluster, new_cluster, kbackup, tmp_path):
+    k = cluster.kafka
+    topic = unique("s3b")
+    k.create_topic(topic, 2, {"max.message.bytes": 4 * MIB})
+    for p in (0, 1):
+        k.produce(topic, fixture_records(p, big=(p == 0)))
+    # more than one 8 MiB part in partition 0's first segment: the multipart path, fenced by
+    # a conditional copy from its staging key
+    k.produce(topic, [{"partition": 0, "key": b"bulk-%d" % i, "value": os.urandom(300_000)}
+                      for i in range(40)])
+    tx = [{"partition": 1, "key": b"tx-%d" % i, "value": b"in a transaction %d" % i}
+          for i in range(10)]
+    k.produce_transaction(topic, tx, transactional_id=unique("s3b-tx"))
+    k.produce_transaction(topic, [dict(r, value=b"aborted") for r in tx], abort=True,
+                          transactional_id=unique("s3b-ab"))
+    original = k.consume_topic(topic)
+    pos = {0: 20, 1: original[1][-3].offset}
+    group = unique("s3b-g")
+    k.commit_group_offsets(group, {(topic, p): o for p, o in pos.items()})
+
+    with S3Server() as s3:
+        url = f"s3://{s3.bucket}/prod/kafka"
+        env = s3.env()
+        out = json.loads(kbackup.run("backup", "--bootstrap-server", cluster.bootstrap, "--dir",
+                                     url, "--topics", topic, "--group-offsets", "--json",
+                                     "-q", env=env, timeout=300).stdout)
+        assert out["records"] == sum(len(v) for v in original.values()), out
+        # every record durable at the end of the run: the open segments were completed
+        assert out["next_offsets"][topic] == {str(p): original[p][-1].offset + 1 for p in (0, 1)}, \
+            out
+        keys = s3.list_keys("prod/kafka/")
+        segs = _segments(keys)
+        assert len(segs) == 2 and keys[segs[0]] > 8 * MIB, keys
+        for seg in segs:
+            stem = seg.removesuffix(".segment")
+            assert f"{stem}.offset-index" in keys and f"{stem}.time-index" in keys, keys
+        assert "prod/kafka/kbackup.json" in keys
+        assert [k_ for k_ in keys if "group-offsets." in k_], "group positions are stored"
+        assert not [k_ for k_ in keys if ".kbackup-uploads/" in k_], keys
+        assert s3.pending_uploads() == [], "no upload is left open"
+        kbackup.run("verify", url, "-q", env=env)
+
+        # an incremental run continues after what the bucket holds: new segments, no duplicate
+        k.produce(topic, [{"partition": 1, "key": b"later", "value": b"later %d" % i}
+                          for i in range(15)])
+        k.commit_group_offsets(group, {(topic, 0): pos[0]})  # unchanged: no new chunk needed
+        kbackup.run("backup", "--bootstrap-server", cluster.bootstrap, "--dir", url, "--topics",
+                    topic, "--group-offsets", "-q", env=env, timeout=300)
+        assert len(_segments(s3.list_keys("prod/kafka/"))) == 3
+        original = k.consume_topic(topic)
+        offsets = _cat_offsets(kbackup, url, topic, env)
+        assert offsets == {p: [r.offset for r in original[p]] for p in (0, 1)}, \
+            "every record exactly once, in order"
+        kbackup.run("verify", url, "-q", env=env)
+
+        target = new_cluster("s3b-target", with_worker=False)
+        kbackup.run("restore", "--bootstrap-server", target.bootstrap, "--dir", url, "--topics",
+                    topic, "--group-offsets", "--state-dir", tmp_path / "state", env=env,
+                    timeout=300)
+    for p in (0, 1):
+        assert_restored_equal(target.kafka.consume_partition(topic, p), original[p],
+                              f"{topic}/{p} backed up to and restored from the bucket")
+    read = _read_as_group(target.bootstrap, group, [topic], {(topic, 0), (topic, 1)})
+    for p in (0, 1):
+        assert read[(topic, p)] == [r.value for r in original[p] if r.offset >= pos[p]], \
+            f"group {group} on partition {p} reads what it had not read"
+
+
+def test_a_backup_killed_mid_upload_resumes_exactly_once_and_aborts_the_orphan(
+        cluster, kbackup):
+    """SIGKILL while a segment is being uploaded in parts: nothing of it is visible, the next
+    run aborts the orphaned upload (the server lists none after it), writes every record
+    exactly once and verify is clean."""
+    k = cluster.kafka
+    topic = unique("s3kill")
+    k.create_topic(topic, 1)
+    for batch in range(6):
+        k.produce(topic, [{"partition": 0, "key": b"%d-%d" % (batch, i),
+                           "value": os.urandom(200_000)} for i in range(50)])
+    with S3Server() as s3, FaultProxy(s3) as proxy:
+        url = f"s3://{s3.bucket}/kill"
+        env = s3.env()
+        # parts travel slowly through the proxy, so the kill lands mid-upload
+        proxy.rule = lambda n, method, path: ("delay", 1.0) if "partNumber" in path else "pass"
+        argv = [str(kbackup.path), "backup", "--bootstrap-server", cluster.bootstrap, "--dir",
+                url, "--topics", topic, "-q"]
+        proc = subprocess.Popen(argv, env={**os.environ, **proxy.env()},
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 60
+            while not s3.pending_uploads():
+                assert proc.poll() is None, f"finished before an upload was seen: " \
+                                            f"{proc.stderr.read().decode()}"
+                assert time.monotonic() < deadline, "no multipart upload started"
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGKILL)
+        finally:
+            proc.wait(timeout=30)
+            proc.stderr.close()
+        assert s3.pending_uploads(), "the kill left the upload open"
+        assert not _segments(s3.list_keys("kill/")), "nothing of an unfinished segment is seen"
+
+        kbackup.run("backup", "--bootstrap-server", cluster.bootstrap, "--dir", url, "--topics",
+                    topic, "-q", env=env, timeout=300)
+        assert s3.pending_uploads() == [], "the orphaned upload was aborted"
+        keys = s3.list_keys("kill/")
+        assert not [k_ for k_ in keys if ".kbackup-uploads/" in k_], keys
+        assert _cat_offsets(kbackup, url, topic, env) == {0: list(range(300))}
+        kbackup.run("verify", url, "-q", env=env)
+
+
+def test_a_stale_writer_cannot_overwrite_what_the_new_owner_wrote(cluster, kbackup):
+    """Two writers on one partition (the stale task that lost it, the new owner): the stale one
+    holds its open segment while the other backs the partition up and completes the same
+    segment key; when the stale one then completes, it loses, fails naming the cause, and the
+    bucket keeps the new owner's segment byte for byte."""
+    k = cluster.kafka
+    topic = unique("s3stale")
+    k.create_topic(topic, 1)
+    k.produce(topic, [{"partition": 0, "key": b"k%d" % i, "value": b"v%d" % i}
+                      for i in range(100)])
+    with S3Server() as s3:
+        url = f"s3://{s3.bucket}/stale"
+        env = s3.env()
+        stale = subprocess.Popen(
+            [str(kbackup.path), "backup", "--bootstrap-server", cluster.bootstrap, "--dir", url,
+             "--topics", topic, "--continuous", "--max-segment-age", "1h", "-q"],
+            env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            time.sleep(5)  # it has read the records into its open segment
+            assert stale.poll() is None, stale.stderr.read().decode()
+            assert not _segments(s3.list_keys("stale/")), "an open segment is not visible"
+            kbackup.run("backup", "--bootstrap-server", cluster.bootstrap, "--dir", url,
+                        "--topics", topic, "-q", env=env, timeout=120)
+            keys = s3.list_keys("stale/")
+            (seg,) = _segments(keys)
+            owner_bytes = s3.request("GET", seg)[2]
+            stale.send_signal(signal.SIGTERM)  # stops: completes its open segment
+            _, err = stale.communicate(timeout=60)
+        finally:
+            if stale.poll() is None:
+                stale.kill()
+                stale.wait()
+        err = err.decode()
+        assert stale.returncode not in (0, None), err
+        assert "another writer stored a segment" in err and "Run one backup per location" in err, \
+            err
+        assert s3.request("GET", seg)[2] == owner_bytes, "the new owner's segment is untouched"
+        assert s3.pending_uploads() == []
+        assert _cat_offsets(kbackup, url, topic, env) == {0: list(range(100))}
+        kbackup.run("verify", url, "-q", env=env)
