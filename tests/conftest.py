@@ -110,13 +110,20 @@ _cli_runs = itertools.count(1)
 class Kbackup:
     """The `kbackup` CLI from dist/, with parsed outputs."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, env: Optional[dict[str, str]] = None):
         self.path = path
+        self.env = env or {}
+
+    def with_env(self, env: dict[str, str]) -> "Kbackup":
+        """The same CLI, every run with these variables added (e.g. an S3 server's AWS_*), so
+        helpers that poll a backup work on a bucket URL too."""
+        return Kbackup(self.path, {**self.env, **env})
 
     def run(self, *args: str, check: bool = True, timeout: float = 120,
             env: Optional[dict[str, str]] = None) -> subprocess.CompletedProcess:
         """Runs the CLI; `env` adds variables to this process's environment (e.g. an S3
         server's AWS_* settings)."""
+        env = {**self.env, **(env or {})}
         proc = subprocess.run([str(self.path), *map(str, args)], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, timeout=timeout,
                               env={**os.environ, **env} if env else None)
@@ -210,7 +217,8 @@ def wait_backup_complete(kb: Kbackup, directory: Path, topic: str, expected: dic
     more is a duplicate and fails at once). Returns {partition: records}."""
 
     def check():
-        if not directory.exists() or not any(directory.iterdir()):
+        if isinstance(directory, Path) and (not directory.exists()
+                                            or not any(directory.iterdir())):
             return None
         try:
             recs = kb.cat(directory, topic)

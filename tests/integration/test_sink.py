@@ -273,9 +273,9 @@ def _bad_configs(base: dict[str, Any], tmp: Path) -> dict[str, tuple[dict[str, A
         "target.dir missing": (with_(target__dir=None), "target.dir", "target.dir"),
         "target.dir unwritable": (with_(target__dir=str(unwritable)), "target.dir",
                                   str(unwritable)),
-        # an object-store URL is refused, never taken as a relative directory named "s3:"
-        "target.dir s3 URL": (with_(target__dir="s3://kbackup-bucket/prefix"), "target.dir",
-                              "only in a local directory"),
+        # a mistyped object-store URL is refused, never taken as a relative directory "s3:"
+        "target.dir s3 URL": (with_(target__dir="s3:kbackup-bucket/prefix"), "target.dir",
+                              "looks like a URL"),
         "isolation unset": (with_(consumer__override__isolation__level=None),
                             "consumer.override.isolation.level", "read_committed"),
         "isolation read_uncommitted": (

@@ -56,7 +56,8 @@ class Cluster:
                  work_dir: Optional[os.PathLike] = None, exactly_once: bool = False,
                  with_worker: bool = True, broker_overrides: Optional[dict[str, Any]] = None,
                  worker_overrides: Optional[dict[str, Any]] = None, die_with_parent: bool = True,
-                 security: Any = None, kafka_version: Optional[str] = None):
+                 security: Any = None, kafka_version: Optional[str] = None,
+                 worker_env: Optional[dict[str, str]] = None):
         self.libs = kafka_libs(kafka_version)
         base = Path(work_dir or os.environ.get("KBACKUP_TESTBED_DIR") or DEFAULT_WORK / run_id())
         self.root = base / f"{name}-{uuid.uuid4().hex[:6]}"
@@ -69,7 +70,7 @@ class Cluster:
         if with_worker:
             self.worker = ConnectWorker(self.root, self.libs, self.broker.bootstrap,
                                         self.plugin_path, exactly_once, worker_overrides,
-                                        die_with_parent=die_with_parent)
+                                        die_with_parent=die_with_parent, env=worker_env)
         self.extra_workers: list[ConnectWorker] = []
         self.kafka = KafkaHelper(self.broker.bootstrap)
         self.destroyed = False
@@ -139,7 +140,7 @@ class Cluster:
         w = ConnectWorker(self.root, self.libs, self.broker.bootstrap, self.plugin_path,
                           first.exactly_once, first.overrides,
                           name=f"worker{len(self.extra_workers) + 2}",
-                          die_with_parent=first.die_with_parent)
+                          die_with_parent=first.die_with_parent, env=first.env)
         w.group_id = first.group_id
         self.extra_workers.append(w)
         w.start(timeout)

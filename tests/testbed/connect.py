@@ -20,8 +20,10 @@ class ConnectWorker(JvmService):
 
     def __init__(self, root: Path, libs: Path, bootstrap: str, plugin_path: Path,
                  exactly_once: bool = False, overrides: Optional[dict[str, Any]] = None,
-                 name: str = "worker", die_with_parent: bool = True):
+                 name: str = "worker", die_with_parent: bool = True,
+                 env: Optional[dict[str, str]] = None):
         self.root = root
+        self.env = env
         self.libs = libs
         self.name = name
         self.dir = root / name

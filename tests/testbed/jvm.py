@@ -98,6 +98,8 @@ class JvmService:
     log_file: Path
     die_with_parent: bool = True
     process: Optional[Process] = None
+    # variables added to the JVM's environment (e.g. an S3 server's AWS_* settings)
+    env: Optional[dict[str, str]] = None
     started_once = False
 
     def _write_config(self, props_name: str, props: dict[str, Any], quiet: Iterable[str]) -> None:
@@ -114,8 +116,10 @@ class JvmService:
         """Runs `main_class` on its properties file and waits until `ready()`."""
         argv = java_argv(self.libs, main_class, [str(self.props_file)], heap="512m",
                          log4j=self.log4j, extra_jvm=[f"-Dkafka.logs.dir={self.dir}", *extra_jvm])
+        env = {**os.environ, **self.env} if self.env else None
         self.process = Process(name, argv, stdout_file=self.dir / stdout_name,
-                               log_file=self.log_file, die_with_parent=self.die_with_parent)
+                               log_file=self.log_file, env=env,
+                               die_with_parent=self.die_with_parent)
         self.process.start_and_wait(ready, timeout, what)
 
     def _start_once(self, timeout: float) -> None:

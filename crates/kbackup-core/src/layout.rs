@@ -390,6 +390,31 @@ mod tests {
     }
 
     #[test]
+    fn group_offsets_chunks_are_offsets_logs_ordered_after_the_single_log() {
+        assert_eq!(
+            group_offsets_chunk_name(7),
+            "group-offsets.00000000000000000007.log"
+        );
+        assert_eq!(offsets_log_part(GROUP_OFFSETS_LOG), Some(0));
+        assert_eq!(offsets_log_part(&group_offsets_chunk_name(0)), Some(1));
+        assert_eq!(offsets_log_part(&group_offsets_chunk_name(7)), Some(8));
+        for other in [
+            "group-offsets.7.log",
+            "group-offsets.lock",
+            "group-offsets.log.x",
+        ] {
+            assert_eq!(offsets_log_part(other), None, "{other}");
+        }
+        assert_eq!(
+            classify_key(&format!("topics/t/3/{}", group_offsets_chunk_name(2))),
+            KeyKind::OffsetsLog {
+                topic: "t".into(),
+                partition: 3
+            }
+        );
+    }
+
+    #[test]
     fn segment_names_parse_strictly() {
         assert_eq!(segment_file_name(42), "00000000000000000042.segment");
         assert_eq!(

@@ -218,8 +218,8 @@ pub extern "system" fn Java_io_kbackup_connect_internal_Native_listPartitions<'l
     run(&mut env, &class, "listPartitions", NO_ARRAY, |env| {
         let dir = String::from_utf8(bytes_arg(env, &dir, "backup directory")?)
             .map_err(|_| Error::Codec("backup directory is not UTF-8".into()))?;
-        let dir = kbackup_core::storage::local_dir(&dir).map_err(Error::Config)?;
-        let listing = kbackup_core::reader::Backup::open(&dir)?.listing()?;
+        let options = kbackup_core::storage::StoreOptions::default();
+        let listing = kbackup_core::reader::Backup::open_location(&dir, &options)?.listing()?;
         bytes_result(env, &to_json("backup listing", &listing)?)
     })
 }
@@ -238,6 +238,30 @@ pub extern "system" fn Java_io_kbackup_connect_internal_Native_localDir<'l>(
             .map_err(|_| Error::Codec("backup location is not UTF-8".into()))?;
         let dir = kbackup_core::storage::local_dir(&location).map_err(Error::Config)?;
         env.new_string(dir.to_string_lossy())
+            .map(|s| s.into_raw())
+            .map_err(|e| Error::State(format!("could not create a Java string: {e}")))
+    })
+}
+
+/// `String checkLocation(byte[] locationUtf8, boolean write)`: `null` when a `target.dir` /
+/// `source.dir` value is a local directory (the caller checks it as one); `""` when it is an
+/// object-store location that answers now (and takes a probe object when `write`); throws
+/// `KbackupException` with the problem and fix otherwise (unreachable, no such bucket, access
+/// denied, an unsupported scheme).
+#[no_mangle]
+pub extern "system" fn Java_io_kbackup_connect_internal_Native_checkLocation<'l>(
+    mut env: JNIEnv<'l>,
+    class: JClass<'l>,
+    location: JByteArray<'l>,
+    write: jni::sys::jboolean,
+) -> jstring {
+    run(&mut env, &class, "checkLocation", NO_STRING, |env| {
+        let location = String::from_utf8(bytes_arg(env, &location, "backup location")?)
+            .map_err(|_| Error::Codec("backup location is not UTF-8".into()))?;
+        if !kbackup_core::storage::check_reachable(&location, write != 0)? {
+            return Ok(std::ptr::null_mut());
+        }
+        env.new_string("")
             .map(|s| s.into_raw())
             .map_err(|e| Error::State(format!("could not create a Java string: {e}")))
     })

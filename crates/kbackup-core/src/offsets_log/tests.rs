@@ -396,3 +396,54 @@ fn a_complete_frame_with_a_malformed_body_is_corruption() {
         }
     }
 }
+
+#[test]
+fn store_chunks_append_in_order_and_never_overwrite_another_writers_chunk() {
+    use crate::storage::{LocalStore, Store};
+    let d = dir();
+    let store = LocalStore::new(d.path(), OWNER_ONLY);
+    let prefix = "topics/t/0/";
+    // a single log from a directory backup copied here comes first
+    let single = encode(Path::new("x"), &[entry("g", 1)]).unwrap();
+    store.put("topics/t/0/group-offsets.log", &single).unwrap();
+    let parts = store_parts(store.list(prefix).unwrap().iter().map(|m| m.key.as_str()));
+    let mut next = parts.last().map_or(0, |(p, _)| p + 1);
+    assert_eq!(
+        append_store(&store, prefix, &mut next, &[entry("g", 2)]).unwrap(),
+        1
+    );
+    // another writer takes the next chunk first: this one moves past it, never over it
+    let theirs = encode(Path::new("x"), &[entry("h", 9)]).unwrap();
+    store
+        .put_if_absent(
+            &format!("{prefix}{}", layout::group_offsets_chunk_name(1)),
+            &theirs,
+        )
+        .unwrap();
+    append_store(&store, prefix, &mut next, &[entry("g", 3), entry("h", 4)]).unwrap();
+    assert_eq!(append_store(&store, prefix, &mut next, &[]).unwrap(), 0);
+    let parts = store_parts(store.list(prefix).unwrap().iter().map(|m| m.key.as_str()));
+    assert_eq!(
+        parts.iter().map(|(p, _)| *p).collect::<Vec<_>>(),
+        vec![0, 1, 2, 3]
+    );
+    let all = read_store_parts(&store, &parts).unwrap();
+    let offsets: Vec<(String, i64)> = all
+        .iter()
+        .map(|e| (e.group.clone(), e.committed_offset))
+        .collect();
+    assert_eq!(
+        offsets,
+        [("g", 1), ("g", 2), ("h", 9), ("g", 3), ("h", 4)]
+            .map(|(g, o)| (g.to_string(), o))
+            .to_vec()
+    );
+    assert_eq!(
+        store.get(&parts[2].1).unwrap(),
+        theirs,
+        "their chunk is intact"
+    );
+    let latest = latest(all);
+    assert_eq!(latest["g"].committed_offset, 3);
+    assert_eq!(latest["h"].committed_offset, 4);
+}

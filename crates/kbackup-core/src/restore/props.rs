@@ -190,14 +190,18 @@ fn parse(props: &BTreeMap<String, String>) -> Parsed {
         ),
     }
 
-    // One location rule (storage::local_dir): an object-store URL is refused, not a directory.
-    let source_dir = match get("source.dir").map(crate::storage::local_dir) {
+    // One location rule (storage::check_location): a directory, file:// or an object-store URL
+    // (kept as given: SourceConfig::source_url); anything else that looks like a URL is refused.
+    let source_dir = match get("source.dir") {
         None => PathBuf::new(),
-        Some(Ok(dir)) => dir,
-        Some(Err(e)) => {
-            bad("source.dir", format!("source.dir: {e}"));
-            PathBuf::new()
-        }
+        Some(loc) => match crate::storage::local_dir(loc) {
+            Ok(dir) => dir,
+            Err(_) if crate::storage::check_location(loc).is_ok() => PathBuf::from(loc),
+            Err(e) => {
+                bad("source.dir", format!("source.dir: {e}"));
+                PathBuf::new()
+            }
+        },
     };
     let name = get("name").unwrap_or(DEFAULT_NAME).to_string();
     let task_id = match get(TASK_INDEX_KEY) {

@@ -384,6 +384,24 @@ mod tests {
     }
 
     #[test]
+    fn a_new_only_stream_loses_to_an_object_already_there_and_leaves_no_trace() {
+        let (_d, s) = store();
+        let mut w = s.writer_new("topics/t/0/a.segment").unwrap();
+        w.write(b"first").unwrap();
+        w.complete().unwrap();
+        let mut w = s.writer_new("topics/t/0/a.segment").unwrap();
+        w.write(b"second, stale").unwrap();
+        let e = w.complete().unwrap_err();
+        assert!(is_conflict(&e), "{e}");
+        assert_eq!(s.get("topics/t/0/a.segment").unwrap(), b"first");
+        let names: Vec<_> = fs::read_dir(s.root().join("topics/t/0"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["a.segment"], "no temporary file survives");
+    }
+
+    #[test]
     fn put_if_absent_race_between_threads_has_exactly_one_winner() {
         let (_d, s) = store();
         let s = Arc::new(s);

@@ -377,6 +377,42 @@ pub fn open_store(location: &str, options: &StoreOptions) -> Result<Box<dyn Stor
     }
 }
 
+/// For a connector's `validate()`: `Ok(false)` when `location` is a local directory (checked
+/// by the caller as one); for an object-store location, checks now that the bucket answers
+/// with these credentials, and with `write` that an object can be put and deleted there (a
+/// probe under [`UPLOADS_PREFIX`]), then `Ok(true)`. Retries are few and short, so an
+/// unreachable endpoint is reported within seconds. The errors name the problem and the fix.
+pub fn check_reachable(location: &str, write: bool) -> Result<bool> {
+    if let Target::Local(_) = parse_location(location)? {
+        return Ok(false);
+    }
+    let options = StoreOptions {
+        retry: RetrySettings {
+            max_retries: 2,
+            retry_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(3),
+            request_timeout: Duration::from_secs(10),
+            ..RetrySettings::default()
+        },
+        ..StoreOptions::default()
+    };
+    let store = open_store(location, &options)?;
+    if write {
+        let probe = format!(
+            "{UPLOADS_PREFIX}/validate-probe-{}-{}",
+            std::process::id(),
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        );
+        store.put(&probe, b"")?;
+        store.delete(&probe)?;
+    } else {
+        store.head(crate::layout::ROOT_MARKER)?;
+    }
+    Ok(true)
+}
+
 /// Checks that `key` is a clean relative key: `/`-separated, no empty, `.` or `..` segment,
 /// no leading or trailing `/`, no NUL, and not a name the stores use for their own files.
 pub(crate) fn check_key(key: &str) -> Result<()> {

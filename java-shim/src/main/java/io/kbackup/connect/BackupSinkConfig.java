@@ -20,9 +20,13 @@ import java.util.regex.PatternSyntaxException;
  */
 public class BackupSinkConfig extends AbstractConfig {
     public static final String TARGET_DIR_CONFIG = "target.dir";
-    private static final String TARGET_DIR_DOC = "Directory the backup is written to (one sub-directory per "
-            + "topic and partition). Must be reachable and writable from every Connect worker, for example a "
-            + "shared volume. Created if missing.";
+    private static final String TARGET_DIR_DOC = "Where the backup is written: a directory (one sub-directory per "
+            + "topic and partition) reachable and writable from every Connect worker, for example a shared volume, "
+            + "created if missing; or an object-store URL (s3://bucket/prefix, gs://bucket/prefix, "
+            + "az://container/prefix) with its settings and credentials from the worker's standard environment "
+            + "variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL, ...). In an object "
+            + "store a segment is durable once complete, so max.segment.age.ms bounds what a crash can make Kafka "
+            + "send again (docs/storage.md).";
 
     public static final String MAX_SEGMENT_SIZE_BYTES_CONFIG = "max.segment.size.bytes";
     private static final String MAX_SEGMENT_SIZE_BYTES_DOC = "A partition's open segment file is closed and a "

@@ -17,8 +17,10 @@ import java.util.TreeMap;
  */
 public class BackupSourceConfig extends AbstractConfig {
     public static final String SOURCE_DIR_CONFIG = "source.dir";
-    private static final String SOURCE_DIR_DOC = "Directory of the backup to restore (the target.dir of the "
-            + "backup connector, or a copy of it). Must be readable from every Connect worker.";
+    private static final String SOURCE_DIR_DOC = "Where the backup to restore is (the target.dir of the "
+            + "backup connector, or a copy of it): a directory readable from every Connect worker, or an "
+            + "object-store URL (s3://bucket/prefix, gs://..., az://...; settings from the worker's environment, "
+            + "and restore.state.dir is then required).";
 
     public static final String TOPICS_CONFIG = "topics";
     private static final String TOPICS_DOC = "Comma-separated list of the backed-up topics to restore. Each must "

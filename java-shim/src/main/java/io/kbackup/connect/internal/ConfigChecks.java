@@ -104,13 +104,19 @@ public final class ConfigChecks {
      */
     public static String directoryProblem(String key, String dir, boolean create, boolean needWrite) {
         if (dir == null || dir.isBlank()) {
-            return key + " is required: set it to an absolute directory path that every Connect worker can reach";
+            return key + " is required: set it to an absolute directory path that every Connect worker can reach, "
+                    + "or an object-store URL (s3://bucket/prefix, gs://..., az://...)";
         }
-        // The core's one location rule: an object-store URL is refused, never a local "s3:" directory.
+        // The core's one location rule: a directory, file:// or an object-store URL (checked here:
+        // reachable, and writable when needed), never a local "s3:" directory.
         Native.ensureLoaded();
+        byte[] location = dir.getBytes(java.nio.charset.StandardCharsets.UTF_8);
         String local;
         try {
-            local = Native.localDir(dir.getBytes(java.nio.charset.StandardCharsets.UTF_8));
+            if (Native.checkLocation(location, needWrite) != null) {
+                return null; // an object store that answered
+            }
+            local = Native.localDir(location);
         } catch (RuntimeException e) {
             return key + ": " + e.getMessage().replaceFirst("^invalid configuration: ", "");
         }

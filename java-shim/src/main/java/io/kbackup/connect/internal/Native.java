@@ -65,6 +65,13 @@ public final class Native {
     public static native String localDir(byte[] locationUtf8);
 
     /**
+     * {@code null} when a {@code target.dir}/{@code source.dir} value is a local directory; {@code ""} when it
+     * is an object-store location that answers now (and, with {@code write}, takes a probe object); throws
+     * {@code KbackupException} naming the problem and the fix otherwise.
+     */
+    public static native String checkLocation(byte[] locationUtf8, boolean write);
+
+    /**
      * Topics and partitions of a backup directory, as JSON
      * {@code {"topics":[{"topic":T,"partitions":[P,...]}]}}; reads directory names only.
      */
