@@ -25,7 +25,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests"))
@@ -199,8 +199,9 @@ def run_measured(argv: list[str], timeout: float, what: str,
     return res
 
 
-def kbackup_json(*args: str, timeout: float = 120) -> dict:
-    proc = run([str(KBACKUP), *args], timeout=timeout)
+def kbackup_json(*args: str, timeout: float = 120,
+                 env: Optional[dict[str, str]] = None) -> dict:
+    proc = run([str(KBACKUP), *args], timeout=timeout, env=env)
     if proc.returncode != 0:
         raise BenchError(f"kbackup {' '.join(args)} exited {proc.returncode}: {proc.stderr[-2000:]}")
     return json.loads(proc.stdout)
@@ -550,6 +551,7 @@ class Bench:
         self.report: dict[str, Any] = {"sizes": {}}
         self.results: dict[str, Any] = {"phases": {}}
         self.cluster: Optional[Cluster] = None
+        self.s3: Any = None  # testbed.s3.S3Server while the S3 phases can run
         self.sampler: Optional[RssSampler] = None
         self.wm: Optional[Watermarks] = None
         self.tmp = Path(tempfile.mkdtemp(prefix="kbackup-bench-", dir=args.work_dir))
@@ -695,9 +697,9 @@ class Bench:
                              *[x for kv in self.a.backup_config for x in ("--config", kv)]],
                             self.a.phase_timeout, "kbackup backup")
 
-    def inspect(self, d: Path) -> dict[str, Any]:
+    def inspect(self, d: Union[Path, str], env: Optional[dict[str, str]] = None) -> dict[str, Any]:
         t0 = time.monotonic()
-        doc = kbackup_json("inspect", str(d), "--json", timeout=self.a.phase_timeout)
+        doc = kbackup_json("inspect", str(d), "--json", timeout=self.a.phase_timeout, env=env)
         return {"records": doc["records"], "bytes": doc["bytes"],
                 "inspect_s": time.monotonic() - t0}
 
@@ -712,19 +714,25 @@ class Bench:
                         pass
         return n
 
-    def sink_backup(self) -> dict[str, Any]:
+    def sink_backup(self, name: str = "bench-sink", target: Optional[str] = None,
+                    size: Optional[Callable[[], int]] = None, extra: Optional[dict] = None,
+                    env: Optional[dict[str, str]] = None) -> dict[str, Any]:
+        """The sink connector backing the topic up into `target` (the local sink directory by
+        default; a bucket URL for the S3 phase, whose segment bytes `size` reads from the
+        server's listing), timed until `inspect` counts every record."""
         a, c = self.a, self.cluster
         assert c is not None
-        name = "bench-sink"
+        target = target or str(self.sink_dir)
+        size = size or (lambda: self.segment_bytes(self.sink_dir))
         expect_bytes = self.results["backup_cli_files"]["bytes"]
         t0 = time.monotonic()
         threads = TaskThreadSampler(c.worker.process.pid if c.worker else None,
                                     f"task-thread-{name}").start()
         c.connect.create_connector(name, {
             "connector.class": "io.kbackup.connect.BackupSinkConnector",
-            "tasks.max": a.tasks, "topics": self.topic, "target.dir": str(self.sink_dir),
+            "tasks.max": a.tasks, "topics": self.topic, "target.dir": target,
             "cluster.bootstrap.servers": c.bootstrap,
-            "consumer.override.isolation.level": "read_committed", **CONVERTERS})
+            "consumer.override.isolation.level": "read_committed", **CONVERTERS, **(extra or {})})
         self.connectors.append(name)
         inspections = 0
         stable = {"bytes": -1, "since": time.monotonic()}
@@ -736,16 +744,16 @@ class Bench:
             # Cheap file-size poll first; the full `inspect` (reads every record) only runs
             # once the files hold as many bytes as the CLI's backup of the same data, or stop
             # growing, so the check does not eat the CPU being measured.
-            size = self.segment_bytes(self.sink_dir)
+            n = size()
             now = time.monotonic()
-            if size > 0 and "t" not in first:
+            if n > 0 and "t" not in first:
                 first["t"] = now
-            if size != stable["bytes"]:
-                stable.update(bytes=size, since=now)
-            if size < expect_bytes and (size == 0 or now - stable["since"] < 5):
+            if n != stable["bytes"]:
+                stable.update(bytes=n, since=now)
+            if n < expect_bytes and (n == 0 or now - stable["since"] < 5):
                 return None
             inspections += 1
-            ins = self.inspect(self.sink_dir)
+            ins = self.inspect(target, env)
             return ins if ins["records"] >= a.records else None
 
         try:
@@ -880,21 +888,71 @@ class Bench:
         """The CLI backup copied into versitygw on loopback, then restored and read straight
         from the bucket: ratios against the same phases on the local directory. Skipped with a
         note when versitygw is not built (`make s3-server`)."""
-        from testbed.s3 import VERSITYGW, S3Server
-        if not VERSITYGW.exists():
-            self.log(f"s3 phases skipped: {VERSITYGW} missing (make s3-server)")
+        if self.s3 is None:
+            self.log("s3 phases skipped: versitygw missing (make s3-server)")
             return
         P = self.results["phases"]
-        with S3Server(work=self.tmp) as s3:
-            self.s3_url = f"s3://{s3.bucket}/bench-{self.a.record_size}"
-            self.s3_env = {**os.environ, **s3.env()}
-            self.phase("s3_copy", self.s3_copy)
-            self.phase("restore_cli_s3", self.cli_restore_s3)
-            self.phase("cat_jsonl_s3", self.cat_s3)
-        for ph, local in (("restore_cli_s3", "restore_cli"), ("cat_jsonl_s3", "cat_jsonl")):
-            if P.get(local, {}).get("records_per_s"):
+        s3 = self.s3
+        self.s3_url = f"s3://{s3.bucket}/bench-{self.a.record_size}"
+        self.s3_env = {**os.environ, **s3.env()}
+        self.phase("s3_copy", self.s3_copy)
+        self.phase("restore_cli_s3", self.cli_restore_s3)
+        self.phase("cat_jsonl_s3", self.cat_s3)
+        self.phase("backup_cli_s3", self.cli_backup_s3)
+        self.phase("backup_sink_s3", self.sink_backup_s3)
+        self.stop_connector("bench-sink-s3")
+        self.phase("restore_source_s3", self.source_restore_s3)
+        self.stop_connector("bench-source-s3")
+        for ph, local in (("restore_cli_s3", "restore_cli"), ("cat_jsonl_s3", "cat_jsonl"),
+                          ("backup_cli_s3", "backup_cli"), ("backup_sink_s3", "backup_sink"),
+                          ("restore_source_s3", "restore_source")):
+            if P.get(local, {}).get("records_per_s") and P.get(ph, {}).get("records_per_s"):
                 P[ph]["ratio"] = P[ph]["records_per_s"] / P[local]["records_per_s"]
                 P[ph]["reference"] = f"{local} (local directory)"
+        b, lb = P.get("backup_cli_s3", {}), P.get("backup_cli", {})
+        if b.get("max_rss_kib") and lb.get("max_rss_kib"):
+            # the bound of docs/storage.md: one upload part per partition being written
+            b["part_bound_mib"] = 8 * self.a.partitions
+            b["rss_over_local_mib"] = round((b["max_rss_kib"] - lb["max_rss_kib"]) / 1024, 1)
+
+    def _s3_segment_bytes(self, prefix: str) -> int:
+        assert self.s3 is not None
+        return sum(n for k, n in self.s3.list_keys(prefix).items() if k.endswith(".segment"))
+
+    def cli_backup_s3(self) -> dict[str, Any]:
+        """The CLI backing the topic up straight into the bucket (segments streamed in 8 MiB
+        parts, completed only if absent): rate and peak RSS against the local backup."""
+        c = self.cluster
+        assert c is not None
+        url = f"{self.s3_url}-cli-direct"
+        r = run_measured([str(KBACKUP), "backup", "--bootstrap-server", c.bootstrap,
+                          "--dir", url, "--topics", self.topic, "--until-caught-up", "--json",
+                          "-q", *[x for kv in self.a.backup_config for x in ("--config", kv)]],
+                         self.a.phase_timeout, "kbackup backup (s3)", env=self.s3_env)
+        summary = json.loads(r["stdout"])
+        if summary.get("records") != self.a.records:
+            raise BenchError(f"kbackup backup to S3 wrote {summary.get('records')} records, "
+                             f"expected {self.a.records}: {summary}")
+        ins = self.inspect(url, self.s3_env)
+        if ins["records"] != self.a.records:
+            raise BenchError(f"the bucket holds {ins['records']} records, expected "
+                             f"{self.a.records}")
+        return {**r, **self.rates(r["wall_s"]), "bytes": ins["bytes"]}
+
+    def sink_backup_s3(self) -> dict[str, Any]:
+        """The sink connector into the bucket. A segment is durable (and visible) once
+        complete, so segments are completed at most 5 s after they start
+        (max.segment.age.ms), as an operator would set the RPO."""
+        url = f"{self.s3_url}-sink"
+        prefix = url.split("/", 3)[3] + "/"
+        self.sink_s3_url = url
+        return self.sink_backup("bench-sink-s3", url, lambda: self._s3_segment_bytes(prefix),
+                                {"max.segment.age.ms": 5000}, self.s3_env)
+
+    def source_restore_s3(self) -> dict[str, Any]:
+        return self.source_restore("bench-source-s3", self.sink_s3_url,
+                                   self.tmp / f"s3-source-state-{self.a.record_size}",
+                                   self.s3_env)
 
     def s3_copy(self) -> dict[str, Any]:
         r = run_measured([str(KBACKUP), "copy", str(self.cli_dir), self.s3_url, "--json", "-q"],
@@ -912,17 +970,22 @@ class Bench:
                          stdout_to_null=True, env=self.s3_env)
         return {**r, **self.rates(r["wall_s"]), **self.file_rate(r["wall_s"])}
 
-    def source_restore(self) -> dict[str, Any]:
+    def source_restore(self, name: str = "bench-source", source: Optional[str] = None,
+                       state_dir: Optional[Path] = None,
+                       env: Optional[dict[str, str]] = None) -> dict[str, Any]:
+        """The source connector restoring the sink's backup (a bucket URL for the S3 phase,
+        with its restore state in `state_dir`) under a new topic name."""
         a, c = self.a, self.cluster
         assert c is not None and self.wm is not None
-        name = "bench-source"
-        target = f"{self.topic}-connect"
+        target = f"{self.topic}-connect" + ("" if source is None else "-s3")
+        source = source or str(self.sink_dir)
+        state = {} if state_dir is None else {"restore.state.dir": str(state_dir)}
         t0 = time.monotonic()
         c.connect.create_connector(name, {
             "connector.class": "io.kbackup.connect.BackupSourceConnector",
-            "tasks.max": a.tasks, "topics": self.topic, "source.dir": str(self.sink_dir),
+            "tasks.max": a.tasks, "topics": self.topic, "source.dir": source,
             "topics.rename": f"{self.topic}:{target}",
-            "cluster.bootstrap.servers": c.bootstrap, **CONVERTERS})
+            "cluster.bootstrap.servers": c.bootstrap, **CONVERTERS, **state})
         self.connectors.append(name)
 
         first: dict[str, float] = {}
@@ -942,7 +1005,9 @@ class Bench:
 
         def finished() -> bool:
             self.connector_failed(name)
-            doc = kbackup_json("restore-status", str(self.sink_dir), "--json")
+            doc = kbackup_json("restore-status", source, "--json",
+                               *(() if state_dir is None else ("--state-dir", str(state_dir))),
+                               env=env)
             return any(r["status"].get("connector_name") == name and r["status"].get("finished")
                        for r in doc.get("restores", []))
 
@@ -1103,7 +1168,13 @@ class Bench:
         if not a.no_ceiling and not a.scale_no_sink:
             self.noop_plugin = build_noop_plugin(self.tmp / "noop-build", inprocess.LIBS)
             overrides["plugin.path"] = f"{REPO / 'dist'},{self.noop_plugin}"
-        self.cluster = Cluster("bench", plugin_path=REPO / "dist", worker_overrides=overrides)
+        # the S3 server first, so the worker gets its AWS_* variables (the sink/source phases
+        # into the bucket); skipped with a note when versitygw is not built
+        from testbed.s3 import VERSITYGW, S3Server
+        if not a.no_s3 and VERSITYGW.exists():
+            self.s3 = S3Server(work=self.tmp).start()
+        self.cluster = Cluster("bench", plugin_path=REPO / "dist", worker_overrides=overrides,
+                               worker_env=self.s3.env() if self.s3 else None)
         t0 = time.monotonic()
         self.cluster.start()
         R["cluster_start_s"] = round(time.monotonic() - t0, 1)
@@ -1537,6 +1608,8 @@ class Bench:
                 except Exception:  # noqa: BLE001 - the worker is stopped right after anyway
                     pass
             self.cluster.cleanup()
+        if self.s3 is not None:
+            self.s3.stop()
         if not self.a.keep:
             shutil.rmtree(self.tmp, ignore_errors=True)
         else:
@@ -1571,6 +1644,9 @@ def table(R: dict[str, Any]) -> str:
         ("copy to S3 (versitygw)", "s3_copy", None),
         ("restore from S3, CLI", "restore_cli_s3", "local dir"),
         ("cat jsonl from S3 (CLI)", "cat_jsonl_s3", "local dir"),
+        ("backup to S3, CLI", "backup_cli_s3", "local dir"),
+        ("backup to S3, sink connector", "backup_sink_s3", "local dir"),
+        ("restore from S3, source conn.", "restore_source_s3", "local dir"),
     ]
     head = (f"{'phase':<30} {'wall s':>7} {'rec/s':>10} {'MB/s':>7} {'file MB/s':>9} "
             f"{'ratio':>6} {'vs':<12} {'RSS MiB':>8} {'anon':>6} {'CPU s':>6} {'brk CPU':>7} "

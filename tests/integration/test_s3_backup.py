@@ -24,6 +24,7 @@ from fixtures import (MIB, assert_restored_equal, fixture_records, source_config
                       wait_restore_finished)
 from test_group_offsets import _read_as_group
 from testbed.connect import validation_errors
+from testbed.procs import wait_until
 from testbed.s3 import S3Server
 from testbed.s3faults import FaultProxy
 
@@ -99,6 +100,15 @@ def test_cli_backup_to_a_bucket_restores_byte_exact_with_groups_translated(
         assert offsets == {p: [r.offset for r in original[p]] for p in (0, 1)}, \
             "every record exactly once, in order"
         kbackup.run("verify", url, "-q", env=env)
+        # a copy into a directory reads the same group positions (the chunks come along)
+        local = tmp_path / "copy"
+        kbackup.run("copy", url, local, "-q", env=env)
+
+        def offsets(where):
+            doc = json.loads(kbackup.run("offsets", where, "--json", env=env).stdout)
+            doc.pop("dir")
+            return doc
+        assert offsets(local) == offsets(url) and offsets(url)["offsets"], offsets(url)
 
         target = new_cluster("s3b-target", with_worker=False)
         kbackup.run("restore", "--bootstrap-server", target.bootstrap, "--dir", url, "--topics",
@@ -264,3 +274,53 @@ def test_connectors_back_up_to_and_restore_from_a_bucket(new_cluster, kbackup, t
     for tp, at in pos.items():
         assert read[tp] == [r.value for r in original[tp] if r.offset >= at], \
             f"group {group} on {tp} reads what it had not read"
+
+
+def test_two_workers_one_sigkilled_mid_upload_bucket_holds_every_record_once(
+        new_cluster, kbackup):
+    """Two Connect workers in one group, tasks.max=4, backing up into the bucket while a
+    producer writes; one worker is SIGKILLed while segments are being uploaded in parts, then
+    started again. The bucket holds every record exactly once (against what a consumer reads
+    from the broker), verify is clean, and the uploads the killed worker left were aborted by
+    the tasks that took its partitions over: none is open once the connector stops."""
+    from test_backup_faults import Producer, fast_sink, wait_connector_running, workers
+
+    with S3Server() as s3:
+        env = s3.env()
+        kb = kbackup.with_env(env)
+        c = new_cluster("s3-kill", worker_env=env)
+        c.add_worker()
+        k = c.kafka
+        topic = unique("s3-kill")
+        k.create_topic(topic, 4)
+        # 12 MiB per partition up front: each partition's segment needs several 8 MiB parts
+        for p in range(4):
+            k.produce(topic, [{"partition": p, "key": b"big-%d-%d" % (p, i),
+                               "value": os.urandom(100_000)} for i in range(120)])
+        url = f"s3://{s3.bucket}/two-workers"
+        name = unique("s3-sink-kill")
+        with Producer(k, topic, 4) as prod:
+            c.connect.create_connector(name, fast_sink(topic, url, c.bootstrap, 4, **{
+                "max.segment.size.bytes": 64 * MIB, "max.segment.age.ms": 5000}))
+            wait_connector_running(c, name, 4)
+            wait_until(lambda: len(s3.pending_uploads()) >= 2, 120,
+                       "segments being uploaded in parts", interval=0.05)
+            victim = c.extra_workers[0]
+            victim.kill()
+            left = s3.pending_uploads()
+            assert left, "the kill left uploads open"
+            time.sleep(3)
+            victim.start()
+            wait_connector_running(c, name, 4)
+            time.sleep(8)  # the producer keeps writing through the rebalance
+            prod.stop()
+        want = {p: [r.offset for r in k.consume_partition(topic, p)] for p in range(4)}
+        wait_backup_complete(kb, url, topic, {p: len(o) for p, o in want.items()}, timeout=180)
+        assert _cat_offsets(kbackup, url, topic, env) == want, "every record exactly once"
+        c.connect.delete_connector(name)
+        c.connect.wait_deleted(name)
+        assert s3.pending_uploads() == [], f"orphaned uploads remain (killed with {left})"
+        assert not [key for key in s3.list_keys("two-workers/") if ".kbackup-uploads/" in key]
+        kb.run("verify", url, "-q")
+        log = "".join(w.log_file.read_text(errors="replace") for w in workers(c))
+        assert "upload(s) left by an earlier writer" in log, "the new owners aborted them"

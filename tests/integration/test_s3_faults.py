@@ -81,3 +81,63 @@ def test_a_store_that_goes_away_mid_copy_fails_clearly_and_the_copy_resumes(kbac
         assert {k.removeprefix("away/"): v for k, v in s3.list_keys("away/").items()} == want
         found = json.loads(kbackup.run("verify", url, "--json", "-q", env=s3.env()).stdout)
         assert found["ok"] and found["problems"] == [], found
+
+
+def _offsets_in(kbackup, url: str, topic: str, env: dict) -> dict[int, list[int]]:
+    out: dict[int, list[int]] = {}
+    for line in kbackup.run("cat", url, "--topic", topic, "--format", "jsonl",
+                            env=env).stdout.splitlines():
+        r = json.loads(line)
+        out.setdefault(r["partition"], []).append(r["offset"])
+    return out
+
+
+def test_a_backup_into_a_failing_store_rides_out_errors_or_fails_clearly_and_resumes(
+        cluster, kbackup):
+    """`kbackup backup` straight into the bucket: through 503s and slow answers it finishes
+    exact; with the store gone in the middle of a multi-part segment it stops with exit 1
+    naming the endpoint, reporting nothing durable it did not complete; once the store is back
+    the same command finishes, every record exactly once, no upload left open."""
+    import os
+    from conftest import unique
+
+    k = cluster.kafka
+    topic = unique("s3-weather")
+    k.create_topic(topic, 2)
+    for p in (0, 1):
+        k.produce(topic, [{"partition": p, "key": b"%d-%d" % (p, i), "value": os.urandom(60_000)}
+                          for i in range(200)])  # 12 MB per partition: several 8 MiB parts
+    want = {p: [r.offset for r in k.consume_partition(topic, p)] for p in (0, 1)}
+    argv = ("backup", "--bootstrap-server", cluster.bootstrap, "--topics", topic, "--json", "-q")
+    with S3Server() as s3, FaultProxy(s3) as proxy:
+        proxy.rule = lambda n, method, path: (
+            "503" if n % 3 == 0 else ("delay", 0.8) if n % 10 == 0 else "pass")
+        url = f"s3://{s3.bucket}/busy-backup"
+        out = json.loads(kbackup.run(*argv, "--dir", url, env=proxy.env(), timeout=300).stdout)
+        assert out["records"] == 400 and proxy.counts["503"] >= 5, (out, proxy.counts)
+        assert _offsets_in(kbackup, url, topic, s3.env()) == want
+        assert s3.pending_uploads() == []
+
+        # the store goes away once the first parts are up: connections dropped unanswered
+        url = f"s3://{s3.bucket}/gone"
+        parts = {"n": 0}
+
+        def rule(n, method, path):
+            if "partNumber" in path:
+                parts["n"] += 1
+            return "drop" if parts["n"] > 2 else "pass"
+        proxy.rule = rule
+        proc = kbackup.run(*argv, "--dir", url, env=proxy.env(), check=False, timeout=300)
+        assert proc.returncode == 1, (proc.returncode, proc.stderr)
+        assert f"could not reach the object store at {proxy.endpoint}" in proc.stderr, \
+            proc.stderr
+        assert proc.stdout.strip() == "", "nothing is reported after a failed run"
+        held = json.loads(kbackup.run("inspect", url, "--json", env=s3.env()).stdout)["records"]
+        assert s3.pending_uploads(), "the failed run left its upload open (aborted on resume)"
+        proxy.rule = lambda n, method, path: "pass"
+        out = json.loads(kbackup.run(*argv, "--dir", url, env=proxy.env(), timeout=300).stdout)
+        assert out["records"] == 400 - held, (out, held)
+        assert _offsets_in(kbackup, url, topic, s3.env()) == want, "exactly once after resuming"
+        assert s3.pending_uploads() == [], "the orphaned upload was aborted by the rerun"
+        found = json.loads(kbackup.run("verify", url, "--json", "-q", env=s3.env()).stdout)
+        assert found["ok"] and found["problems"] == [], found

@@ -15,8 +15,8 @@ from testbed.s3 import S3Server
 
 REPO = Path(__file__).resolve().parents[2]
 # the contract cases (`local::` and `s3::` each) plus the S3-only ones, as in storage_s3.rs
-S3_CASES = 10
-S3_ONLY = 3
+S3_CASES = 11
+S3_ONLY = 4
 
 
 def test_storage_contract_against_versitygw():

@@ -331,7 +331,21 @@ impl Backup {
     /// entry is left out (`verify` reports it).
     pub fn group_offsets(&self, tp: &TopicPartition) -> Result<Vec<GroupOffsetEntry>> {
         let Some(o) = &self.objects else {
-            return offsets_log::read_all(&layout::group_offsets_log(&self.root, tp));
+            // group-offsets.log, then any chunks (a backup copied here from a bucket)
+            let dir = layout::partition_dir(&self.root, tp)?;
+            if !dir.is_dir() {
+                return Ok(Vec::new());
+            }
+            let mut parts: Vec<(u64, PathBuf)> = list_dir(&dir)?
+                .into_iter()
+                .filter_map(|(name, path, _)| Some((layout::offsets_log_part(&name)?, path)))
+                .collect();
+            parts.sort();
+            let mut out = Vec::new();
+            for (_, path) in parts {
+                out.extend(offsets_log::read_all(&path)?);
+            }
+            return Ok(out);
         };
         let parts = o.log_parts(tp);
         offsets_log::read_store_parts(o.store.as_ref(), &parts)

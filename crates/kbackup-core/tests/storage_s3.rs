@@ -79,6 +79,7 @@ contract!(
     range_reads_at_and_past_the_end,
     list_prefix_is_a_directory_not_a_string_prefix,
     missing_objects,
+    new_only_streams_of_any_size_never_replace_an_object,
 );
 
 fn keys(s: &dyn Store, prefix: &str) -> Vec<String> {
@@ -216,6 +217,35 @@ fn streamed_object_of_several_parts_is_visible_only_after_complete(s: &dyn Store
     w.write(b"again").unwrap();
     w.complete().unwrap();
     assert_eq!(s.get(key).unwrap(), b"again");
+}
+
+fn new_only_streams_of_any_size_never_replace_an_object(s: &dyn Store) {
+    // one part or less (a conditional PUT) and several parts (staged, copied only if absent)
+    for (i, len) in [1000, 2 * MIN_PART_SIZE + 777].into_iter().enumerate() {
+        let key = format!("topics/t/{i}/00000000000000000000.segment");
+        let first = pattern(len, 1);
+        let mut w = s.writer_new(&key).unwrap();
+        for chunk in first.chunks(777_777) {
+            w.write(chunk).unwrap();
+        }
+        assert!(s.head(&key).unwrap().is_none(), "visible before complete");
+        w.complete().unwrap();
+        assert_eq!(s.get(&key).unwrap(), first, "{len}");
+        // a second writer of the same key (a stale task) loses, whatever it streamed
+        let mut w = s.writer_new(&key).unwrap();
+        w.write(&pattern(len + 5, 2)).unwrap();
+        let e = w.complete().unwrap_err();
+        assert!(is_conflict(&e), "{len}: {e}");
+        assert_eq!(s.get(&key).unwrap(), first, "{len}: the first writer's object is intact");
+    }
+    // nothing staged is left behind: only the two objects are listed
+    assert_eq!(
+        keys(s, ""),
+        [
+            "topics/t/0/00000000000000000000.segment",
+            "topics/t/1/00000000000000000000.segment"
+        ]
+    );
 }
 
 fn aborted_or_dropped_writer_leaves_nothing_listed(s: &dyn Store) {
@@ -357,6 +387,27 @@ fn unreachable_endpoint_fails_after_bounded_retries() {
     assert!(e.is_retriable(), "{e:?}");
     // 3 retries with backoff of at most 0.1 + 0.2 + 0.4 s (jittered): well under the timeout
     assert!(took < Duration::from_secs(8), "{took:?}");
+}
+
+#[test]
+fn s3_upload_orphaned_by_a_crash_is_aborted_by_the_next_writer() {
+    let Some(s) = s3("orphan") else {
+        return;
+    };
+    let mut w = s.writer_new("topics/t/0/00000000000000000000.segment").unwrap();
+    w.write(&pattern(MIN_PART_SIZE + 10, 4)).unwrap(); // a part is uploaded
+    std::mem::forget(w); // the process dies: no abort, no drop
+    assert!(
+        keys(&*s, "").iter().any(|k| k.ends_with(".upload")),
+        "the upload is recorded: {:?}",
+        keys(&*s, "")
+    );
+    // another partition's writer leaves it alone; this partition's next writer aborts it
+    assert_eq!(s.abort_orphans("topics/t/1/").unwrap(), 0);
+    assert_eq!(s.abort_orphans("topics/t/0/").unwrap(), 1);
+    assert!(keys(&*s, "").is_empty(), "{:?}", keys(&*s, ""));
+    assert_eq!(s.abort_orphans("topics/t/0/").unwrap(), 0);
+    // (test_storage_s3.py checks from the server's side that no upload is left open)
 }
 
 #[test]

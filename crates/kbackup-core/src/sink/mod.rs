@@ -229,7 +229,7 @@ impl BackupSink {
             Err(e) => {
                 st.poison(&tp.to_string(), &e);
                 self.totals.errors += 1;
-                Err(e)
+                Err(self.store_failure(tp, &e))
             }
         }
     }
@@ -453,9 +453,25 @@ impl BackupSink {
                 .and_then(|m| m.get_mut(&partition))
             {
                 st.poison(&format!("{topic}-{partition}"), e);
+                if st.store.is_some() {
+                    return Err(self.store_failure(&TopicPartition::new(topic, partition), e));
+                }
             }
         }
         res
+    }
+
+    /// The error that ends a writer whose partition could not be written to its object store
+    /// (after the store's own retries): its unfinished segment was discarded, so the same
+    /// records handed again could not continue it. A restart resumes after the last complete
+    /// segment, and Kafka sends the rest again.
+    fn store_failure(&self, tp: &TopicPartition, e: &Error) -> Error {
+        Error::State(format!(
+            "{tp}: writing to {} failed: {e}. The segment being written was discarded and \
+             nothing of it was reported durable; once the store answers again, restart the \
+             task (or run the backup again): it resumes after the last complete segment",
+            self.config.target_dir.display()
+        ))
     }
 
     /// After another writer won the race for a segment key: drops the partition (its upload
@@ -708,6 +724,14 @@ impl BackupSink {
             if let Some(seg) = st.seg.take() {
                 if let Err(e) = seg.finish() {
                     st.poison(&tp.to_string(), &e);
+                    let e = if storage::is_conflict(&e) {
+                        lost_race(&tp, &self.config.target_dir.to_string_lossy(), &e)
+                    } else if st.store.is_some() {
+                        self.store_failure(&tp, &e)
+                    } else {
+                        e
+                    };
+                    log::error!("{e}");
                     first_err.get_or_insert(e);
                 }
             }
