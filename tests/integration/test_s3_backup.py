@@ -283,7 +283,8 @@ def test_two_workers_one_sigkilled_mid_upload_bucket_holds_every_record_once(
     started again. The bucket holds every record exactly once (against what a consumer reads
     from the broker), verify is clean, and the uploads the killed worker left were aborted by
     the tasks that took its partitions over: none is open once the connector stops."""
-    from test_backup_faults import Producer, fast_sink, wait_connector_running, workers
+    from test_backup_faults import (Producer, fast_sink, live_rest, wait_connector_running,
+                                    workers)
 
     with S3Server() as s3:
         env = s3.env()
@@ -300,12 +301,16 @@ def test_two_workers_one_sigkilled_mid_upload_bucket_holds_every_record_once(
         url = f"s3://{s3.bucket}/two-workers"
         name = unique("s3-sink-kill")
         with Producer(k, topic, 4) as prod:
-            c.connect.create_connector(name, fast_sink(topic, url, c.bootstrap, 4, **{
-                "max.segment.size.bytes": 64 * MIB, "max.segment.age.ms": 5000}))
+            live_rest(c).create_connector(name, fast_sink(topic, url, c.bootstrap, 4, **{
+                "max.segment.size.bytes": 64 * MIB, "max.segment.age.ms": 20000}))
             wait_connector_running(c, name, 4)
-            wait_until(lambda: len(s3.pending_uploads()) >= 2, 120,
-                       "segments being uploaded in parts", interval=0.05)
-            victim = c.extra_workers[0]
+            # every partition in the middle of a multi-part upload, so the victim has some
+            wait_until(lambda: len({key.split("/")[-2] for key in s3.pending_uploads()}) == 4,
+                       120, "all four partitions uploading in parts", interval=0.05)
+            # a worker running tasks (the assignment is Connect's choice)
+            busy = {t["worker_id"].rsplit(":", 1)[-1]
+                    for t in live_rest(c).status(name)["tasks"]}
+            victim = next(w for w in reversed(workers(c)) if str(w.rest_port) in busy)
             victim.kill()
             left = s3.pending_uploads()
             assert left, "the kill left uploads open"
@@ -317,10 +322,13 @@ def test_two_workers_one_sigkilled_mid_upload_bucket_holds_every_record_once(
         want = {p: [r.offset for r in k.consume_partition(topic, p)] for p in range(4)}
         wait_backup_complete(kb, url, topic, {p: len(o) for p, o in want.items()}, timeout=180)
         assert _cat_offsets(kbackup, url, topic, env) == want, "every record exactly once"
-        c.connect.delete_connector(name)
-        c.connect.wait_deleted(name)
+        live_rest(c).delete_connector(name)
+        live_rest(c).wait_deleted(name)
         assert s3.pending_uploads() == [], f"orphaned uploads remain (killed with {left})"
         assert not [key for key in s3.list_keys("two-workers/") if ".kbackup-uploads/" in key]
         kb.run("verify", url, "-q")
         log = "".join(w.log_file.read_text(errors="replace") for w in workers(c))
-        assert "upload(s) left by an earlier writer" in log, "the new owners aborted them"
+        notes = [ln for ln in log.splitlines()
+                 if "upload" in ln or "resuming after" in ln or "rebuilt" in ln]
+        assert "upload(s) left by an earlier writer" in log, \
+            "the new owners aborted them:\n" + "\n".join(notes[-40:])
