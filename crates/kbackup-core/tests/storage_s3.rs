@@ -236,7 +236,11 @@ fn new_only_streams_of_any_size_never_replace_an_object(s: &dyn Store) {
         w.write(&pattern(len + 5, 2)).unwrap();
         let e = w.complete().unwrap_err();
         assert!(is_conflict(&e), "{len}: {e}");
-        assert_eq!(s.get(&key).unwrap(), first, "{len}: the first writer's object is intact");
+        assert_eq!(
+            s.get(&key).unwrap(),
+            first,
+            "{len}: the first writer's object is intact"
+        );
     }
     // nothing staged is left behind: only the two objects are listed
     assert_eq!(
@@ -394,7 +398,9 @@ fn s3_upload_orphaned_by_a_crash_is_aborted_by_the_next_writer() {
     let Some(s) = s3("orphan") else {
         return;
     };
-    let mut w = s.writer_new("topics/t/0/00000000000000000000.segment").unwrap();
+    let mut w = s
+        .writer_new("topics/t/0/00000000000000000000.segment")
+        .unwrap();
     w.write(&pattern(MIN_PART_SIZE + 10, 4)).unwrap(); // a part is uploaded
     std::mem::forget(w); // the process dies: no abort, no drop
     assert!(
