@@ -148,13 +148,35 @@ pub fn end_offsets(
     };
     let mut out = BTreeMap::new();
     for p in t.partitions() {
-        let wm = admin
-            .inner()
-            .fetch_watermarks(topic, p.id(), timeout)
-            .map_err(|e| kafka_error(cluster, &what, &e))?;
+        let wm = watermarks_retrying(timeout, || {
+            admin
+                .inner()
+                .fetch_watermarks(topic, p.id(), timeout)
+                .map_err(|e| kafka_error(cluster, &what, &e))
+        })?;
         out.insert(p.id(), wm);
     }
     Ok(out)
+}
+
+/// Runs a watermark request again while it fails with a retriable error, up to `timeout` in
+/// all: right after a topic is created its partitions briefly answer "not leader" or "leader
+/// not available" (seen by `make bench`: a restore exited 3 on NotLeaderForPartition a
+/// moment after creating its topic).
+fn watermarks_retrying(
+    timeout: Duration,
+    mut fetch: impl FnMut() -> Result<(i64, i64)>,
+) -> Result<(i64, i64)> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match fetch() {
+            Err(e) if e.is_retriable() && std::time::Instant::now() < deadline => {
+                log::debug!("{e}; asking again");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Low and high watermark (log start and log end offset) of each partition in `tps`.
@@ -167,10 +189,12 @@ pub fn partition_watermarks(
     let admin = admin_client(cluster, what)?;
     let mut out = BTreeMap::new();
     for tp in tps {
-        let wm = admin
-            .inner()
-            .fetch_watermarks(&tp.topic, tp.partition, timeout)
-            .map_err(|e| kafka_error(cluster, &format!("{what} of {tp}"), &e))?;
+        let wm = watermarks_retrying(timeout, || {
+            admin
+                .inner()
+                .fetch_watermarks(&tp.topic, tp.partition, timeout)
+                .map_err(|e| kafka_error(cluster, &format!("{what} of {tp}"), &e))
+        })?;
         out.insert(tp.clone(), wm);
     }
     Ok(out)
@@ -284,5 +308,33 @@ mod tests {
             m.contains("127.0.0.1:1") && m.contains("bootstrap.servers"),
             "{m}"
         );
+    }
+
+    #[test]
+    fn watermarks_are_asked_again_while_the_error_is_retriable() {
+        let kafka = |retriable| Error::Kafka {
+            what: "read end offsets of topic t".into(),
+            retriable,
+            detail: "NotLeaderForPartition".into(),
+        };
+        let mut calls = 0;
+        let got = watermarks_retrying(Duration::from_secs(5), || {
+            calls += 1;
+            if calls < 3 {
+                Err(kafka(true))
+            } else {
+                Ok((0, 42))
+            }
+        });
+        assert_eq!((got.unwrap(), calls), ((0, 42), 3));
+        let mut calls = 0;
+        let got = watermarks_retrying(Duration::from_secs(5), || {
+            calls += 1;
+            Err(kafka(false))
+        });
+        assert!(got.is_err() && calls == 1, "a refusal is not asked again");
+        let started = std::time::Instant::now();
+        let got = watermarks_retrying(Duration::from_millis(300), || Err(kafka(true)));
+        assert!(got.is_err() && started.elapsed() < Duration::from_secs(2), "bounded");
     }
 }
