@@ -335,6 +335,9 @@ mod tests {
         assert!(got.is_err() && calls == 1, "a refusal is not asked again");
         let started = std::time::Instant::now();
         let got = watermarks_retrying(Duration::from_millis(300), || Err(kafka(true)));
-        assert!(got.is_err() && started.elapsed() < Duration::from_secs(2), "bounded");
+        assert!(
+            got.is_err() && started.elapsed() < Duration::from_secs(2),
+            "bounded"
+        );
     }
 }
