@@ -212,7 +212,8 @@ def test_connectors_back_up_to_and_restore_from_a_bucket(new_cluster, kbackup, t
     """The sink connector with target.dir=s3://... and the source connector restoring from the
     same URL into a NEW cluster: the sink tests' fixture (nulls, headers, a 1 MiB value, both
     timestamp types) and a committed and an aborted transaction, byte-exact, with the consumer
-    group translated. The workers get nothing but the standard AWS_* variables."""
+    group translated. The backing-up worker gets the standard AWS_* variables; the restoring
+    one none: its connector reaches the bucket through storage.* keys."""
     with S3Server() as s3:
         env = s3.env()
         kb = kbackup.with_env(env)
@@ -259,14 +260,22 @@ def test_connectors_back_up_to_and_restore_from_a_bucket(new_cluster, kbackup, t
         assert s3.pending_uploads() == [], "a stopped sink leaves no upload open"
         kb.run("verify", url, "-q")
 
-        dst = new_cluster("s3c-dst", worker_env=env)
+        # the new cluster's worker has no AWS_* variables: the store is reached through the
+        # connector's storage.* keys, the secret a password-type key
+        dst = new_cluster("s3c-dst")
         source = unique("s3c-source")
         state = tmp_path / "restore-state"
         dst.connect.create_connector(source, source_config(
-            f"{create},{append}", url, dst.bootstrap, **{"restore.state.dir": str(state)}))
+            f"{create},{append}", url, dst.bootstrap, **{
+                "restore.state.dir": str(state), "storage.endpoint": s3.endpoint,
+                "storage.region": "us-east-1", "storage.allow.http": "true",
+                "storage.access.key.id": s3.access_key,
+                "storage.secret.access.key": s3.secret_key}))
         wait_restore_finished(kb, url, dst.connect, source,
                               [(create, 0), (create, 1), (append, 0)], state_dir=state)
         assert s3.list_keys("connect/nightly/restore-state/") == {}, "the bucket is only read"
+        assert s3.secret_key not in dst.worker.log_file.read_text(errors="replace"), \
+            "the secret access key never reaches the worker log"
     for (t, p), want in original.items():
         assert_restored_equal(dst.kafka.consume_partition(t, p), want, f"{t}/{p}",
                               check_ts_type=(t == create))

@@ -14,6 +14,7 @@ import shutil
 import time
 from pathlib import Path
 
+from testbed.procs import wait_until
 from testbed.s3 import S3Server
 from testbed.s3faults import FaultProxy
 
@@ -139,5 +140,59 @@ def test_a_backup_into_a_failing_store_rides_out_errors_or_fails_clearly_and_res
         assert out["records"] == 400 - held, (out, held)
         assert _offsets_in(kbackup, url, topic, s3.env()) == want, "exactly once after resuming"
         assert s3.pending_uploads() == [], "the orphaned upload was aborted by the rerun"
+        found = json.loads(kbackup.run("verify", url, "--json", "-q", env=s3.env()).stdout)
+        assert found["ok"] and found["problems"] == [], found
+
+
+def test_a_sink_task_whose_store_goes_away_fails_clearly_and_resumes_exactly(
+        new_cluster, kbackup):
+    """The sink connector writing into a bucket whose endpoint stops answering in the middle
+    of a multi-part segment: the requests are retried, then the task FAILS with a message
+    naming the endpoint and what to do; Connect's committed offsets never pass what the bucket
+    holds complete. Restarted once the store is back, the task resumes after the last complete
+    segment, aborts the orphaned upload, and the bucket holds every record exactly once."""
+    import os
+    from conftest import failed_trace, sink_config, unique, wait_backup_complete
+
+    with S3Server() as s3, FaultProxy(s3) as proxy:
+        c = new_cluster("s3-gone", worker_env=proxy.env())
+        k = c.kafka
+        topic = unique("s3-gone")
+        k.create_topic(topic, 1)
+        k.produce(topic, [{"partition": 0, "key": b"a-%d" % i, "value": os.urandom(50_000)}
+                          for i in range(40)])  # a first, small segment completes (age 2 s)
+        url = f"s3://{s3.bucket}/gone-sink"
+        name = unique("s3-gone-sink")
+        c.connect.create_connector(name, sink_config(topic, url, c.bootstrap, **{
+            "max.segment.age.ms": 2000}))
+        wait_until(lambda: any(key.endswith(".segment") for key in s3.list_keys("gone-sink/")),
+                   60, "a first segment complete in the bucket", interval=0.5)
+        parts = {"n": 0}
+
+        def rule(n, method, path):
+            if "partNumber" in path:
+                parts["n"] += 1
+            return "drop" if parts["n"] > 1 else "pass"
+        proxy.rule = rule
+        k.produce(topic, [{"partition": 0, "key": b"b-%d" % i, "value": os.urandom(100_000)}
+                          for i in range(200)])  # 20 MB: a multi-part segment
+        trace = failed_trace(c.connect, name, timeout=240)
+        assert f"could not reach the object store at {proxy.endpoint}" in trace, trace[:3000]
+        assert "restart the task" in trace and "nothing of it was reported durable" in trace, \
+            trace[:3000]
+        # nothing reported durable that is not: Connect committed at most the bucket's end
+        held = _offsets_in(kbackup, url, topic, s3.env()).get(0, [])
+        committed = k.group_offsets(f"connect-{name}").get((topic, 0), 0)
+        assert held and committed <= held[-1] + 1, (committed, held[-1])
+        assert s3.pending_uploads(), "the failed task left its upload open"
+
+        proxy.rule = lambda n, method, path: "pass"
+        c.connect.restart(name)
+        want = [r.offset for r in k.consume_partition(topic, 0)]
+        wait_backup_complete(kbackup.with_env(s3.env()), url, topic, {0: len(want)}, timeout=180)
+        assert _offsets_in(kbackup, url, topic, s3.env()) == {0: want}
+        c.connect.delete_connector(name)
+        c.connect.wait_deleted(name)
+        assert s3.pending_uploads() == [], "the restarted task aborted the orphaned upload"
         found = json.loads(kbackup.run("verify", url, "--json", "-q", env=s3.env()).stdout)
         assert found["ok"] and found["problems"] == [], found

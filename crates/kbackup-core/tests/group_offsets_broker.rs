@@ -176,6 +176,7 @@ fn restore_commits_translated_offsets_and_refuses_active_groups() {
         allow_non_empty_topics: false,
         restore_group_offsets: true,
         window: Default::default(),
+        storage: Default::default(),
     };
     assert!(
         restore::validate(&cfg).is_empty(),

@@ -208,17 +208,22 @@ pub extern "system" fn Java_io_kbackup_connect_internal_Native_sourceMetrics<'l>
     })
 }
 
-/// `byte[] inspect(byte[] dirUtf8)` -> JSON summary of a backup.
+/// `byte[] listPartitions(byte[] dirUtf8, byte[] storageJson)` -> JSON listing of a backup's
+/// topics and partitions (a directory or a bucket, with the connector's `storage.*` settings).
 #[no_mangle]
 pub extern "system" fn Java_io_kbackup_connect_internal_Native_listPartitions<'l>(
     mut env: JNIEnv<'l>,
     class: JClass<'l>,
     dir: JByteArray<'l>,
+    storage: JByteArray<'l>,
 ) -> jbyteArray {
     run(&mut env, &class, "listPartitions", NO_ARRAY, |env| {
         let dir = String::from_utf8(bytes_arg(env, &dir, "backup directory")?)
             .map_err(|_| Error::Codec("backup directory is not UTF-8".into()))?;
-        let options = kbackup_core::storage::StoreOptions::default();
+        let settings: kbackup_core::storage::StorageSettings =
+            serde_json::from_slice(&bytes_arg(env, &storage, "storage settings JSON")?)
+                .map_err(|e| Error::Codec(format!("storage settings JSON is not valid: {e}")))?;
+        let options = settings.options()?;
         let listing = kbackup_core::reader::Backup::open_location(&dir, &options)?.listing()?;
         bytes_result(env, &to_json("backup listing", &listing)?)
     })
@@ -243,22 +248,27 @@ pub extern "system" fn Java_io_kbackup_connect_internal_Native_localDir<'l>(
     })
 }
 
-/// `String checkLocation(byte[] locationUtf8, boolean write)`: `null` when a `target.dir` /
-/// `source.dir` value is a local directory (the caller checks it as one); `""` when it is an
-/// object-store location that answers now (and takes a probe object when `write`); throws
+/// `String checkLocation(byte[] locationUtf8, byte[] storageJson, boolean write)`: `null` when
+/// a `target.dir` / `source.dir` value is a local directory (the caller checks it as one); `""`
+/// when it is an object-store location that answers now with the connector's `storage.*`
+/// settings (a JSON object of strings; and takes a probe object when `write`); throws
 /// `KbackupException` with the problem and fix otherwise (unreachable, no such bucket, access
-/// denied, an unsupported scheme).
+/// denied, an unsupported scheme, a bad setting).
 #[no_mangle]
 pub extern "system" fn Java_io_kbackup_connect_internal_Native_checkLocation<'l>(
     mut env: JNIEnv<'l>,
     class: JClass<'l>,
     location: JByteArray<'l>,
+    storage: JByteArray<'l>,
     write: jni::sys::jboolean,
 ) -> jstring {
     run(&mut env, &class, "checkLocation", NO_STRING, |env| {
         let location = String::from_utf8(bytes_arg(env, &location, "backup location")?)
             .map_err(|_| Error::Codec("backup location is not UTF-8".into()))?;
-        if !kbackup_core::storage::check_reachable(&location, write != 0)? {
+        let settings: kbackup_core::storage::StorageSettings =
+            serde_json::from_slice(&bytes_arg(env, &storage, "storage settings JSON")?)
+                .map_err(|e| Error::Codec(format!("storage settings JSON is not valid: {e}")))?;
+        if !kbackup_core::storage::check_reachable(&location, &settings, write != 0)? {
             return Ok(std::ptr::null_mut());
         }
         env.new_string("")

@@ -210,6 +210,7 @@ pub fn run(args: &RestoreArgs) -> Result<()> {
         allow_non_empty_topics: args.allow_non_empty,
         restore_group_offsets: args.group_offsets,
         window,
+        storage: Default::default(),
     };
     // A missing or foreign directory gets the CLI's own one-line message first.
     // (From a bucket without --state-dir, the usage error below comes first.)

@@ -53,6 +53,9 @@ pub struct SourceConfig {
     /// The part of each partition to restore (point-in-time / offset window; default all).
     #[serde(default)]
     pub window: super::window::RestoreWindow,
+    /// `storage.*` settings of a backup in object storage (docs/storage.md); never shown.
+    #[serde(default)]
+    pub storage: crate::storage::StorageSettings,
 }
 
 impl SourceConfig {
@@ -92,7 +95,7 @@ impl SourceConfig {
     /// from the store's standard environment variables).
     pub fn open_backup(&self) -> Result<Backup> {
         match self.source_url() {
-            Some(url) => Backup::open_location(url, &crate::storage::StoreOptions::default()),
+            Some(url) => Backup::open_location(url, &self.storage.options()?),
             None => Backup::open(&self.source_dir),
         }
     }

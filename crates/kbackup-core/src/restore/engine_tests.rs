@@ -73,6 +73,7 @@ pub(super) fn engine_cfg(root: &Path, groups: bool) -> SourceConfig {
         allow_non_empty_topics: false,
         restore_group_offsets: groups,
         window: Default::default(),
+        storage: Default::default(),
     }
 }
 

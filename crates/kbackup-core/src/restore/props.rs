@@ -203,6 +203,16 @@ fn parse(props: &BTreeMap<String, String>) -> Parsed {
             }
         },
     };
+    let storage = crate::storage::StorageSettings::from_props(props);
+    if let Err(e) = storage.options() {
+        let key = storage
+            .0
+            .keys()
+            .find(|k| e.to_string().contains(k.as_str()))
+            .cloned()
+            .unwrap_or_else(|| "storage.options".into());
+        bad(&key, e.to_string().replace("invalid configuration: ", ""));
+    }
     let name = get("name").unwrap_or(DEFAULT_NAME).to_string();
     let task_id = match get(TASK_INDEX_KEY) {
         Some(i) => format!("{name}-{i}"),
@@ -220,6 +230,7 @@ fn parse(props: &BTreeMap<String, String>) -> Parsed {
         allow_non_empty_topics,
         restore_group_offsets,
         window,
+        storage,
     };
     Parsed {
         cfg,

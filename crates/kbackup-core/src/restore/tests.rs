@@ -265,6 +265,7 @@ fn validate_names_keys_and_fixes() {
         allow_non_empty_topics: false,
         restore_group_offsets: true,
         window: Default::default(),
+        storage: Default::default(),
     };
     let problems = validate(&cfg);
     let keys: Vec<&str> = problems.iter().map(|(k, _)| k.as_str()).collect();

@@ -71,6 +71,9 @@ pub struct SinkConfig {
     /// (`buffer.memory.bytes`; default 32 MiB). Above it the largest blocks are written early.
     #[serde(default = "default_buffer_memory")]
     pub buffer_memory_bytes: u64,
+    /// `storage.*` settings of an object-store target (docs/storage.md); values never shown.
+    #[serde(default)]
+    pub storage: crate::storage::StorageSettings,
 }
 
 /// Smallest [`SinkConfig::buffer_memory_bytes`] accepted.
@@ -102,6 +105,7 @@ impl SinkConfig {
             compression_type: None,
             compression_level: None,
             buffer_memory_bytes: DEFAULT_BUFFER_MEMORY,
+            storage: Default::default(),
         }
     }
 
@@ -142,6 +146,7 @@ impl SinkConfig {
         }
         Perms::parse(self.file_mode.as_deref(), "file.mode")?;
         self.compression()?;
+        self.storage.options()?;
         Ok(())
     }
 

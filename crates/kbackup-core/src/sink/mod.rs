@@ -104,10 +104,10 @@ impl BackupSink {
                 None
             }
             storage::Target::Cloud { .. } => {
-                // settings and credentials from the store's standard environment variables
+                // storage.* settings, each unset one from the store's environment variables
                 let options = StoreOptions {
                     perms: config.perms(),
-                    ..StoreOptions::default()
+                    ..config.storage.options()?
                 };
                 Some(Arc::from(storage::open_store(&location, &options)?))
             }

@@ -236,6 +236,126 @@ impl fmt::Debug for StoreOptions {
     }
 }
 
+/// The connector keys that configure an object store (docs/storage.md, "Settings and
+/// credentials"), each overriding the store's standard environment variable. Secrets are
+/// password-type keys in Connect and are never printed.
+pub const STORAGE_KEYS: &[(&str, &str)] = &[
+    ("storage.region", "bucket region (AWS_REGION)"),
+    (
+        "storage.endpoint",
+        "endpoint of an S3-compatible server (AWS_ENDPOINT_URL)",
+    ),
+    (
+        "storage.virtual.hosted.style",
+        "true: bucket.host requests; default path-style",
+    ),
+    (
+        "storage.allow.http",
+        "true: allow a plain http:// endpoint (AWS_ALLOW_HTTP)",
+    ),
+    ("storage.access.key.id", "access key id (AWS_ACCESS_KEY_ID)"),
+    (
+        "storage.secret.access.key",
+        "secret access key (AWS_SECRET_ACCESS_KEY); a password",
+    ),
+    (
+        "storage.session.token",
+        "session token of temporary credentials (AWS_SESSION_TOKEN); a password",
+    ),
+    (
+        "storage.part.size.bytes",
+        "upload part size, at least 5 MiB (default 8 MiB)",
+    ),
+    (
+        "storage.options",
+        "further object_store settings as key=value,key=value (e.g. \
+         google_service_account_key, azure_storage_account_key); a password",
+    ),
+];
+
+/// The `storage.*` settings of a connector, as given (values are text). `Debug` and
+/// `Serialize` never show a value: any of them may be a secret.
+#[derive(Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(transparent)]
+pub struct StorageSettings(pub std::collections::BTreeMap<String, String>);
+
+impl fmt::Debug for StorageSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.0.keys()).finish()
+    }
+}
+
+impl serde::Serialize for StorageSettings {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.keys())
+    }
+}
+
+impl StorageSettings {
+    /// The `storage.*` entries of a connector's properties.
+    pub fn from_props<'a>(props: impl IntoIterator<Item = (&'a String, &'a String)>) -> Self {
+        StorageSettings(
+            props
+                .into_iter()
+                .filter(|(k, _)| k.starts_with("storage."))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        )
+    }
+
+    /// The store options these settings give (each unset one falls back to the environment);
+    /// an unknown `storage.*` key or a bad value is a config error naming the key and the fix.
+    pub fn options(&self) -> Result<StoreOptions> {
+        let mut o = StoreOptions::default();
+        let bool_of = |k: &str, v: &str| match v.trim().to_ascii_lowercase().as_str() {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            _ => Err(Error::Config(format!(
+                "{k} is {v:?}; set it to true or false"
+            ))),
+        };
+        for (k, v) in &self.0 {
+            let text = || Some(v.trim().to_string()).filter(|t| !t.is_empty());
+            match k.as_str() {
+                "storage.region" => o.region = text(),
+                "storage.endpoint" => o.endpoint = text(),
+                "storage.virtual.hosted.style" => o.virtual_hosted_style = Some(bool_of(k, v)?),
+                "storage.allow.http" => o.allow_http = Some(bool_of(k, v)?),
+                "storage.access.key.id" => o.access_key_id = text(),
+                "storage.secret.access.key" => o.secret_access_key = text(),
+                "storage.session.token" => o.session_token = text(),
+                "storage.part.size.bytes" => {
+                    let n = v.trim().parse::<usize>().map_err(|_| {
+                        Error::Config(format!(
+                            "{k} is {v:?}; set it to a number of bytes, at least {MIN_PART_SIZE}"
+                        ))
+                    })?;
+                    o.part_size = Some(n);
+                }
+                "storage.options" => {
+                    for pair in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                        let Some((name, value)) = pair.split_once('=') else {
+                            return Err(Error::Config(format!(
+                                "{k} holds an entry without `=` (its value is not shown: it \
+                                 may be a secret); write it as key=value,key=value"
+                            )));
+                        };
+                        o.extra.push((name.trim().to_string(), value.trim().to_string()));
+                    }
+                }
+                _ => {
+                    let known: Vec<&str> = STORAGE_KEYS.iter().map(|(k, _)| *k).collect();
+                    return Err(Error::Config(format!(
+                        "unknown setting {k}; the storage settings are {}",
+                        known.join(", ")
+                    )));
+                }
+            }
+        }
+        Ok(o)
+    }
+}
+
 /// The URL schemes [`open_store`] accepts, for messages.
 pub const SUPPORTED: &str = "a local path, file:///path, s3://bucket/prefix, \
      gs://bucket/prefix or az://container/prefix";
@@ -382,7 +502,11 @@ pub fn open_store(location: &str, options: &StoreOptions) -> Result<Box<dyn Stor
 /// with these credentials, and with `write` that an object can be put and deleted there (a
 /// probe under [`UPLOADS_PREFIX`]), then `Ok(true)`. Retries are few and short, so an
 /// unreachable endpoint is reported within seconds. The errors name the problem and the fix.
-pub fn check_reachable(location: &str, write: bool) -> Result<bool> {
+pub fn check_reachable(
+    location: &str,
+    settings: &StorageSettings,
+    write: bool,
+) -> Result<bool> {
     if let Target::Local(_) = parse_location(location)? {
         return Ok(false);
     }
@@ -394,7 +518,7 @@ pub fn check_reachable(location: &str, write: bool) -> Result<bool> {
             request_timeout: Duration::from_secs(10),
             ..RetrySettings::default()
         },
-        ..StoreOptions::default()
+        ..settings.options()?
     };
     let store = open_store(location, &options)?;
     if write {
@@ -534,6 +658,53 @@ mod tests {
         check_key("topics/t/0/00000000000000000000.segment").unwrap();
         check_prefix("").unwrap();
         check_prefix("topics/").unwrap();
+    }
+
+    #[test]
+    fn storage_settings_map_to_options_and_never_show_values() {
+        let props: std::collections::BTreeMap<String, String> = [
+            ("storage.region", "eu-west-1"),
+            ("storage.endpoint", "http://127.0.0.1:7070"),
+            ("storage.allow.http", "TRUE"),
+            ("storage.secret.access.key", "s3cr3t-value"),
+            ("storage.options", "aws_sse_kms_key_id=k3y-id, google_service_account_key=x=y"),
+            ("storage.part.size.bytes", "6291456"),
+            ("target.dir", "s3://b/p"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let s = StorageSettings::from_props(&props);
+        assert_eq!(s.0.len(), 6, "only storage.* keys");
+        let o = s.options().unwrap();
+        assert_eq!(o.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(o.endpoint.as_deref(), Some("http://127.0.0.1:7070"));
+        assert_eq!(o.allow_http, Some(true));
+        assert_eq!(o.secret_access_key.as_deref(), Some("s3cr3t-value"));
+        assert_eq!(o.part_size, Some(6291456));
+        assert_eq!(
+            o.extra,
+            vec![
+                ("aws_sse_kms_key_id".into(), "k3y-id".into()),
+                ("google_service_account_key".into(), "x=y".into())
+            ]
+        );
+        for shown in [format!("{s:?}"), serde_json::to_string(&s).unwrap()] {
+            assert!(
+                !shown.contains("s3cr3t") && !shown.contains("k3y-id"),
+                "{shown}"
+            );
+        }
+        let bad = |k: &str, v: &str| {
+            StorageSettings([(k.to_string(), v.to_string())].into())
+                .options()
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(bad("storage.allow.http", "yes").contains("true or false"));
+        assert!(bad("storage.regoin", "x").contains("storage.region"));
+        let e = bad("storage.options", "s3cr3t");
+        assert!(e.contains("key=value") && !e.contains("s3cr3t"), "{e}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 package io.kbackup.connect;
 
 import io.kbackup.connect.internal.Json;
+import io.kbackup.connect.internal.StorageSettings;
 import org.apache.kafka.common.config.AbstractConfig;
 import org.apache.kafka.common.config.ConfigDef;
 import org.apache.kafka.common.config.ConfigDef.Importance;
@@ -113,7 +114,7 @@ public class BackupSinkConfig extends AbstractConfig {
     /** Set by the connector in each task config: the task's index, for the task id. */
     public static final String TASK_INDEX_CONFIG = "kbackup.task.index";
 
-    public static final ConfigDef CONFIG_DEF = withClusterSecrets(new ConfigDef())
+    public static final ConfigDef CONFIG_DEF = StorageSettings.define(withClusterSecrets(new ConfigDef()))
             .define(TARGET_DIR_CONFIG, Type.STRING, ConfigDef.NO_DEFAULT_VALUE, new ConfigDef.NonEmptyString(),
                     Importance.HIGH, TARGET_DIR_DOC)
             .define(CLUSTER_BOOTSTRAP_SERVERS_CONFIG, Type.STRING, ConfigDef.NO_DEFAULT_VALUE,
@@ -231,6 +232,7 @@ public class BackupSinkConfig extends AbstractConfig {
         m.put("compression_type", getString(COMPRESSION_TYPE_CONFIG).toLowerCase(java.util.Locale.ROOT));
         m.put("compression_level", getInt(COMPRESSION_LEVEL_CONFIG));
         m.put("buffer_memory_bytes", getLong(BUFFER_MEMORY_BYTES_CONFIG));
+        m.put("storage", StorageSettings.of(originalsStrings()));
         return Json.write(m);
     }
 

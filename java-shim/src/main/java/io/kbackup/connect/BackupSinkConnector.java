@@ -83,7 +83,8 @@ public class BackupSinkConnector extends SinkConnector {
     public Config validate(Map<String, String> props) {
         ConfigChecks.Errors errors = new ConfigChecks.Errors(super.validate(props));
         String dir = props.get(BackupSinkConfig.TARGET_DIR_CONFIG);
-        String dirProblem = ConfigChecks.directoryProblem(BackupSinkConfig.TARGET_DIR_CONFIG, dir, true, true);
+        String dirProblem = ConfigChecks.directoryProblem(BackupSinkConfig.TARGET_DIR_CONFIG, dir, props, true,
+                true);
         if (dirProblem != null) {
             if (errors.hasErrors(BackupSinkConfig.TARGET_DIR_CONFIG)) {
                 errors.replace(BackupSinkConfig.TARGET_DIR_CONFIG, dirProblem);

@@ -1,5 +1,6 @@
 package io.kbackup.connect;
 
+import io.kbackup.connect.internal.StorageSettings;
 import org.apache.kafka.common.config.AbstractConfig;
 import org.apache.kafka.common.config.ConfigDef;
 import org.apache.kafka.common.config.ConfigDef.Importance;
@@ -86,7 +87,8 @@ public class BackupSourceConfig extends AbstractConfig {
     /** Set by the connector in each task config: the task's index, for the task id. */
     public static final String TASK_INDEX_CONFIG = BackupSinkConfig.TASK_INDEX_CONFIG;
 
-    public static final ConfigDef CONFIG_DEF = BackupSinkConfig.withClusterSecrets(new ConfigDef())
+    public static final ConfigDef CONFIG_DEF =
+            StorageSettings.define(BackupSinkConfig.withClusterSecrets(new ConfigDef()))
             .define(SOURCE_DIR_CONFIG, Type.STRING, ConfigDef.NO_DEFAULT_VALUE, new ConfigDef.NonEmptyString(),
                     Importance.HIGH, SOURCE_DIR_DOC)
             .define(TOPICS_CONFIG, Type.LIST, ConfigDef.NO_DEFAULT_VALUE, Importance.HIGH, TOPICS_DOC)

@@ -42,7 +42,7 @@ public class BackupSourceConnector extends SourceConnector {
             NativeSource.prepare(props, cluster);
         }
         String dir = config.getString(BackupSourceConfig.SOURCE_DIR_CONFIG);
-        Map<String, List<Integer>> inBackup = BackupSummary.topicPartitions(dir);
+        Map<String, List<Integer>> inBackup = BackupSummary.topicPartitions(dir, props);
         List<String> parts = new ArrayList<>();
         for (String topic : config.topics()) {
             if (topic.isBlank()) {

@@ -18,8 +18,14 @@ public final class BackupSummary {
 
     /** Topic -> sorted partition numbers, read from the backup in {@code dir}. */
     public static Map<String, List<Integer>> topicPartitions(String dir) {
+        return topicPartitions(dir, Map.of());
+    }
+
+    /** {@link #topicPartitions(String)} of a backup a connector's {@code storage.*} settings reach. */
+    public static Map<String, List<Integer>> topicPartitions(String dir, Map<String, String> props) {
         Native.ensureLoaded();
-        return topicPartitions(Json.parse(Native.listPartitions(dir.getBytes(StandardCharsets.UTF_8))));
+        return topicPartitions(Json.parse(Native.listPartitions(dir.getBytes(StandardCharsets.UTF_8),
+                StorageSettings.json(props))));
     }
 
     /**

@@ -103,6 +103,15 @@ public final class ConfigChecks {
      * writing and deleting a probe file. Returns the problem, or null.
      */
     public static String directoryProblem(String key, String dir, boolean create, boolean needWrite) {
+        return directoryProblem(key, dir, Map.of(), create, needWrite);
+    }
+
+    /**
+     * {@link #directoryProblem(String, String, boolean, boolean)} where an object-store location is reached with
+     * the connector's {@code storage.*} settings ({@code props}).
+     */
+    public static String directoryProblem(String key, String dir, Map<String, String> props, boolean create,
+                                          boolean needWrite) {
         if (dir == null || dir.isBlank()) {
             return key + " is required: set it to an absolute directory path that every Connect worker can reach, "
                     + "or an object-store URL (s3://bucket/prefix, gs://..., az://...)";
@@ -113,7 +122,7 @@ public final class ConfigChecks {
         byte[] location = dir.getBytes(java.nio.charset.StandardCharsets.UTF_8);
         String local;
         try {
-            if (Native.checkLocation(location, needWrite) != null) {
+            if (Native.checkLocation(location, StorageSettings.json(props), needWrite) != null) {
                 return null; // an object store that answered
             }
             local = Native.localDir(location);

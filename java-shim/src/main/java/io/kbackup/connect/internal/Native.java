@@ -69,13 +69,13 @@ public final class Native {
      * is an object-store location that answers now (and, with {@code write}, takes a probe object); throws
      * {@code KbackupException} naming the problem and the fix otherwise.
      */
-    public static native String checkLocation(byte[] locationUtf8, boolean write);
+    public static native String checkLocation(byte[] locationUtf8, byte[] storageJson, boolean write);
 
     /**
      * Topics and partitions of a backup directory, as JSON
      * {@code {"topics":[{"topic":T,"partitions":[P,...]}]}}; reads directory names only.
      */
-    public static native byte[] listPartitions(byte[] dirUtf8);
+    public static native byte[] listPartitions(byte[] dirUtf8, byte[] storageJson);
 
     /** Problems with a source config, as a JSON list of {@code {"key","message"}}. */
     public static native byte[] sourceValidate(byte[] sourceConfigJson);

@@ -17,7 +17,9 @@ import java.util.Map;
 import java.util.stream.Stream;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertNotEquals;
+import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -197,8 +199,22 @@ class NativeBridgeTest {
     void inspectOfAMissingDirectoryNamesIt() {
         Path missing = tmp.resolve("no-backup-here");
         KbackupException e = assertThrows(KbackupException.class,
-                () -> Native.listPartitions(missing.toString().getBytes(StandardCharsets.UTF_8)));
+                () -> Native.listPartitions(missing.toString().getBytes(StandardCharsets.UTF_8),
+                        "{}".getBytes(StandardCharsets.UTF_8)));
         assertTrue(e.getMessage().contains("no-backup-here"), e.getMessage());
+    }
+
+    @Test
+    void aBadStorageSettingIsAnErrorNamingItNeverShowingASecret() {
+        byte[] settings = "{\"storage.secret.access.key\":\"s3cr3t-never-shown\",\"storage.allow.http\":\"maybe\"}"
+                .getBytes(StandardCharsets.UTF_8);
+        KbackupException e = assertThrows(KbackupException.class,
+                () -> Native.checkLocation("s3://bucket/p".getBytes(StandardCharsets.UTF_8), settings, true));
+        assertTrue(e.getMessage().contains("storage.allow.http") && e.getMessage().contains("true or false"),
+                e.getMessage());
+        assertFalse(e.getMessage().contains("s3cr3t"), e.getMessage());
+        // a directory is the caller's to check: no store is contacted
+        assertNull(Native.checkLocation(tmp.toString().getBytes(StandardCharsets.UTF_8), settings, true));
     }
 
     @Test
