@@ -14,6 +14,7 @@ import shutil
 import time
 from pathlib import Path
 
+from test_s3_backup import _cat_offsets
 from testbed.procs import wait_until
 from testbed.s3 import S3Server
 from testbed.s3faults import FaultProxy
@@ -84,15 +85,6 @@ def test_a_store_that_goes_away_mid_copy_fails_clearly_and_the_copy_resumes(kbac
         assert found["ok"] and found["problems"] == [], found
 
 
-def _offsets_in(kbackup, url: str, topic: str, env: dict) -> dict[int, list[int]]:
-    out: dict[int, list[int]] = {}
-    for line in kbackup.run("cat", url, "--topic", topic, "--format", "jsonl",
-                            env=env).stdout.splitlines():
-        r = json.loads(line)
-        out.setdefault(r["partition"], []).append(r["offset"])
-    return out
-
-
 def test_a_backup_into_a_failing_store_rides_out_errors_or_fails_clearly_and_resumes(
         cluster, kbackup):
     """`kbackup backup` straight into the bucket: through 503s and slow answers it finishes
@@ -116,7 +108,7 @@ def test_a_backup_into_a_failing_store_rides_out_errors_or_fails_clearly_and_res
         url = f"s3://{s3.bucket}/busy-backup"
         out = json.loads(kbackup.run(*argv, "--dir", url, env=proxy.env(), timeout=300).stdout)
         assert out["records"] == 400 and proxy.counts["503"] >= 5, (out, proxy.counts)
-        assert _offsets_in(kbackup, url, topic, s3.env()) == want
+        assert _cat_offsets(kbackup, url, topic, s3.env()) == want
         assert s3.pending_uploads() == []
 
         # the store goes away once the first parts are up: connections dropped unanswered
@@ -138,7 +130,7 @@ def test_a_backup_into_a_failing_store_rides_out_errors_or_fails_clearly_and_res
         proxy.rule = lambda n, method, path: "pass"
         out = json.loads(kbackup.run(*argv, "--dir", url, env=proxy.env(), timeout=300).stdout)
         assert out["records"] == 400 - held, (out, held)
-        assert _offsets_in(kbackup, url, topic, s3.env()) == want, "exactly once after resuming"
+        assert _cat_offsets(kbackup, url, topic, s3.env()) == want, "exactly once after resuming"
         assert s3.pending_uploads() == [], "the orphaned upload was aborted by the rerun"
         found = json.loads(kbackup.run("verify", url, "--json", "-q", env=s3.env()).stdout)
         assert found["ok"] and found["problems"] == [], found
@@ -181,7 +173,7 @@ def test_a_sink_task_whose_store_goes_away_fails_clearly_and_resumes_exactly(
         assert "restart the task" in trace and "nothing of it was reported durable" in trace, \
             trace[:3000]
         # nothing reported durable that is not: Connect committed at most the bucket's end
-        held = _offsets_in(kbackup, url, topic, s3.env()).get(0, [])
+        held = _cat_offsets(kbackup, url, topic, s3.env()).get(0, [])
         committed = k.group_offsets(f"connect-{name}").get((topic, 0), 0)
         assert held and committed <= held[-1] + 1, (committed, held[-1])
         assert s3.pending_uploads(), "the failed task left its upload open"
@@ -190,7 +182,7 @@ def test_a_sink_task_whose_store_goes_away_fails_clearly_and_resumes_exactly(
         c.connect.restart(name)
         want = [r.offset for r in k.consume_partition(topic, 0)]
         wait_backup_complete(kbackup.with_env(s3.env()), url, topic, {0: len(want)}, timeout=180)
-        assert _offsets_in(kbackup, url, topic, s3.env()) == {0: want}
+        assert _cat_offsets(kbackup, url, topic, s3.env()) == {0: want}
         c.connect.delete_connector(name)
         c.connect.wait_deleted(name)
         assert s3.pending_uploads() == [], "the restarted task aborted the orphaned upload"

@@ -387,16 +387,11 @@ impl Backup {
                 segments
             }
         };
-        Ok(PartitionReader {
-            store: self.objects.as_ref().map(|o| o.store.clone()),
+        Ok(PartitionReader::over(
+            self.objects.as_ref().map(|o| o.store.clone()),
             tp,
             segments,
-            cur: 0,
-            seg: None,
-            last_returned: None,
-            chain: None,
-            raw_bytes: 0,
-        })
+        ))
     }
 
     /// Topics and their partitions, from the directory names alone (no record is read), so it
@@ -798,8 +793,17 @@ impl PartitionReader {
         tp: TopicPartition,
         segments: Vec<(i64, PathBuf)>,
     ) -> PartitionReader {
+        PartitionReader::over(Some(store), tp, segments)
+    }
+
+    /// A reader at the start of `segments` (paths, or keys in `store`).
+    fn over(
+        store: Option<Arc<dyn Store>>,
+        tp: TopicPartition,
+        segments: Vec<(i64, PathBuf)>,
+    ) -> PartitionReader {
         PartitionReader {
-            store: Some(store),
+            store,
             tp,
             segments,
             cur: 0,

@@ -220,9 +220,7 @@ pub extern "system" fn Java_io_kbackup_connect_internal_Native_listPartitions<'l
     run(&mut env, &class, "listPartitions", NO_ARRAY, |env| {
         let dir = String::from_utf8(bytes_arg(env, &dir, "backup directory")?)
             .map_err(|_| Error::Codec("backup directory is not UTF-8".into()))?;
-        let settings: kbackup_core::storage::StorageSettings =
-            serde_json::from_slice(&bytes_arg(env, &storage, "storage settings JSON")?)
-                .map_err(|e| Error::Codec(format!("storage settings JSON is not valid: {e}")))?;
+        let settings = storage_settings(env, &storage)?;
         let options = settings.options()?;
         let listing = kbackup_core::reader::Backup::open_location(&dir, &options)?.listing()?;
         bytes_result(env, &to_json("backup listing", &listing)?)
@@ -265,9 +263,7 @@ pub extern "system" fn Java_io_kbackup_connect_internal_Native_checkLocation<'l>
     run(&mut env, &class, "checkLocation", NO_STRING, |env| {
         let location = String::from_utf8(bytes_arg(env, &location, "backup location")?)
             .map_err(|_| Error::Codec("backup location is not UTF-8".into()))?;
-        let settings: kbackup_core::storage::StorageSettings =
-            serde_json::from_slice(&bytes_arg(env, &storage, "storage settings JSON")?)
-                .map_err(|e| Error::Codec(format!("storage settings JSON is not valid: {e}")))?;
+        let settings = storage_settings(env, &storage)?;
         if !kbackup_core::storage::check_reachable(&location, &settings, write != 0)? {
             return Ok(std::ptr::null_mut());
         }
@@ -275,6 +271,15 @@ pub extern "system" fn Java_io_kbackup_connect_internal_Native_checkLocation<'l>
             .map(|s| s.into_raw())
             .map_err(|e| Error::State(format!("could not create a Java string: {e}")))
     })
+}
+
+/// The connector's `storage.*` settings, given as a JSON object of strings.
+fn storage_settings(
+    env: &JNIEnv,
+    json: &JByteArray,
+) -> Result<kbackup_core::storage::StorageSettings, Error> {
+    serde_json::from_slice(&bytes_arg(env, json, "storage settings JSON")?)
+        .map_err(|e| Error::Codec(format!("storage settings JSON is not valid: {e}")))
 }
 
 /// Serializes a core answer as JSON for Java.

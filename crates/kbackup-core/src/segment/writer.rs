@@ -213,14 +213,34 @@ impl SegmentWriter {
         }
         let tidx = idx_files.pop().expect("two files");
         let oidx = idx_files.pop().expect("two files");
-        Ok(SegmentWriter {
+        let outs = [Out::File(out), Out::File(oidx), Out::File(tidx)];
+        Ok(SegmentWriter::started(
             path,
-            out: BufWriter::with_capacity(write_buffer(header.version), Out::File(out)),
-            oidx: BufWriter::new(Out::File(oidx)),
-            tidx: BufWriter::new(Out::File(tidx)),
-            store: None,
+            outs,
+            None,
+            header,
+            bytes.len(),
+        ))
+    }
+
+    /// A writer of a new segment whose header (`header_len` bytes) and index headers are
+    /// written to `outs` (segment, offset index, time index).
+    fn started(
+        path: PathBuf,
+        outs: [Out; 3],
+        store: Option<Arc<dyn Store>>,
+        header: SegmentHeader,
+        header_len: usize,
+    ) -> SegmentWriter {
+        let [out, oidx, tidx] = outs;
+        SegmentWriter {
+            path,
+            out: BufWriter::with_capacity(write_buffer(header.version), out),
+            oidx: BufWriter::new(oidx),
+            tidx: BufWriter::new(tidx),
+            store,
             builder: IndexBuilder::new(header.index_interval_bytes),
-            len: bytes.len() as u64,
+            len: header_len as u64,
             header,
             records: 0,
             last_offset: None,
@@ -228,7 +248,7 @@ impl SegmentWriter {
             compression: Compression::default(),
             block: Vec::new(),
             block_records: Vec::new(),
-        })
+        }
     }
 
     /// Starts a new segment streamed to `store` under `key` (its index objects beside it, see
@@ -249,22 +269,18 @@ impl SegmentWriter {
                     .to_vec(),
             )
         };
-        Ok(SegmentWriter {
+        let outs = [
+            out,
+            index(index::OFFSET_INDEX_MAGIC),
+            index(index::TIME_INDEX_MAGIC),
+        ];
+        Ok(SegmentWriter::started(
             path,
-            out: BufWriter::with_capacity(write_buffer(header.version), out),
-            oidx: BufWriter::new(index(index::OFFSET_INDEX_MAGIC)),
-            tidx: BufWriter::new(index(index::TIME_INDEX_MAGIC)),
-            store: Some(store),
-            builder: IndexBuilder::new(header.index_interval_bytes),
-            len: bytes.len() as u64,
+            outs,
+            Some(store),
             header,
-            records: 0,
-            last_offset: None,
-            dirty: true,
-            compression: Compression::default(),
-            block: Vec::new(),
-            block_records: Vec::new(),
-        })
+            bytes.len(),
+        ))
     }
 
     /// True for a segment streamed to an object store.

@@ -95,6 +95,32 @@ pub(super) struct EndOffset {
 }
 
 impl PartitionState {
+    /// The state of a partition opened to write after `last` (the last offset it holds), with
+    /// no open segment yet.
+    fn resumed(
+        dir: PathBuf,
+        lock: Option<std::fs::File>,
+        store: Option<Arc<dyn Store>>,
+        last: Option<i64>,
+    ) -> PartitionState {
+        PartitionState {
+            dir,
+            _lock: lock,
+            store,
+            seg: None,
+            last_written: last,
+            last_durable: last,
+            prev_segment_last: last,
+            checkpoint: None,
+            unreported: Vec::new(),
+            poisoned: None,
+            first_appended: None,
+            rewind_to: None,
+            skipping: false,
+            counters: PartitionCounters::default(),
+        }
+    }
+
     /// Poisons the partition after `err`: drops the writer without writing its buffers and
     /// cuts the files back to the last successful flush, so pages a failed fsync dropped can
     /// never be read back as data and reported durable later.
@@ -330,23 +356,11 @@ impl BackupSink {
         if let Some(l) = last {
             log::info!("{tp}: resuming after offset {l}");
         }
-        let checkpoint = seg.as_ref().map(|s| (s.path().to_path_buf(), s.len()));
-        Ok(PartitionState {
-            dir,
-            _lock: Some(lock),
-            store: None,
-            seg,
-            last_written: last,
-            last_durable: last,
-            prev_segment_last,
-            checkpoint,
-            unreported: Vec::new(),
-            poisoned: None,
-            first_appended: None,
-            rewind_to: None,
-            skipping: false,
-            counters: PartitionCounters::default(),
-        })
+        let mut st = PartitionState::resumed(dir, Some(lock), None, last);
+        st.checkpoint = seg.as_ref().map(|s| (s.path().to_path_buf(), s.len()));
+        st.prev_segment_last = prev_segment_last;
+        st.seg = seg;
+        Ok(st)
     }
 }
 
@@ -403,22 +417,8 @@ fn open_in_store(store: Arc<dyn Store>, tp: &TopicPartition) -> Result<Partition
             store.location()
         );
     }
-    Ok(PartitionState {
-        dir: PathBuf::from(prefix.trim_end_matches('/')),
-        _lock: None,
-        store: Some(store),
-        seg: None,
-        last_written: last,
-        last_durable: last,
-        prev_segment_last: last,
-        checkpoint: None,
-        unreported: Vec::new(),
-        poisoned: None,
-        first_appended: None,
-        rewind_to: None,
-        skipping: false,
-        counters: PartitionCounters::default(),
-    })
+    let dir = PathBuf::from(prefix.trim_end_matches('/'));
+    Ok(PartitionState::resumed(dir, None, Some(store), last))
 }
 
 /// The error of a writer that lost the race for a segment key: another writer (the new owner

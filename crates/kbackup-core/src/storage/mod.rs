@@ -340,7 +340,8 @@ impl StorageSettings {
                                  may be a secret); write it as key=value,key=value"
                             )));
                         };
-                        o.extra.push((name.trim().to_string(), value.trim().to_string()));
+                        o.extra
+                            .push((name.trim().to_string(), value.trim().to_string()));
                     }
                 }
                 _ => {
@@ -502,11 +503,7 @@ pub fn open_store(location: &str, options: &StoreOptions) -> Result<Box<dyn Stor
 /// with these credentials, and with `write` that an object can be put and deleted there (a
 /// probe under [`UPLOADS_PREFIX`]), then `Ok(true)`. Retries are few and short, so an
 /// unreachable endpoint is reported within seconds. The errors name the problem and the fix.
-pub fn check_reachable(
-    location: &str,
-    settings: &StorageSettings,
-    write: bool,
-) -> Result<bool> {
+pub fn check_reachable(location: &str, settings: &StorageSettings, write: bool) -> Result<bool> {
     if let Target::Local(_) = parse_location(location)? {
         return Ok(false);
     }
@@ -667,7 +664,10 @@ mod tests {
             ("storage.endpoint", "http://127.0.0.1:7070"),
             ("storage.allow.http", "TRUE"),
             ("storage.secret.access.key", "s3cr3t-value"),
-            ("storage.options", "aws_sse_kms_key_id=k3y-id, google_service_account_key=x=y"),
+            (
+                "storage.options",
+                "aws_sse_kms_key_id=k3y-id, google_service_account_key=x=y",
+            ),
             ("storage.part.size.bytes", "6291456"),
             ("target.dir", "s3://b/p"),
         ]

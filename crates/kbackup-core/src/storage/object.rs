@@ -19,8 +19,8 @@ use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path as ObjPath;
 use object_store::{
-    BackoffConfig, MultipartId, MultipartUpload, ObjectStore as _, ObjectStoreExt as _, PutMode,
-    PutOptions, PutPayload, RetryConfig,
+    BackoffConfig, MultipartId, ObjectStore as _, ObjectStoreExt as _, PutMode, PutOptions,
+    PutPayload, RetryConfig,
 };
 use std::fmt;
 use std::future::Future;
@@ -84,6 +84,21 @@ fn config_error(url: &str, e: impl fmt::Display) -> Error {
 }
 
 impl ObjectStore {
+    fn part_writer(&self, key: &str, only_new: bool) -> Result<Box<dyn PartWriter>> {
+        let path = self.inner.path(key)?;
+        Ok(Box::new(StreamWriter {
+            inner: self.inner.clone(),
+            key: key.to_string(),
+            path,
+            only_new,
+            buf: Vec::new(),
+            upload: None,
+            written: 0,
+            failed: false,
+            done: false,
+        }))
+    }
+
     /// Opens `scheme://bucket/prefix` with `options`, each unset one taken from the standard
     /// environment of that store. Contacts nothing yet.
     pub(crate) fn open(
@@ -365,31 +380,11 @@ impl Store for ObjectStore {
     }
 
     fn writer(&self, key: &str) -> Result<Box<dyn PartWriter>> {
-        let path = self.inner.path(key)?;
-        Ok(Box::new(ObjectPartWriter {
-            inner: self.inner.clone(),
-            key: key.to_string(),
-            path,
-            buf: Vec::new(),
-            upload: None,
-            written: 0,
-            failed: false,
-            done: false,
-        }))
+        self.part_writer(key, false)
     }
 
     fn writer_new(&self, key: &str) -> Result<Box<dyn PartWriter>> {
-        let path = self.inner.path(key)?;
-        Ok(Box::new(NewObjectWriter {
-            inner: self.inner.clone(),
-            key: key.to_string(),
-            path,
-            buf: Vec::new(),
-            staging: None,
-            written: 0,
-            failed: false,
-            done: false,
-        }))
+        self.part_writer(key, true)
     }
 
     fn abort_orphans(&self, prefix: &str) -> Result<usize> {
@@ -533,6 +528,19 @@ impl Store for ObjectStore {
     }
 }
 
+/// Moves what fits of `data` into `buf`, a buffer of at most one `part`, and returns the rest.
+/// The buffer grows by doubling but never past one part: the memory bound of a streamed object
+/// (a small object never costs a whole part).
+fn fill_part<'a>(buf: &mut Vec<u8>, part: usize, data: &'a [u8]) -> &'a [u8] {
+    let take = (part - buf.len()).min(data.len());
+    if buf.capacity() < buf.len() + take {
+        let want = (buf.capacity() * 2).max(buf.len() + take).min(part);
+        buf.reserve_exact(want - buf.len());
+    }
+    buf.extend_from_slice(&data[..take]);
+    &data[take..]
+}
+
 fn past_end(at: &str, range: &Range<u64>, size: u64) -> Error {
     Error::State(format!(
         "read of bytes {range:?} of {at} ({size} bytes) starts past its end; this is a bug in \
@@ -540,166 +548,37 @@ fn past_end(at: &str, range: &Range<u64>, size: u64) -> Error {
     ))
 }
 
-/// A streamed object: buffered up to one part; a multipart upload starts only when the first
-/// part is full (a smaller object is one PUT on completion).
-struct ObjectPartWriter {
-    inner: Arc<Inner>,
-    key: String,
-    path: ObjPath,
-    buf: Vec<u8>,
-    upload: Option<Box<dyn MultipartUpload>>,
-    written: u64,
-    failed: bool,
-    done: bool,
-}
-
-impl ObjectPartWriter {
-    /// Uploads the buffer as the next part (starting the upload if needed).
-    fn flush_part(&mut self) -> Result<()> {
-        let i = self.inner.clone();
-        let part = PutPayload::from(std::mem::take(&mut self.buf));
-        let r = i.block_on("upload part", async {
-            if self.upload.is_none() {
-                self.upload = Some(i.store.put_multipart(&self.path).await?);
-            }
-            let up = self.upload.as_mut().expect("started above");
-            up.put_part(part).await
-        })?;
-        r.map_err(|e| i.error(e, "upload part of", &self.key))
-    }
-
-    fn fail(&mut self, e: Error) -> Error {
-        self.failed = true;
-        self.buf = Vec::new();
-        self.abort_upload();
-        e
-    }
-
-    fn abort_upload(&mut self) -> Option<Error> {
-        let mut up = self.upload.take()?;
-        let i = self.inner.clone();
-        if tokio::runtime::Handle::try_current().is_ok() {
-            // dropped inside a runtime: cannot block; abort in the background
-            i.runtime.spawn(async move {
-                let _ = up.abort().await;
-            });
-            return None;
-        }
-        match i.runtime.block_on(up.abort()) {
-            Ok(()) => None,
-            Err(e) => Some(i.error(e, "abort upload of", &self.key)),
-        }
-    }
-}
-
-impl PartWriter for ObjectPartWriter {
-    fn write(&mut self, mut data: &[u8]) -> Result<()> {
-        if self.failed || self.done {
-            return Err(Error::State(format!(
-                "write to {} after it failed or finished",
-                self.inner.describe(&self.key)
-            )));
-        }
-        let part = self.inner.part_size;
-        while !data.is_empty() {
-            if self.buf.capacity() < part {
-                // exactly one part: growth by doubling would overshoot the memory bound
-                self.buf.reserve_exact(part - self.buf.len());
-            }
-            let take = (part - self.buf.len()).min(data.len());
-            self.buf.extend_from_slice(&data[..take]);
-            data = &data[take..];
-            self.written += take as u64;
-            if self.buf.len() == part {
-                if let Err(e) = self.flush_part() {
-                    return Err(self.fail(e));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn written(&self) -> u64 {
-        self.written
-    }
-
-    fn complete(mut self: Box<Self>) -> Result<ObjectMeta> {
-        if self.failed || self.done {
-            return Err(Error::State(format!(
-                "complete of {} after it failed or finished",
-                self.inner.describe(&self.key)
-            )));
-        }
-        let i = self.inner.clone();
-        let r = if self.upload.is_none() {
-            let payload = PutPayload::from(std::mem::take(&mut self.buf));
-            i.block_on("put", i.store.put(&self.path, payload))?
-                .map(|_| ())
-        } else {
-            if !self.buf.is_empty() {
-                if let Err(e) = self.flush_part() {
-                    return Err(self.fail(e));
-                }
-            }
-            let up = self.upload.as_mut().expect("checked above");
-            i.block_on("complete upload", up.complete())?.map(|_| ())
-        };
-        if let Err(e) = r {
-            let e = i.error(e, "complete upload of", &self.key);
-            return Err(self.fail(e));
-        }
-        self.upload = None;
-        self.done = true;
-        Ok(ObjectMeta {
-            key: self.key.clone(),
-            size: self.written,
-            modified: std::time::SystemTime::now(),
-        })
-    }
-
-    fn abort(mut self: Box<Self>) -> Result<()> {
-        self.done = true;
-        match self.abort_upload() {
-            None => Ok(()),
-            Some(e) => Err(e),
-        }
-    }
-}
-
-impl Drop for ObjectPartWriter {
-    fn drop(&mut self) {
-        if let Some(e) = self.abort_upload() {
-            log::warn!("{e}; the bucket's lifecycle rule for incomplete uploads removes it");
-        }
-    }
-}
-
 /// Suffix of the marker object naming the upload id of a staging upload.
 const UPLOAD_MARKER: &str = ".upload";
 
-/// A streamed object completed only if its key is absent ([`Store::writer_new`]): one part or
-/// less is a single conditional PUT; more is a multipart upload under a staging key (with a
-/// marker naming its id), completed there and copied into place if absent.
-struct NewObjectWriter {
+/// A streamed object ([`Store::writer`], [`Store::writer_new`]), buffered up to one part: a
+/// stream of one part or less is a single PUT on completion (conditional when `only_new`); a
+/// larger one is a multipart upload, started when the first part is full. With `only_new` it
+/// is uploaded under a staging key (with a marker naming its id), completed there and copied
+/// into place only if absent; otherwise it is uploaded to its key and completed there.
+struct StreamWriter {
     inner: Arc<Inner>,
     key: String,
     path: ObjPath,
+    only_new: bool,
     buf: Vec<u8>,
-    staging: Option<Staging>,
+    upload: Option<Upload>,
     written: u64,
     failed: bool,
     done: bool,
 }
 
-/// The multipart upload of a [`NewObjectWriter`].
-struct Staging {
+/// The multipart upload of a [`StreamWriter`].
+struct Upload {
+    /// Where the parts go: the staging key (`only_new`) or the object's own key.
     key: String,
     path: ObjPath,
-    marker: String,
+    /// The staging upload's marker (`only_new` only).
+    marker: Option<String>,
     id: MultipartId,
     parts: Vec<PartId>,
-    /// The upload was completed into the staging object (which must then be deleted).
-    completed: bool,
+    /// Completed into a staging object (which must then be deleted).
+    staged: bool,
 }
 
 /// A name no other writer uses: process, time and a counter.
@@ -716,45 +595,51 @@ fn unique_token() -> String {
     )
 }
 
-impl NewObjectWriter {
+impl StreamWriter {
     fn err(&self, e: object_store::Error, op: &'static str) -> Error {
         self.inner.error(e, op, &self.key)
     }
 
-    /// Uploads the buffer as the next part, starting the staging upload (and its marker) first.
+    /// Uploads the buffer as the next part, starting the upload (and, for a staging upload,
+    /// its marker) first.
     fn flush_part(&mut self) -> Result<()> {
         let i = self.inner.clone();
-        if self.staging.is_none() {
-            let key = format!("{UPLOADS_PREFIX}/{}.{}", self.key, unique_token());
+        if self.upload.is_none() {
+            let key = if self.only_new {
+                format!("{UPLOADS_PREFIX}/{}.{}", self.key, unique_token())
+            } else {
+                self.key.clone()
+            };
             let path = i.path(&key)?;
             let id = i
                 .block_on("start upload", i.multipart.create_multipart(&path))?
                 .map_err(|e| self.err(e, "start upload of"))?;
-            let marker = format!("{key}{UPLOAD_MARKER}");
-            let staging = Staging {
+            let marker = self.only_new.then(|| format!("{key}{UPLOAD_MARKER}"));
+            self.upload = Some(Upload {
                 key,
                 path,
                 marker: marker.clone(),
                 id: id.clone(),
                 parts: Vec::new(),
-                completed: false,
-            };
-            self.staging = Some(staging);
-            let mpath = i.path(&marker)?;
-            let payload = PutPayload::from(id.into_bytes());
-            i.block_on("put", i.store.put(&mpath, payload))?
-                .map_err(|e| i.error(e, "put", &marker))?;
+                staged: false,
+            });
+            if let Some(marker) = marker {
+                let mpath = i.path(&marker)?;
+                let payload = PutPayload::from(id.into_bytes());
+                i.block_on("put", i.store.put(&mpath, payload))?
+                    .map_err(|e| i.error(e, "put", &marker))?;
+            }
         }
         let part = PutPayload::from(std::mem::take(&mut self.buf));
-        let st = self.staging.as_mut().expect("started above");
-        let idx = st.parts.len();
+        let up = self.upload.as_mut().expect("started above");
+        let idx = up.parts.len();
         let id = i
             .block_on(
                 "upload part",
-                i.multipart.put_part(&st.path, &st.id, idx, part),
+                i.multipart.put_part(&up.path, &up.id, idx, part),
             )?
             .map_err(|e| i.error(e, "upload part of", &self.key))?;
-        st.parts.push(id);
+        up.parts.push(id);
         Ok(())
     }
 
@@ -767,11 +652,22 @@ impl NewObjectWriter {
         e
     }
 
-    /// Aborts the staging upload (or deletes the completed staging object) and its marker;
-    /// the first error, if any (an orphan is then cleaned by [`Store::abort_orphans`]).
+    /// Aborts the upload (or deletes a completed staging object) and its marker; the first
+    /// error, if any (a staging upload is then cleaned by [`Store::abort_orphans`], another
+    /// by the bucket's lifecycle rule for incomplete uploads).
     fn clean_up(&mut self) -> Option<Error> {
-        let st = self.staging.take()?;
+        let up = self.upload.take()?;
         let i = self.inner.clone();
+        if tokio::runtime::Handle::try_current().is_ok() {
+            // dropped inside a runtime: cannot block; abort in the background
+            i.runtime.spawn({
+                let i = i.clone();
+                async move {
+                    let _ = i.multipart.abort_multipart(&up.path, &up.id).await;
+                }
+            });
+            return None;
+        }
         let mut first = None;
         let mut note = |r: std::result::Result<(), object_store::Error>, what: &'static str, k| {
             if let Err(e) = r {
@@ -780,29 +676,27 @@ impl NewObjectWriter {
                 }
             }
         };
-        if tokio::runtime::Handle::try_current().is_ok() {
-            // dropped inside a runtime: cannot block; the next abort_orphans cleans up
-            return None;
-        }
-        let r = if st.completed {
-            i.runtime.block_on(i.store.delete(&st.path))
+        let r = if up.staged {
+            i.runtime.block_on(i.store.delete(&up.path))
         } else {
             i.runtime
-                .block_on(i.multipart.abort_multipart(&st.path, &st.id))
+                .block_on(i.multipart.abort_multipart(&up.path, &up.id))
         };
-        note(r, "clean up staging upload", &st.key);
-        if let Ok(mpath) = i.path(&st.marker) {
-            note(
-                i.runtime.block_on(i.store.delete(&mpath)),
-                "delete upload marker",
-                &st.marker,
-            );
+        note(r, "clean up the upload of", &up.key);
+        if let Some(marker) = &up.marker {
+            if let Ok(mpath) = i.path(marker) {
+                note(
+                    i.runtime.block_on(i.store.delete(&mpath)),
+                    "delete upload marker",
+                    marker,
+                );
+            }
         }
         first
     }
 }
 
-impl PartWriter for NewObjectWriter {
+impl PartWriter for StreamWriter {
     fn write(&mut self, mut data: &[u8]) -> Result<()> {
         if self.failed || self.done {
             return Err(Error::State(format!(
@@ -812,17 +706,9 @@ impl PartWriter for NewObjectWriter {
         }
         let part = self.inner.part_size;
         while !data.is_empty() {
-            let take = (part - self.buf.len()).min(data.len());
-            if self.buf.capacity() < self.buf.len() + take {
-                // grow by doubling, but never past one part: the memory bound
-                let want = (self.buf.capacity() * 2)
-                    .max(self.buf.len() + take)
-                    .min(part);
-                self.buf.reserve_exact(want - self.buf.len());
-            }
-            self.buf.extend_from_slice(&data[..take]);
-            data = &data[take..];
-            self.written += take as u64;
+            let rest = fill_part(&mut self.buf, part, data);
+            self.written += (data.len() - rest.len()) as u64;
+            data = rest;
             if self.buf.len() == part {
                 if let Err(e) = self.flush_part() {
                     return Err(self.fail(e));
@@ -844,12 +730,16 @@ impl PartWriter for NewObjectWriter {
             )));
         }
         let i = self.inner.clone();
-        if self.staging.is_none() {
+        if self.upload.is_none() {
             let payload = PutPayload::from(std::mem::take(&mut self.buf));
-            let opts = PutOptions::from(PutMode::Create);
-            let r = i.block_on("put", i.store.put_opts(&self.path, payload, opts))?;
+            let mode = if self.only_new {
+                PutMode::Create
+            } else {
+                PutMode::Overwrite
+            };
+            let r = i.block_on("put", i.store.put_opts(&self.path, payload, mode.into()))?;
             if let Err(e) = r {
-                let e = self.err(e, "create (only if absent)");
+                let e = self.err(e, "put");
                 return Err(self.fail(e));
             }
         } else {
@@ -858,28 +748,32 @@ impl PartWriter for NewObjectWriter {
                     return Err(self.fail(e));
                 }
             }
-            let st = self.staging.as_mut().expect("checked above");
-            let parts = std::mem::take(&mut st.parts);
+            let up = self.upload.as_mut().expect("checked above");
+            let parts = std::mem::take(&mut up.parts);
             let r = i.block_on(
                 "complete upload",
-                i.multipart.complete_multipart(&st.path, &st.id, parts),
+                i.multipart.complete_multipart(&up.path, &up.id, parts),
             )?;
             if let Err(e) = r {
-                let e = i.error(e, "complete upload of", &st.key);
+                let e = i.error(e, "complete upload of", &up.key);
                 return Err(self.fail(e));
             }
-            st.completed = true;
-            let from = st.path.clone();
-            let r = i.block_on(
-                "copy into place",
-                i.store.copy_if_not_exists(&from, &self.path),
-            )?;
-            if let Err(e) = r {
-                let e = self.err(e, "create (only if absent)");
-                return Err(self.fail(e));
-            }
-            if let Some(e) = self.clean_up() {
-                log::warn!("{e}; the next writer of this partition removes it");
+            if self.only_new {
+                up.staged = true;
+                let from = up.path.clone();
+                let r = i.block_on(
+                    "copy into place",
+                    i.store.copy_if_not_exists(&from, &self.path),
+                )?;
+                if let Err(e) = r {
+                    let e = self.err(e, "put");
+                    return Err(self.fail(e));
+                }
+                if let Some(e) = self.clean_up() {
+                    log::warn!("{e}; the next writer of this partition removes it");
+                }
+            } else {
+                self.upload = None; // complete: nothing to abort
             }
         }
         self.done = true;
@@ -899,10 +793,13 @@ impl PartWriter for NewObjectWriter {
     }
 }
 
-impl Drop for NewObjectWriter {
+impl Drop for StreamWriter {
     fn drop(&mut self) {
         if let Some(e) = self.clean_up() {
-            log::warn!("{e}; the next writer of this partition removes it");
+            log::warn!(
+                "{e}; a staged upload is removed by the next writer of the partition, another \
+                 by the bucket's lifecycle rule for incomplete uploads"
+            );
         }
     }
 }
