@@ -41,6 +41,10 @@ pub struct CaptureConfig {
     /// The object store of a backup in a bucket: each capture's changes of a partition are a
     /// new chunk object of its log ([`offsets_log::append_store`]).
     pub store: Option<Arc<dyn Store>>,
+    /// In an object store, how often captured changes are stored (ms; 0: at every capture);
+    /// the sink uses its segment age, so group positions are as fresh as the data. Captures
+    /// at close and at the end of a run store at once.
+    pub persist_every_ms: u64,
     /// The source cluster.
     pub cluster: Arc<dyn ClusterClient>,
     /// Only groups whose whole id matches this regex are captured (`None` = all).
@@ -82,6 +86,10 @@ struct CaptureState {
     last: HashMap<TopicPartition, BTreeMap<String, i64>>,
     /// In an object store: the place of the next chunk of each partition's log.
     next_part: HashMap<TopicPartition, u64>,
+    /// In an object store: changes captured but not stored yet, and when changes were last
+    /// stored ([`append_changes`]).
+    pending: BTreeMap<TopicPartition, Vec<GroupOffsetEntry>>,
+    last_persist: Option<Instant>,
     /// True while captures fail, so a broker outage logs one warning, not one per interval.
     failing: bool,
     /// When the current run of failed captures began, its last error, and whether that
@@ -107,30 +115,54 @@ fn whole_match(key: &str, re: &Option<String>) -> Result<Option<Regex>> {
 /// Appends each partition's changes to its log and answers how many entries the logs took:
 /// a log drops what it already holds (another capture of the same backup wrote it first), and
 /// those are not changes this capture made.
+///
+/// In an object store each write is a new chunk object, so changes are held and stored
+/// together at most every `persist_every_ms` (and whenever `force`: a capture at close or at
+/// the end of a run): one PUT per changed partition per period instead of per capture.
 fn append_changes(
     cfg: &CaptureConfig,
     state: &mut CaptureState,
     changes: BTreeMap<TopicPartition, Vec<GroupOffsetEntry>>,
+    force: bool,
 ) -> Result<usize> {
-    let mut appended = 0;
-    for (tp, entries) in changes {
-        appended += match &cfg.store {
-            Some(store) => {
-                let next = state.next_part.entry(tp.clone()).or_default();
-                let prefix = layout::partition_key(&tp, "");
-                offsets_log::append_store(store.as_ref(), &prefix, next, &entries)?
-            }
-            None => {
-                let log = layout::group_offsets_log(&cfg.root, &tp);
-                offsets_log::append(&log, &entries, cfg.perms)?
-            }
-        };
-        let known = state.last.entry(tp).or_default();
-        for e in &entries {
-            known.insert(e.group.clone(), e.committed_offset);
+    let Some(store) = &cfg.store else {
+        let mut appended = 0;
+        for (tp, entries) in changes {
+            let log = layout::group_offsets_log(&cfg.root, &tp);
+            appended += offsets_log::append(&log, &entries, cfg.perms)?;
+            note_known(state, tp, &entries);
         }
+        return Ok(appended);
+    };
+    for (tp, entries) in changes {
+        note_known(state, tp.clone(), &entries);
+        state.pending.entry(tp).or_default().extend(entries);
+    }
+    let due = state
+        .last_persist
+        .is_none_or(|t| t.elapsed() >= Duration::from_millis(cfg.persist_every_ms));
+    if !(force || due) {
+        return Ok(0);
+    }
+    state.last_persist = Some(Instant::now());
+    let mut appended = 0;
+    let pending: Vec<TopicPartition> = state.pending.keys().cloned().collect();
+    for tp in pending {
+        let next = state.next_part.entry(tp.clone()).or_default();
+        let prefix = layout::partition_key(&tp, "");
+        // kept until stored: a failed write is tried again at the next capture
+        appended += offsets_log::append_store(store.as_ref(), &prefix, next, &state.pending[&tp])?;
+        state.pending.remove(&tp);
     }
     Ok(appended)
+}
+
+/// Notes the positions just captured as the last known of their groups.
+fn note_known(state: &mut CaptureState, tp: TopicPartition, entries: &[GroupOffsetEntry]) {
+    let known = state.last.entry(tp).or_default();
+    for e in entries {
+        known.insert(e.group.clone(), e.committed_offset);
+    }
 }
 
 impl Shared {
@@ -165,19 +197,40 @@ impl Shared {
         }
     }
 
-    fn capture(&self) -> Result<usize> {
+    fn capture(&self, force: bool) -> Result<usize> {
         let partitions = self
             .partitions
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        self.capture_for(&partitions)
+        self.capture_for(&partitions, force)
     }
 
-    fn capture_for(&self, partitions: &[TopicPartition]) -> Result<usize> {
+    fn capture_for(&self, partitions: &[TopicPartition], force: bool) -> Result<usize> {
         let mut state = self.lock_state();
+        match self.read_changes(&mut state, partitions) {
+            Ok(changes) => append_changes(&self.cfg, &mut state, changes, force),
+            Err(e) => {
+                if force {
+                    // what earlier captures found is stored even when this one failed
+                    if let Err(e2) = append_changes(&self.cfg, &mut state, BTreeMap::new(), true) {
+                        log::warn!("could not store the captured group positions: {e2}");
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The committed offsets of the wanted groups on `partitions` that differ from what is
+    /// known (a change each).
+    fn read_changes(
+        &self,
+        state: &mut CaptureState,
+        partitions: &[TopicPartition],
+    ) -> Result<BTreeMap<TopicPartition, Vec<GroupOffsetEntry>>> {
         if partitions.is_empty() {
-            return Ok(0);
+            return Ok(BTreeMap::new());
         }
         let groups: Vec<String> = self
             .cfg
@@ -257,7 +310,7 @@ impl Shared {
             }
         }
         self.stats.lock().unwrap_or_else(|p| p.into_inner()).groups = read as u64;
-        append_changes(&self.cfg, &mut state, changes)
+        Ok(changes)
     }
 
     /// Notes how the capture that began at `started` went: `None` worked, else its error and
@@ -273,7 +326,8 @@ impl Shared {
         loop {
             let started = Instant::now();
             // A panic must not take the worker down; it is logged and the next round retries.
-            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.capture()));
+            let outcome =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.capture(false)));
             self.count(matches!(outcome, Ok(Ok(_))));
             let failing = match &outcome {
                 Ok(Ok(n)) => {
@@ -370,14 +424,14 @@ impl GroupOffsetCapture {
 
     /// Captures once, now, on the calling thread; returns how many entries were appended.
     pub fn capture_now(&self) -> Result<usize> {
-        let res = self.shared.capture();
+        let res = self.shared.capture(true);
         self.shared.count(res.is_ok());
         res
     }
 
     /// Captures once, now, for `tps` only (partitions about to be released).
     pub fn capture_partitions(&self, tps: &[TopicPartition]) -> Result<usize> {
-        let res = self.shared.capture_for(tps);
+        let res = self.shared.capture_for(tps, true);
         self.shared.count(res.is_ok());
         res
     }
@@ -445,6 +499,7 @@ mod tests {
         CaptureConfig {
             root: PathBuf::from("/nonexistent"),
             store: None,
+            persist_every_ms: 0,
             cluster: Arc::new(crate::kafka::RdKafkaCluster::new(&BTreeMap::new())),
             include: include.map(String::from),
             exclude: exclude.map(String::from),
@@ -499,7 +554,7 @@ mod tests {
     fn captures_refused_for_their_whole_window_fail_the_task_and_a_success_clears_it() {
         let cap = refusing(false);
         let s = &cap.shared;
-        let err = s.capture().unwrap_err();
+        let err = s.capture(false).unwrap_err();
         let window = failure_window(0);
         s.record(Instant::now(), Some((err.to_string(), err.is_retriable())));
         assert!(
@@ -527,7 +582,7 @@ mod tests {
     fn an_unreachable_cluster_gets_ten_windows_before_failing_the_task() {
         let cap = refusing(true);
         let s = &cap.shared;
-        let err = s.capture().unwrap_err();
+        let err = s.capture(false).unwrap_err();
         assert!(err.is_retriable());
         let window = failure_window(0);
         s.record(Instant::now() - window * 2, Some((err.to_string(), true)));
@@ -565,10 +620,61 @@ mod tests {
         let mut state = CaptureState::default();
         state.last.insert(tp.clone(), [("g".to_string(), 4)].into());
         let changes = [(tp.clone(), vec![entry(3, 7)])].into();
-        assert_eq!(append_changes(&c, &mut state, changes).unwrap(), 0);
+        assert_eq!(append_changes(&c, &mut state, changes, false).unwrap(), 0);
         assert_eq!(offsets_log::read_all(&log).unwrap().len(), 2);
         assert_eq!(state.last[&tp]["g"], 7, "it knows the log's position now");
         let changes = [(tp.clone(), vec![entry(4, 9)])].into();
-        assert_eq!(append_changes(&c, &mut state, changes).unwrap(), 1);
+        assert_eq!(append_changes(&c, &mut state, changes, false).unwrap(), 1);
+    }
+
+    #[test]
+    fn in_an_object_store_changes_are_stored_once_per_period_or_when_forced() {
+        use crate::storage::{LocalStore, Store};
+        let d = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(LocalStore::new(d.path(), Default::default()));
+        let mut c = cfg(None, None);
+        c.store = Some(store.clone());
+        c.persist_every_ms = 3_600_000;
+        let tp = TopicPartition::new("t", 0);
+        let entry = |t: i64, o: i64| GroupOffsetEntry {
+            capture_time_ms: t,
+            group: "g".into(),
+            committed_offset: o,
+            metadata: String::new(),
+        };
+        let chunks = || {
+            let listed = store.list("topics/t/0/").unwrap();
+            offsets_log::store_parts(listed.iter().map(|m| m.key.as_str())).len()
+        };
+        let mut state = CaptureState::default();
+        state.last.insert(tp.clone(), BTreeMap::new());
+        // the first capture stores at once; the next ones within the period are held
+        let ch = |e| [(tp.clone(), vec![e])].into();
+        assert_eq!(
+            append_changes(&c, &mut state, ch(entry(1, 4)), false).unwrap(),
+            1
+        );
+        assert_eq!(
+            append_changes(&c, &mut state, ch(entry(2, 5)), false).unwrap(),
+            0
+        );
+        assert_eq!(
+            append_changes(&c, &mut state, ch(entry(3, 6)), false).unwrap(),
+            0
+        );
+        assert_eq!(chunks(), 1, "one PUT per period, not per capture");
+        assert_eq!(state.last[&tp]["g"], 6, "held changes count as known");
+        // a capture at close stores what is held, in one chunk, in order
+        assert_eq!(
+            append_changes(&c, &mut state, BTreeMap::new(), true).unwrap(),
+            2
+        );
+        assert_eq!(chunks(), 2);
+        let listed = store.list("topics/t/0/").unwrap();
+        let parts = offsets_log::store_parts(listed.iter().map(|m| m.key.as_str()));
+        let all = offsets_log::read_store_parts(store.as_ref(), &parts).unwrap();
+        let offsets: Vec<i64> = all.iter().map(|e| e.committed_offset).collect();
+        assert_eq!(offsets, [4, 5, 6]);
+        assert!(state.pending.is_empty());
     }
 }

@@ -75,6 +75,7 @@ fn capture_appends_only_changes_and_keeps_odd_group_ids() {
     let cap = GroupOffsetCapture::start(CaptureConfig {
         root: root.path().to_path_buf(),
         store: None,
+        persist_every_ms: 0,
         cluster: std::sync::Arc::new(kbackup_core::kafka::RdKafkaCluster::new(&cluster)),
         include: None,
         exclude: Some("other-.*".into()),
@@ -98,6 +99,7 @@ fn capture_appends_only_changes_and_keeps_odd_group_ids() {
     let cap = GroupOffsetCapture::start(CaptureConfig {
         root: root.path().to_path_buf(),
         store: None,
+        persist_every_ms: 0,
         cluster: std::sync::Arc::new(kbackup_core::kafka::RdKafkaCluster::new(&cluster)),
         include: Some("plain|g one.*".into()),
         exclude: None,

@@ -143,6 +143,8 @@ impl BackupSink {
             Some(GroupOffsetCapture::start(CaptureConfig {
                 root: config.target_dir.clone(),
                 store: store.clone(),
+                // in a bucket, group positions are stored as often as segments complete
+                persist_every_ms: config.max_segment_age_ms.max(0) as u64,
                 cluster: Arc::clone(&cluster),
                 include: config.groups_include.clone(),
                 exclude: config.groups_exclude.clone(),

@@ -199,6 +199,7 @@ pub fn run_backup(run: &BackupRun, observer: &mut dyn BackupObserver) -> Result<
         let c = GroupOffsetCapture::start(CaptureConfig {
             root: sink.config().target_dir.clone(),
             store: sink.store(),
+            persist_every_ms: sink.config().max_segment_age_ms.max(0) as u64,
             cluster: Arc::new(RdKafkaCluster::new(cluster)),
             include: None,
             exclude: None,
