@@ -116,16 +116,20 @@ public class BackupSourceConfig extends AbstractConfig {
     }
 
     /**
-     * The properties the core reads (docs/jni.md): the keys this ConfigDef defines except
-     * passwords, plus the connector name and the task index. Client settings and credentials
-     * stay in Java: none reaches the native library (docs/security.md).
+     * The properties the core reads (docs/jni.md): the keys this ConfigDef defines except the
+     * Kafka passwords, plus the connector name and the task index. Kafka client settings and
+     * credentials stay in Java: none reaches the native library (docs/security.md); the
+     * object-store ones ({@code storage.*}) do, the core makes those requests.
      */
     public static Map<String, String> coreProps(Map<String, String> props) {
         Map<String, String> out = new TreeMap<>();
         for (Map.Entry<String, String> e : props.entrySet()) {
             String k = e.getKey();
             ConfigDef.ConfigKey def = CONFIG_DEF.configKeys().get(k);
-            boolean read = k.equals("name") || k.equals(TASK_INDEX_CONFIG) || (def != null && def.type != Type.PASSWORD);
+            // the cluster.* secrets stay in Java (its own clients use them); the storage.* ones go
+            // to the core, which reaches the bucket and never shows a value (StorageSettings)
+            boolean read = k.equals("name") || k.equals(TASK_INDEX_CONFIG)
+                    || (def != null && (def.type != Type.PASSWORD || k.startsWith(StorageSettings.PREFIX)));
             if (read && e.getValue() != null) {
                 out.put(k, e.getValue());
             }

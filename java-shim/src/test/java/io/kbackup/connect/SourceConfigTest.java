@@ -73,7 +73,10 @@ class SourceConfigTest {
         assertTrue(e.get("cluster.bootstrap.servers").get(0).contains("restored into"), e.toString());
     }
 
-    /** docs/security.md: no credential reaches the native library, though the core gets the raw properties. */
+    /**
+     * docs/security.md: no Kafka credential reaches the native library, though the core gets the raw properties;
+     * the object-store ones do (the core makes those requests).
+     */
     @Test
     void coreGetsTheRawPropertiesButNoCredentialOrClientSetting() {
         Map<String, String> p = valid(tmp);
@@ -83,7 +86,10 @@ class SourceConfigTest {
         p.put("cluster.ssl.keystore.password", "secret-pw");
         p.put("cluster.security.protocol", "SASL_SSL");
         p.put("producer.override.sasl.jaas.config", "secret-jaas-2");
+        // the object-store credentials are the core's to use: it makes those requests itself
+        p.put("storage.secret.access.key", "s3-key-for-the-core");
         Map<String, String> core = BackupSourceConfig.coreProps(p);
+        assertEquals("s3-key-for-the-core", core.get("storage.secret.access.key"));
         assertEquals("a:a2", core.get("topics.rename"));
         assertEquals("r1", core.get("name"));
         assertEquals("3", core.get("kbackup.task.index"));
