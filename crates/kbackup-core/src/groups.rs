@@ -601,18 +601,22 @@ mod tests {
         assert!(t.elapsed() < Duration::from_secs(5));
     }
 
+    /// Group `g` at offset `o`, captured at `t`.
+    fn entry(t: i64, o: i64) -> GroupOffsetEntry {
+        GroupOffsetEntry {
+            capture_time_ms: t,
+            group: "g".into(),
+            committed_offset: o,
+            metadata: String::new(),
+        }
+    }
+
     #[test]
     fn captured_change_count_is_what_the_logs_took_not_what_was_offered() {
         let d = tempfile::tempdir().unwrap();
         let mut c = cfg(None, None);
         c.root = d.path().to_path_buf();
         let tp = TopicPartition::new("t", 0);
-        let entry = |t: i64, o: i64| GroupOffsetEntry {
-            capture_time_ms: t,
-            group: "g".into(),
-            committed_offset: o,
-            metadata: String::new(),
-        };
         // Two captures of one backup (a rebalance's old and new task, or the CLI beside the
         // connector): this one last saw offset 4; the other already logged the move to 7.
         let log = layout::group_offsets_log(&c.root, &tp);
@@ -636,12 +640,6 @@ mod tests {
         c.store = Some(store.clone());
         c.persist_every_ms = 3_600_000;
         let tp = TopicPartition::new("t", 0);
-        let entry = |t: i64, o: i64| GroupOffsetEntry {
-            capture_time_ms: t,
-            group: "g".into(),
-            committed_offset: o,
-            metadata: String::new(),
-        };
         let chunks = || {
             let listed = store.list("topics/t/0/").unwrap();
             offsets_log::store_parts(listed.iter().map(|m| m.key.as_str())).len()
