@@ -269,19 +269,22 @@ def test_connectors_back_up_to_and_restore_from_a_bucket(new_cluster, kbackup, t
         kb.run("verify", url, "-q")
 
         # the new cluster's worker has no AWS_* variables: the store is reached through the
-        # connector's storage.* keys, the secret a password-type key
+        # connector's storage.* keys, the secret a password-type key; the restore's progress is
+        # kept beside the backup, in the bucket, written with the same keys
         dst = new_cluster("s3c-dst")
         source = unique("s3c-source")
-        state = tmp_path / "restore-state"
         dst.connect.create_connector(source, source_config(
             f"{create},{append}", url, dst.bootstrap, **{
-                "restore.state.dir": str(state), "storage.endpoint": s3.endpoint,
+                "storage.endpoint": s3.endpoint,
                 "storage.region": "us-east-1", "storage.allow.http": "true",
                 "storage.access.key.id": s3.access_key,
                 "storage.secret.access.key": s3.secret_key}))
         wait_restore_finished(kb, url, dst.connect, source,
-                              [(create, 0), (create, 1), (append, 0)], state_dir=state)
-        assert s3.list_keys("connect/nightly/restore-state/") == {}, "the bucket is only read"
+                              [(create, 0), (create, 1), (append, 0)])
+        state_keys = s3.list_keys("connect/nightly/restore-state/")
+        assert {k.split("/", 4)[-1] for k in state_keys} >= \
+            {"connector.json", f"partitions/{create}/0.json", f"partitions/{create}/1.json",
+             f"partitions/{append}/0.json", f"topics/{create}.json"}, state_keys
         assert s3.secret_key not in dst.worker.log_file.read_text(errors="replace"), \
             "the secret access key never reaches the worker log"
     for (t, p), want in original.items():
@@ -349,3 +352,23 @@ def test_two_workers_one_sigkilled_mid_upload_bucket_holds_every_record_once(
                  if "upload" in ln or "resuming after" in ln or "rebuilt" in ln]
         assert "upload(s) left by an earlier writer" in log, \
             "the new owners aborted them:\n" + "\n".join(notes[-40:])
+
+        # Restored by the source connector on the same two workers from the bucket, with no
+        # restore.state.dir: the tasks on both workers keep their progress in the bucket, and
+        # the topic the restore created gets its configs back only once every partition is
+        # done, which a task learns from the other worker's state objects there.
+        restored = topic + "-restored"
+        source = unique("s3-source-2w")
+        live_rest(c).create_connector(source, source_config(
+            topic, url, c.bootstrap, **{"tasks.max": 4, "topics.rename": f"{topic}:{restored}"}))
+        st = wait_restore_finished(kb, url, live_rest(c), source,
+                                   [(topic, p) for p in range(4)], timeout=240)
+        hosts = {t["worker_id"] for t in live_rest(c).status(source)["tasks"]}
+        assert len(hosts) == 2, f"the restore's tasks ran on both workers: {hosts}"
+        assert [t["configs_restored"] for t in st["topics"]] == [True], st["topics"]
+        digests = {k.split("/")[2] for k in s3.list_keys("two-workers/restore-state/")}
+        assert len(digests) == 1, digests
+        for p in range(4):
+            assert_restored_equal(k.consume_partition(restored, p),
+                                  k.consume_partition(topic, p), f"{restored}/{p}")
+        live_rest(c).delete_connector(source)

@@ -258,6 +258,26 @@ impl Backup {
         self.objects.is_some()
     }
 
+    /// The restore states kept beside the backup (`restore-state/*`, the default place of a
+    /// restore's progress), sorted, as directories or URLs.
+    pub fn restore_states(&self) -> Result<Vec<PathBuf>> {
+        let Some(objects) = &self.objects else {
+            return layout::list_restore_states(&self.root);
+        };
+        let prefix = format!("{}/", layout::RESTORE_STATE_DIR);
+        let names: BTreeSet<String> = objects
+            .store
+            .list(&prefix)?
+            .into_iter()
+            .filter_map(|o| o.key[prefix.len()..].split('/').next().map(String::from))
+            .collect();
+        let root = objects.store.location();
+        Ok(names
+            .into_iter()
+            .map(|n| PathBuf::from(format!("{}/{prefix}{n}", root.trim_end_matches('/'))))
+            .collect())
+    }
+
     /// The backup root directory.
     pub fn root(&self) -> &Path {
         &self.root

@@ -259,7 +259,7 @@ fn restore_commits_translated_offsets_and_refuses_active_groups() {
         "original retention is back once the topic is restored"
     );
     src.close().unwrap();
-    let status = restore::read_status(&cfg.state_dir()).unwrap();
+    let status = restore::read_status(&cfg.state_place().unwrap()).unwrap();
     assert!(status.finished);
     assert!(status.topics[0].configs_restored);
 }

@@ -44,9 +44,10 @@ pub struct RestoreArgs {
     /// Restore into target topics that already hold records (appends after them).
     #[arg(long = "allow-non-empty")]
     pub allow_non_empty: bool,
-    /// Where the restore keeps its progress (default: DIR/restore-state/DIGEST, one per
-    /// target cluster and topic list, so a rerun after a crash resumes). Required for a
-    /// backup in object storage: a local directory that outlives the restore.
+    /// Where the restore keeps its progress, a directory or a bucket URL (default:
+    /// DIR/restore-state/DIGEST beside the backup, in its directory or bucket, one per target
+    /// cluster and topic list, so a rerun after a crash resumes). Set it when the backup is
+    /// read-only.
     #[arg(long = "state-dir", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
     /// Serve Prometheus metrics on http://HOST:PORT/metrics while the restore runs (records
@@ -213,10 +214,7 @@ pub fn run(args: &RestoreArgs) -> Result<()> {
         storage: Default::default(),
     };
     // A missing or foreign directory gets the CLI's own one-line message first.
-    // (From a bucket without --state-dir, the usage error below comes first.)
-    if cfg.source_url().is_none() || cfg.restore_state_dir.is_some() {
-        cfg.open_backup()?;
-    }
+    cfg.open_backup()?;
     let problems = restore::validate(&cfg);
     if !problems.is_empty() {
         let lines: Vec<String> = problems

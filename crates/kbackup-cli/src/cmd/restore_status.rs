@@ -6,7 +6,7 @@
 
 use clap::Args;
 use kbackup_core::layout;
-use kbackup_core::restore::{self, CommitState, StateDirStatus};
+use kbackup_core::restore::{self, CommitState, StateDirStatus, StatePlace};
 use kbackup_core::translate::Target;
 use kbackup_core::{Error, Result};
 use std::path::{Path, PathBuf};
@@ -24,10 +24,11 @@ macro_rules! outln {
 #[derive(Args, Debug)]
 pub struct RestoreStatusArgs {
     /// The backup that was restored from: a directory, or a bucket URL (s3://bucket/prefix,
-    /// gs://..., az://...; then --state-dir is required).
+    /// gs://..., az://...).
     #[arg(value_name = "BACKUP", value_parser = super::backup_location)]
     pub dir: String,
-    /// The restore's state directory (default: every directory under DIR/restore-state).
+    /// The restore's --state-dir / restore.state.dir, a directory or bucket URL (default:
+    /// every restore state under BACKUP/restore-state).
     #[arg(long = "state-dir", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
     /// One JSON document on stdout instead of text.
@@ -40,14 +41,7 @@ pub fn run(args: &RestoreStatusArgs) -> Result<()> {
     let backup = super::open_backup(&args.dir)?;
     let dirs = match &args.state_dir {
         Some(d) => vec![d.clone()],
-        None if backup.is_object_store() => {
-            return Err(Error::Config(format!(
-                "a restore from the bucket {} keeps its progress in the local directory given \
-                 as --state-dir; pass the same --state-dir here",
-                args.dir
-            )))
-        }
-        None => layout::list_restore_states(backup.root())?,
+        None => backup.restore_states()?,
     };
     if dirs.is_empty() {
         return Err(Error::NotFound(format!(
@@ -59,7 +53,8 @@ pub fn run(args: &RestoreStatusArgs) -> Result<()> {
     }
     let mut all = Vec::new();
     for d in &dirs {
-        all.push((d.clone(), restore::read_status(d)?));
+        let place = StatePlace::open(d, &Default::default())?;
+        all.push((d.clone(), restore::read_status(&place)?));
     }
     if args.json {
         let items: Vec<_> = all

@@ -162,7 +162,7 @@ impl RestoreSource {
         // Group commits changed state: persist now so a restart does not repeat them.
         for run in self.runs.values_mut() {
             if run.dirty && run.state.settled() {
-                if let Err(e) = run.state.save(&self.state_dir) {
+                if let Err(e) = run.state.save(&self.state) {
                     log::error!("{}: {e}", self.cfg.task_id);
                 } else {
                     run.dirty = false;
@@ -205,7 +205,7 @@ impl RestoreSource {
     /// Applies the final configs of a topic the restore created once all its partitions are done.
     /// Returns true when nothing is left to do for the topic.
     pub(super) fn finish_topic(&self, topic: &str) -> Result<bool> {
-        let Some(mut ts) = TopicState::load(&self.state_dir, topic)? else {
+        let Some(mut ts) = TopicState::load(&self.state, topic)? else {
             return Ok(true);
         };
         if !ts.created_by_restore || ts.configs_restored {
@@ -215,7 +215,7 @@ impl RestoreSource {
             // Partitions of other tasks: their state files say whether they are done.
             let done = match self.runs.get(&TopicPartition::new(topic, p)) {
                 Some(run) => run.state.done,
-                None => PartitionState::load(&self.state_dir, topic, p)?.is_some_and(|s| s.done),
+                None => PartitionState::load(&self.state, topic, p)?.is_some_and(|s| s.done),
             };
             if !done {
                 return Ok(false);
@@ -224,7 +224,7 @@ impl RestoreSource {
         self.cluster
             .alter_topic_configs(&ts.target_topic, &ts.final_configs, KAFKA_TIMEOUT)?;
         ts.configs_restored = true;
-        ts.save(&self.state_dir)?;
+        ts.save(&self.state)?;
         log::info!(
             "{}: topic {} fully restored; its configs are now {:?} (retention is active again)",
             self.cfg.task_id,

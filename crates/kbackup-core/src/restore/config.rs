@@ -100,7 +100,8 @@ impl SourceConfig {
         }
     }
 
-    /// The restore state directory this config uses.
+    /// Where this restore keeps its progress: a directory, or a bucket URL (by default
+    /// `restore-state/<digest>` beside the backup, in its directory or bucket).
     pub fn state_dir(&self) -> PathBuf {
         match &self.restore_state_dir {
             Some(d) => d.clone(),
@@ -108,6 +109,11 @@ impl SourceConfig {
                 layout::restore_state_dir(&self.source_dir).join(name_digest(&self.connector_name))
             }
         }
+    }
+
+    /// Opens [`SourceConfig::state_dir`] (a bucket through the `storage.*` settings).
+    pub fn state_place(&self) -> Result<super::StatePlace> {
+        super::StatePlace::open(&self.state_dir(), &self.storage)
     }
 }
 
@@ -128,16 +134,6 @@ pub fn validate(cfg: &SourceConfig) -> Vec<(String, String)> {
     let dir = &cfg.source_dir;
     let mut in_backup = None;
     if let Some(url) = cfg.source_url() {
-        if cfg.restore_state_dir.is_none() {
-            bad(
-                "restore.state.dir",
-                format!(
-                    "the backup is in object storage ({url}) and a restore keeps its progress in \
-                     a local directory: set restore.state.dir (the CLI's --state-dir) to a \
-                     directory that survives the restore, so a rerun resumes"
-                ),
-            );
-        }
         match cfg.open_backup().and_then(|b| b.topics()) {
             Ok(t) => in_backup = Some(t.into_iter().collect::<BTreeSet<_>>()),
             Err(e) => bad(
@@ -168,6 +164,24 @@ pub fn validate(cfg: &SourceConfig) -> Vec<(String, String)> {
         match layout::list_topics(dir) {
             Ok(t) => in_backup = Some(t.into_iter().collect::<BTreeSet<_>>()),
             Err(e) => bad("source.dir", e.to_string()),
+        }
+    }
+    // Progress kept in a bucket (the default for a backup in one): writable with these
+    // credentials? A directory is created and checked when the restore starts.
+    let state = cfg.state_dir();
+    if let Some(loc) = state
+        .to_str()
+        .filter(|l| crate::storage::local_dir(l).is_err())
+    {
+        if let Err(e) = crate::storage::check_reachable(loc, &cfg.storage, true) {
+            bad(
+                "restore.state.dir",
+                format!(
+                    "the restore keeps its progress in {loc} and cannot write there ({e}): grant \
+                     write access to that prefix, or set restore.state.dir (the CLI's \
+                     --state-dir) to a writable directory or bucket prefix"
+                ),
+            );
         }
     }
     if cfg.topics.is_empty() {

@@ -13,7 +13,6 @@ use crate::record::{Ack, BatchRecord};
 use crate::record::{TopicPartition, TopicPartitionOffset};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -117,8 +116,8 @@ pub struct RestoreStatus {
     pub connector_name: String,
     /// Task id.
     pub task_id: String,
-    /// The restore state directory.
-    pub state_dir: PathBuf,
+    /// Where the restore keeps its progress (a directory or a bucket URL).
+    pub state_dir: String,
     /// Every assigned partition is restored, acknowledged and its groups settled, and the
     /// final configs of their topics are applied.
     pub finished: bool,
@@ -131,7 +130,7 @@ pub struct RestoreSource {
     pub(super) cfg: SourceConfig,
     /// Every Kafka call of the engine goes through here.
     pub(super) cluster: Arc<dyn ClusterClient>,
-    pub(super) state_dir: PathBuf,
+    pub(super) state: StatePlace,
     pub(super) runs: BTreeMap<TopicPartition, PartitionRun>,
     /// Round-robin position so every partition makes progress.
     pub(super) cursor: usize,
@@ -184,8 +183,8 @@ impl RestoreSource {
         target_log: &mut dyn TargetLog,
         strict: bool,
     ) -> Result<RestoreSource> {
-        let state_dir = cfg.state_dir();
-        claim_state_dir(&state_dir, &cfg.connector_name)?;
+        let place = cfg.state_place()?;
+        claim_state_dir(&place, &cfg.connector_name)?;
         let backup = cfg.open_backup()?;
         let mut runs = BTreeMap::new();
         for a in assignment {
@@ -201,10 +200,10 @@ impl RestoreSource {
             let window_text = cfg.window.describe();
             let target = cfg.target_topic(&a.topic).to_string();
             let mut reader = open_reader(&backup, &a.topic, a.partition)?;
-            let saved = PartitionState::load(&state_dir, &a.topic, a.partition)?;
+            let saved = PartitionState::load(&place, &a.topic, a.partition)?;
             let mut state = match saved {
                 Some(mut s) => {
-                    window::same_window(&s.window, &window_text, &state_dir)?;
+                    window::same_window(&s.window, &window_text, &place.location())?;
                     // A failed group commit (a missing ACL, say) is tried again by the next
                     // run: its cause may be fixed. Refused ones are not (the group has members).
                     for g in s.groups.iter_mut() {
@@ -218,7 +217,7 @@ impl RestoreSource {
                              {} has progress up to original offset {}: resuming from it (delete \
                              that directory to restore the partition again from the start)",
                             cfg.task_id,
-                            state_dir.display(),
+                            place.location(),
                             s.last_acked_original
                         );
                     }
@@ -269,7 +268,7 @@ impl RestoreSource {
                             ),
                         }
                     }
-                    s.save(&state_dir)?;
+                    s.save(&place)?;
                     s
                 }
             };
@@ -305,7 +304,7 @@ impl RestoreSource {
                         }
                     }
                 }
-                state.save(&state_dir)?;
+                state.save(&place)?;
             }
             let next = state.resume_from();
             if let (Some(n), Some(r)) = (next, reader.as_mut()) {
@@ -332,7 +331,7 @@ impl RestoreSource {
         Ok(RestoreSource {
             cfg,
             cluster,
-            state_dir,
+            state: place,
             runs,
             cursor: 0,
             last_save: Instant::now(),
@@ -421,7 +420,7 @@ impl RestoreSource {
                     "{}: restore finished: every assigned partition is restored and acknowledged, \
                      its groups settled and its topics' configs restored; state in {}",
                     self.cfg.task_id,
-                    self.state_dir.display()
+                    self.state.location()
                 );
                 self.finished_logged = true;
             }
@@ -466,12 +465,12 @@ impl RestoreSource {
 
     /// Writes dirty partition states: at once when `force`, else at most once per interval.
     pub(super) fn save(&mut self, force: bool) -> Result<()> {
-        if !force && self.last_save.elapsed() < PROGRESS_SAVE_INTERVAL {
+        if !force && self.last_save.elapsed() < self.state.save_interval() {
             return Ok(());
         }
         for run in self.runs.values_mut() {
             if run.dirty {
-                run.state.save(&self.state_dir)?;
+                run.state.save(&self.state)?;
                 run.dirty = false;
             }
         }
@@ -484,7 +483,7 @@ impl RestoreSource {
         RestoreStatus {
             connector_name: self.cfg.connector_name.clone(),
             task_id: self.cfg.task_id.clone(),
-            state_dir: self.state_dir.clone(),
+            state_dir: self.state.location(),
             finished: self.finished(),
             partitions: self.runs.values().map(|r| r.state.clone()).collect(),
         }

@@ -170,7 +170,7 @@ fn held_t2(cfg: &SourceConfig) {
         final_configs: [("retention.ms".to_string(), "1000".to_string())].into(),
         configs_restored: false,
     }
-    .save(&cfg.state_dir())
+    .save(&cfg.state_place().unwrap())
     .unwrap();
 }
 
@@ -235,7 +235,7 @@ fn engine_plans_groups_and_resumes_after_a_crash() {
         "5 and 6 were found in the target: not sent again"
     );
     drop(src); // crash again
-    let st = PartitionState::load(&cfg.state_dir(), "t", 0)
+    let st = PartitionState::load(&cfg.state_place().unwrap(), "t", 0)
         .unwrap()
         .unwrap();
     assert_eq!(st.target_topic, "t2");
@@ -246,7 +246,7 @@ fn engine_plans_groups_and_resumes_after_a_crash() {
     );
     assert_eq!(st.new_offset_of(0), Some(0));
     assert_eq!(st.resume_from(), Some(7));
-    let status = read_status(&cfg.state_dir()).unwrap();
+    let status = read_status(&cfg.state_place().unwrap()).unwrap();
     assert_eq!(status.connector_name.as_deref(), Some("restore"));
     assert!(!status.finished);
 }
@@ -331,7 +331,7 @@ fn defect1_stop_hands_acks_to_the_core_and_restart_is_done() {
     // stop(): the acks still in the Java buffers are handed over before the close.
     src.ack(&[ack(3, 0), ack(4, 1), ack(8, 2)]).unwrap();
     src.close().unwrap();
-    let st = PartitionState::load(&cfg.state_dir(), "t", 0)
+    let st = PartitionState::load(&cfg.state_place().unwrap(), "t", 0)
         .unwrap()
         .unwrap();
     assert!(st.done && st.new_log_end == 3, "{st:?}");
@@ -365,7 +365,7 @@ fn defect7_not_finished_before_held_topic_configs_are_restored() {
     let (flags, _) = src.poll_flags(&[ack(3, 0)], 10).unwrap();
     assert_eq!(flags & FLAG_FINISHED, 0, "retention.ms is still held at -1");
     assert!(!src.status().finished);
-    assert!(!read_status(&cfg.state_dir()).unwrap().finished);
+    assert!(!read_status(&cfg.state_place().unwrap()).unwrap().finished);
 }
 
 #[test]
@@ -462,7 +462,7 @@ fn a_failed_group_commit_is_tried_again_when_the_restore_is_opened_again() {
     open_fake(&cfg, -1, &mut FakeTarget::default())
         .close()
         .unwrap();
-    let mut s = PartitionState::load(&cfg.state_dir(), "t", 0)
+    let mut s = PartitionState::load(&cfg.state_place().unwrap(), "t", 0)
         .unwrap()
         .unwrap();
     for g in s.groups.iter_mut() {
@@ -477,7 +477,7 @@ fn a_failed_group_commit_is_tried_again_when_the_restore_is_opened_again() {
             }
         };
     }
-    s.save(&cfg.state_dir()).unwrap();
+    s.save(&cfg.state_place().unwrap()).unwrap();
     let again = open_fake(&cfg, -1, &mut FakeTarget::default());
     let commits: BTreeMap<String, CommitState> = again.status().partitions[0]
         .groups

@@ -5,17 +5,20 @@
 //! fully restored and acknowledged, commits every captured consumer group's translated offset
 //! (see [`crate::translate`]) to the target cluster.
 //!
-//! Everything needed to finish that job after a crash lives in the restore state directory
-//! (default `<source_dir>/restore-state/<digest of the connector name>/`, docs/restore.md):
-//! one small JSON file per partition, written atomically, holding the backed-up position of each
+//! Everything needed to finish that job after a crash lives in the restore state
+//! (default `<source_dir>/restore-state/<digest of the connector name>/`, in the backup's
+//! directory or bucket; docs/restore.md): one small JSON object per partition, written whole, holding the backed-up position of each
 //! group, the new offset its target record received (the FIRST one when the restore wrote a
 //! record twice) and whether the group was committed. The same files are the restore status the
 //! CLI shows. The connector name is stored inside `connector.json`, never used as a path.
 
 /// Timeout of each Kafka call made by the restore.
 const KAFKA_TIMEOUT: Duration = Duration::from_secs(30);
-/// How often progress (not translation data, which is saved at once) is written to disk.
+/// How often progress (not translation data, which is saved at once) is written to a local
+/// state directory.
 const PROGRESS_SAVE_INTERVAL: Duration = Duration::from_secs(1);
+/// The same in a bucket ([`StatePlace::save_interval`]).
+const PROGRESS_SAVE_INTERVAL_STORE: Duration = Duration::from_secs(5);
 /// Pause between checks whether the other partitions of a topic are done.
 const TOPIC_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 /// Wait before retrying a group commit that failed for a retriable reason.
@@ -46,6 +49,6 @@ pub use config::{validate, SourceConfig};
 pub use engine::{AckQueue, Polled, RestoreSource, RestoreStatus};
 pub use plan::{group_targets, plan, PartitionPlan};
 pub use state::{
-    read_status, CommitState, GroupTarget, PartitionState, StateDirStatus, TopicState,
+    read_status, CommitState, GroupTarget, PartitionState, StateDirStatus, StatePlace, TopicState,
 };
 pub use target::{prepare, prepare_on, CARRIED_CONFIGS};

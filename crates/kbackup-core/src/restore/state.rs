@@ -1,13 +1,90 @@
-//! The restore state directory: one small JSON file per partition and per topic.
+//! The restore state: one small JSON object per partition and per topic, in a local directory
+//! or under a prefix in a bucket ([`StatePlace`]).
 
 use super::config::*;
 use crate::error::{Error, Result};
 use crate::layout;
 use crate::manifest;
+use crate::storage::{self, LocalStore, StorageSettings, Store};
 use crate::translate::{NewOffsets, Target};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::Arc;
+
+/// Where a restore keeps its progress: a local directory or a prefix in a bucket, both through
+/// the storage layer. Keys: `connector.json`, `topics/<topic>.json` and
+/// `partitions/<topic>/<partition>.json`. Each object is written whole (a local file
+/// atomically: temporary file, fsync, rename); each partition's object has one writer, the task
+/// restoring it, so no write needs to be conditional except the claim of `connector.json`.
+#[derive(Clone, Debug)]
+pub struct StatePlace {
+    store: Arc<dyn Store>,
+    local: bool,
+}
+
+impl StatePlace {
+    /// The state at `location`: a directory (created on the first write, owner only) or an
+    /// object-store URL reached with `settings` and the environment.
+    pub fn open(location: &Path, settings: &StorageSettings) -> Result<StatePlace> {
+        let local = location
+            .to_str()
+            .is_none_or(|loc| storage::local_dir(loc).is_ok());
+        let store: Box<dyn Store> = match location.to_str() {
+            Some(loc) => {
+                let mut options = settings.options()?;
+                options.perms = STATE_PERMS;
+                storage::open_store(loc, &options)?
+            }
+            None => Box::new(LocalStore::new(location, STATE_PERMS)),
+        };
+        Ok(StatePlace {
+            store: Arc::from(store),
+            local,
+        })
+    }
+
+    /// How often progress is written: each write to a bucket is a request (a progress write
+    /// lost to a crash only makes the resumed restore read more of the target back).
+    pub(super) fn save_interval(&self) -> std::time::Duration {
+        if self.local {
+            super::PROGRESS_SAVE_INTERVAL
+        } else {
+            super::PROGRESS_SAVE_INTERVAL_STORE
+        }
+    }
+
+    /// The directory or URL, for messages and the status.
+    pub fn location(&self) -> String {
+        self.store.location()
+    }
+
+    /// The object under `key` parsed, or `None` if the restore never wrote it.
+    fn read<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        let data = match self.store.get(key) {
+            Ok(d) => d,
+            Err(Error::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        serde_json::from_slice(&data).map(Some).map_err(|e| {
+            Error::corrupt(
+                self.store.describe(key),
+                0,
+                format!(
+                    "restore state file is not valid ({e}); delete it to restart that \
+                     partition's restore bookkeeping"
+                ),
+            )
+        })
+    }
+
+    /// Writes `value` as the whole object under `key`.
+    fn write<T: Serialize>(&self, key: &str, value: &T) -> Result<()> {
+        let json = serde_json::to_vec_pretty(value)
+            .map_err(|e| Error::State(format!("cannot serialise restore state: {e}")))?;
+        self.store.put(key, &json)
+    }
+}
 
 /// What happened to one group's translated offset on one partition.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -237,31 +314,20 @@ impl PartitionState {
         self.done && self.groups.iter().all(|g| g.commit != CommitState::Pending)
     }
 
-    pub(super) fn path(state_dir: &Path, topic: &str, partition: i32) -> Result<PathBuf> {
+    fn key(topic: &str, partition: i32) -> Result<String> {
         layout::validate_topic_name(topic)?;
-        Ok(state_dir
-            .join("partitions")
-            .join(topic)
-            .join(format!("{partition}.json")))
+        Ok(format!("partitions/{topic}/{partition}.json"))
     }
 
-    /// Writes the state file atomically (temp file, fsync, rename, fsync the directory).
-    pub fn save(&mut self, state_dir: &Path) -> Result<()> {
+    /// Writes the state (a local file atomically: temp file, fsync, rename, fsync the directory).
+    pub fn save(&mut self, place: &StatePlace) -> Result<()> {
         self.updated_ms = manifest::now_ms();
-        let path = Self::path(state_dir, &self.topic, self.partition)?;
-        let dir = path.parent().unwrap_or(state_dir);
-        STATE_PERMS
-            .create_dir_all(dir)
-            .map_err(|e| Error::io(e, "create restore state directory", dir))?;
-        let json = serde_json::to_vec_pretty(self)
-            .map_err(|e| Error::State(format!("cannot serialise restore state: {e}")))?;
-        layout::write_atomic(&path, &json, STATE_PERMS)
+        place.write(&Self::key(&self.topic, self.partition)?, self)
     }
 
-    /// Reads a partition's state file; `None` if the restore never saved it.
-    pub fn load(state_dir: &Path, topic: &str, partition: i32) -> Result<Option<PartitionState>> {
-        let path = Self::path(state_dir, topic, partition)?;
-        read_json(&path)
+    /// Reads a partition's state; `None` if the restore never saved it.
+    pub fn load(place: &StatePlace, topic: &str, partition: i32) -> Result<Option<PartitionState>> {
+        place.read(&Self::key(topic, partition)?)
     }
 }
 
@@ -281,21 +347,6 @@ fn everything() -> String {
     "everything".into()
 }
 
-pub(super) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
-    let data = match std::fs::read(path) {
-        Ok(d) => d,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io(e, "read restore state file", path)),
-    };
-    serde_json::from_slice(&data).map(Some).map_err(|e| {
-        Error::corrupt(
-            path,
-            0,
-            format!("restore state file is not valid ({e}); delete it to restart that partition's restore bookkeeping"),
-        )
-    })
-}
-
 /// Written once per target topic by [`super::prepare`]: whether the restore created it and which
 /// configs it must get once every partition is restored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -313,24 +364,17 @@ pub struct TopicState {
 }
 
 impl TopicState {
-    pub(super) fn path(state_dir: &Path, topic: &str) -> Result<PathBuf> {
+    fn key(topic: &str) -> Result<String> {
         layout::validate_topic_name(topic)?;
-        Ok(state_dir.join("topics").join(format!("{topic}.json")))
+        Ok(format!("topics/{topic}.json"))
     }
 
-    pub(super) fn save(&self, state_dir: &Path) -> Result<()> {
-        let path = Self::path(state_dir, &self.topic)?;
-        let dir = path.parent().unwrap_or(state_dir);
-        STATE_PERMS
-            .create_dir_all(dir)
-            .map_err(|e| Error::io(e, "create restore state directory", dir))?;
-        let json = serde_json::to_vec_pretty(self)
-            .map_err(|e| Error::State(format!("cannot serialise topic state: {e}")))?;
-        layout::write_atomic(&path, &json, STATE_PERMS)
+    pub(super) fn save(&self, place: &StatePlace) -> Result<()> {
+        place.write(&Self::key(&self.topic)?, self)
     }
 
-    pub(super) fn load(state_dir: &Path, topic: &str) -> Result<Option<TopicState>> {
-        read_json(&Self::path(state_dir, topic)?)
+    pub(super) fn load(place: &StatePlace, topic: &str) -> Result<Option<TopicState>> {
+        place.read(&Self::key(topic)?)
     }
 }
 
@@ -343,32 +387,41 @@ pub(super) struct ConnectorFile {
 /// Restore state names topics, groups and positions: owner only, like the backup's default.
 pub(super) const STATE_PERMS: crate::perms::Perms = crate::perms::OWNER_ONLY;
 
-/// Creates the state directory and records (or checks) whose it is.
-pub(super) fn claim_state_dir(state_dir: &Path, connector: &str) -> Result<()> {
-    STATE_PERMS.create_dir_all(state_dir).map_err(|e| {
-        Error::io(
-            e,
-            "create restore state directory (set restore.state.dir to a writable directory if the backup is read-only)",
-            state_dir,
-        )
-    })?;
-    let path = state_dir.join("connector.json");
-    match read_json::<ConnectorFile>(&path)? {
-        Some(f) if f.connector_name == connector => Ok(()),
-        Some(f) => Err(Error::Config(format!(
-            "restore state directory {} belongs to connector {:?}, not {connector:?}: set \
-             restore.state.dir to a directory of its own",
-            state_dir.display(),
-            f.connector_name
-        ))),
-        None => {
-            let f = ConnectorFile {
-                connector_name: connector.to_string(),
-                created_ms: manifest::now_ms(),
-            };
-            let json = serde_json::to_vec_pretty(&f).map_err(|e| Error::State(e.to_string()))?;
-            layout::write_atomic(&path, &json, STATE_PERMS)
+const CONNECTOR_KEY: &str = "connector.json";
+
+/// Records (or checks) which connector the restore state belongs to. Two restores racing to
+/// claim one place: exactly one creates the record, the other reads it and is checked.
+pub(super) fn claim_state_dir(place: &StatePlace, connector: &str) -> Result<()> {
+    let check = |f: ConnectorFile| {
+        if f.connector_name == connector {
+            return Ok(());
         }
+        Err(Error::Config(format!(
+            "restore state {} belongs to connector {:?}, not {connector:?}: set \
+             restore.state.dir to a directory of its own",
+            place.location(),
+            f.connector_name
+        )))
+    };
+    if let Some(f) = place.read::<ConnectorFile>(CONNECTOR_KEY)? {
+        return check(f);
+    }
+    let f = ConnectorFile {
+        connector_name: connector.to_string(),
+        created_ms: manifest::now_ms(),
+    };
+    let json = serde_json::to_vec_pretty(&f).map_err(|e| Error::State(e.to_string()))?;
+    match place.store.put_if_absent(CONNECTOR_KEY, &json) {
+        Ok(()) => Ok(()),
+        Err(e) if storage::is_conflict(&e) => match place.read::<ConnectorFile>(CONNECTOR_KEY)? {
+            Some(f) => check(f),
+            None => Err(e),
+        },
+        Err(e) => Err(Error::State(format!(
+            "cannot keep the restore's progress in {}: {e}; set restore.state.dir (the CLI's \
+             --state-dir) to a writable directory or bucket prefix if the backup is read-only",
+            place.location()
+        ))),
     }
 }
 
@@ -386,33 +439,32 @@ pub struct StateDirStatus {
     pub finished: bool,
 }
 
-/// Reads a restore state directory (see docs/restore.md).
-pub fn read_status(state_dir: &Path) -> Result<StateDirStatus> {
-    if !state_dir.is_dir() {
+/// Reads a restore's state (see docs/restore.md).
+pub fn read_status(place: &StatePlace) -> Result<StateDirStatus> {
+    let keys: Vec<String> = place.store.list("")?.into_iter().map(|o| o.key).collect();
+    if keys.is_empty() {
         return Err(Error::NotFound(format!(
-            "restore state directory {} does not exist: pass the restore.state.dir of the restore \
-             (default <source.dir>/restore-state/<digest>/; `ls` that directory to find it)",
-            state_dir.display()
+            "no restore state at {}: pass the restore.state.dir of the restore (default \
+             <source.dir>/restore-state/<digest>/; `kbackup restore-status <source.dir>` lists \
+             those)",
+            place.location()
         )));
     }
-    let connector_name =
-        read_json::<ConnectorFile>(&state_dir.join("connector.json"))?.map(|f| f.connector_name);
+    let connector_name = place
+        .read::<ConnectorFile>(CONNECTOR_KEY)?
+        .map(|f| f.connector_name);
     let mut topics = Vec::new();
     let mut partitions = Vec::new();
-    for entry in list_dir(&state_dir.join("topics"))? {
-        if entry.extension().is_some_and(|e| e == "json") {
-            if let Some(t) = read_json::<TopicState>(&entry)? {
-                topics.push(t);
+    for key in &keys {
+        let parts: Vec<&str> = key.split('/').collect();
+        match parts.as_slice() {
+            ["topics", name] if name.ends_with(".json") => {
+                topics.extend(place.read::<TopicState>(key)?);
             }
-        }
-    }
-    for topic_dir in list_dir(&state_dir.join("partitions"))? {
-        for file in list_dir(&topic_dir)? {
-            if file.extension().is_some_and(|e| e == "json") {
-                if let Some(p) = read_json::<PartitionState>(&file)? {
-                    partitions.push(p);
-                }
+            ["partitions", _, name] if name.ends_with(".json") => {
+                partitions.extend(place.read::<PartitionState>(key)?);
             }
+            _ => {}
         }
     }
     partitions.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
@@ -429,18 +481,4 @@ pub fn read_status(state_dir: &Path) -> Result<StateDirStatus> {
         partitions,
         finished,
     })
-}
-
-pub(super) fn list_dir(dir: &Path) -> Result<Vec<PathBuf>> {
-    let rd = match std::fs::read_dir(dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Error::io(e, "list", dir)),
-    };
-    let mut out = Vec::new();
-    for e in rd {
-        out.push(e.map_err(|e| Error::io(e, "list", dir))?.path());
-    }
-    out.sort();
-    Ok(out)
 }

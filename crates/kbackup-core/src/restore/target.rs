@@ -52,8 +52,8 @@ pub fn prepare_on(cfg: &SourceConfig, cluster: &dyn ClusterClient) -> Result<()>
     if let Some((key, msg)) = problems.first() {
         return Err(Error::Config(format!("{key}: {msg}")));
     }
-    let state_dir = cfg.state_dir();
-    claim_state_dir(&state_dir, &cfg.connector_name)?;
+    let place = cfg.state_place()?;
+    claim_state_dir(&place, &cfg.connector_name)?;
     let backup = cfg.open_backup()?;
     for topic in &cfg.topics {
         let target = cfg.target_topic(topic);
@@ -73,7 +73,7 @@ pub fn prepare_on(cfg: &SourceConfig, cluster: &dyn ClusterClient) -> Result<()>
                     .collect()
             })
             .unwrap_or_default();
-        let known = TopicState::load(&state_dir, topic)?;
+        let known = TopicState::load(&place, topic)?;
         match cluster
             .describe_topic(target, KAFKA_TIMEOUT)?
             .map(|d| d.partitions)
@@ -106,7 +106,7 @@ pub fn prepare_on(cfg: &SourceConfig, cluster: &dyn ClusterClient) -> Result<()>
                         final_configs,
                         configs_restored: true,
                     }
-                    .save(&state_dir)?;
+                    .save(&place)?;
                 }
             }
             None => {
@@ -130,7 +130,7 @@ pub fn prepare_on(cfg: &SourceConfig, cluster: &dyn ClusterClient) -> Result<()>
                     final_configs,
                     configs_restored: false,
                 }
-                .save(&state_dir)?;
+                .save(&place)?;
                 cluster.create_topic(target, needed, &held, KAFKA_TIMEOUT)?;
                 log::info!(
                     "created topic {target} with {needed} partitions for the restore of {topic}"

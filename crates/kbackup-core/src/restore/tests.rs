@@ -148,10 +148,10 @@ fn state_survives_a_simulated_crash() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = state();
     s.advance(15, 2);
-    s.save(dir.path()).unwrap();
+    s.save(&place(&dir)).unwrap();
     // Acks after the save are lost with the process.
     s.advance(24, 4);
-    let mut back = PartitionState::load(dir.path(), "orders", 2)
+    let mut back = PartitionState::load(&place(&dir), "orders", 2)
         .unwrap()
         .unwrap();
     assert_eq!(back.new_offset_of(15), Some(2));
@@ -166,8 +166,8 @@ fn state_survives_a_simulated_crash() {
     assert!(back.done);
     assert_eq!(back.new_offset_of(15), Some(2));
     assert_eq!(back.new_offset_of(24), Some(12));
-    back.save(dir.path()).unwrap();
-    let status = read_status(dir.path()).unwrap();
+    back.save(&place(&dir)).unwrap();
+    let status = read_status(&place(&dir)).unwrap();
     assert_eq!(status.partitions.len(), 1);
     assert!(!status.finished, "group commits are still pending");
 }
@@ -200,9 +200,9 @@ fn status_is_finished_when_groups_are_settled() {
         offset: 0,
         reason: "active".into(),
     };
-    s.save(dir.path()).unwrap();
-    claim_state_dir(dir.path(), "restore / ü").unwrap();
-    let st = read_status(dir.path()).unwrap();
+    s.save(&place(&dir)).unwrap();
+    claim_state_dir(&place(&dir), "restore / ü").unwrap();
+    let st = read_status(&place(&dir)).unwrap();
     assert!(st.finished);
     assert_eq!(st.connector_name.as_deref(), Some("restore / ü"));
 }
@@ -218,10 +218,10 @@ fn empty_partition_is_done_at_once() {
 #[test]
 fn corrupt_state_file_names_the_file_and_fix() {
     let dir = tempfile::tempdir().unwrap();
-    let p = PartitionState::path(dir.path(), "t", 0).unwrap();
+    let p = dir.path().join("partitions/t/0.json");
     std::fs::create_dir_all(p.parent().unwrap()).unwrap();
     std::fs::write(&p, b"{not json").unwrap();
-    let m = PartitionState::load(dir.path(), "t", 0)
+    let m = PartitionState::load(&place(&dir), "t", 0)
         .unwrap_err()
         .to_string();
     assert!(m.contains("0.json") && m.contains("delete it"), "{m}");
@@ -238,9 +238,11 @@ fn state_dir_belongs_to_one_connector_and_its_name_is_not_a_path() {
     assert!(sd.starts_with(dir.path().join("restore-state")));
     assert_eq!(sd.file_name().unwrap().len(), 16);
     assert!(cfg.restore_group_offsets && cfg.batch_size == 1000 && !cfg.allow_non_empty_topics);
-    claim_state_dir(&sd, &cfg.connector_name).unwrap();
-    claim_state_dir(&sd, &cfg.connector_name).unwrap();
-    let err = claim_state_dir(&sd, "other").unwrap_err().to_string();
+    let place = cfg.state_place().unwrap();
+    claim_state_dir(&place, &cfg.connector_name).unwrap();
+    claim_state_dir(&place, &cfg.connector_name).unwrap();
+    assert!(sd.join("connector.json").is_file());
+    let err = claim_state_dir(&place, "other").unwrap_err().to_string();
     assert!(err.contains("restore.state.dir"), "{err}");
 }
 
@@ -280,4 +282,8 @@ fn validate_names_keys_and_fixes() {
     assert!(problems
         .iter()
         .any(|(_, m)| m.contains("\"zz\"") && m.contains("not listed in topics")));
+}
+
+fn place(dir: &tempfile::TempDir) -> StatePlace {
+    StatePlace::open(dir.path(), &Default::default()).unwrap()
 }

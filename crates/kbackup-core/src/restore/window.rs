@@ -359,7 +359,7 @@ pub fn span(reader: &mut PartitionReader, w: &PartitionWindow) -> Result<WindowS
 }
 
 /// Fails when a saved restore state was made for another window.
-pub(super) fn same_window(saved: &str, now: &str, state_dir: &std::path::Path) -> Result<()> {
+pub(super) fn same_window(saved: &str, now: &str, state_dir: &str) -> Result<()> {
     if saved == now {
         return Ok(());
     }
@@ -367,7 +367,7 @@ pub(super) fn same_window(saved: &str, now: &str, state_dir: &std::path::Path) -
         "the restore state in {} was made for the window [{saved}], this restore asks for \
          [{now}]: restore the same window to resume, or use a new restore.state.dir (CLI: \
          --state-dir) for another window",
-        state_dir.display()
+        state_dir
     )))
 }
 

@@ -291,7 +291,7 @@ fn the_engine_restores_only_the_window_and_maps_groups_into_it() {
         .collect();
     let mut target = FakeTarget::default();
     let mut src = open_fake(&cfg, -1, &mut target);
-    let st = PartitionState::load(&cfg.state_dir(), "t", 0)
+    let st = PartitionState::load(&cfg.state_place().unwrap(), "t", 0)
         .unwrap()
         .unwrap();
     assert_eq!(st.window_records, Some(want.len() as u64));
@@ -320,7 +320,7 @@ fn the_engine_restores_only_the_window_and_maps_groups_into_it() {
         "resumed inside the window"
     );
     src.ack(&acks[half..]).unwrap();
-    let st = PartitionState::load(&cfg.state_dir(), "t", 0)
+    let st = PartitionState::load(&cfg.state_place().unwrap(), "t", 0)
         .unwrap()
         .unwrap();
     assert!(

@@ -20,8 +20,8 @@ public class BackupSourceConfig extends AbstractConfig {
     public static final String SOURCE_DIR_CONFIG = "source.dir";
     private static final String SOURCE_DIR_DOC = "Where the backup to restore is (the target.dir of the "
             + "backup connector, or a copy of it): a directory readable from every Connect worker, or an "
-            + "object-store URL (s3://bucket/prefix, gs://..., az://...; settings from the worker's environment, "
-            + "and restore.state.dir is then required).";
+            + "object-store URL (s3://bucket/prefix, gs://..., az://...; settings from the storage.* keys and "
+            + "the worker's environment).";
 
     public static final String TOPICS_CONFIG = "topics";
     private static final String TOPICS_DOC = "Comma-separated list of the backed-up topics to restore. Each must "
@@ -45,9 +45,11 @@ public class BackupSourceConfig extends AbstractConfig {
             + "without them the connector's producer.override.* settings apply.";
 
     public static final String RESTORE_STATE_DIR_CONFIG = "restore.state.dir";
-    private static final String RESTORE_STATE_DIR_DOC = "Optional directory for the restore's own progress "
-            + "state (the new offset of each restored record, used to translate group offsets). Empty: kept "
-            + "inside source.dir.";
+    private static final String RESTORE_STATE_DIR_DOC = "Optional place for the restore's own progress "
+            + "state (the new offset of each restored record, used to translate group offsets): a directory "
+            + "reachable from every worker, or an object-store URL (reached with the storage.* keys). Empty: "
+            + "kept beside the backup, under source.dir/restore-state/, in its directory or bucket. Set it when "
+            + "the backup is read-only.";
 
     public static final String ALLOW_NON_EMPTY_TOPICS_CONFIG = "restore.allow.non.empty.topics";
     private static final String ALLOW_NON_EMPTY_TOPICS_DOC = "Allow restoring into target topics that already "
