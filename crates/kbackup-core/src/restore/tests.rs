@@ -284,6 +284,50 @@ fn validate_names_keys_and_fixes() {
         .any(|(_, m)| m.contains("\"zz\"") && m.contains("not listed in topics")));
 }
 
+#[test]
+fn a_state_place_that_cannot_be_written_is_a_problem_of_restore_state_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = SourceConfig::from_json(
+        format!(r#"{{"connector_name":"r","task_id":"r-0","source_dir":{:?},"topics":["t"],"cluster":{{"bootstrap.servers":"b:9092"}}}}"#, dir.path()).as_bytes(),
+    )
+    .unwrap();
+    let state_problems = |cfg: &SourceConfig| -> Vec<String> {
+        validate(cfg)
+            .into_iter()
+            .filter(|(k, _)| k == "restore.state.dir")
+            .map(|(_, m)| m)
+            .collect()
+    };
+    assert!(
+        state_problems(&cfg).is_empty(),
+        "a directory is checked at start"
+    );
+    cfg.restore_state_dir = Some("ftp://host/state".into());
+    let p = state_problems(&cfg);
+    assert!(
+        p.len() == 1 && p[0].contains("ftp://host/state") && p[0].contains("s3://"),
+        "{p:?}"
+    );
+    // a bucket that does not answer: named, with the fix
+    cfg.restore_state_dir = Some("s3://bucket/state".into());
+    let props: BTreeMap<String, String> = [
+        ("storage.endpoint", "http://127.0.0.1:9"),
+        ("storage.allow.http", "true"),
+        ("storage.region", "us-east-1"),
+        ("storage.access.key.id", "k"),
+        ("storage.secret.access.key", "s"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    cfg.storage = crate::storage::StorageSettings::from_props(&props);
+    let p = state_problems(&cfg);
+    assert!(
+        p.len() == 1 && p[0].contains("s3://bucket/state") && p[0].contains("writable"),
+        "{p:?}"
+    );
+}
+
 fn place(dir: &tempfile::TempDir) -> StatePlace {
     StatePlace::open(dir.path(), &Default::default()).unwrap()
 }
