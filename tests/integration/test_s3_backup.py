@@ -372,3 +372,73 @@ def test_two_workers_one_sigkilled_mid_upload_bucket_holds_every_record_once(
             assert_restored_equal(k.consume_partition(restored, p),
                                   k.consume_partition(topic, p), f"{restored}/{p}")
         live_rest(c).delete_connector(source)
+
+
+def test_a_cli_restore_from_a_bucket_killed_mid_way_resumes_from_its_state_there(
+        cluster, new_cluster, kbackup, tmp_path):
+    """A restore from a bucket keeps its progress in the bucket (restore-state/<digest>/): the
+    CLI restore is SIGKILLed while it writes, and the same command run again (no --state-dir
+    anywhere) resumes from that state: the target topic it created, now holding records, is
+    known as its own (the same rerun with an empty state elsewhere is refused for exactly
+    that), every record lands exactly once and the group reads exactly what it had not read."""
+    k = cluster.kafka
+    topic = unique("s3r")
+    k.create_topic(topic, 2)
+    # random values: the quota below counts bytes after compression
+    k.produce(topic, [{"partition": i % 2, "key": b"k%d" % i,
+                       "value": b"r-%06d-" % i + os.urandom(150)} for i in range(20_000)],
+              **{"linger.ms": 20})
+    original = k.consume_topic(topic)
+    pos = {0: original[0][4_000].offset, 1: original[1][7_000].offset}
+    group = unique("s3r-g")
+    k.commit_group_offsets(group, {(topic, p): o for p, o in pos.items()})
+    with S3Server() as s3:
+        env = s3.env()
+        url = f"s3://{s3.bucket}/resume"
+        kbackup.run("backup", "--bootstrap-server", cluster.bootstrap, "--dir", url, "--topics",
+                    topic, "--group-offsets", "-q", env=env, timeout=300)
+        target = new_cluster("s3r-dst", with_worker=False)
+        # a produce quota stretches the first run to minutes, so the kill lands mid-way
+        client_id = unique("s3r-restore")
+        quota = ("kafka.admin.ConfigCommand", "--bootstrap-server", target.bootstrap, "--alter",
+                 "--entity-type", "clients", "--entity-name", client_id)
+        target.run_tool(*quota, "--add-config", "producer_byte_rate=20000")
+        argv = [str(kbackup.path), "restore", "--bootstrap-server", target.bootstrap, "--dir",
+                url, "--topics", topic, "--group-offsets", "-q", "--config",
+                f"client.id={client_id}"]
+
+        def written() -> int:
+            try:
+                return sum(target.kafka.watermarks(topic, p)[1] for p in (0, 1))
+            except Exception:  # noqa: BLE001 - not created yet
+                return 0
+        proc = subprocess.Popen(argv, env={**os.environ, **env}, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE)
+        try:
+            wait_until(lambda: written() > 0 or proc.poll() is not None, 120,
+                       "the restore writing", interval=0.1)
+            time.sleep(1)
+            assert proc.poll() is None, "the restore finished before the kill"
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        state = {key.split("/", 3)[-1] for key in s3.list_keys("resume/restore-state/")}
+        assert {f"topics/{topic}.json", f"partitions/{topic}/0.json"} <= state, state
+        assert 0 < written() < 20_000, "killed mid-way"
+        # what the bucket's state is worth: without it the target is someone else's topic
+        lost = kbackup.run(*argv[1:], "--state-dir", tmp_path / "empty-state", env=env,
+                           check=False)
+        assert lost.returncode == 2 and "already holds records" in lost.stderr, lost.stderr
+        target.run_tool(*quota, "--delete-config", "producer_byte_rate")
+        kbackup.run(*argv[1:], env=env, timeout=300)
+        st = json.loads(kbackup.run("restore-status", url, "--json", env=env).stdout)
+        assert [r["status"]["finished"] for r in st["restores"]] == [True], st
+    for p in (0, 1):
+        assert_restored_equal(target.kafka.consume_partition(topic, p), original[p],
+                              f"{topic}/{p} restored in two runs")
+    read = _read_as_group(target.bootstrap, group, [topic], {(topic, 0), (topic, 1)})
+    for p in (0, 1):
+        assert read[(topic, p)] == [r.value for r in original[p] if r.offset >= pos[p]], \
+            f"group {group} on partition {p} reads what it had not read"
