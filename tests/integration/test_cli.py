@@ -336,6 +336,39 @@ def test_unknown_topic_gives_one_line_and_nonzero_exit(cluster, cli, workdir):
     assert "not-in-backup" in proc.stderr and "panicked" not in proc.stderr
 
 
+def test_a_low_open_file_soft_limit_is_raised_and_an_exhausted_one_is_named(
+        cluster, cli, workdir):
+    """A backup keeps 4 files open per partition. Under a soft open-file limit of 128 (hard
+    limit left as it is) a backup of 100 partitions works, because the CLI raises its soft
+    limit to the hard one, as the JVM does for a worker. With the hard limit at 128 too it
+    cannot: it exits 1, its error naming the limit and the fix."""
+    import resource
+    import subprocess
+
+    topic = unique("cli-fds")
+    cluster.kafka.create_topic(topic, partitions=100)
+    cluster.kafka.produce(topic, [{"partition": p, "key": b"k", "value": b"v%d" % p}
+                                  for p in range(100)])
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    assert hard == resource.RLIM_INFINITY or hard > 1024, hard
+
+    def backup(directory, soft: int, hard_limit: int):
+        return subprocess.run(
+            [str(cli.path), "backup", "--bootstrap-server", cluster.bootstrap, "--dir",
+             str(directory), "--topics", topic, "--until-caught-up", "--json"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=120,
+            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard_limit)))
+    ok = backup(workdir / "raised", 128, hard)
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["records"] == 100
+    cut = backup(workdir / "exhausted", 128, 128)
+    assert cut.returncode == 1, cut.stderr
+    assert "panicked" not in cut.stderr, cut.stderr
+    line = cut.stderr.strip().splitlines()[-1]  # after the partition's own log line
+    assert line.startswith("kbackup: error: ") and "ulimit -n" in line, line
+    assert "too many open files" in line.lower() and "4 per partition" in line, line
+
+
 def test_help_lists_every_subcommand_and_each_help_works(cli):
     top = cli.run("--help").stdout
     verbs = ["backup", "restore", "inspect", "cat", "verify", "reindex", "offsets",

@@ -127,10 +127,39 @@ fn run(cli: Cli) -> kbackup_core::Result<u8> {
     }
 }
 
+/// Raises the soft limit on open files to the hard limit, as the JVM does for a Connect
+/// worker: a backup keeps 4 files open per partition it writes (docs/operations.md), so the
+/// common soft default of 1,024 would end a backup of some 250 partitions with "Too many open
+/// files" although the hard limit allows far more. Returns the soft limit now in force.
+fn raise_open_file_limit() -> Option<libc::rlim_t> {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read or write the rlimit struct passed to them.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
+        return None;
+    }
+    if r.rlim_cur < r.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: r.rlim_max,
+            rlim_max: r.rlim_max,
+        };
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            r = raised;
+        }
+    }
+    Some(r.rlim_cur)
+}
+
 fn main() -> ExitCode {
     // clap exits with status 2 on usage errors and 0 for --help/--version.
     let cli = Cli::parse();
     init_logging(cli.verbose);
+    if let Some(n) = raise_open_file_limit() {
+        log::debug!("open-file limit: {n}");
+    }
     match run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) if is_broken_pipe(&e) => ExitCode::from(EXIT_OK),

@@ -95,6 +95,12 @@ impl Error {
 
 /// A short fix hint for the I/O errors users hit most.
 fn io_hint(e: &io::Error) -> &'static str {
+    // EMFILE / ENFILE (Linux, macOS): out of file descriptors
+    if matches!(e.raw_os_error(), Some(23 | 24)) {
+        return " (too many open files: a backup keeps 4 per partition it writes; raise the \
+                 open-file limit (`ulimit -n`, LimitNOFILE= in a systemd unit) or back up fewer \
+                 partitions per process)";
+    }
     match e.kind() {
         io::ErrorKind::PermissionDenied => {
             " (check that the user running kbackup or the Connect worker may read and write this path)"
