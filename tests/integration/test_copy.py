@@ -24,8 +24,8 @@ import shutil
 from pathlib import Path
 
 from conftest import unique
-from fixtures import CREATE_TS_BASE, MIB, assert_restored_equal, fixture_records
-from test_group_offsets import _read_as_group
+from fixtures import CREATE_TS_BASE, MIB, fixture_records
+from test_s3_backup import assert_restored_with_group
 from testbed.s3 import S3Server
 
 GOLDEN_V2 = Path(__file__).resolve().parents[1] / "golden" / "v2"
@@ -104,13 +104,7 @@ def test_a_backup_copied_to_s3_and_back_restores_byte_exact_with_groups_translat
         rep = json.loads(kbackup.run("copy", url, tmp_path / "after-restore", "--json", "-q",
                                      env=env).stdout)
         assert sorted(x["key"].split("/")[0] for x in rep["skipped"]) == ["restore-state"] * 4
-    for p in (0, 1):
-        assert_restored_equal(target.kafka.consume_partition(topic, p), original[p],
-                              f"{topic}/{p} restored from the bucket")
-    read = _read_as_group(target.bootstrap, group, [topic], {(topic, 0), (topic, 1)})
-    for p in (0, 1):
-        assert read[(topic, p)] == [r.value for r in original[p] if r.offset >= pos[p]], \
-            f"group {group} on partition {p} reads what it had not read"
+    assert_restored_with_group(target, topic, original, group, pos, "restored from the bucket")
 
 
 def _read_verbs_agree(kbackup, local: Path, url: str, env: dict, topic: str, group: str,

@@ -36,6 +36,19 @@ def _segments(keys: dict[str, int]) -> list[str]:
     return sorted(k for k in keys if k.endswith(".segment"))
 
 
+def assert_restored_with_group(target, topic: str, original: dict, group: str, pos: dict,
+                               how: str) -> None:
+    """Each partition of `topic` on `target` holds exactly `original`'s records, and `group`
+    reads from its translated offsets exactly the records it had not read (`pos`)."""
+    for p in sorted(original):
+        assert_restored_equal(target.kafka.consume_partition(topic, p), original[p],
+                              f"{topic}/{p} {how}")
+    read = _read_as_group(target.bootstrap, group, [topic], {(topic, p) for p in original})
+    for p in sorted(original):
+        assert read[(topic, p)] == [r.value for r in original[p] if r.offset >= pos[p]], \
+            f"group {group} on partition {p} reads what it had not read"
+
+
 def _cat_offsets(kbackup, url: str, topic: str, env: dict) -> dict[int, list[int]]:
     out: dict[int, list[int]] = {}
     for line in kbackup.run("cat", url, "--topic", topic, "--format", "jsonl",
@@ -122,13 +135,8 @@ def test_cli_backup_to_a_bucket_restores_byte_exact_with_groups_translated(
         kbackup.run("restore", "--bootstrap-server", target.bootstrap, "--dir", url, "--topics",
                     topic, "--group-offsets", "--state-dir", tmp_path / "state", env=env,
                     timeout=300)
-    for p in (0, 1):
-        assert_restored_equal(target.kafka.consume_partition(topic, p), original[p],
-                              f"{topic}/{p} backed up to and restored from the bucket")
-    read = _read_as_group(target.bootstrap, group, [topic], {(topic, 0), (topic, 1)})
-    for p in (0, 1):
-        assert read[(topic, p)] == [r.value for r in original[p] if r.offset >= pos[p]], \
-            f"group {group} on partition {p} reads what it had not read"
+    assert_restored_with_group(target, topic, original, group, pos,
+                               "backed up to and restored from the bucket")
 
 
 def test_a_backup_killed_mid_upload_resumes_exactly_once_and_aborts_the_orphan(
@@ -435,10 +443,4 @@ def test_a_cli_restore_from_a_bucket_killed_mid_way_resumes_from_its_state_there
         kbackup.run(*argv[1:], env=env, timeout=300)
         st = json.loads(kbackup.run("restore-status", url, "--json", env=env).stdout)
         assert [r["status"]["finished"] for r in st["restores"]] == [True], st
-    for p in (0, 1):
-        assert_restored_equal(target.kafka.consume_partition(topic, p), original[p],
-                              f"{topic}/{p} restored in two runs")
-    read = _read_as_group(target.bootstrap, group, [topic], {(topic, 0), (topic, 1)})
-    for p in (0, 1):
-        assert read[(topic, p)] == [r.value for r in original[p] if r.offset >= pos[p]], \
-            f"group {group} on partition {p} reads what it had not read"
+    assert_restored_with_group(target, topic, original, group, pos, "restored in two runs")
