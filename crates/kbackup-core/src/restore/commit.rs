@@ -211,7 +211,15 @@ impl RestoreSource {
         if !ts.created_by_restore || ts.configs_restored {
             return Ok(true);
         }
-        for p in self.cfg.open_backup()?.partitions(topic)? {
+        let listed;
+        let partitions = match self.backup_partitions.get(topic) {
+            Some(ps) => ps,
+            None => {
+                listed = self.cfg.open_backup()?.partitions(topic)?;
+                &listed
+            }
+        };
+        for &p in partitions {
             // Partitions of other tasks: their state files say whether they are done.
             let done = match self.runs.get(&TopicPartition::new(topic, p)) {
                 Some(run) => run.state.done,

@@ -132,6 +132,9 @@ pub struct RestoreSource {
     pub(super) cluster: Arc<dyn ClusterClient>,
     pub(super) state: StatePlace,
     pub(super) runs: BTreeMap<TopicPartition, PartitionRun>,
+    /// Every backed-up partition of each topic to restore, listed once at open (a topic is
+    /// finished when all of them are, the other tasks' ones included).
+    pub(super) backup_partitions: BTreeMap<String, Vec<i32>>,
     /// Round-robin position so every partition makes progress.
     pub(super) cursor: usize,
     pub(super) last_save: Instant,
@@ -186,6 +189,13 @@ impl RestoreSource {
         let place = cfg.state_place()?;
         claim_state_dir(&place, &cfg.connector_name)?;
         let backup = cfg.open_backup()?;
+        let mut backup_partitions = BTreeMap::new();
+        for t in &cfg.topics {
+            // a topic that cannot be listed now is listed again when it finishes
+            if let Ok(ps) = backup.partitions(t) {
+                backup_partitions.insert(t.clone(), ps);
+            }
+        }
         let mut runs = BTreeMap::new();
         for a in assignment {
             if !cfg.topics.contains(&a.topic) {
@@ -333,6 +343,7 @@ impl RestoreSource {
             cluster,
             state: place,
             runs,
+            backup_partitions,
             cursor: 0,
             last_save: Instant::now(),
             finished_logged: false,
