@@ -322,23 +322,30 @@ def test_two_workers_one_sigkilled_mid_upload_bucket_holds_every_record_once(
         k = c.kafka
         topic = unique("s3-kill")
         k.create_topic(topic, 4)
-        # 12 MiB per partition up front: each partition's segment needs several 8 MiB parts
-        for p in range(4):
-            k.produce(topic, [{"partition": p, "key": b"big-%d-%d" % (p, i),
-                               "value": os.urandom(100_000)} for i in range(120)])
         url = f"s3://{s3.bucket}/two-workers"
         name = unique("s3-sink-kill")
         with Producer(k, topic, 4) as prod:
             live_rest(c).create_connector(name, fast_sink(topic, url, c.bootstrap, 4, **{
                 "max.segment.size.bytes": 64 * MIB, "max.segment.age.ms": 20000}))
             wait_connector_running(c, name, 4)
-            # every partition in the middle of a multi-part upload, so the victim has some
-            wait_until(lambda: len({key.split("/")[-2] for key in s3.pending_uploads()}) == 4,
-                       120, "all four partitions uploading in parts", interval=0.05)
-            # a worker running tasks (the assignment is Connect's choice)
-            busy = {t["worker_id"].rsplit(":", 1)[-1]
-                    for t in live_rest(c).status(name)["tasks"]}
-            victim = next(w for w in reversed(workers(c)) if str(w.rest_port) in busy)
+            # Once each task's consumer holds one partition (the first task to join holds
+            # them all for a while), 12 MiB per partition: every partition's segment is then
+            # uploaded in several 8 MiB parts by its own task, and the worker whose task holds
+            # partition 0 is killed with that upload open.
+            held = wait_until(lambda: len(set(k.partition_owners(f"connect-{name}").values()))
+                              == 4 and k.partition_owners(f"connect-{name}"), 120,
+                              "each of the four tasks holding a partition")
+            for p in range(4):
+                k.produce(topic, [{"partition": p, "key": b"big-%d-%d" % (p, i),
+                                   "value": os.urandom(100_000)} for i in range(120)])
+            wait_until(lambda: {int(key.split("/")[-2]) for key in s3.pending_uploads()}
+                       == {0, 1, 2, 3}, 120, "all four partitions uploading in parts",
+                       interval=0.05)
+            assert k.partition_owners(f"connect-{name}") == held, "no rebalance meanwhile"
+            task = int(held[(topic, 0)].rsplit("-", 1)[-1])
+            port = next(t["worker_id"].rsplit(":", 1)[-1]
+                        for t in live_rest(c).status(name)["tasks"] if t["id"] == task)
+            victim = next(w for w in workers(c) if str(w.rest_port) == port)
             victim.kill()
             left = s3.pending_uploads()
             assert left, "the kill left uploads open"

@@ -153,6 +153,14 @@ class KafkaHelper:
         return [sorted((tp.topic, tp.partition) for tp in m.assignment.topic_partitions)
                 for m in desc.members]
 
+    def partition_owners(self, group: str) -> dict[tuple[str, int], str]:
+        """Per partition assigned in a consumer group, the client id of the member holding it
+        (a Connect sink task's consumer: `connector-consumer-<connector>-<task>`)."""
+        admin = self.admin()
+        desc = list(admin.describe_consumer_groups([group]).values())[0].result(30)
+        return {(tp.topic, tp.partition): m.client_id
+                for m in desc.members for tp in m.assignment.topic_partitions}
+
     def consume_partition(self, topic: str, partition: int,
                           isolation_level: str = "read_committed", start: int = 0,
                           timeout: float = 60) -> list[Record]:
