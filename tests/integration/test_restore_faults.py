@@ -245,13 +245,15 @@ def test_cli_restore_sigkilled_ten_times_is_exactly_once(bk, kbackup, new_cluste
     rnd = random.Random(83)
     target = new_cluster("rf-cli", with_worker=False)
     # A transaction spans up to 2 s of writing; a produce quota on the restore's client id
-    # stretches the whole restore to some 100 s. Each run is killed a random while after its
-    # first commit (`written` reads the last stable offsets), so each makes some progress.
+    # stretches the whole restore to some 200 s, so the ten killed runs (about 110 s in all)
+    # leave part of it to the last run, which runs without the quota. Each run is killed a
+    # random while after its first commit (`written` reads the last stable offsets), so each
+    # makes some progress. (At 100 s, one CI run committed everything before the last run.)
     client_id = unique("rf-cli-restore")
     seg_bytes = raw_bytes(kbackup, bk)  # uncompressed: what the producer sends
-    target.run_tool("kafka.admin.ConfigCommand", "--bootstrap-server", target.bootstrap,
-                    "--alter", "--add-config", f"producer_byte_rate={max(1, seg_bytes // 100)}",
-                    "--entity-type", "clients", "--entity-name", client_id)
+    quota = ("kafka.admin.ConfigCommand", "--bootstrap-server", target.bootstrap, "--alter",
+             "--entity-type", "clients", "--entity-name", client_id)
+    target.run_tool(*quota, "--add-config", f"producer_byte_rate={max(1, seg_bytes // 200)}")
     argv = [str(kbackup.path), "restore", "--bootstrap-server", target.bootstrap,
             "--dir", str(bk.dir), "--topics", bk.topic, "--group-offsets", "-q",
             "--config", f"client.id={client_id}", "--state-dir", str(target.root / "state")]
@@ -272,6 +274,7 @@ def test_cli_restore_sigkilled_ten_times_is_exactly_once(bk, kbackup, new_cluste
         kills += 1
     # Some transactions committed between the kills: the re-run resumes from a partial target.
     committed = sum(len(v) for v in target.kafka.consume_topic(bk.topic).values())
+    target.run_tool(*quota, "--delete-config", "producer_byte_rate")
     final = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                            timeout=300)
     assert final.returncode == 0, final.stderr
