@@ -167,12 +167,10 @@ pub fn validate(cfg: &SourceConfig) -> Vec<(String, String)> {
         }
     }
     // Progress kept in a bucket (the default for a backup in one): writable with these
-    // credentials? A directory is created and checked when the restore starts.
+    // credentials? (check_reachable leaves a directory alone: it is created and checked when
+    // the restore starts.)
     let state = cfg.state_dir();
-    if let Some(loc) = state
-        .to_str()
-        .filter(|l| crate::storage::local_dir(l).is_err())
-    {
+    if let Some(loc) = state.to_str() {
         if let Err(e) = crate::storage::check_reachable(loc, &cfg.storage, true) {
             bad(
                 "restore.state.dir",
