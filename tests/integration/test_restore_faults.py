@@ -221,9 +221,24 @@ def test_worker_sigkilled_ten_times_mid_restore(bk, kbackup, new_cluster, exactl
     t0 = time.monotonic()
     target.connect.create_connector(name, restore_config(bk, target, state, **extra))
     mid, loop_s = kill_loop(target, name, bk, 10, rnd)
-    wait_restore_finished(kbackup, bk.dir, target.connect, name,
-                          {(bk.topic, p) for p in range(PARTITIONS)}, state_dir=state,
-                          timeout=180)
+    # Kafka 4.3.1's transaction coordinator answers a commit that raced an abort it made itself
+    # (a timed-out or fenced transaction) with INVALID_TXN_STATE, which the producer treats as
+    # fatal, so Connect fails the task; later Kafka answers PRODUCER_FENCED there (KAFKA-20785),
+    # which Connect handles. One CI run of this test met it. The runbook's answer is to restart
+    # the failed task (docs/restore.md "Exactly once"); the test does that, at most twice, and
+    # the checks below prove the restore is still exactly once afterwards.
+    kafka_restarts = 0
+    while True:
+        try:
+            wait_restore_finished(kbackup, bk.dir, target.connect, name,
+                                  {(bk.topic, p) for p in range(PARTITIONS)}, state_dir=state,
+                                  timeout=180)
+            break
+        except AssertionError as e:
+            if not (exactly_once and "InvalidTxnStateException" in str(e) and kafka_restarts < 2):
+                raise
+            kafka_restarts += 1
+            target.connect.restart(name, include_tasks=True, only_failed=True)
     total_s = time.monotonic() - t0
     dups = check_restored(bk, target, allow_duplicates=not exactly_once)
     check_groups_and_configs(bk, target, allow_duplicates=not exactly_once)
@@ -232,7 +247,8 @@ def test_worker_sigkilled_ten_times_mid_restore(bk, kbackup, new_cluster, exactl
     reconciled = logs.count("(their acknowledgements were lost): not restored again")
     print(f"FIGURES connect exactly_once={exactly_once}: {RECORDS} records, 10 SIGKILLs "
           f"({mid} mid-restore), {dups} duplicates, {reconciled} partition opens reconciled "
-          f"from the target, kill loop {loop_s:.0f}s, total {total_s:.0f}s")
+          f"from the target, {kafka_restarts} task restarts after Kafka's INVALID_TXN_STATE, "
+          f"kill loop {loop_s:.0f}s, total {total_s:.0f}s")
     assert mid >= 5, f"only {mid} of 10 kills landed mid-restore: slow the restore down"
 
 

@@ -200,8 +200,9 @@ class ConnectRest:
     def resume(self, name: str) -> None:
         self.request("PUT", f"/connectors/{name}/resume")
 
-    def restart(self, name: str, include_tasks: bool = True) -> None:
-        self.request("POST", f"/connectors/{name}/restart?includeTasks={str(include_tasks).lower()}")
+    def restart(self, name: str, include_tasks: bool = True, only_failed: bool = False) -> None:
+        self.request("POST", f"/connectors/{name}/restart?includeTasks={str(include_tasks).lower()}"
+                             f"&onlyFailed={str(only_failed).lower()}")
 
     def offsets(self, name: str) -> dict:
         return self.request("GET", f"/connectors/{name}/offsets")
