@@ -1331,10 +1331,23 @@ class Bench:
         cons = self.phase("consumer_perf", self.scale_consumer_perf)
         b = self.phase("backup_cli", self.scale_cli_backup)
         R["backup_cli_files"] = self.inspect(self.cli_dir)
-        if a.scale_no_sink:  # CLI only: what a client setting or codec changes
-            b["ratio"] = b["records_per_s"] / cons["records_per_s"] if cons["records_per_s"] else None
-            b["reference"] = cons["tool"]
-            b["cpu_s_per_m_records"] = b["cpu_s"] / n * 1e6
+        if a.scale_no_sink:  # CLI only: what a client setting, codec or binary changes
+            # --cli-alt: the same backup by another binary, alternating with ours (ours, alt,
+            # ours, alt, ...: --cli-rounds runs of each); without it, --cli-rounds runs of ours
+            order = []
+            for i in range(a.cli_rounds):
+                order.append((str(KBACKUP), "backup_cli" if i == 0 else f"backup_cli_r{i + 1}"))
+                if a.cli_alt:
+                    order.append((a.cli_alt, f"backup_cli_alt_r{i + 1}"))
+            runs = [b]
+            for binary, key in order[1:]:
+                shutil.rmtree(self.cli_dir, ignore_errors=True)
+                runs.append(self.phase(key, lambda binary=binary:
+                                       self.scale_cli_backup(Path(binary))))
+            for p in runs:
+                p["ratio"] = p["records_per_s"] / cons["records_per_s"] if cons["records_per_s"] else None
+                p["reference"] = cons["tool"]
+                p["cpu_s_per_m_records"] = p["cpu_s"] / n * 1e6
             cons["cpu_s_per_m_records"] = cons["cpu_s"] / n * 1e6
             shutil.rmtree(self.cli_dir, ignore_errors=True)
             self.delete_topics(topics)
@@ -1480,12 +1493,12 @@ class Bench:
                 "rebalance_ms": row.get("rebalance.time.ms"), "fetch_ms": row.get("fetch.time.ms"),
                 "raw": row}
 
-    def scale_cli_backup(self) -> dict[str, Any]:
+    def scale_cli_backup(self, binary: Path = KBACKUP) -> dict[str, Any]:
         c = self.cluster
         assert c is not None
         sel = (["--topics", self.topic] if self.topic_regex is None
                else ["--topics-regex", self.topic_regex])
-        r = run_measured([str(KBACKUP), "backup", "--bootstrap-server", c.bootstrap,
+        r = run_measured([str(binary), "backup", "--bootstrap-server", c.bootstrap,
                           "--dir", str(self.cli_dir), *sel, "--until-caught-up", "--json", "-q",
                           *(["--compression", self.a.scale_compression]
                             if self.a.scale_compression else []),
@@ -1678,9 +1691,13 @@ def scale_table(R: dict[str, Any]) -> str:
     out = [head, "-" * len(head)]
     for case, C in R.get("cases", {}).items():
         parts = C.get("params", {}).get("partitions")
-        for label, key in (("read (CPerf)", "consumer_perf"), ("backup, CLI", "backup_cli"),
+        phases = C.get("phases", {})
+        cli_runs = [(("backup, CLI" if k == "backup_cli" else
+                      "CLI " + k.removeprefix("backup_cli_")), k)
+                    for k in phases if k.startswith("backup_cli")]
+        for label, key in (("read (CPerf)", "consumer_perf"), *cli_runs,
                            ("backup, sink", "backup_sink"), ("no-op sink", "noop_sink")):
-            p = C.get("phases", {}).get(key)
+            p = phases.get(key)
             if not p:
                 continue
             if key in ("backup_sink", "noop_sink"):  # the worker's figures are the sink's
@@ -1808,6 +1825,11 @@ def main(argv: Optional[list[str]] = None) -> int:
                     help="records per scale case (524288: 512 MiB of 1 KiB records)")
     ap.add_argument("--scale-record-size", type=int, default=1024,
                     help="value size in bytes of the scale cases (1024)")
+    ap.add_argument("--cli-alt", default=None, metavar="PATH",
+                    help="scale mode with --scale-no-sink: also back up with this kbackup "
+                         "binary, alternating with dist/kbackup (an A/B in one run)")
+    ap.add_argument("--cli-rounds", type=int, default=1, metavar="N",
+                    help="scale mode with --scale-no-sink: runs of each CLI backup (1)")
     ap.add_argument("--scale-no-sink", action="store_true",
                     help="scale mode: skip the sink and no-op sink phases (CLI experiments)")
     ap.add_argument("--scale-compression", default=None, choices=("none", "zstd", "lz4"),

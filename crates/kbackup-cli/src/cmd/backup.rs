@@ -11,7 +11,7 @@ use clap::Args;
 use kbackup_core::groups::GroupOffsetCapture;
 use kbackup_core::kafka;
 use kbackup_core::sink::BackupSink;
-use kbackup_core::standalone::backup::{self as driver, BackupObserver, BackupRun};
+use kbackup_core::standalone::backup::{self as driver, BackupObserver, BackupRun, SinkTicker};
 use kbackup_core::{Error, Result};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -135,14 +135,24 @@ impl BackupObserver for RunUi {
         self.inc(offsets);
     }
 
-    fn tick(&mut self, sink: &mut BackupSink, capture: Option<&GroupOffsetCapture>) {
-        if let Some(s) = self.server.as_mut().filter(|s| s.due()) {
-            publish_metrics(s, sink, capture);
-        }
+    fn ticker(&mut self) -> Option<Box<dyn SinkTicker>> {
+        let server = self.server.take()?;
+        Some(Box::new(MetricsTicker(server)))
     }
 
     fn stop_requested(&self) -> bool {
         RunUi::stop_requested(self)
+    }
+}
+
+/// Publishes the sink's metrics from the backup's writer thread.
+struct MetricsTicker(MetricsServer);
+
+impl SinkTicker for MetricsTicker {
+    fn tick(&mut self, sink: &mut BackupSink, capture: Option<&GroupOffsetCapture>) {
+        if self.0.due() {
+            publish_metrics(&mut self.0, sink, capture);
+        }
     }
 }
 
