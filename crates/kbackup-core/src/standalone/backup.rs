@@ -76,7 +76,7 @@ pub trait BackupObserver {
 }
 
 /// Sees the sink on the thread that writes it, between two batches and at least every
-/// [`WRITER_TICK`] (a few times a second): publishes metrics when due.
+/// 200 ms (a few times a second): publishes metrics when due.
 pub trait SinkTicker: Send {
     /// One turn: cheap unless something is due.
     fn tick(&mut self, sink: &mut BackupSink, capture: Option<&GroupOffsetCapture>);
@@ -407,7 +407,7 @@ impl Reader<'_> {
                 return Ok(());
             }
             turns = turns.wrapping_add(1);
-            let mut clock = turns % CLOCK_EVERY == 0;
+            let mut clock = turns.is_multiple_of(CLOCK_EVERY);
             match self.consumer.poll(Duration::from_millis(200)) {
                 None => clock = true,
                 Some(Ok(m)) => self.take(&m, observer),
@@ -434,10 +434,8 @@ impl Reader<'_> {
             }
             let full = self.batch.len() >= PUT_BATCH || self.batch.bytes() >= PUT_BATCH_BYTES;
             let flush_due = clock && last_flush.elapsed() >= FLUSH_EVERY;
-            if full || flush_due {
-                if self.send_batch().is_err() {
-                    return Ok(()); // the writer's error ends the run
-                }
+            if (full || flush_due) && self.send_batch().is_err() {
+                return Ok(()); // the writer's error ends the run
             }
             if flush_due {
                 if self.work.send(Work::Flush).is_err() {
