@@ -797,7 +797,9 @@ class Bench:
         rnd = random.Random(11)
         events = ["page_view", "add_to_cart", "checkout", "login", "search"]
         lines = []
-        for i in range(5000):
+        # at most 64 MiB of payload lines: ProducerPerformance holds them all in its 256 MiB
+        # heap (5,000 lines of 64 KiB ended it with OutOfMemoryError)
+        for i in range(min(5000, max(100, (64 << 20) // max(a.record_size, 40)))):
             line = (f'{{"id":{rnd.randrange(10**9)},"user":"user-{rnd.randrange(50000)}",'
                     f'"event":"{rnd.choice(events)}","path":"/products/{rnd.randrange(10**5)}",'
                     f'"ts":{1_700_000_000_000 + i * 37},"score":{rnd.random():.4f}}}')
@@ -1772,7 +1774,7 @@ def notes(R: dict[str, Any]) -> str:
     if R.get("worker_vm_hwm_mib"):
         lines.append(f"JVM lifetime peak RSS (VmHWM): worker {R.get('worker_vm_hwm_mib')} MiB, "
                      f"broker {R.get('broker_vm_hwm_mib')} MiB")
-    lines.append(f"load average at start {R['load_at_start']}, at end {R.get('load_at_end')}; "
+    lines.append(f"load average at start {R.get('load_at_start')}, at end {R.get('load_at_end')}; "
                  f"total {R.get('total_s')}s")
     return "\n".join(ln for ln in lines if ln)
 

@@ -74,7 +74,7 @@ pub struct BackupArgs {
     /// release). A continued backup keeps what is written; new segments use this.
     #[arg(long, value_name = "CODEC", default_value = "zstd")]
     pub compression: String,
-    /// zstd level, 1 (fastest) to 22 (smallest); default 3.
+    /// zstd level, 1 (fastest, the default) to 22 (smallest).
     #[arg(
         long = "compression-level",
         value_name = "N",

@@ -64,7 +64,7 @@ pub struct SinkConfig {
     /// default to zstd and always send it.
     #[serde(default)]
     pub compression_type: Option<String>,
-    /// zstd level (`compression.level`; default 3).
+    /// zstd level (`compression.level`; default 1).
     #[serde(default)]
     pub compression_level: Option<i32>,
     /// Upper bound of the record bytes held in open compression blocks over all partitions

@@ -18,6 +18,7 @@ use partition::*;
 use crate::cluster::ClusterClient;
 use crate::codec;
 use crate::error::{Error, Result};
+use crate::format::block::Compression;
 use crate::format::body;
 use crate::format::FORMAT_VERSION;
 use crate::groups::{CaptureConfig, GroupOffsetCapture};
@@ -62,6 +63,9 @@ pub struct BackupSink {
     closed: bool,
     /// Modes of everything the sink creates (`file.mode`, parsed once).
     perms: Perms,
+    /// Codec and level of new blocks (`compression.type`, parsed once: it was parsed for every
+    /// record, a lower-cased copy each time).
+    compression: Compression,
     /// Monitoring: task-wide counters, the cluster's end offsets and when they were last asked.
     totals: SinkTotals,
     ends: HashMap<TopicPartition, EndOffset>,
@@ -164,6 +168,7 @@ impl BackupSink {
         );
         Ok(BackupSink {
             perms: config.perms(),
+            compression: config.compression()?,
             config,
             cluster,
             clock,
@@ -507,7 +512,7 @@ impl BackupSink {
         let max_size = self.config.max_segment_size_bytes;
         let max_age = self.config.max_segment_age_ms;
         let interval = self.config.index_interval_bytes;
-        let compression = self.config.compression()?;
+        let compression = self.compression;
         let perms = self.perms;
         let st = self.partition(topic, partition)?;
         let mut rolled = false;

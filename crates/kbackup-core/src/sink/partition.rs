@@ -347,7 +347,7 @@ impl BackupSink {
             let mut w = SegmentWriter::reopen(&path, scan)?;
             // A version 1 segment goes on with record frames; the next segment is written
             // with the configured compression (an upgrade mid-backup mixes versions).
-            w.set_compression(self.config.compression()?);
+            w.set_compression(self.compression);
             prev_segment_last = w.last_offset();
             seg = Some(w);
             break;

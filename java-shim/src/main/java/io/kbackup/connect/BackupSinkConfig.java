@@ -101,7 +101,7 @@ public class BackupSinkConfig extends AbstractConfig {
     public static final String COMPRESSION_LEVEL_CONFIG = "compression.level";
     private static final String COMPRESSION_LEVEL_DOC = "zstd level, 1 (fastest) to 22 (smallest); ignored by "
             + "the other codecs.";
-    public static final int COMPRESSION_LEVEL_DEFAULT = 3;
+    public static final int COMPRESSION_LEVEL_DEFAULT = 1;
 
     public static final String BUFFER_MEMORY_BYTES_CONFIG = "buffer.memory.bytes";
     private static final String BUFFER_MEMORY_BYTES_DOC = "Upper bound of the record bytes a task holds in "

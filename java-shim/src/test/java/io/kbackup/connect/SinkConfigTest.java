@@ -99,7 +99,7 @@ class SinkConfigTest {
         @SuppressWarnings("unchecked")
         Map<String, Object> json = (Map<String, Object>) Json.parse(c.toNativeJson("b1", "b1-0"));
         assertEquals("zstd", json.get("compression_type"));
-        assertEquals(3L, json.get("compression_level"));
+        assertEquals(1L, json.get("compression_level"));
         Map<String, String> p = valid(tmp);
         p.put("compression.type", "lz4");
         @SuppressWarnings("unchecked")
