@@ -184,9 +184,15 @@ impl RestoreSource {
                 detail: why,
             });
         }
-        if done_topics.is_empty() || self.topic_check_at.is_some_and(|t| now < t) {
+        // Other tasks' partitions are read from their state files every TOPIC_CHECK_INTERVAL;
+        // a partition of this task that became done is checked at once (a restore holding all
+        // of a topic's partitions, such as the CLI's, waited up to 5 s after its last record).
+        let done_here = self.runs.values().filter(|r| r.state.done).count();
+        let more_done = done_here != self.topic_check_done;
+        if done_topics.is_empty() || (!more_done && self.topic_check_at.is_some_and(|t| now < t)) {
             return Ok(());
         }
+        self.topic_check_done = done_here;
         self.topic_check_at = Some(now + TOPIC_CHECK_INTERVAL);
         for topic in done_topics {
             match self.finish_topic(&topic) {

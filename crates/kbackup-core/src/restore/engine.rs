@@ -143,6 +143,9 @@ pub struct RestoreSource {
     pub(super) topics_finished: BTreeSet<String>,
     /// Earliest time to look at other tasks' partitions of done topics again.
     pub(super) topic_check_at: Option<Instant>,
+    /// Partitions of this task done at the last topic check: one more done is checked at
+    /// once (a topic whose partitions are all here finishes without waiting).
+    pub(super) topic_check_done: usize,
     /// Since when group commits fail with transient errors (`None`: the last one worked).
     pub(super) commit_failing_since: Option<Instant>,
     pub(super) closed: bool,
@@ -349,6 +352,7 @@ impl RestoreSource {
             finished_logged: false,
             topics_finished: BTreeSet::new(),
             topic_check_at: None,
+            topic_check_done: 0,
             commit_failing_since: None,
             closed: false,
             bytes_handed_out: 0,
