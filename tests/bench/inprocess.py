@@ -53,7 +53,8 @@ def default_tmpfs() -> Optional[Path]:
 def run_inprocess(record_sizes: list[int], mib: int = 512, flush_mib: int = 64,
                   warmup_mib: int = 64, partitions: int = 6, work_dir: Optional[str] = None,
                   tmpfs_dir: Optional[Path] = None, jvm_args: Optional[list[str]] = None,
-                  timeout: float = 900, log=print) -> dict[str, Any]:
+                  timeout: float = 900, log=print,
+                  compression: Optional[str] = None) -> dict[str, Any]:
     """Runs the Java bench once for every size and answers its JSON (plus wall time). The
     backup directories go to a fresh directory under `work_dir` (a real disk: the system temp
     dir by default) and under `tmpfs_dir`; both are removed at the end, also on failure."""
@@ -67,6 +68,8 @@ def run_inprocess(record_sizes: list[int], mib: int = 512, flush_mib: int = 64,
             "--warmup-mib", str(warmup_mib), "--partitions", str(partitions)]
     if shm:
         argv += ["--tmpfs-dir", str(shm)]
+    if compression:
+        argv += ["--compression", compression]
     log(f"in-process bench: sizes {record_sizes}, {mib} MiB per case, flush every {flush_mib} MiB, "
         f"disk dir {disk}, tmpfs dir {shm}")
     t0 = time.monotonic()
@@ -148,6 +151,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--work-dir", default=None, help="disk directory (default: system temp)")
     ap.add_argument("--tmpfs-dir", default=None, help="tmpfs directory (default /dev/shm; 'none' skips)")
     ap.add_argument("--jfr", default=None, metavar="FILE", help="record a JFR profile into FILE")
+    ap.add_argument("--compression", default=None, choices=("none", "zstd", "lz4"),
+                    help="the sink's compression.type (default: the sink's, zstd)")
     ap.add_argument("--out", default=None,
                     help="result JSON (default tests/bench/inprocess-<UTC date-time>.json)")
     a = ap.parse_args(argv)
@@ -157,7 +162,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         REPO / "tests" / "bench" / f"inprocess-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}.json")
     try:
         res = run_inprocess([int(s) for s in a.record_sizes.split(",")], a.mib, a.flush_mib,
-                            a.warmup_mib, a.partitions, a.work_dir, tmpfs, jvm)
+                            a.warmup_mib, a.partitions, a.work_dir, tmpfs, jvm,
+                            compression=a.compression)
     except InProcessError as e:
         print(f"inprocess: FAILED: {e}", file=sys.stderr)
         return 1

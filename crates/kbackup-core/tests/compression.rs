@@ -383,3 +383,54 @@ fn open_blocks_of_many_partitions_stay_within_buffer_memory_bytes() {
         assert_eq!(got, (0..12).collect::<Vec<_>>(), "partition {p}");
     }
 }
+
+/// Blocks that do not get smaller are stored raw, and the writer stops trying for a while:
+/// after the first incompressible block the next two are stored raw without an attempt (even
+/// though they would compress), then it tries again; back-to-back misses double the pause.
+#[test]
+fn after_an_incompressible_block_the_writer_pauses_the_codec_then_tries_again() {
+    let d = tempfile::tempdir().unwrap();
+    let mut sink = BackupSink::open(config(d.path(), "zstd")).unwrap();
+    // xorshift bytes: no match for zstd to find
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut noise = |n: usize| -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    };
+    // Each flush closes one block: noise, then six compressible blocks.
+    let mut values: Vec<Vec<u8>> = vec![noise(4096)];
+    values.extend((0..6).map(|i| format!("text-{i}-").repeat(400).into_bytes()));
+    for (o, v) in values.iter().enumerate() {
+        let mut r = record(o as i64, 0);
+        r.value = Some(v.clone());
+        sink.put(&[BatchRecord {
+            topic: "t".into(),
+            partition: 0,
+            record: r,
+        }])
+        .unwrap();
+        sink.flush().unwrap();
+    }
+    sink.close().unwrap();
+    let seg = segments(d.path()).pop().unwrap();
+    let data = std::fs::read(&seg).unwrap();
+    let codecs: Vec<u8> = frames(&seg)
+        .iter()
+        .map(|&p| data[p + frame::PREFIX_LEN])
+        .collect();
+    // 0 = none, 1 = zstd: the miss, two blocks without an attempt, then compressed again
+    assert_eq!(codecs, vec![0, 0, 0, 1, 1, 1, 1]);
+    let got = read_all(d.path()).unwrap();
+    assert_eq!(
+        got.iter()
+            .map(|r| r.value.clone().unwrap())
+            .collect::<Vec<_>>(),
+        values
+    );
+}

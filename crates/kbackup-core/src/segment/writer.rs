@@ -2,7 +2,7 @@
 
 use super::{SegmentHeader, SegmentScan, FRAME_PREFIX_LEN, MAX_BODY_LEN};
 use crate::error::{Error, Result};
-use crate::format::block::{self, Compression};
+use crate::format::block::{self, Codec, Compression};
 use crate::format::{frame, BLOCK_RAW_TARGET, SEGMENT_VERSION_BLOCKS};
 use crate::index::{self, IndexBuilder};
 use crate::layout;
@@ -58,7 +58,19 @@ pub struct SegmentWriter {
     block: Vec<u8>,
     /// Version 2: (offset, timestamp) of the records of the open block.
     block_records: Vec<(i64, i64)>,
+    /// Version 2: blocks still to store raw without trying the codec, after blocks the codec
+    /// did not make at least a sixteenth smaller (values compressed or encrypted by the
+    /// producers).
+    skip_codec: u32,
+    /// Version 2: blocks in a row the codec did not make smaller.
+    codec_misses: u32,
 }
+
+/// After `n` blocks in a row that did not compress (by a sixteenth), the next 2^n (at most 2^6 = 64) blocks are
+/// stored raw without trying: a topic of incompressible values costs one compression attempt
+/// per 64 blocks instead of one per block, and a topic whose values turn compressible is
+/// compressed again within 64 blocks.
+const MAX_CODEC_BACKOFF: u32 = 6;
 
 /// A file the writer appends to; its writes and fsyncs pass the fault-injection hooks.
 struct SegFile {
@@ -248,6 +260,8 @@ impl SegmentWriter {
             compression: Compression::default(),
             block: Vec::new(),
             block_records: Vec::new(),
+            skip_codec: 0,
+            codec_misses: 0,
         }
     }
 
@@ -335,6 +349,8 @@ impl SegmentWriter {
             compression: Compression::default(),
             block: Vec::new(),
             block_records: Vec::new(),
+            skip_codec: 0,
+            codec_misses: 0,
         })
     }
 
@@ -414,13 +430,35 @@ impl SegmentWriter {
         else {
             return Ok(());
         };
+        let tried = self.compression.codec != Codec::None && self.skip_codec == 0;
+        let compression = if tried {
+            self.compression
+        } else {
+            self.skip_codec = self.skip_codec.saturating_sub(1);
+            Compression {
+                codec: Codec::None,
+                ..self.compression
+            }
+        };
         let body = block::encode(
-            self.compression,
+            compression,
             &self.block,
             self.block_records.len() as u32,
             first,
             last,
         )?;
+        if tried {
+            // A miss: the codec saved less than a sixteenth (a block stays compressed if it
+            // got smaller at all, but random values with compressible record headers saved
+            // 2.7 % for more CPU than the rest of the write: not worth trying every block).
+            let saved = self.block.len().saturating_sub(body.len());
+            if saved.saturating_mul(16) < self.block.len() {
+                self.codec_misses = (self.codec_misses + 1).min(MAX_CODEC_BACKOFF);
+                self.skip_codec = 1 << self.codec_misses;
+            } else {
+                self.codec_misses = 0;
+            }
+        }
         if body.len() > MAX_BODY_LEN as usize {
             return Err(Error::State(format!(
                 "block of records {first} to {last} is {} bytes, larger than a segment frame holds",

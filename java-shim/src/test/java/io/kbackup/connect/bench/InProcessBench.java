@@ -68,6 +68,8 @@ public final class InProcessBench {
     private static final ThreadMXBean THREADS = ManagementFactory.getThreadMXBean();
     /** --cases of main. */
     private static Set<String> CASES_OVERRIDE;
+    /** --compression of main: the sink's compression.type (null: the sink's default). */
+    private static String COMPRESSION;
 
     private final Path diskDir;
     private final Path tmpfsDir;
@@ -99,7 +101,8 @@ public final class InProcessBench {
         }
         if (!a.containsKey("out") || !a.containsKey("dir")) {
             System.err.println("usage: InProcessBench --dir DISK_DIR --out RESULT.json [--tmpfs-dir /dev/shm/x] "
-                    + "[--record-sizes 100,1024,65536] [--mib 512] [--flush-mib 64] [--warmup-mib 64] [--partitions 6]");
+                    + "[--record-sizes 100,1024,65536] [--mib 512] [--flush-mib 64] [--warmup-mib 64] [--partitions 6] "
+                    + "[--cases a,b] [--compression none|zstd|lz4]");
             System.exit(2);
         }
         List<Integer> sizes = new ArrayList<>();
@@ -109,6 +112,7 @@ public final class InProcessBench {
         if (a.containsKey("cases")) {
             CASES_OVERRIDE = Set.of(a.get("cases").split(","));
         }
+        COMPRESSION = a.get("compression");
         Map<String, Object> out = run(Paths.get(a.get("dir")),
                 a.containsKey("tmpfs-dir") ? Paths.get(a.get("tmpfs-dir")) : null, sizes,
                 Long.parseLong(a.getOrDefault("mib", "512")), Long.parseLong(a.getOrDefault("flush-mib", "64")),
@@ -267,6 +271,9 @@ public final class InProcessBench {
         props.put("cluster.bootstrap.servers", NO_KAFKA);
         // No group-offset capture attempts during the run (they would only fail: no Kafka).
         props.put("consumer.offsets.sync.interval.ms", "3600000");
+        if (COMPRESSION != null) {
+            props.put("compression.type", COMPRESSION);
+        }
         long tStart = System.nanoTime();
         task.start(props);
         List<TopicPartition> tps = new ArrayList<>();
