@@ -262,7 +262,8 @@ pub fn run_backup(run: &BackupRun, observer: &mut dyn BackupObserver) -> Result<
 
     // Two threads: this one reads from Kafka and encodes batches, a writer thread compresses
     // and writes them (and fsyncs), so fetching and compressing overlap. At most one batch
-    // waits between them, one is being written and one filled: memory of three batches.
+    // waits between them, one is being written, one filled and one emptied waits for reuse:
+    // at most four batch buffers (PUT_BATCH records or PUT_BATCH_BYTES each).
     let undone = state
         .values()
         .flat_map(HashMap::values)
