@@ -62,12 +62,13 @@ pub struct SegmentWriter {
     /// did not make at least a sixteenth smaller (values compressed or encrypted by the
     /// producers).
     skip_codec: u32,
-    /// Version 2: blocks in a row the codec did not make smaller.
+    /// Version 2: blocks in a row the codec did not make a sixteenth smaller (at most
+    /// [`MAX_CODEC_BACKOFF`]).
     codec_misses: u32,
 }
 
-/// After `n` blocks in a row that did not compress (by a sixteenth), the next 2^n (at most 2^6 = 64) blocks are
-/// stored raw without trying: a topic of incompressible values costs one compression attempt
+/// After `n` blocks in a row that did not compress (by a sixteenth), the next 2^n (at most
+/// 2^6 = 64) blocks are stored raw without trying: a topic of incompressible values costs one compression attempt
 /// per 64 blocks instead of one per block, and a topic whose values turn compressible is
 /// compressed again within 64 blocks.
 const MAX_CODEC_BACKOFF: u32 = 6;
