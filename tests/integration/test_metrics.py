@@ -212,13 +212,21 @@ def test_cli_metrics_addr_serves_backup_and_restore_figures(cluster, kbackup, wo
          "--topics", topic, "--continuous", "--metrics-addr", f"127.0.0.1:{port}", "-q"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        def caught_up(m, records):
-            return (m.get(("kbackup_sink_records_written_total", None, None)) == records
-                    and all(m.get(("kbackup_sink_partition_lag_records", topic, p)) == 0
+        half = n // 2
+
+        def caught_up(m, ends):
+            # Records count as written before the writer thread's fsync makes them durable, and
+            # the end offsets are re-read now and then: lag 0 means caught up only once the end
+            # offsets read are the real ones and the durable offsets reach them.
+            return (m.get(("kbackup_sink_records_written_total", None, None)) == sum(ends)
+                    and all(m.get(("kbackup_sink_partition_end_offset", topic, p)) == ends[p]
+                            and m.get(("kbackup_sink_partition_durable_offset", topic, p))
+                            == ends[p] - 1
+                            and m.get(("kbackup_sink_partition_lag_records", topic, p)) == 0
                             for p in (0, 1)))
 
-        m = wait_scrape(port, backup, lambda m: caught_up(m, n), f"{n} records backed up, lag 0")
-        half = n // 2
+        m = wait_scrape(port, backup, lambda m: caught_up(m, (half, half)),
+                        f"{n} records backed up, lag 0")
         for p in (0, 1):
             assert m[("kbackup_sink_partition_records_written_total", topic, p)] == half
             assert m[("kbackup_sink_partition_durable_offset", topic, p)] == half - 1
@@ -232,7 +240,8 @@ def test_cli_metrics_addr_serves_backup_and_restore_figures(cluster, kbackup, wo
 
         cluster.kafka.produce(topic, [{"partition": 1, "value": b"late%d" % i} for i in range(10)])
         t_more = time.monotonic()
-        m = wait_scrape(port, backup, lambda m: caught_up(m, n + 10), "10 more backed up, lag 0")
+        m = wait_scrape(port, backup, lambda m: caught_up(m, (half, half + 10)),
+                        "10 more backed up, lag 0")
         print(f"CLI lag back to 0 {time.monotonic() - t_more:.1f}s after 10 more records")
         assert m[("kbackup_sink_partition_durable_offset", topic, 1)] == half + 9
         backup.send_signal(signal.SIGTERM)
