@@ -154,6 +154,10 @@ impl SinkTicker for MetricsTicker {
             publish_metrics(&mut self.0, sink, capture);
         }
     }
+
+    fn last(&mut self, sink: &mut BackupSink, capture: Option<&GroupOffsetCapture>) {
+        publish_metrics(&mut self.0, sink, capture);
+    }
 }
 
 /// Runs `kbackup backup`.

@@ -80,6 +80,10 @@ pub trait BackupObserver {
 pub trait SinkTicker: Send {
     /// One turn: cheap unless something is due.
     fn tick(&mut self, sink: &mut BackupSink, capture: Option<&GroupOffsetCapture>);
+    /// Once, after the final flush of a run that ended well: publish what is due or not.
+    fn last(&mut self, sink: &mut BackupSink, capture: Option<&GroupOffsetCapture>) {
+        self.tick(sink, capture);
+    }
 }
 
 /// What the reading thread hands the writer thread.
@@ -274,6 +278,7 @@ pub fn run_backup(run: &BackupRun, observer: &mut dyn BackupObserver) -> Result<
     let (spare_tx, spare_rx) = mpsc::channel::<BatchBuilder>();
     let sink_ref = &mut sink;
     let capture_ref = capture.as_ref();
+    let ticker_ref = &mut ticker;
     let mut records = 0u64;
     let mut stopped = false;
     let end_result: Result<()> = std::thread::scope(|scope| {
@@ -294,7 +299,7 @@ pub fn run_backup(run: &BackupRun, observer: &mut dyn BackupObserver) -> Result<
                         Err(RecvTimeoutError::Timeout) => {}
                         Err(RecvTimeoutError::Disconnected) => return Ok(()),
                     }
-                    if let Some(t) = ticker.as_mut() {
+                    if let Some(t) = ticker_ref.as_mut() {
                         t.tick(sink_ref, capture_ref);
                     }
                 }
@@ -330,6 +335,9 @@ pub fn run_backup(run: &BackupRun, observer: &mut dyn BackupObserver) -> Result<
         Ok(()) => sink.flush_all(),
         Err(_) => Ok(Vec::new()),
     };
+    if let (Some(t), Ok(_)) = (ticker.as_mut(), &durable) {
+        t.last(&mut sink, capture.as_ref()); // the last page shows the final durable offsets
+    }
     let captured = match (&capture, &end_result) {
         (Some(c), Ok(())) => Some(c.capture_now()),
         _ => None,
