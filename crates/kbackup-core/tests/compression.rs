@@ -148,6 +148,16 @@ fn a_bit_flip_in_a_compressed_block_is_corruption_at_the_block_for_every_reader(
             Err(Error::Corrupt { position, .. }) => assert_eq!(position, block as u64),
             other => panic!("flip at {at}: {:?}", other.map(|r| r.len())),
         }
+        // The count (a restore's total) reads block headers only, but checks each frame's CRC.
+        match Backup::open(d.path())
+            .unwrap()
+            .partition("t", 0)
+            .unwrap()
+            .record_count()
+        {
+            Err(Error::Corrupt { position, .. }) => assert_eq!(position, block as u64),
+            other => panic!("flip at {at}: {other:?}"),
+        }
         let rep = Backup::open(d.path()).unwrap().verify().unwrap();
         assert!(!rep.ok);
         assert!(
@@ -158,6 +168,55 @@ fn a_bit_flip_in_a_compressed_block_is_corruption_at_the_block_for_every_reader(
             rep.problems
         );
     }
+}
+
+/// A restore's total counts every record of the partition before the first is sent: from the
+/// block headers, so a large backup is not decompressed twice. A block that decompresses to
+/// other bytes behind a valid frame CRC (which only the restore itself can find) is counted
+/// by its header; across segments, versions and a torn tail the count is what the reader
+/// reads.
+#[test]
+fn the_record_count_reads_block_headers_without_decompressing() {
+    let d = tempfile::tempdir().unwrap();
+    let mut cfg = config(d.path(), "zstd");
+    cfg.max_segment_size_bytes = 4 * 1024;
+    backup(cfg, 0..200, 40);
+    let segs = segments(d.path());
+    assert!(segs.len() > 2, "{segs:?}");
+    let count = || -> kbackup_core::error::Result<u64> {
+        Backup::open(d.path())?.partition("t", 0)?.record_count()
+    };
+    assert_eq!(count().unwrap(), 200);
+
+    // Torn last block: counted as read, without it.
+    let last = segs.last().unwrap();
+    let whole = std::fs::read(last).unwrap();
+    let cut = *frames(last).last().unwrap() + 7;
+    std::fs::write(last, &whole[..cut]).unwrap();
+    let readable = read_all(d.path()).unwrap().len() as u64;
+    assert!(readable < 200);
+    assert_eq!(count().unwrap(), readable);
+    std::fs::write(last, &whole).unwrap();
+
+    // A valid frame around a block whose compressed bytes are garbage: the count is the
+    // header's (it did not decompress), the restore's read finds the damage.
+    let seg = &segs[1];
+    let mut data = std::fs::read(seg).unwrap();
+    let (pos, end) = (frames(seg)[0], frames(seg)[1]);
+    let body_start = pos + frame::PREFIX_LEN;
+    let mut body = data[body_start..end].to_vec();
+    let h = kbackup_core::format::block::header(&body).unwrap();
+    for b in &mut body[kbackup_core::format::block::HEADER_LEN..] {
+        *b = 0xA5;
+    }
+    data.splice(
+        pos..end,
+        frame::prefix(&body).into_iter().chain(body.clone()),
+    );
+    std::fs::write(seg, &data).unwrap();
+    assert!(h.records > 0);
+    assert_eq!(count().unwrap(), 200);
+    assert!(matches!(read_all(d.path()), Err(Error::Corrupt { .. })));
 }
 
 /// The raw CRC: damage that the stored CRC cannot see (the frame CRC recomputed over a

@@ -214,8 +214,10 @@ pub fn run(args: &RestoreArgs) -> Result<()> {
         storage: Default::default(),
     };
     // A missing or foreign directory gets the CLI's own one-line message first.
+    let t0 = std::time::Instant::now();
     cfg.open_backup()?;
     let problems = restore::validate(&cfg);
+    log::debug!("restore: validated in {:?}", t0.elapsed());
     if !problems.is_empty() {
         let lines: Vec<String> = problems
             .iter()

@@ -214,6 +214,27 @@ impl SegmentFile {
         })
     }
 
+    /// Reads only the header of the version 2 block frame at `pos`, without decompressing it:
+    /// the frame rules and CRC are checked as by [`SegmentFile::read_block`] (so a damaged
+    /// stored byte is found), the raw CRC and the records inside are not. Answers the header
+    /// and the position of the next frame, or what is there instead (never `BlockAt::Block`).
+    pub fn read_block_header(
+        &mut self,
+        pos: usize,
+    ) -> Result<std::result::Result<(BlockHeader, usize), BlockAt>> {
+        Ok(match self.check_frame(pos)? {
+            Check::End => Err(BlockAt::End),
+            Check::Torn(why) => Err(BlockAt::Torn(why)),
+            Check::Corrupt(why) => Err(BlockAt::Corrupt(format!("{BLOCK_LABEL}{why}"))),
+            Check::Complete { body, next } => {
+                match crate::format::block::header(self.body(body)?) {
+                    Ok(h) => Ok((h, next)),
+                    Err(why) => Err(BlockAt::Corrupt(format!("{BLOCK_LABEL}{why}"))),
+                }
+            }
+        })
+    }
+
     /// Decodes the body of a record located by [`SegmentFile::read_frame`].
     pub fn decode_body(&mut self, range: Range<usize>) -> Result<Record> {
         let start = range.start as u64;

@@ -165,20 +165,13 @@ pub fn run_restore(
     observer: &mut dyn RestoreObserver,
 ) -> Result<RestoreOutcome> {
     // Bounded connection check first: an unreachable cluster fails in 10 s with one line.
+    let t0 = std::time::Instant::now();
     kafka::list_topics(&cfg.cluster)?;
-    restore::prepare(cfg)?;
-
-    // Resume where the acknowledged records end (the state files are the truth, as Connect's
-    // committed source offsets are for the connector).
-    let backup = cfg.open_backup()?;
-    let mut assignment = Vec::new();
-    for t in &cfg.topics {
-        for p in backup.partitions(t)? {
-            // No Connect offsets here: the state and the target say where to resume.
-            assignment.push(TopicPartitionOffset::new(t.clone(), p, -1));
-        }
-    }
-
+    log::debug!("restore: cluster reached in {:?}", t0.elapsed());
+    // The producer initialises its transactions (connecting, finding its coordinator, up to
+    // half a second of librdkafka's retry timer) while the topics are prepared. Before the
+    // target is read back, this fences a killed run's producer and aborts its open
+    // transaction, so read_committed shows exactly what was written for good.
     let txn_id = cfg.transactional_id();
     let producer = kafka::producer(
         &cfg.cluster,
@@ -191,23 +184,44 @@ pub fn run_restore(
         ],
         AckContext::default(),
     )?;
-    // Before reading the target back: fences a killed run's producer and aborts its open
-    // transaction, so read_committed shows exactly what was written for good.
-    producer.init_transactions(TXN_TIMEOUT).map_err(|e| {
-        kafka::acl_error(
-            &cfg.cluster,
-            &format!("initialise the restore's transactions (transactional.id {txn_id})"),
-            &e,
-            &format!(
-                "grant WRITE on transactional id {txn_id} (or on the prefix kbackup-restore-)"
-            ),
-        )
-    })?;
+    let (prepared, initialised) = std::thread::scope(|scope| {
+        let init = scope.spawn(|| producer.init_transactions(TXN_TIMEOUT));
+        let prepared = restore::prepare(cfg);
+        log::debug!("restore: topics prepared at {:?}", t0.elapsed());
+        (prepared, init.join())
+    });
+    prepared?;
+    initialised
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        .map_err(|e| {
+            kafka::acl_error(
+                &cfg.cluster,
+                &format!("initialise the restore's transactions (transactional.id {txn_id})"),
+                &e,
+                &format!(
+                    "grant WRITE on transactional id {txn_id} (or on the prefix kbackup-restore-)"
+                ),
+            )
+        })?;
+    log::debug!("restore: transactions initialised at {:?}", t0.elapsed());
+
+    // Resume where the acknowledged records end (the state files are the truth, as Connect's
+    // committed source offsets are for the connector).
+    let backup = cfg.open_backup()?;
+    let mut assignment = Vec::new();
+    for t in &cfg.topics {
+        for p in backup.partitions(t)? {
+            // No Connect offsets here: the state and the target say where to resume.
+            assignment.push(TopicPartitionOffset::new(t.clone(), p, -1));
+        }
+    }
+
     let client: Arc<dyn ClusterClient> = Arc::new(RdKafkaCluster::new(&cfg.cluster));
     let mut target_log = KafkaTargetLog::new(Arc::clone(&client), TXN_TIMEOUT);
     let mut source =
         RestoreSource::open_with(cfg.clone(), &assignment, client, &mut target_log, true)?;
 
+    log::debug!("restore: engine opened at {:?}", t0.elapsed());
     // The total to restore: the window's records (counted when the state was made), or the
     // whole partition's.
     let mut total = 0u64;
@@ -218,6 +232,10 @@ pub fn run_restore(
         };
         total += count.saturating_sub(s.records_restored);
     }
+    log::debug!(
+        "restore: source opened, {total} records planned at {:?}",
+        t0.elapsed()
+    );
     observer.planned(total);
     let result = pump(cfg, &mut source, &producer, observer);
     if result.is_err() {
