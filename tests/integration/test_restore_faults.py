@@ -313,8 +313,16 @@ def test_tasks_max_changes_mid_restore_lose_duplicate_and_hang_nothing(bk, kback
     target = new_cluster("rf-tasks", worker_overrides={"offset.flush.interval.ms": 1000})
     name = unique("rf-tasks")
     state = target.root / "state"
+    # Unthrottled, the restore finished in 9 s on one CI run, before the third change. A
+    # produce quota on the tasks' shared client id stretches it to some 40 s, so every
+    # change lands mid-restore (each rebalance takes a few seconds).
+    client_id = unique("rf-tasks-restore")
+    target.run_tool("kafka.admin.ConfigCommand", "--bootstrap-server", target.bootstrap,
+                    "--alter", "--entity-type", "clients", "--entity-name", client_id,
+                    "--add-config", f"producer_byte_rate={max(1, raw_bytes(kbackup, bk) // 40)}")
     cfg = restore_config(bk, target, state, **{"batch.size": 100, "tasks.max": 1,
-                                                "producer.override.batch.size": 4096})
+                                                "producer.override.batch.size": 4096,
+                                                "producer.override.client.id": client_id})
     t0 = time.monotonic()
     target.connect.create_connector(name, cfg)
     changes = 0
