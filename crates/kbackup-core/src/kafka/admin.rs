@@ -1,6 +1,6 @@
 //! The admin calls: topic metadata and configs, creation, watermarks, log ends, the topic list.
 
-use super::client::{admin_client, consumer};
+use super::client::{admin_client, consumer, QuietContext};
 use super::errors::{
     code_is_retriable, explain_auth_failure, is_authorization, kafka_error, map_code, servers,
 };
@@ -8,7 +8,9 @@ use super::TopicDescription;
 use crate::error::{Error, Result};
 use crate::record::TopicPartition;
 use futures_executor::block_on;
-use rdkafka::admin::{AdminOptions, ConfigSource, NewTopic, ResourceSpecifier, TopicReplication};
+use rdkafka::admin::{
+    AdminClient, AdminOptions, ConfigSource, NewTopic, ResourceSpecifier, TopicReplication,
+};
 use rdkafka::consumer::Consumer;
 use rdkafka::error::RDKafkaErrorCode;
 use std::collections::BTreeMap;
@@ -124,7 +126,49 @@ pub fn create_topic(
             return Err(map_code(cluster, &what, code_is_retriable(code), err));
         }
     }
+    wait_visible(&admin, topic, partitions, timeout);
     Ok(())
+}
+
+/// Waits (up to `timeout`) until the broker's metadata shows `topic` with `partitions`
+/// partitions, each with a leader: CreateTopics answers once the controller committed the
+/// topic, and the broker's metadata follows a moment later, so the next call (the end
+/// offsets) could find no topic yet. Returns early when the topic shows an error other
+/// than "unknown" (no DESCRIBE, say): the next call reports it.
+fn wait_visible(
+    admin: &AdminClient<QuietContext>,
+    topic: &str,
+    partitions: i32,
+    timeout: Duration,
+) {
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        let Ok(md) = admin.inner().fetch_metadata(Some(topic), timeout) else {
+            return;
+        };
+        match md.topics().iter().find(|t| t.name() == topic) {
+            Some(t) if t.error().is_none() => {
+                if t.partitions().len() as i32 >= partitions
+                    && t.partitions()
+                        .iter()
+                        .all(|p| p.leader() >= 0 && p.error().is_none())
+                {
+                    return;
+                }
+            }
+            Some(t) => {
+                let code: RDKafkaErrorCode = t.error().expect("checked above").into();
+                if !matches!(
+                    code,
+                    RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic
+                ) {
+                    return;
+                }
+            }
+            None => {}
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Low and high watermark of every partition of `topic`, by partition number.

@@ -23,6 +23,7 @@ pub(crate) fn code_is_retriable(code: RDKafkaErrorCode) -> bool {
             | RequestTimedOut
             | NetworkException
             | LeaderNotAvailable
+            | NotLeaderForPartition
             | NotController
             | Resolve
             | BrokerNotAvailable
@@ -128,5 +129,25 @@ pub fn explain_auth_failure(e: Error) -> Error {
             ),
         },
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partition_between_leaders_is_retriable_a_refusal_is_not() {
+        // Right after CreateTopics the broker may answer "not leader" for a moment (a restore
+        // reading the end offsets of the topic it just created failed on it).
+        for code in [
+            RDKafkaErrorCode::NotLeaderForPartition,
+            RDKafkaErrorCode::LeaderNotAvailable,
+        ] {
+            assert!(code_is_retriable(code), "{code:?}");
+        }
+        assert!(!code_is_retriable(
+            RDKafkaErrorCode::TopicAuthorizationFailed
+        ));
     }
 }

@@ -11,6 +11,7 @@ mod admin;
 mod client;
 mod cluster;
 mod errors;
+mod fetch_queue;
 
 pub use admin::{
     check_topic_authorized, create_topic, describe_topic, end_offsets, list_topics, log_end,
@@ -19,6 +20,7 @@ pub use admin::{
 pub use client::{admin_client, client_config, client_log, consumer, producer, QuietContext};
 pub use cluster::RdKafkaCluster;
 pub use errors::{acl_error, explain_auth_failure, is_authorization, kafka_error};
+pub use fetch_queue::{FetchQueue, Msg};
 
 use std::collections::BTreeMap;
 

@@ -4,14 +4,14 @@
 use crate::codec::BatchBuilder;
 use crate::error::{Error, Result};
 use crate::groups::{CaptureConfig, GroupOffsetCapture};
-use crate::kafka::{self, QuietContext, RdKafkaCluster, CONNECT_TIMEOUT};
+use crate::kafka::{self, FetchQueue, Msg, QuietContext, RdKafkaCluster, CONNECT_TIMEOUT};
 use crate::reader::Backup;
-use crate::record::{TimestampType, TopicPartition, TopicPartitionOffset};
+use crate::record::{TopicPartition, TopicPartitionOffset};
 use crate::sink::{BackupSink, SinkConfig};
 use crate::storage::StoreOptions;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
-use rdkafka::message::{Headers, Message};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -29,9 +29,9 @@ const FLUSH_EVERY: Duration = Duration::from_secs(5);
 const CAPTURE_EVERY_MS: u64 = 30_000;
 /// The writer's turn when no batch comes: how often the ticker runs at least.
 const WRITER_TICK: Duration = Duration::from_millis(200);
-/// The consumer loop reads the clock on every this many messages (and whenever a poll comes
-/// back empty): a clock read per message cost a tenth of the CPU of a backup.
-const CLOCK_EVERY: u32 = 64;
+/// Messages taken from librdkafka per call (kafka::FetchQueue): one queue lock and clock read
+/// per call instead of per message.
+const READ_BATCH: usize = 1000;
 /// The consumer's group id: needed by librdkafka, never used to commit.
 pub const BACKUP_GROUP: &str = "kbackup-cli-backup";
 
@@ -229,6 +229,18 @@ pub fn run_backup(run: &BackupRun, observer: &mut dyn BackupObserver) -> Result<
             },
         );
     }
+    // Before the assignment: the partitions start fetching into this queue, not the consumer's.
+    let mut fetch = FetchQueue::new(
+        &consumer,
+        state
+            .iter()
+            .flat_map(|(t, m)| m.keys().map(move |p| (t.as_str(), *p))),
+    )
+    .ok_or_else(|| Error::Kafka {
+        what: "set up the fetch queue of the backed-up partitions".into(),
+        retriable: false,
+        detail: "librdkafka refused a queue of its own for the partitions (out of memory?)".into(),
+    })?;
     consumer
         .assign(&tpl)
         .map_err(|e| kafka::kafka_error(cluster, "assign partitions", &e))?;
@@ -316,7 +328,7 @@ pub fn run_backup(run: &BackupRun, observer: &mut dyn BackupObserver) -> Result<
             batch: BatchBuilder::new(),
             records: 0,
         };
-        let read = reader.run(observer, &mut stopped);
+        let read = reader.run(&mut fetch, observer, &mut stopped);
         // Hand over what was read (after an error too: it was read, and the writer decides),
         // then let the writer finish.
         let _ = reader.send_batch(); // a stopped writer reports its own error below
@@ -402,11 +414,15 @@ struct Reader<'a> {
 struct WriterGone;
 
 impl Reader<'_> {
-    fn run(&mut self, observer: &mut dyn BackupObserver, stopped: &mut bool) -> Result<()> {
+    fn run(
+        &mut self,
+        fetch: &mut FetchQueue<'_>,
+        observer: &mut dyn BackupObserver,
+        stopped: &mut bool,
+    ) -> Result<()> {
         let mut last_flush = Instant::now();
         let mut last_check = Instant::now();
         let mut check_now = false;
-        let mut turns = 0u32;
         loop {
             if observer.stop_requested() {
                 *stopped = true;
@@ -415,46 +431,36 @@ impl Reader<'_> {
             if self.until && self.undone == 0 {
                 return Ok(());
             }
-            turns = turns.wrapping_add(1);
-            let mut clock = turns.is_multiple_of(CLOCK_EVERY);
-            match self.consumer.poll(Duration::from_millis(200)) {
-                None => clock = true,
-                Some(Ok(m)) => self.take(&m, observer),
-                Some(Err(KafkaError::PartitionEOF(_))) => {
-                    check_now = true;
-                    clock = true;
+            for m in fetch.read(Duration::from_millis(200), READ_BATCH) {
+                match m.error() {
+                    None => self.take(m, observer)?,
+                    Some(RDKafkaErrorCode::PartitionEOF) => check_now = true,
+                    Some(code) => self.fetch_error(KafkaError::MessageConsumption(code))?,
                 }
-                Some(Err(e)) => {
-                    let err = kafka::acl_error(
-                        self.cluster,
-                        "fetch records",
-                        &e,
-                        &format!(
-                            "grant READ on the backed-up topics and DESCRIBE on consumer group \
-                             {BACKUP_GROUP} (the backup's consumer carries that group id; it \
-                             never joins the group or commits)"
-                        ),
-                    );
-                    if !err.is_retriable() {
-                        return Err(err);
-                    }
-                    log::warn!("{err}");
+                let full = self.batch.len() >= PUT_BATCH || self.batch.bytes() >= PUT_BATCH_BYTES;
+                if full && self.send_batch().is_err() {
+                    return Ok(()); // the writer's error ends the run
                 }
             }
-            let full = self.batch.len() >= PUT_BATCH || self.batch.bytes() >= PUT_BATCH_BYTES;
-            let flush_due = clock && last_flush.elapsed() >= FLUSH_EVERY;
-            if (full || flush_due) && self.send_batch().is_err() {
-                return Ok(()); // the writer's error ends the run
+            // The consumer's own queue: client-wide errors (a failed authentication, say).
+            match self.consumer.poll(Duration::ZERO) {
+                Some(Err(KafkaError::PartitionEOF(_))) => check_now = true,
+                Some(Err(e)) => self.fetch_error(e)?,
+                Some(Ok(m)) => log::debug!(
+                    "a message of {}-{} outside the fetch queue, read again later",
+                    m.topic(),
+                    m.partition()
+                ),
+                None => {}
             }
-            if flush_due {
-                if self.work.send(Work::Flush).is_err() {
+            if last_flush.elapsed() >= FLUSH_EVERY {
+                if self.send_batch().is_err() || self.work.send(Work::Flush).is_err() {
                     return Ok(());
                 }
                 last_flush = Instant::now();
             }
             // Transaction markers and aborted records move the position without a message.
-            if self.until && clock && (check_now || last_check.elapsed() >= Duration::from_secs(1))
-            {
+            if self.until && (check_now || last_check.elapsed() >= Duration::from_secs(1)) {
                 last_check = Instant::now();
                 check_now = false;
                 self.check_positions(observer);
@@ -462,26 +468,66 @@ impl Reader<'_> {
         }
     }
 
+    /// A failed fetch: the run's error unless Kafka may recover by itself (logged then).
+    fn fetch_error(&self, e: KafkaError) -> Result<()> {
+        let err = kafka::acl_error(
+            self.cluster,
+            "fetch records",
+            &e,
+            &format!(
+                "grant READ on the backed-up topics and DESCRIBE on consumer group \
+                 {BACKUP_GROUP} (the backup's consumer carries that group id; it \
+                 never joins the group or commits)"
+            ),
+        );
+        if !err.is_retriable() {
+            return Err(err);
+        }
+        log::warn!("{err}");
+        Ok(())
+    }
+
     /// Takes one consumed message into the batch (or notes its partition done).
-    fn take<M: Message>(&mut self, m: &M, observer: &mut dyn BackupObserver) {
+    fn take(&mut self, m: &Msg<'_>, observer: &mut dyn BackupObserver) -> Result<()> {
         let Some(s) = self
             .state
             .get_mut(m.topic())
             .and_then(|t| t.get_mut(&m.partition()))
         else {
-            return;
+            return Ok(());
         };
         let o = m.offset();
         if self.until && o >= s.end {
             mark_done(s, &mut self.undone); // past the snapshot: not part of this backup
-            return;
+            return Ok(());
         }
+        let Some(headers) = m.headers() else {
+            return Err(Error::Kafka {
+                what: format!("back up {}-{} at offset {o}", m.topic(), m.partition()),
+                retriable: false,
+                detail: "a header key of the record is not UTF-8, which the backup format \
+                         keeps keys as (Kafka's Java clients write UTF-8 only): rewrite the \
+                         record's headers or leave the topic out of the backup"
+                    .into(),
+            });
+        };
         observer.progressed((o + 1 - s.pos).max(0) as u64);
         s.pos = o + 1;
-        push_message(&mut self.batch, m);
+        let (timestamp, timestamp_type) = m.timestamp();
+        self.batch.push(
+            m.topic(),
+            m.partition(),
+            o,
+            timestamp,
+            timestamp_type,
+            m.key(),
+            m.payload(),
+            headers,
+        );
         if self.until && s.pos >= s.end {
             mark_done(s, &mut self.undone);
         }
+        Ok(())
     }
 
     /// Moves positions past markers and aborted records, from the consumer's positions.
@@ -566,50 +612,4 @@ pub fn undescribed_topics_error<'a>(
             missing.join(", ")
         ),
     })
-}
-
-/// Appends a consumed message to a batch buffer byte for byte (null stays distinct from
-/// empty), from its borrowed key, value and headers.
-fn push_message<M: Message>(batch: &mut BatchBuilder, m: &M) {
-    let (timestamp, timestamp_type) = timestamp_of(m);
-    let headers = m.headers();
-    let n = headers.map_or(0, |h| h.count());
-    let iter = (0..n).map(|i| {
-        let h = headers.expect("n > 0 only with headers").get(i);
-        (h.key, h.value)
-    });
-    batch.push(
-        m.topic(),
-        m.partition(),
-        m.offset(),
-        timestamp,
-        timestamp_type,
-        m.key(),
-        m.payload(),
-        ExactLen(iter, n),
-    );
-}
-
-/// An iterator of known length (rdkafka's header access is by index).
-struct ExactLen<I>(I, usize);
-
-impl<I: Iterator> Iterator for ExactLen<I> {
-    type Item = I::Item;
-    fn next(&mut self) -> Option<I::Item> {
-        self.0.next()
-    }
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        (self.1, Some(self.1))
-    }
-}
-
-impl<I: Iterator> ExactSizeIterator for ExactLen<I> {}
-
-/// A message's timestamp and its type.
-fn timestamp_of<M: Message>(m: &M) -> (i64, TimestampType) {
-    match m.timestamp() {
-        rdkafka::Timestamp::NotAvailable => (-1, TimestampType::NoTimestamp),
-        rdkafka::Timestamp::CreateTime(t) => (t, TimestampType::CreateTime),
-        rdkafka::Timestamp::LogAppendTime(t) => (t, TimestampType::LogAppendTime),
-    }
 }
