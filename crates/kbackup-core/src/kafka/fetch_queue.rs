@@ -22,6 +22,8 @@ use std::time::Duration;
 /// A queue of our own receiving the fetched messages of some partitions of one consumer.
 pub struct FetchQueue<'c> {
     queue: *mut rdsys::rd_kafka_queue_t,
+    /// The consumer's own queue (client-wide events), to see how many wait; may be null.
+    client_events: *mut rdsys::rd_kafka_queue_t,
     /// Messages of the last read, destroyed by the next read or the drop.
     held: Vec<*mut rdsys::rd_kafka_message_t>,
     _consumer: PhantomData<&'c BaseConsumer<QuietContext>>,
@@ -47,6 +49,8 @@ impl<'c> FetchQueue<'c> {
         }
         let me = FetchQueue {
             queue,
+            // SAFETY: a new reference to the consumer's queue (null without a group id).
+            client_events: unsafe { rdsys::rd_kafka_queue_get_consumer(rk) },
             held: Vec::new(),
             _consumer: PhantomData,
         };
@@ -87,6 +91,16 @@ impl<'c> FetchQueue<'c> {
         unsafe { std::slice::from_raw_parts(self.held.as_ptr().cast::<Msg<'_>>(), self.held.len()) }
     }
 
+    /// How many client-wide events (errors, logs) wait on the consumer's own queue, which
+    /// `BaseConsumer::poll` serves one per call: poll that many times (at least once).
+    pub fn client_events(&self) -> usize {
+        if self.client_events.is_null() {
+            return 1;
+        }
+        // SAFETY: our reference to the consumer's queue.
+        unsafe { rdsys::rd_kafka_queue_length(self.client_events) }
+    }
+
     fn release(&mut self) {
         for m in self.held.drain(..) {
             if !m.is_null() {
@@ -100,8 +114,13 @@ impl<'c> FetchQueue<'c> {
 impl Drop for FetchQueue<'_> {
     fn drop(&mut self) {
         self.release();
-        // SAFETY: our queue handle, destroyed once, before the consumer (borrowed).
-        unsafe { rdsys::rd_kafka_queue_destroy(self.queue) };
+        // SAFETY: our queue handles, destroyed once, before the consumer (borrowed).
+        unsafe {
+            rdsys::rd_kafka_queue_destroy(self.queue);
+            if !self.client_events.is_null() {
+                rdsys::rd_kafka_queue_destroy(self.client_events);
+            }
+        }
     }
 }
 

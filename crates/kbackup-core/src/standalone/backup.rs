@@ -32,6 +32,8 @@ const WRITER_TICK: Duration = Duration::from_millis(200);
 /// Messages taken from librdkafka per call (kafka::FetchQueue): one queue lock and clock read
 /// per call instead of per message.
 const READ_BATCH: usize = 1000;
+/// Client-wide events (errors, log lines) served between two reads at most.
+const CLIENT_EVENTS_PER_TURN: usize = 100;
 /// The consumer's group id: needed by librdkafka, never used to commit.
 pub const BACKUP_GROUP: &str = "kbackup-cli-backup";
 
@@ -442,16 +444,19 @@ impl Reader<'_> {
                     return Ok(()); // the writer's error ends the run
                 }
             }
-            // The consumer's own queue: client-wide errors (a failed authentication, say).
-            match self.consumer.poll(Duration::ZERO) {
-                Some(Err(KafkaError::PartitionEOF(_))) => check_now = true,
-                Some(Err(e)) => self.fetch_error(e)?,
-                Some(Ok(m)) => log::debug!(
-                    "a message of {}-{} outside the fetch queue, read again later",
-                    m.topic(),
-                    m.partition()
-                ),
-                None => {}
+            // The consumer's own queue: client-wide errors (a failed authentication, say) and
+            // librdkafka's log lines, one per poll (bounded, so a flood cannot stall reading).
+            for _ in 0..fetch.client_events().clamp(1, CLIENT_EVENTS_PER_TURN) {
+                match self.consumer.poll(Duration::ZERO) {
+                    Some(Err(KafkaError::PartitionEOF(_))) => check_now = true,
+                    Some(Err(e)) => self.fetch_error(e)?,
+                    Some(Ok(m)) => log::debug!(
+                        "a message of {}-{} outside the fetch queue, read again later",
+                        m.topic(),
+                        m.partition()
+                    ),
+                    None => {}
+                }
             }
             if last_flush.elapsed() >= FLUSH_EVERY {
                 if self.send_batch().is_err() || self.work.send(Work::Flush).is_err() {
