@@ -147,22 +147,24 @@ fn wait_visible(
             return;
         };
         match md.topics().iter().find(|t| t.name() == topic) {
-            Some(t) if t.error().is_none() => {
-                if t.partitions().len() as i32 >= partitions
+            Some(t)
+                if t.error().is_none()
+                    && t.partitions().len() as i32 >= partitions
                     && t.partitions()
                         .iter()
-                        .all(|p| p.leader() >= 0 && p.error().is_none())
-                {
-                    return;
-                }
+                        .all(|p| p.leader() >= 0 && p.error().is_none()) =>
+            {
+                return;
             }
             Some(t) => {
-                let code: RDKafkaErrorCode = t.error().expect("checked above").into();
-                if !matches!(
-                    code,
-                    RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic
-                ) {
-                    return;
+                if let Some(e) = t.error() {
+                    let code: RDKafkaErrorCode = e.into();
+                    if !matches!(
+                        code,
+                        RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic
+                    ) {
+                        return;
+                    }
                 }
             }
             None => {}
