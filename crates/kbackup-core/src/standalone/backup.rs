@@ -29,9 +29,13 @@ const FLUSH_EVERY: Duration = Duration::from_secs(5);
 const CAPTURE_EVERY_MS: u64 = 30_000;
 /// The writer's turn when no batch comes: how often the ticker runs at least.
 const WRITER_TICK: Duration = Duration::from_millis(200);
-/// Messages taken from librdkafka per call (kafka::FetchQueue): one queue lock and clock read
-/// per call instead of per message.
+/// Messages taken from librdkafka per call (kafka::FetchQueue) at most: one queue lock and
+/// clock read per call instead of per message.
 const READ_BATCH: usize = 1000;
+/// Record bytes a read aims at: the messages of a read stay in librdkafka's memory until the
+/// next read, outside its pre-fetch bound, so large records are read fewer at a time (1000
+/// messages of 64 KiB held 64 MiB: RSS 82 -> 140 MiB).
+const READ_BYTES: usize = 1024 * 1024;
 /// Client-wide events (errors, log lines) served between two reads at most.
 const CLIENT_EVENTS_PER_TURN: usize = 100;
 /// The consumer's group id: needed by librdkafka, never used to commit.
@@ -425,6 +429,7 @@ impl Reader<'_> {
         let mut last_flush = Instant::now();
         let mut last_check = Instant::now();
         let mut check_now = false;
+        let mut read_max = 16; // until the record size is known
         loop {
             if observer.stop_requested() {
                 *stopped = true;
@@ -433,9 +438,15 @@ impl Reader<'_> {
             if self.until && self.undone == 0 {
                 return Ok(());
             }
-            for m in fetch.read(Duration::from_millis(200), READ_BATCH) {
+            let mut bytes = 0usize;
+            let msgs = fetch.read(Duration::from_millis(200), read_max);
+            for m in msgs {
                 match m.error() {
-                    None => self.take(m, observer)?,
+                    None => {
+                        bytes +=
+                            m.key().map_or(0, <[u8]>::len) + m.payload().map_or(0, <[u8]>::len);
+                        self.take(m, observer)?;
+                    }
                     Some(RDKafkaErrorCode::PartitionEOF) => check_now = true,
                     Some(code) => self.fetch_error(KafkaError::MessageConsumption(code))?,
                 }
@@ -443,6 +454,9 @@ impl Reader<'_> {
                 if full && self.send_batch().is_err() {
                     return Ok(()); // the writer's error ends the run
                 }
+            }
+            if !msgs.is_empty() {
+                read_max = (READ_BYTES * msgs.len() / bytes.max(1)).clamp(1, READ_BATCH);
             }
             // The consumer's own queue: client-wide errors (a failed authentication, say) and
             // librdkafka's log lines, one per poll (bounded, so a flood cannot stall reading).
