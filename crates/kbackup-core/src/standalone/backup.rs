@@ -464,11 +464,22 @@ impl Reader<'_> {
                 match self.consumer.poll(Duration::ZERO) {
                     Some(Err(KafkaError::PartitionEOF(_))) => check_now = true,
                     Some(Err(e)) => self.fetch_error(e)?,
-                    Some(Ok(m)) => log::debug!(
-                        "a message of {}-{} outside the fetch queue, read again later",
-                        m.topic(),
-                        m.partition()
-                    ),
+                    // Not expected (every partition forwards to the fetch queue). Skipping it
+                    // would leave a hole in the backup, so end the run before it is written
+                    // past: the next run resumes from the files and reads it again.
+                    Some(Ok(m)) => {
+                        return Err(Error::Kafka {
+                            what: "fetch records".into(),
+                            retriable: true,
+                            detail: format!(
+                                "a record of {}-{} at offset {} came outside the backup's \
+                                 fetch queue; run the backup again (it resumes from the files)",
+                                m.topic(),
+                                m.partition(),
+                                m.offset()
+                            ),
+                        })
+                    }
                     None => {}
                 }
             }
