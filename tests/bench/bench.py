@@ -652,6 +652,22 @@ class Bench:
             if t["state"] == "FAILED":
                 raise TestbedError(f"connector {name} FAILED: {t.get('trace', '')[:3000]}")
 
+    def wait_committed(self, name: str, t0: float) -> float:
+        """Seconds from `t0` until sink connector `name`'s group committed every record (the
+        same end for our sink, which commits what is durable, and the no-op sink, which
+        commits what it was given: both at the worker's offset flush interval)."""
+        a, c = self.a, self.cluster
+        assert c is not None
+        group = f"connect-{name}"
+
+        def committed() -> Optional[int]:
+            got = c.kafka.group_offsets(group)
+            n = sum(got.get((self.topic, p), 0) for p in range(a.partitions))
+            return n if n >= a.records else None
+
+        self.wait(committed, f"group {group} to commit {a.records} offsets", interval=0.2)
+        return time.monotonic() - t0
+
     def kafka_tool(self, main_class: str, *args: str) -> dict[str, Any]:
         """Runs one of Kafka's tools with the test bed's command line (same jars, heap, GC and
         logging as run_tool), measured like kbackup's commands (run_measured)."""
@@ -772,15 +788,7 @@ class Bench:
             task_threads = threads.stop()
         wall = time.monotonic() - t0
         # Durable and committed: the sink commits only offsets whose records are fsynced.
-        group = f"connect-{name}"
-
-        def committed() -> Optional[int]:
-            got = c.kafka.group_offsets(group)
-            n = sum(got.get((self.topic, p), 0) for p in range(a.partitions))
-            return n if n >= a.records else None
-
-        self.wait(committed, f"group {group} to commit {a.records} offsets", interval=0.5)
-        committed_s = time.monotonic() - t0
+        committed_s = self.wait_committed(name, t0)
         if ins["records"] != a.records:
             raise BenchError(f"{name} holds {ins['records']} records, expected {a.records}")
         start_s = first.get("t", t0) - t0
@@ -1098,9 +1106,10 @@ class Bench:
             task_threads = threads.stop()
         wall = time.monotonic() - t0
         start_s = first.get("t", t0) - t0
+        committed_s = self.wait_committed(name, t0)
         return {"wall_s": wall, **self.rates(wall), "tasks": a.tasks, "startup_s": start_s,
                 "steady_records_per_s": a.records / (wall - start_s) if wall > start_s else None,
-                **task_threads}
+                "committed_wall_s": committed_s, **task_threads}
 
     def noop_source(self) -> dict[str, Any]:
         a, c = self.a, self.cluster
@@ -1280,6 +1289,11 @@ class Bench:
                 P[ph]["ratio_vs_noop"] = P[ph]["records_per_s"] / P[noop]["records_per_s"]
                 st, nst = P[ph].get("steady_records_per_s"), P[noop].get("steady_records_per_s")
                 P[ph]["steady_ratio_vs_noop"] = st / nst if st and nst else None
+                # The same end for both: every offset committed (the sink phase's wall ends
+                # when `inspect` counts every record, after the flush that writes the last
+                # blocks; the no-op sink's when its tasks were handed every record).
+                cw, ncw = P[ph].get("committed_wall_s"), P[noop].get("committed_wall_s")
+                P[ph]["committed_ratio_vs_noop"] = ncw / cw if cw and ncw else None
         b["ratio_vs_consumer_perf_wall"] = cons["wall_s"] / b["wall_s"]
         s["same_bytes_as_cli_backup"] = s["bytes"] == R["backup_cli_files"]["bytes"]
         R["load_at_end"] = loadavg()

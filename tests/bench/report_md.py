@@ -24,7 +24,7 @@ def size_table(size: str, S: dict[str, Any]) -> str:
     out = [f"**{size} B records**: {S['params']['records']:,} records "
            f"({S['params']['payload_mib']:.1f} MiB), load {S['load_at_start'][0]} -> "
            f"{S['load_at_end'][0]}", "",
-           "| phase | wall s | rec/s | MB/s | ratio | vs no-op (wall / steady) | first record s "
+           "| phase | wall s | rec/s | MB/s | ratio | vs no-op (wall / steady / committed) | first record s "
            "| steady rec/s | CPU s (worker for connectors) |",
            "|---|---:|---:|---:|---|---|---:|---:|---:|"]
     for label, key, kind in ROWS:
@@ -34,6 +34,8 @@ def size_table(size: str, S: dict[str, Any]) -> str:
         ratio = (f"{p['ratio']:.2f} {p['reference'].replace('Performance', 'Perf')}"
                  if p.get("ratio") is not None else "-")
         noop = (f"{p['ratio_vs_noop']:.2f} / {f(p.get('steady_ratio_vs_noop'), '.2f')}"
+                + (f" / {p['committed_ratio_vs_noop']:.2f}"
+                   if p.get("committed_ratio_vs_noop") is not None else "")
                 if kind and p.get("ratio_vs_noop") is not None else "-")
         first = p.get("startup_s", p.get("first_record_s"))
         cpu = p.get("worker_cpu_s") if kind or key.startswith("noop") else p.get("cpu_s")

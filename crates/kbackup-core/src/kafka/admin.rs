@@ -36,10 +36,7 @@ pub fn describe_topic(
     };
     if let Some(err) = t.error() {
         let code: RDKafkaErrorCode = err.into();
-        if matches!(
-            code,
-            RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic
-        ) {
+        if is_unknown_topic(code) {
             return Ok(None);
         }
         return Err(map_code(
@@ -156,21 +153,19 @@ fn wait_visible(
             {
                 return;
             }
-            Some(t) => {
-                if let Some(e) = t.error() {
-                    let code: RDKafkaErrorCode = e.into();
-                    if !matches!(
-                        code,
-                        RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic
-                    ) {
-                        return;
-                    }
-                }
-            }
-            None => {}
+            Some(t) if t.error().is_some_and(|e| !is_unknown_topic(e.into())) => return,
+            Some(_) | None => {}
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// True for the metadata errors that mean "no such topic (yet)".
+fn is_unknown_topic(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic
+    )
 }
 
 /// Low and high watermark of every partition of `topic`, by partition number.

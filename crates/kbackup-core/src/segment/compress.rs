@@ -78,17 +78,6 @@ pub(super) struct InFlight {
     pub records: Vec<(i64, i64)>,
 }
 
-/// Encodes a block (see [`block::encode`]) now, on this thread.
-pub(super) fn encode_now(
-    c: Compression,
-    raw: Vec<u8>,
-    records: &[(i64, i64)],
-) -> Result<Compressed> {
-    let (first, last) = span(records);
-    let body = block::encode(c, &raw, records.len() as u32, first, last)?;
-    Ok(Compressed { body, raw })
-}
-
 /// Hands a block to the pool (or encodes it at once when there is no pool).
 pub(super) fn submit(c: Compression, raw: Vec<u8>, records: Vec<(i64, i64)>) -> InFlight {
     let (tx, rx) = mpsc::sync_channel::<Result<Compressed>>(1);

@@ -3,7 +3,7 @@
 use super::compress::{self, Compressed, InFlight};
 use super::{SegmentHeader, SegmentScan, FRAME_PREFIX_LEN, MAX_BODY_LEN};
 use crate::error::{Error, Result};
-use crate::format::block::{Codec, Compression};
+use crate::format::block::{self, Codec, Compression};
 use crate::format::{frame, BLOCK_RAW_TARGET, SEGMENT_VERSION_BLOCKS};
 use crate::index::{self, IndexBuilder};
 use crate::layout;
@@ -445,48 +445,64 @@ impl SegmentWriter {
     /// (docs/format.md, "Blocks").
     fn close_block(&mut self) -> Result<()> {
         self.write_in_flight()?;
-        if self.block_records.is_empty() {
+        let (Some(&(first, _)), Some(&(last, _))) =
+            (self.block_records.first(), self.block_records.last())
+        else {
             return Ok(());
-        }
-        let tried = self.compression.codec != Codec::None && self.skip_codec == 0;
-        let raw = std::mem::replace(&mut self.block, std::mem::take(&mut self.spare));
+        };
         let records = std::mem::take(&mut self.block_records);
-        if tried {
+        if self.compression.codec != Codec::None && self.skip_codec == 0 {
+            let raw = std::mem::replace(&mut self.block, std::mem::take(&mut self.spare));
             self.in_flight = Some(compress::submit(self.compression, raw, records));
             return Ok(());
         }
+        // Stored raw: encoded from the open block, whose buffer stays for the next one.
         self.skip_codec = self.skip_codec.saturating_sub(1);
         let stored = Compression {
             codec: Codec::None,
             ..self.compression
         };
-        let encoded = compress::encode_now(stored, raw, &records)?;
-        self.write_block(false, encoded, records)
+        let body = block::encode(stored, &self.block, records.len() as u32, first, last)?;
+        let raw_len = self.block.len();
+        self.write_block(false, &body, raw_len, records)?;
+        self.block.clear();
+        if self.block.capacity() > 2 * BLOCK_RAW_TARGET {
+            self.block = Vec::new(); // after a huge record, give the memory back
+        }
+        Ok(())
     }
 
-    /// Waits for the block on the compression pool, if any, and writes it.
+    /// Waits for the block on the compression pool, if any, and writes it; its raw buffer is
+    /// kept for the next block.
     fn write_in_flight(&mut self) -> Result<()> {
         let Some(f) = self.in_flight.take() else {
             return Ok(());
         };
-        let encoded = f.wait()?;
-        self.write_block(true, encoded, f.records)
+        let Compressed { body, mut raw } = f.wait()?;
+        self.write_block(true, &body, raw.len(), f.records)?;
+        raw.clear();
+        if raw.capacity() <= 2 * BLOCK_RAW_TARGET {
+            self.spare = raw;
+        }
+        Ok(())
     }
 
-    /// Writes an encoded block as one frame and indexes its records at the frame's position.
-    /// `tried`: the codec was tried on it (its result steers the codec's pause).
+    /// Writes an encoded block (`raw_len` bytes of record frames) as one frame and indexes
+    /// its records at the frame's position. `tried`: the codec was tried on it (its result
+    /// steers the codec's pause).
     fn write_block(
         &mut self,
         tried: bool,
-        Compressed { body, mut raw }: Compressed,
+        body: &[u8],
+        raw_len: usize,
         records: Vec<(i64, i64)>,
     ) -> Result<()> {
         if tried {
             // A miss: the codec saved less than a sixteenth (a block stays compressed if it
             // got smaller at all, but random values with compressible record headers saved
             // 2.7 % for more CPU than the rest of the write: not worth trying every block).
-            let saved = raw.len().saturating_sub(body.len());
-            if saved.saturating_mul(16) < raw.len() {
+            let saved = raw_len.saturating_sub(body.len());
+            if saved.saturating_mul(16) < raw_len {
                 self.codec_misses = (self.codec_misses + 1).min(MAX_CODEC_BACKOFF);
                 self.skip_codec = 1 << self.codec_misses;
             } else {
@@ -504,18 +520,13 @@ impl SegmentWriter {
         }
         let pos = self.len;
         self.out
-            .write_all(&frame::prefix(&body))
-            .and_then(|_| self.out.write_all(&body))
+            .write_all(&frame::prefix(body))
+            .and_then(|_| self.out.write_all(body))
             .map_err(|e| Error::io(e, "append to segment", &self.path))?;
         for (offset, timestamp) in records {
             self.index(offset, timestamp, pos)?;
         }
         self.len += (FRAME_PREFIX_LEN + body.len()) as u64;
-        raw.clear();
-        // After a huge record, give the memory back; else keep the buffer for a next block.
-        if raw.capacity() <= 2 * BLOCK_RAW_TARGET {
-            self.spare = raw;
-        }
         Ok(())
     }
 
