@@ -64,8 +64,8 @@ pub struct BackupArgs {
     /// search where read is allowed (0640 -> 0750).
     #[arg(long = "file-mode", value_name = "MODE")]
     pub file_mode: Option<String>,
-    /// Upper bound of the record bytes held in compression blocks over all partitions (open,
-    /// being compressed, or kept for reuse; default 33554432, 32 MiB; at least 1 MiB). Above it the largest blocks are written
+    /// Upper bound of the record bytes held in open compression blocks over all partitions
+    /// (default 33554432, 32 MiB; at least 1 MiB). Above it the largest blocks are written
     /// early, so memory does not grow with the partition count.
     #[arg(long = "buffer-memory", value_name = "BYTES")]
     pub buffer_memory: Option<u64>,

@@ -7,7 +7,6 @@
 //! The frame rules, the scanner and the record body are [`crate::format`]'s; reading a file
 //! piecewise is [`SegmentFile`], writing is [`SegmentWriter`].
 
-mod compress;
 mod file;
 #[cfg(test)]
 mod tests;

@@ -1,6 +1,5 @@
 //! Appending to a segment and its index files: buffered, durable only on flush.
 
-use super::compress::{self, Compressed, InFlight};
 use super::{SegmentHeader, SegmentScan, FRAME_PREFIX_LEN, MAX_BODY_LEN};
 use crate::error::{Error, Result};
 use crate::format::block::{self, Codec, Compression};
@@ -66,11 +65,6 @@ pub struct SegmentWriter {
     /// Version 2: blocks in a row the codec did not make a sixteenth smaller (at most
     /// [`MAX_CODEC_BACKOFF`]).
     codec_misses: u32,
-    /// Version 2: the last closed block, compressing on the pool (`segment::compress`); it
-    /// is written before the next block closes, and at a flush.
-    in_flight: Option<InFlight>,
-    /// Version 2: the raw buffer of the last written block, emptied, for the next block.
-    spare: Vec<u8>,
 }
 
 /// After `n` blocks in a row that did not compress (by a sixteenth), the next 2^n (at most
@@ -269,8 +263,6 @@ impl SegmentWriter {
             block_records: Vec::new(),
             skip_codec: 0,
             codec_misses: 0,
-            in_flight: None,
-            spare: Vec::new(),
         }
     }
 
@@ -360,8 +352,6 @@ impl SegmentWriter {
             block_records: Vec::new(),
             skip_codec: 0,
             codec_misses: 0,
-            in_flight: None,
-            spare: Vec::new(),
         })
     }
 
@@ -371,13 +361,10 @@ impl SegmentWriter {
         self.compression = c;
     }
 
-    /// Memory held for blocks (version 2): the open block's capacity, which a written block
-    /// keeps for the next one, so this is what the partition costs even between blocks, plus
-    /// the block still compressing and the spare buffer.
+    /// Memory held for the open block (version 2): its capacity, which a written block keeps
+    /// for the next one, so this is what the partition costs even between blocks.
     pub fn buffered(&self) -> usize {
         self.block.capacity()
-            + self.spare.capacity()
-            + self.in_flight.as_ref().map_or(0, |f| f.raw_capacity)
     }
 
     /// Writes the open block now, however small, and gives its memory back: how the sink keeps
@@ -385,9 +372,7 @@ impl SegmentWriter {
     /// (that is [`Self::flush`]); an error leaves the segment as an append error does.
     pub fn release_block(&mut self) -> Result<()> {
         self.close_block()?;
-        self.write_in_flight()?;
         self.block = Vec::new();
-        self.spare = Vec::new();
         Ok(())
     }
 
@@ -438,71 +423,37 @@ impl SegmentWriter {
         Ok(())
     }
 
-    /// Closes the open block: writes the block still compressing first (blocks stay in
-    /// order, and the codec decides on each block knowing how the one before compressed), then
-    /// hands this one to the compression pool, or stores it raw at once when the codec is not
-    /// tried. Its records are indexed at the block's position when it is written
-    /// (docs/format.md, "Blocks").
+    /// Compresses the open block and writes it as one frame; its records are indexed at the
+    /// block's position (docs/format.md, "Blocks").
     fn close_block(&mut self) -> Result<()> {
-        self.write_in_flight()?;
         let (Some(&(first, _)), Some(&(last, _))) =
             (self.block_records.first(), self.block_records.last())
         else {
             return Ok(());
         };
-        let records = std::mem::take(&mut self.block_records);
-        if self.compression.codec != Codec::None && self.skip_codec == 0 {
-            let raw = std::mem::replace(&mut self.block, std::mem::take(&mut self.spare));
-            self.in_flight = Some(compress::submit(self.compression, raw, records));
-            return Ok(());
-        }
-        // Stored raw: encoded from the open block, whose buffer stays for the next one.
-        self.skip_codec = self.skip_codec.saturating_sub(1);
-        let stored = Compression {
-            codec: Codec::None,
-            ..self.compression
+        let tried = self.compression.codec != Codec::None && self.skip_codec == 0;
+        let compression = if tried {
+            self.compression
+        } else {
+            self.skip_codec = self.skip_codec.saturating_sub(1);
+            Compression {
+                codec: Codec::None,
+                ..self.compression
+            }
         };
-        let body = block::encode(stored, &self.block, records.len() as u32, first, last)?;
-        let raw_len = self.block.len();
-        self.write_block(false, &body, raw_len, records)?;
-        self.block.clear();
-        if self.block.capacity() > 2 * BLOCK_RAW_TARGET {
-            self.block = Vec::new(); // after a huge record, give the memory back
-        }
-        Ok(())
-    }
-
-    /// Waits for the block on the compression pool, if any, and writes it; its raw buffer is
-    /// kept for the next block.
-    fn write_in_flight(&mut self) -> Result<()> {
-        let Some(f) = self.in_flight.take() else {
-            return Ok(());
-        };
-        let Compressed { body, mut raw } = f.wait()?;
-        self.write_block(true, &body, raw.len(), f.records)?;
-        raw.clear();
-        if raw.capacity() <= 2 * BLOCK_RAW_TARGET {
-            self.spare = raw;
-        }
-        Ok(())
-    }
-
-    /// Writes an encoded block (`raw_len` bytes of record frames) as one frame and indexes
-    /// its records at the frame's position. `tried`: the codec was tried on it (its result
-    /// steers the codec's pause).
-    fn write_block(
-        &mut self,
-        tried: bool,
-        body: &[u8],
-        raw_len: usize,
-        records: Vec<(i64, i64)>,
-    ) -> Result<()> {
+        let body = block::encode(
+            compression,
+            &self.block,
+            self.block_records.len() as u32,
+            first,
+            last,
+        )?;
         if tried {
             // A miss: the codec saved less than a sixteenth (a block stays compressed if it
             // got smaller at all, but random values with compressible record headers saved
             // 2.7 % for more CPU than the rest of the write: not worth trying every block).
-            let saved = raw_len.saturating_sub(body.len());
-            if saved.saturating_mul(16) < raw_len {
+            let saved = self.block.len().saturating_sub(body.len());
+            if saved.saturating_mul(16) < self.block.len() {
                 self.codec_misses = (self.codec_misses + 1).min(MAX_CODEC_BACKOFF);
                 self.skip_codec = 1 << self.codec_misses;
             } else {
@@ -510,23 +461,24 @@ impl SegmentWriter {
             }
         }
         if body.len() > MAX_BODY_LEN as usize {
-            let (first, last) = (records.first(), records.last());
             return Err(Error::State(format!(
-                "block of records {} to {} is {} bytes, larger than a segment frame holds",
-                first.map_or(0, |r| r.0),
-                last.map_or(0, |r| r.0),
+                "block of records {first} to {last} is {} bytes, larger than a segment frame holds",
                 body.len()
             )));
         }
         let pos = self.len;
         self.out
-            .write_all(&frame::prefix(body))
-            .and_then(|_| self.out.write_all(body))
+            .write_all(&frame::prefix(&body))
+            .and_then(|_| self.out.write_all(&body))
             .map_err(|e| Error::io(e, "append to segment", &self.path))?;
-        for (offset, timestamp) in records {
+        for (offset, timestamp) in std::mem::take(&mut self.block_records) {
             self.index(offset, timestamp, pos)?;
         }
         self.len += (FRAME_PREFIX_LEN + body.len()) as u64;
+        self.block.clear();
+        if self.block.capacity() > 2 * BLOCK_RAW_TARGET {
+            self.block = Vec::new(); // after a huge record, give the memory back
+        }
         Ok(())
     }
 
@@ -538,7 +490,6 @@ impl SegmentWriter {
             return Ok(());
         }
         self.close_block()?;
-        self.write_in_flight()?;
         let what = |w: &BufWriter<Out>| {
             w.get_ref()
                 .path()
@@ -616,14 +567,7 @@ impl SegmentWriter {
     /// Bytes written so far (header included, buffered bytes included; the open block of a
     /// version 2 segment counts uncompressed, an upper bound of what it will take).
     pub fn len(&self) -> u64 {
-        self.len + (self.block.len() + self.in_flight.as_ref().map_or(0, |f| f.raw_len)) as u64
-    }
-    /// [`Self::len`] with the block still compressing written first, so its compressed
-    /// length counts instead of its raw one (for a decision that the upper bound would take
-    /// too early, like rolling a segment at its size limit). An error is an append error.
-    pub fn settled_len(&mut self) -> Result<u64> {
-        self.write_in_flight()?;
-        Ok(self.len())
+        self.len + self.block.len() as u64
     }
     /// True when the segment holds no record.
     pub fn is_empty(&self) -> bool {

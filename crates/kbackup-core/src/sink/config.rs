@@ -67,8 +67,8 @@ pub struct SinkConfig {
     /// zstd level (`compression.level`; default 1).
     #[serde(default)]
     pub compression_level: Option<i32>,
-    /// Upper bound of the record bytes held in compression blocks over all partitions (open,
-    /// being compressed, or kept for reuse; `buffer.memory.bytes`; default 32 MiB). Above it the largest blocks are written early.
+    /// Upper bound of the record bytes held in open compression blocks over all partitions
+    /// (`buffer.memory.bytes`; default 32 MiB). Above it the largest blocks are written early.
     #[serde(default = "default_buffer_memory")]
     pub buffer_memory_bytes: u64,
     /// `storage.*` settings of an object-store target (docs/storage.md); values never shown.

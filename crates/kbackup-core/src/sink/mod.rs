@@ -517,10 +517,8 @@ impl BackupSink {
         let st = self.partition(topic, partition)?;
         let mut rolled = false;
         let mut new_dir = None;
-        if let Some(seg) = st.seg.as_mut() {
-            let frame = (FRAME_PREFIX_LEN + body.len()) as u64;
-            // The raw length of a block still compressing is an upper bound: settle it first.
-            let too_big = seg.len() + frame > max_size && seg.settled_len()? + frame > max_size;
+        if let Some(seg) = &st.seg {
+            let too_big = seg.len() + (FRAME_PREFIX_LEN + body.len()) as u64 > max_size;
             let too_old = max_age > 0 && now - seg.header().created_ms >= max_age;
             if !seg.is_empty() && (too_big || too_old) {
                 let seg = st.seg.take().expect("checked");

@@ -105,8 +105,7 @@ public class BackupSinkConfig extends AbstractConfig {
 
     public static final String BUFFER_MEMORY_BYTES_CONFIG = "buffer.memory.bytes";
     private static final String BUFFER_MEMORY_BYTES_DOC = "Upper bound of the record bytes a task holds in "
-            + "compression blocks over all its partitions (open blocks, blocks being compressed on the compression "
-            + "threads, and emptied buffers kept for the next block). A block is written when it reaches 256 KiB or at "
+            + "open compression blocks over all its partitions. A block is written when it reaches 256 KiB or at "
             + "a flush; above this bound the largest open blocks are written early (smaller blocks, nothing lost), "
             + "so a task's memory for blocks is bounded by this setting, not by its partition count. Not used "
             + "with compression.type=none.";
