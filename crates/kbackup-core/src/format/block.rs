@@ -134,9 +134,30 @@ pub struct BlockHeader {
     pub raw_crc: u32,
 }
 
+/// A block ready to be written as a frame body: its header, then either its compressed bytes
+/// (in `head`) or the raw bytes as they are, written from the caller's buffer without a copy.
+#[derive(Debug)]
+pub struct Encoded {
+    /// The header, followed by the compressed bytes when the codec was kept.
+    pub head: Vec<u8>,
+    /// True when the raw bytes follow `head` unchanged (codec `none`).
+    pub raw_follows: bool,
+    /// Length of the whole frame body.
+    pub body_len: usize,
+    /// CRC-32 of the whole frame body, for the frame prefix: for a block stored raw it is
+    /// derived from the raw CRC the header carries, so the raw bytes are read once, not twice.
+    pub body_crc: u32,
+}
+
 /// Encodes a block holding `raw` (record frames) as a segment frame body. Falls back to codec
 /// `none` when compressing does not make the block smaller (already compressed values).
-pub fn encode(c: Compression, raw: &[u8], records: u32, first: i64, last: i64) -> Result<Vec<u8>> {
+pub fn encode_parts(
+    c: Compression,
+    raw: &[u8],
+    records: u32,
+    first: i64,
+    last: i64,
+) -> Result<Encoded> {
     let compressed = match c.codec {
         Codec::None => None,
         Codec::Zstd => Some(
@@ -145,20 +166,52 @@ pub fn encode(c: Compression, raw: &[u8], records: u32, first: i64, last: i64) -
         ),
         Codec::Lz4 => Some(lz4_flex::block::compress(raw)),
     };
-    let (codec, stored): (Codec, &[u8]) = match &compressed {
-        Some(z) if z.len() < raw.len() => (c.codec, z),
-        _ => (Codec::None, raw),
+    let kept = compressed.filter(|z| z.len() < raw.len());
+    let (codec, stored_len) = match &kept {
+        Some(z) => (c.codec, z.len()),
+        None => (Codec::None, raw.len()),
     };
-    let mut out = Vec::with_capacity(HEADER_LEN + stored.len());
-    out.push(codec.id());
-    out.extend_from_slice(&records.to_be_bytes());
-    out.extend_from_slice(&first.to_be_bytes());
-    out.extend_from_slice(&last.to_be_bytes());
-    out.extend_from_slice(&(raw.len() as u32).to_be_bytes());
-    out.extend_from_slice(&(stored.len() as u32).to_be_bytes());
-    out.extend_from_slice(&crc32fast::hash(raw).to_be_bytes());
-    out.extend_from_slice(stored);
-    Ok(out)
+    let raw_crc = crc32fast::hash(raw);
+    let mut head = Vec::with_capacity(HEADER_LEN + kept.as_ref().map_or(0, Vec::len));
+    head.push(codec.id());
+    head.extend_from_slice(&records.to_be_bytes());
+    head.extend_from_slice(&first.to_be_bytes());
+    head.extend_from_slice(&last.to_be_bytes());
+    head.extend_from_slice(&(raw.len() as u32).to_be_bytes());
+    head.extend_from_slice(&(stored_len as u32).to_be_bytes());
+    head.extend_from_slice(&raw_crc.to_be_bytes());
+    let raw_follows = kept.is_none();
+    let body_crc = match kept {
+        Some(z) => {
+            head.extend_from_slice(&z);
+            crc32fast::hash(&head)
+        }
+        None => {
+            let mut h = crc32fast::Hasher::new();
+            h.update(&head);
+            h.combine(&crc32fast::Hasher::new_with_initial_len(
+                raw_crc,
+                raw.len() as u64,
+            ));
+            h.finalize()
+        }
+    };
+    Ok(Encoded {
+        body_len: HEADER_LEN + stored_len,
+        head,
+        raw_follows,
+        body_crc,
+    })
+}
+
+/// [`encode_parts`] as one frame body.
+pub fn encode(c: Compression, raw: &[u8], records: u32, first: i64, last: i64) -> Result<Vec<u8>> {
+    let e = encode_parts(c, raw, records, first, last)?;
+    let mut body = e.head;
+    if e.raw_follows {
+        body.extend_from_slice(raw);
+    }
+    Ok(body)
 }
 
 thread_local! {
@@ -301,6 +354,30 @@ mod tests {
         };
         let body = encode(c, &noise, 1, 0, 0).unwrap();
         assert_eq!(header(&body).unwrap().codec, Codec::None);
+    }
+
+    #[test]
+    fn the_frame_crc_of_a_block_is_the_crc_of_its_body_whether_compressed_or_raw() {
+        let text: Vec<u8> = (0..20_000u32).flat_map(|i| (i % 7).to_be_bytes()).collect();
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let noise: Vec<u8> = (0..70_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 32) as u8
+            })
+            .collect();
+        for raw in [&text, &noise] {
+            for codec in [Codec::None, Codec::Zstd, Codec::Lz4] {
+                let c = Compression { codec, level: 1 };
+                let e = encode_parts(c, raw, 3, 5, 9).unwrap();
+                let body = encode(c, raw, 3, 5, 9).unwrap();
+                assert_eq!(e.raw_follows, header(&body).unwrap().codec == Codec::None);
+                assert_eq!(e.body_len, body.len(), "{codec:?}");
+                assert_eq!(e.body_crc, crc32fast::hash(&body), "{codec:?}");
+            }
+        }
     }
 
     #[test]

@@ -21,11 +21,15 @@ pub fn length_crc(len: u32) -> u32 {
 
 /// The 12-byte prefix of a frame holding `body`.
 pub fn prefix(body: &[u8]) -> [u8; PREFIX_LEN] {
-    let len = body.len() as u32;
+    prefix_of(body.len() as u32, crc32fast::hash(body))
+}
+
+/// The 12-byte prefix of a frame whose body is `len` bytes with CRC-32 `crc`.
+pub fn prefix_of(len: u32, crc: u32) -> [u8; PREFIX_LEN] {
     let mut p = [0u8; PREFIX_LEN];
     p[0..4].copy_from_slice(&len.to_be_bytes());
     p[4..8].copy_from_slice(&length_crc(len).to_be_bytes());
-    p[8..12].copy_from_slice(&crc32fast::hash(body).to_be_bytes());
+    p[8..12].copy_from_slice(&crc.to_be_bytes());
     p
 }
 

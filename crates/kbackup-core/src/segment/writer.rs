@@ -73,22 +73,71 @@ pub struct SegmentWriter {
 /// compressed again within 64 blocks.
 const MAX_CODEC_BACKOFF: u32 = 6;
 
+/// Bytes written to a file between two requests to start their write-back
+/// ([`SegFile::start_writeback`]).
+const WRITEBACK_CHUNK: u64 = 1024 * 1024;
+
 /// A file the writer appends to; its writes and fsyncs pass the fault-injection hooks.
 struct SegFile {
     file: File,
     path: PathBuf,
+    /// Length of the file (where the next write lands: files are only appended to).
+    pos: u64,
+    /// Where the write-back not yet requested starts.
+    kicked: u64,
 }
 
 impl SegFile {
+    /// A file appended to from `pos` (its length).
+    fn new(file: File, path: PathBuf, pos: u64) -> SegFile {
+        SegFile {
+            file,
+            path,
+            pos,
+            kicked: pos,
+        }
+    }
+
     fn sync(&self) -> std::io::Result<()> {
         crate::faults::fsync(&self.path, || self.file.sync_data())
+    }
+
+    /// Asks the kernel to start writing the bytes appended since the last request to the
+    /// disk, without waiting (Linux `sync_file_range(SYNC_FILE_RANGE_WRITE)`), once a
+    /// [`WRITEBACK_CHUNK`] has gathered. The disk then writes while the records that follow
+    /// are encoded, and the fsync of a flush waits for the last chunk instead of every byte
+    /// since the previous flush (64 MiB flushes of the in-process bench, 2 s to 60 s of a
+    /// busy partition on Connect). Durability is unchanged: only [`Self::sync`] reports bytes
+    /// durable, and a write-back error is reported by it (the kernel keeps it for the fsync).
+    fn start_writeback(&mut self) {
+        if self.pos - self.kicked < WRITEBACK_CHUNK {
+            return;
+        }
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            // SAFETY: a plain syscall on an open descriptor this struct owns; no memory is
+            // passed. Its result is advisory (the fsync reports what matters), so it is ignored.
+            unsafe {
+                libc::sync_file_range(
+                    self.file.as_raw_fd(),
+                    self.kicked as libc::off64_t,
+                    (self.pos - self.kicked) as libc::off64_t,
+                    libc::SYNC_FILE_RANGE_WRITE,
+                );
+            }
+        }
+        self.kicked = self.pos;
     }
 }
 
 impl Write for SegFile {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let f = &mut self.file;
-        crate::faults::write(&self.path, buf, |b| f.write(b))
+        let n = crate::faults::write(&self.path, buf, |b| f.write(b))?;
+        self.pos += n as u64;
+        self.start_writeback();
+        Ok(n)
     }
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
@@ -138,10 +187,8 @@ fn open_append(path: &Path, op: &'static str) -> Result<SegFile> {
         .append(true)
         .open(path)
         .map_err(|e| Error::io(e, op, path))?;
-    Ok(SegFile {
-        file,
-        path: path.to_path_buf(),
-    })
+    let len = file.metadata().map_err(|e| Error::io(e, op, path))?.len();
+    Ok(SegFile::new(file, path.to_path_buf(), len))
 }
 
 /// Removes a segment and its index files; a missing file is fine.
@@ -198,10 +245,7 @@ impl SegmentWriter {
         perms: Perms,
     ) -> Result<SegmentWriter> {
         let bytes = header.encode();
-        let mut out = SegFile {
-            file: f,
-            path: path.clone(),
-        };
+        let mut out = SegFile::new(f, path.clone(), 0);
         out.write_all(&bytes)
             .map_err(|e| Error::io(e, "write segment header", &path))?;
         let mut idx_files = Vec::new();
@@ -212,10 +256,7 @@ impl SegmentWriter {
             let f = perms
                 .create(&ipath)
                 .map_err(|e| Error::io(e, "create index", &ipath))?;
-            let mut f = SegFile {
-                file: f,
-                path: ipath.clone(),
-            };
+            let mut f = SegFile::new(f, ipath.clone(), 0);
             f.write_all(&index::encode_header(
                 magic,
                 header.base_offset,
@@ -441,7 +482,7 @@ impl SegmentWriter {
                 ..self.compression
             }
         };
-        let body = block::encode(
+        let enc = block::encode_parts(
             compression,
             &self.block,
             self.block_records.len() as u32,
@@ -452,7 +493,7 @@ impl SegmentWriter {
             // A miss: the codec saved less than a sixteenth (a block stays compressed if it
             // got smaller at all, but random values with compressible record headers saved
             // 2.7 % for more CPU than the rest of the write: not worth trying every block).
-            let saved = self.block.len().saturating_sub(body.len());
+            let saved = self.block.len().saturating_sub(enc.body_len);
             if saved.saturating_mul(16) < self.block.len() {
                 self.codec_misses = (self.codec_misses + 1).min(MAX_CODEC_BACKOFF);
                 self.skip_codec = 1 << self.codec_misses;
@@ -460,21 +501,23 @@ impl SegmentWriter {
                 self.codec_misses = 0;
             }
         }
-        if body.len() > MAX_BODY_LEN as usize {
+        if enc.body_len > MAX_BODY_LEN as usize {
             return Err(Error::State(format!(
                 "block of records {first} to {last} is {} bytes, larger than a segment frame holds",
-                body.len()
+                enc.body_len
             )));
         }
         let pos = self.len;
+        let raw: &[u8] = if enc.raw_follows { &self.block } else { &[] };
         self.out
-            .write_all(&frame::prefix(&body))
-            .and_then(|_| self.out.write_all(&body))
+            .write_all(&frame::prefix_of(enc.body_len as u32, enc.body_crc))
+            .and_then(|_| self.out.write_all(&enc.head))
+            .and_then(|_| self.out.write_all(raw))
             .map_err(|e| Error::io(e, "append to segment", &self.path))?;
         for (offset, timestamp) in std::mem::take(&mut self.block_records) {
             self.index(offset, timestamp, pos)?;
         }
-        self.len += (FRAME_PREFIX_LEN + body.len()) as u64;
+        self.len += (FRAME_PREFIX_LEN + enc.body_len) as u64;
         self.block.clear();
         if self.block.capacity() > 2 * BLOCK_RAW_TARGET {
             self.block = Vec::new(); // after a huge record, give the memory back
@@ -580,5 +623,37 @@ impl SegmentWriter {
     /// Offset of the last record appended.
     pub fn last_offset(&self) -> Option<i64> {
         self.last_offset
+    }
+}
+
+#[cfg(test)]
+mod writeback_tests {
+    use super::*;
+
+    #[test]
+    fn write_back_is_requested_per_chunk_from_where_an_appended_file_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seg");
+        std::fs::write(&path, [7u8; 100]).unwrap();
+        let mut f = open_append(&path, "open").unwrap();
+        assert_eq!((f.pos, f.kicked), (100, 100));
+        let chunk = vec![1u8; WRITEBACK_CHUNK as usize / 4];
+        for _ in 0..3 {
+            f.write_all(&chunk).unwrap();
+        }
+        assert_eq!(
+            f.kicked, 100,
+            "less than a chunk written: nothing requested yet"
+        );
+        f.write_all(&chunk).unwrap();
+        f.write_all(&[2u8; 10]).unwrap();
+        assert_eq!(
+            f.kicked,
+            100 + WRITEBACK_CHUNK,
+            "requested up to the end of the chunk"
+        );
+        assert_eq!(f.pos, 110 + WRITEBACK_CHUNK);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), f.pos);
+        f.sync().unwrap();
     }
 }
