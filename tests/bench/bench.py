@@ -729,6 +729,7 @@ class Bench:
         return run_measured([str(KBACKUP), "backup", "--bootstrap-server", c.bootstrap,
                              "--dir", str(self.cli_dir), "--topics", self.topic,
                              "--until-caught-up", "--json", "-q",
+                             *(["--compression", self.a.codec] if self.a.codec else []),
                              *[x for kv in self.a.backup_config for x in ("--config", kv)]],
                             self.a.phase_timeout, "kbackup backup")
 
@@ -767,7 +768,8 @@ class Bench:
             "connector.class": "io.kbackup.connect.BackupSinkConnector",
             "tasks.max": a.tasks, "topics": self.topic, "target.dir": target,
             "cluster.bootstrap.servers": c.bootstrap,
-            "consumer.override.isolation.level": "read_committed", **CONVERTERS, **(extra or {})})
+            "consumer.override.isolation.level": "read_committed", **CONVERTERS,
+            **({"compression.type": a.codec} if a.codec else {}), **(extra or {})})
         self.connectors.append(name)
         inspections = 0
         stable = {"bytes": -1, "since": time.monotonic()}
@@ -1180,7 +1182,8 @@ class Bench:
                        "partitions": a.partitions, "tasks": a.tasks, "worker_heap": "-Xmx512m",
                        "phase_timeout_s": a.phase_timeout, "ceiling": not a.no_ceiling,
                        "inprocess_mib": None if a.no_inprocess else a.inprocess_mib,
-                       "backup_config": a.backup_config, "restore_config": a.restore_config}
+                       "backup_config": a.backup_config, "restore_config": a.restore_config,
+                       "codec": a.codec}
         self.log(f"load at start: {R['uptime_at_start']}")
         t_start = time.monotonic()
         if not a.no_inprocess and not a.compression_only:
@@ -1865,6 +1868,9 @@ def main(argv: Optional[list[str]] = None) -> int:
                     help="extra `--config` for `kbackup backup` (repeatable), to try client tuning")
     ap.add_argument("--restore-config", action="append", default=[], metavar="KEY=VALUE",
                     help="extra `--config` for `kbackup restore` (repeatable)")
+    ap.add_argument("--codec", default=None, choices=("none", "zstd", "lz4"),
+                    help="codec of the CLI backup (--compression) and of the sink connector "
+                         "(compression.type) in the record-size phases; default: theirs (zstd)")
     ap.add_argument("--compression-only", action="store_true",
                     help="run only the compression phase (codecs x producer compression)")
     ap.add_argument("--scale", default="", metavar="P,...",
@@ -1947,6 +1953,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         prm = S.get("params", {})
         print(f"kbackup bench: {prm.get('records')} records x {size} B, {args.partitions} "
               f"partitions, connector tasks.max={args.tasks}"
+              + (f", backup codec {args.codec}" if args.codec else "")
               + (f", backup --config {args.backup_config}" if args.backup_config else "")
               + (f", restore --config {args.restore_config}" if args.restore_config else "")
               + f"; load {S.get('load_at_start')} -> {S.get('load_at_end')}")

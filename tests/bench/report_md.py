@@ -45,6 +45,24 @@ def size_table(size: str, S: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def inprocess_table(ip: dict[str, Any]) -> str:
+    """The in-process figures (`inprocess.py`, bench.py's first phases), one row per size."""
+    out = [f"In-process (no Kafka), {ip['mib_per_case']} MiB per case, flush every "
+           f"{ip['flush_mib']} MiB, load {ip['load_at_start'][0]} at the start:", "",
+           "| record | sink, tmpfs (fsync excluded): MB/s, ns/record | put CPU MB/s | plain write "
+           "to tmpfs MB/s | sink, disk, fsync every flush: MB/s | disk write + fdatasync MB/s "
+           "| ratio | source: MB/s, ns/record |",
+           "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for size, x in ip["sizes"].items():
+        t, d, src = x["sink_tmpfs"], x["sink_disk_fsync"], x["source_disk"]
+        ref = x["disk_fdatasync"]["mb_per_s"]
+        out.append(f"| {size} B | {t['mb_per_s']:,.0f}, {t['ns_per_record']:,.0f} | "
+                   f"{t['put_cpu_mb_per_s']:,.0f} | {x['tmpfs_write']['mb_per_s']:,.0f} | "
+                   f"{d['mb_per_s']:,.0f} | {ref:,.0f} | {d['mb_per_s'] / ref:.2f} | "
+                   f"{src['mb_per_s']:,.0f}, {src['ns_per_record']:,.0f} |")
+    return "\n".join(out)
+
+
 def main() -> int:
     R = json.load(open(sys.argv[1]))
     m = R["machine"]
@@ -52,6 +70,8 @@ def main() -> int:
           f"{m.get('git_head')}, {m.get('kbackup')}; machine {m['cpus']} x {m['cpu_model']}, "
           f"{m['mem_total_mib']} MiB, {m['java']}; load average at start {R['load_at_start']}, "
           f"at end {R['load_at_end']}; total {R['total_s']} s.\n")
+    if R.get("inprocess"):
+        print(inprocess_table(R["inprocess"]) + "\n")
     for size, S in R["sizes"].items():
         print(size_table(size, S) + "\n")
     return 0
