@@ -121,8 +121,8 @@ impl SegFile {
             unsafe {
                 libc::sync_file_range(
                     self.file.as_raw_fd(),
-                    self.kicked as libc::off64_t,
-                    (self.pos - self.kicked) as libc::off64_t,
+                    self.kicked as _,
+                    (self.pos - self.kicked) as _,
                     libc::SYNC_FILE_RANGE_WRITE,
                 );
             }
