@@ -322,6 +322,18 @@ pub fn decode(body: &[u8]) -> std::result::Result<(BlockHeader, Vec<u8>), String
 mod tests {
     use super::*;
 
+    /// `len` bytes no codec shrinks (xorshift64 from `seed`).
+    fn noise(len: usize, mut seed: u64) -> Vec<u8> {
+        (0..len)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                (seed >> 32) as u8
+            })
+            .collect()
+    }
+
     #[test]
     fn every_codec_round_trips_and_incompressible_blocks_are_stored_raw() {
         let raw: Vec<u8> = (0..10_000u32)
@@ -339,15 +351,7 @@ mod tests {
                 body.len()
             );
         }
-        let mut x = 0x2545_f491_4f6c_dd1du64;
-        let noise: Vec<u8> = (0..4096)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 32) as u8
-            })
-            .collect();
+        let noise = noise(4096, 0x2545_f491_4f6c_dd1d);
         let c = Compression {
             codec: Codec::Zstd,
             level: 3,
@@ -359,15 +363,7 @@ mod tests {
     #[test]
     fn the_frame_crc_of_a_block_is_the_crc_of_its_body_whether_compressed_or_raw() {
         let text: Vec<u8> = (0..20_000u32).flat_map(|i| (i % 7).to_be_bytes()).collect();
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let noise: Vec<u8> = (0..70_000)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 32) as u8
-            })
-            .collect();
+        let noise = noise(70_000, 0x9e37_79b9_7f4a_7c15);
         for raw in [&text, &noise] {
             for codec in [Codec::None, Codec::Zstd, Codec::Lz4] {
                 let c = Compression { codec, level: 1 };
